@@ -1,0 +1,1 @@
+"""Roost's benchmark: a raw XMPP load generator and the servers it compares (see bench/README.md)."""

@@ -1,0 +1,8 @@
+"""Benchmark scenarios, by name."""
+
+from __future__ import annotations
+
+from .base import Scenario
+from .login import LoginScenario
+
+SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (LoginScenario,)}

@@ -1,0 +1,158 @@
+"""What a scenario is: its options, the accounts it needs, one run against one server, its metrics.
+
+Adding a scenario = a module in this package with a ``Scenario`` subclass, registered in
+``bench/scenarios/__init__.py``. The driver (bench/cli.py) starts each server, calls ``run`` with a
+``RunContext``, and prints/saves the metrics declared in ``metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ssl
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..targets import Provisioning, Target
+from ..xmppload.client import Account, CredentialCache, LoginOptions, Session, close, login
+from ..xmppload.procstat import CpuDelta
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str  # key in ServerResult.metrics
+    label: str  # row label in the table
+    unit: str
+    higher_is_better: bool
+    fmt: str = "{:.1f}"
+
+
+@dataclass(slots=True)
+class ServerResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RunContext:
+    target: Target
+    creds: CredentialCache
+    tls: ssl.SSLContext
+    log: Log
+    timeout: float = 15.0
+    local_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+
+    def login_options(self, presence: bool = True, index: int = 0) -> LoginOptions:
+        """Login options; ``index`` spreads connections over the configured source addresses."""
+        addr = self.local_addrs[index % len(self.local_addrs)]
+        local = None if addr == "127.0.0.1" and len(self.local_addrs) == 1 else (addr, 0)
+        return LoginOptions(tls=self.tls, timeout=self.timeout, presence=presence, local_addr=local)
+
+
+def bench_accounts(n: int, password: str = "pw") -> list[Account]:
+    return [Account(f"user{i}", password) for i in range(1, n + 1)]
+
+
+class Scenario(ABC):
+    name: ClassVar[str]
+    help: ClassVar[str]
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Scenario-specific command-line options (optional hook)."""
+        del parser
+
+    @abstractmethod
+    def metric_specs(self) -> tuple[Metric, ...]:
+        """The rows of the comparison table, in order."""
+
+    @abstractmethod
+    def provisioning(self) -> Provisioning: ...
+
+    @abstractmethod
+    async def run(self, ctx: RunContext) -> ServerResult: ...
+
+
+# ---- helpers shared by scenarios ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LoginBatch:
+    sessions: list[Session]
+    errors: list[str]
+    wall: float
+
+
+async def login_many(
+    ctx: RunContext,
+    accounts: Iterable[Account],
+    concurrency: int,
+    resource: str,
+    presence: bool = True,
+    keep: bool = True,
+    on_session: Callable[[Session], Awaitable[None]] | None = None,
+) -> LoginBatch:
+    """Log accounts in with ``concurrency`` logins in flight; keep the sessions or close each at once.
+
+    With ``keep=False`` every session is closed right after login (the close is part of its cycle).
+    """
+    todo = list(enumerate(accounts))
+    it = iter(todo)
+    sessions: list[Session] = []
+    errors: list[str] = []
+    endpoint = ctx.target.endpoint
+    give_up = max(50, len(todo) // 5)
+
+    async def worker() -> None:
+        for index, account in it:
+            if len(errors) > give_up:
+                return
+            try:
+                s = await login(
+                    endpoint, account, f"{resource}{index}", ctx.creds, ctx.login_options(presence, index)
+                )
+                if keep:
+                    sessions.append(s)
+                else:
+                    await close(s, ctx.timeout)
+                    sessions.append(s)
+                if on_session is not None:
+                    await on_session(s)
+            except Exception as exc:
+                errors.append(f"{account.user}: {type(exc).__name__}: {exc}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)) or 1)))
+    wall = time.perf_counter() - t0
+    if len(errors) > give_up:
+        errors.append(f"gave up after {len(errors)} errors")
+    return LoginBatch(sessions, errors, wall)
+
+
+async def close_all(sessions: list[Session], time_limit: float, concurrency: int = 200) -> None:
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(s: Session) -> None:
+        async with sem:
+            with contextlib.suppress(Exception):
+                await close(s, time_limit)
+
+    await asyncio.gather(*(one(s) for s in sessions))
+
+
+def cpu_details(delta: CpuDelta) -> dict[str, float]:
+    return {
+        "wall_s": delta.wall,
+        "server_cpu_s": delta.server_cpu,
+        "server_util": delta.server_util,
+        "generator_util": delta.generator_util,
+    }

@@ -1,0 +1,582 @@
+"""Servers under test: start each in its own temp dir on free loopback ports, pinned to one CPU.
+
+Each target gets the same self-signed certificate, the same accounts (``user1``..``userN``, one password)
+and, when a scenario needs them, the same mutual rosters. Configurations follow each server's packaged
+defaults, minus what would throttle or skew a loopback benchmark (rate limits/shapers, fail2ban-style
+modules, s2s, extra listeners); logging is at warning level everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, ClassVar
+
+from .certs import CertFiles
+from .xmppload.client import Account, CredentialCache, Endpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN = "localhost"
+MUC_DOMAIN = "conference.localhost"
+
+Log = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class Provisioning:
+    """What a scenario needs on the server before it starts."""
+
+    accounts: list[Account]
+    # user -> contacts (localparts); every pair must be listed both ways: subscription "both" is written.
+    rosters: dict[str, list[str]] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def package_version(package: str) -> str:
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+async def wait_for_port(host: str, port: int, time_limit: float, alive: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + time_limit
+    while True:
+        if not alive():
+            raise RuntimeError("server process exited during start-up")
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing accepts connections on {host}:{port} after {time_limit:.0f}s")
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+
+
+class Target(ABC):
+    """One server instance under test."""
+
+    name: ClassVar[str]
+    package: ClassVar[str | None] = None  # Debian package, for the version shown in results
+
+    def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
+        self.dir = workdir
+        self.certs = certs
+        self.cpu = cpu
+        self.log = log
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self._out: list[BinaryIO] = []
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port, DOMAIN)
+
+    @property
+    def pid(self) -> int:
+        """The process whose tree is measured."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def version(self) -> str:
+        return package_version(self.package) if self.package else "unknown"
+
+    @abstractmethod
+    async def start(self, prov: Provisioning) -> None:
+        """Provision, start and wait until the server accepts connections."""
+
+    def seed_credentials(self, creds: CredentialCache) -> None:  # noqa: B027 - optional hook
+        """Pre-fill salted passwords when the target chose the salts itself (optional)."""
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            self.log(f"{self.name}: did not stop within 30s after SIGTERM; killing it")
+            proc.kill()
+            await proc.wait()
+
+    async def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        """Start ``argv`` pinned to our CPU; stdout/stderr go to files in the work dir."""
+        out, err = self._open_logs()
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.proc = await asyncio.create_subprocess_exec(
+            "taskset", "-c", str(self.cpu), *argv,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env, cwd=self.dir,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def _open_logs(self) -> tuple[BinaryIO, BinaryIO]:
+        out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
+        err = open(self.dir / "stderr.log", "ab")  # noqa: SIM115
+        self._out = [out, err]
+        return out, err
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def tail_logs(self, lines: int = 20) -> str:
+        chunks = []
+        for path in sorted(self.dir.glob("*.log")) + sorted(self.dir.glob("*.err")):
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            if text:
+                chunks.append(f"--- {path}\n" + "\n".join(text))
+        return "\n".join(chunks)
+
+    def close_files(self) -> None:
+        for f in self._out:
+            with contextlib.suppress(Exception):
+                f.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# Prosody
+
+
+def _lua_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+class ProsodyTarget(Target):
+    """Prosody 0.12 in the foreground with its own config, internal_hashed accounts written directly."""
+
+    name = "prosody"
+    package = "prosody"
+    ITERATIONS = 10000  # Prosody's default_iteration_count
+
+    def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
+        super().__init__(workdir, certs, cpu, log)
+        self.data = workdir / "data"
+        self.config = workdir / "prosody.cfg.lua"
+        # One salt for every bench account: the server's work per login is the same, and the
+        # generator derives the salted password once instead of once per user.
+        self.salt = secrets.token_hex(16)
+        self._salted: dict[str, bytes] = {}
+        self._accounts: list[Account] = []
+
+    def _salted_password(self, password: str) -> bytes:
+        if password not in self._salted:
+            # Prosody applies SASLprep; the bench passwords are plain ASCII, which it leaves alone.
+            self._salted[password] = hashlib.pbkdf2_hmac(
+                "sha1", password.encode(), self.salt.encode(), self.ITERATIONS
+            )
+        return self._salted[password]
+
+    def write_config(self) -> None:
+        d = self.dir
+        text = f"""-- generated by bench/targets.py for one benchmark run
+run_as_root = true
+pidfile = {_lua_str(str(d / "prosody.pid"))}
+data_path = {_lua_str(str(self.data))}
+plugin_paths = {{}}
+network_settings = {{ nagle = false }}
+admins = {{}}
+log = {{ warn = {_lua_str(str(d / "prosody.log"))} }}
+
+c2s_ports = {{ {self.port} }}
+c2s_interfaces = {{ "127.0.0.1" }}
+c2s_direct_tls_ports = {{}}
+s2s_ports = {{}}
+component_ports = {{}}
+http_ports = {{}}
+https_ports = {{}}
+
+-- The Debian defaults, minus limits (rate limiting), dialback/s2s, registration and the admin socket.
+modules_enabled = {{
+  "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "bookmarks"; "carbons"; "pep"; "private";
+  "smacks"; "vcard4"; "vcard_legacy"; "csi_simple"; "ping"; "time"; "uptime"; "version"; "posix";
+}}
+modules_disabled = {{ "s2s" }}
+
+authentication = "internal_hashed"
+storage = "internal"
+c2s_require_encryption = true
+allow_registration = false
+certificates = {_lua_str(str(self.certs.cert.parent))}
+ssl = {{ certificate = {_lua_str(str(self.certs.cert))}; key = {_lua_str(str(self.certs.key))} }}
+
+VirtualHost "{DOMAIN}"
+
+Component "{MUC_DOMAIN}" "muc"
+"""
+        self.config.write_text(text)
+
+    def write_accounts(self, prov: Provisioning) -> None:
+        """Accounts and rosters in Prosody's internal storage: one Lua file per user and store."""
+        accounts = self.data / DOMAIN / "accounts"
+        accounts.mkdir(parents=True, exist_ok=True)
+        self._accounts = list(prov.accounts)
+        for acc in prov.accounts:
+            salted = self._salted_password(acc.password)
+            client_key = hmac.digest(salted, b"Client Key", "sha1")
+            stored_key = hashlib.sha1(client_key).hexdigest()
+            server_key = hmac.digest(salted, b"Server Key", "sha1").hex()
+            (accounts / f"{acc.user}.dat").write_text(
+                f'return {{ ["iteration_count"] = {self.ITERATIONS}; ["salt"] = "{self.salt}"; '
+                f'["stored_key"] = "{stored_key}"; ["server_key"] = "{server_key}" }};\n'
+            )
+        if prov.rosters:
+            rosters = self.data / DOMAIN / "roster"
+            rosters.mkdir(parents=True, exist_ok=True)
+            for user, contacts in prov.rosters.items():
+                items = "".join(
+                    f'  ["{c}@{DOMAIN}"] = {{ ["subscription"] = "both"; ["groups"] = {{}}; '
+                    f'["name"] = "{c}" }};\n'
+                    for c in contacts
+                )
+                (rosters / f"{user}.dat").write_text(
+                    f'return {{\n  [false] = {{ ["version"] = 1; ["pending"] = {{}} }};\n{items}}};\n'
+                )
+
+    def seed_credentials(self, creds: CredentialCache) -> None:
+        for acc in self._accounts:
+            creds.put(acc.user, "SHA-1", self._salted_password(acc.password))
+
+    async def start(self, prov: Provisioning) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        self.write_accounts(prov)
+        await self._spawn(["prosody", "--config", str(self.config), "-F"])
+        await wait_for_port("127.0.0.1", self.port, 60, self._alive)
+
+    def version(self) -> str:
+        v = super().version()
+        if v == "unknown":
+            with contextlib.suppress(OSError):
+                v = Path("/usr/lib/prosody/prosody.version").read_text().strip()
+        return v
+
+
+# --------------------------------------------------------------------------------------------------
+# ejabberd
+
+
+def _ejabberd_lib_dir() -> str:
+    """The ERL_LIBS directory Debian's ejabberdctl uses (the one holding ejabberd-<version>/)."""
+    for candidate in sorted(glob.glob("/usr/lib/*/ejabberd-*/ebin")) + sorted(
+        glob.glob("/usr/lib/ejabberd-*/ebin")
+    ):
+        return str(Path(candidate).parent.parent)
+    raise RuntimeError("ejabberd's Erlang libraries not found; run scripts/install-peers")
+
+
+class EjabberdTarget(Target):
+    """ejabberd 23.01 run straight from ``erl`` (as the current user, no epmd), accounts via its HTTP API.
+
+    Debian's ejabberdctl insists on switching to the ``ejabberd`` user when run as root, so we start
+    the VM the way it would (same erl flags, ERL_LIBS, -mnesia dir, -s ejabberd) but with our own
+    node name, config, spool, logs, HOME (for the cookie) and a fixed distribution port instead of epmd.
+    """
+
+    name = "ejabberd"
+    package = "ejabberd"
+    NODE = "roostbench@localhost"
+
+    def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
+        super().__init__(workdir, certs, cpu, log)
+        self.http_port = free_port()
+        self.dist_port = free_port()
+        self.config = workdir / "ejabberd.yml"
+        self.spool = workdir / "spool"
+        self.logs = workdir / "logs"
+
+    def write_config(self) -> None:
+        text = f"""# generated by bench/targets.py for one benchmark run
+hosts:
+  - "{DOMAIN}"
+loglevel: warning
+log_rotate_count: 0
+certfiles:
+  - "{self.certs.combined}"
+
+listen:
+  -
+    port: {self.port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    max_stanza_size: 262144
+    shaper: none
+    access: c2s
+    starttls_required: true
+  -
+    port: {self.http_port}
+    ip: "127.0.0.1"
+    module: ejabberd_http
+    request_handlers:
+      /api: mod_http_api
+
+disable_sasl_mechanisms:
+  - "digest-md5"
+  - "x-oauth2"
+auth_method: internal
+auth_password_format: scram
+auth_scram_hash: sha
+
+acl:
+  local:
+    user_regexp: ""
+  loopback:
+    ip:
+      - 127.0.0.0/8
+
+access_rules:
+  local:
+    allow: local
+  c2s:
+    deny: blocked
+    allow: all
+  muc_create:
+    allow: local
+  pubsub_createnode:
+    allow: local
+
+api_permissions:
+  "bench provisioning":
+    from:
+      - mod_http_api
+    who:
+      ip: 127.0.0.1/8
+    what: "*"
+
+shaper_rules:
+  max_user_sessions: 10
+  max_user_offline_messages: 5000
+  c2s_shaper: none
+  s2s_shaper: none
+
+# The Debian defaults, minus fail2ban, pres_counter (throttling), mqtt, bosh, stun, s2s dialback.
+modules:
+  mod_adhoc: {{}}
+  mod_admin_extra: {{}}
+  mod_announce:
+    access: local
+  mod_avatar: {{}}
+  mod_blocking: {{}}
+  mod_caps: {{}}
+  mod_carboncopy: {{}}
+  mod_client_state: {{}}
+  mod_configure: {{}}
+  mod_disco: {{}}
+  mod_http_api: {{}}
+  mod_last: {{}}
+  mod_muc:
+    host: "{MUC_DOMAIN}"
+    access:
+      - allow
+    access_create: muc_create
+    access_persistent: muc_create
+  mod_muc_admin: {{}}
+  mod_offline:
+    access_max_user_messages: max_user_offline_messages
+  mod_ping: {{}}
+  mod_privacy: {{}}
+  mod_private: {{}}
+  mod_pubsub:
+    access_createnode: pubsub_createnode
+    plugins:
+      - flat
+      - pep
+  mod_push: {{}}
+  mod_push_keepalive: {{}}
+  mod_roster:
+    versioning: true
+  mod_shared_roster: {{}}
+  mod_sic: {{}}
+  mod_stream_mgmt:
+    resend_on_timeout: if_offline
+  mod_vcard:
+    search: false
+  mod_vcard_xupdate: {{}}
+  mod_version: {{}}
+"""
+        self.config.write_text(text)
+        (self.dir / "inetrc").write_text('{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
+
+    async def start(self, prov: Provisioning) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        env = {
+            "HOME": str(self.dir),
+            "EJABBERD_CONFIG_PATH": str(self.config),
+            "EJABBERD_LOG_PATH": str(self.logs / "ejabberd.log"),
+            "EJABBERD_PID_PATH": str(self.dir / "ejabberd.pid"),
+            "ERL_LIBS": _ejabberd_lib_dir(),
+            "ERL_CRASH_DUMP": str(self.logs / "erl_crash.dump"),
+            "ERL_INETRC": str(self.dir / "inetrc"),
+            "ERL_MAX_PORTS": "65536",
+            "CONTRIB_MODULES_PATH": str(self.dir / "contrib"),
+        }
+        argv = [
+            "erl", "-sname", self.NODE, "-setcookie", secrets.token_hex(16),
+            "+K", "true", "+P", "250000", "+Q", "65536",
+            "-env", "ERL_CRASH_DUMP_BYTES", "0",
+            "-erl_epmd_port", str(self.dist_port), "-start_epmd", "false",
+            "-mnesia", "dir", f'"{self.spool}"',
+            "-s", "ejabberd", "-noinput",
+        ]  # fmt: skip
+        await self._spawn(argv, env)
+        await wait_for_port("127.0.0.1", self.http_port, 90, self._alive)
+        await wait_for_port("127.0.0.1", self.port, 30, self._alive)
+        await self._provision(prov)
+
+    async def _provision(self, prov: Provisioning) -> None:
+        calls: list[tuple[str, dict[str, str]]] = [
+            ("register", {"user": a.user, "host": DOMAIN, "password": a.password}) for a in prov.accounts
+        ]
+        for user, contacts in prov.rosters.items():
+            for c in contacts:
+                calls.append(
+                    ("add_rosteritem", {
+                        "localuser": user, "localhost": DOMAIN, "user": c, "host": DOMAIN,
+                        "nick": c, "group": "bench", "subs": "both",
+                    })
+                )  # fmt: skip
+        t0 = time.monotonic()
+        await asyncio.to_thread(self._api_calls, calls)
+        self.log(f"ejabberd: {len(calls)} API calls for provisioning in {time.monotonic() - t0:.1f}s")
+
+    def _api_calls(self, calls: list[tuple[str, dict[str, str]]]) -> None:
+        port = self.http_port
+
+        def worker(chunk: list[tuple[str, dict[str, str]]]) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for command, args in chunk:
+                body = json.dumps(args)
+                for attempt in range(3):
+                    try:
+                        conn.request("POST", f"/api/{command}", body, {"Content-Type": "application/json"})
+                        resp = conn.getresponse()
+                        data = resp.read()
+                        break
+                    except (OSError, http.client.HTTPException):
+                        conn.close()
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                        if attempt == 2:
+                            raise
+                if resp.status != 200:
+                    raise RuntimeError(f"ejabberd API {command} {args}: HTTP {resp.status} {data[:200]!r}")
+            conn.close()
+
+        workers = 8
+        chunks = [calls[i::workers] for i in range(workers)]
+        with ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(worker, c) for c in chunks if c]:
+                f.result()
+
+
+# --------------------------------------------------------------------------------------------------
+# Roost
+
+
+ROOST_CONFIG = """# generated by bench/targets.py for one benchmark run
+[server]
+domains = ["{domain}"]
+data_dir = "{data}"
+
+[listen]
+c2s = "127.0.0.1:{port}"
+
+[tls]
+certificate = "{cert}"
+key = "{key}"
+
+[c2s]
+require_encryption = true
+
+[storage]
+url = "sqlite:///{data}/roost.db"
+
+[log]
+level = "warning"
+"""
+
+
+class RoostTarget(Target):
+    """Roost from the project's virtualenv; accounts via ``roost user import`` before it starts.
+
+    The config layout is provisional (the server is being written); ``--roost-config`` overrides it
+    with a template using {domain} {data} {port} {cert} {key} {workdir}.
+    """
+
+    name = "roost"
+    template: ClassVar[str] = ROOST_CONFIG
+
+    def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
+        super().__init__(workdir, certs, cpu, log)
+        self.data = workdir / "data"
+        self.config = workdir / "roost.toml"
+        self.exe = shutil.which("roost", path=str(ROOT / ".venv" / "bin")) or "roost"
+
+    def version(self) -> str:
+        try:
+            from importlib.metadata import version
+
+            return version("roost")
+        except Exception:
+            return "unknown"
+
+    async def start(self, prov: Provisioning) -> None:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            self.template.format(
+                domain=DOMAIN, data=self.data, port=self.port, cert=self.certs.cert,
+                key=self.certs.key, workdir=self.dir,
+            )
+        )  # fmt: skip
+        csv = self.dir / "users.csv"
+        csv.write_text("".join(f"{a.user}@{DOMAIN},{a.password}\n" for a in prov.accounts))
+        if prov.rosters:
+            self.log("roost: roster provisioning is not implemented yet; presence scenarios will be wrong")
+        t0 = time.monotonic()
+        cmd = [self.exe, "--config", str(self.config), "user", "import", str(csv)]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.decode(errors='replace')}")
+        self.log(f"roost: imported {len(prov.accounts)} users in {time.monotonic() - t0:.1f}s")
+        await self._spawn([self.exe, "--config", str(self.config), "run"])
+        await wait_for_port("127.0.0.1", self.port, 60, self._alive)
+
+
+TARGETS: dict[str, type[Target]] = {t.name: t for t in (RoostTarget, ProsodyTarget, EjabberdTarget)}

@@ -1,0 +1,1 @@
+"""The load generator proper: raw asyncio XMPP client connections, timings, /proc sampling."""

@@ -1,0 +1,591 @@
+"""The configuration schema: one pydantic model per TOML section.
+
+Each option is declared exactly once, here (core sections) or next to the feature module that reads it
+(module sections, via :func:`register_section`). The declaration carries type, default, bounds and a
+description; ``roost.config.docs`` renders ``docs/config.md`` from it, so the reference never drifts.
+
+Models are strict (TOML already has types: ``"yes"`` is not a boolean), frozen (no module may change
+another's view of the configuration at run time) and reject unknown keys (a typo must not silently
+fall back to a default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, overload
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from roost.jid import JID, JIDError, prepare_domain
+
+__all__ = [
+    "CORE_SECTIONS",
+    "DEFAULT_SASL_MECHANISMS",
+    "C2SSection",
+    "Config",
+    "ConfigPath",
+    "ListenSection",
+    "LogSection",
+    "ModuleOptions",
+    "ServerSection",
+    "StorageSection",
+    "TLSSection",
+    "parse_address",
+    "redact_url",
+    "register_section",
+    "registered_sections",
+    "section_owner",
+    "section_summary",
+    "unregister_section",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+#: Validation-context key holding the directory relative paths are resolved against.
+BASE_DIR_CONTEXT = "base_dir"
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Make a configured path absolute against the config file's directory (or the CWD)."""
+    value = value.expanduser()
+    if value.is_absolute():
+        return value
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = context.get(BASE_DIR_CONTEXT)
+    base_dir = Path(base) if base is not None else Path.cwd()
+    return base_dir / value
+
+
+#: A filesystem path option: a TOML string, ``~`` expanded, relative paths resolved against the
+#: directory of the config file (the current directory when running on built-in defaults).
+ConfigPath = Annotated[Path, Strict(False), AfterValidator(_resolve_path)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModuleOptions(_Section):
+    """Base of every feature module's options (its ``[name]`` section in roost.toml)."""
+
+    enabled: bool = Field(default=True, description="Load this module.", examples=[True])
+
+
+# --- [server] ----------------------------------------------------------------------------------
+
+
+class ServerSection(_Section):
+    """Who this server is and where it keeps its files."""
+
+    domains: list[str] = Field(
+        default_factory=lambda: ["localhost"],
+        min_length=1,
+        description="The XMPP domains this server hosts (user JIDs are user@domain). The first one is "
+        "the primary domain.",
+        examples=[["example.org", "example.net"]],
+    )
+    data_dir: ConfigPath = Field(
+        default=Path("roost-data"),
+        validate_default=True,
+        description="Directory for the SQLite database, generated certificates and other state. "
+        "Relative paths are resolved against the config file's directory.",
+        examples=["/var/lib/roost"],
+    )
+    admins: list[str] = Field(
+        default_factory=list,
+        description="Bare JIDs of server administrators (ad-hoc admin commands, web admin).",
+        examples=[["admin@example.org"]],
+    )
+
+    @field_validator("domains")
+    @classmethod
+    def _check_domains(cls, value: list[str]) -> list[str]:
+        prepared: list[str] = []
+        for text in value:
+            try:
+                domain = prepare_domain(text)
+            except JIDError as e:
+                raise ValueError(f"{text!r} is not a valid domain name ({e})") from None
+            if domain in prepared:
+                raise ValueError(f"domain {domain!r} is listed twice")
+            prepared.append(domain)
+        return prepared
+
+    @field_validator("admins")
+    @classmethod
+    def _check_admins(cls, value: list[str]) -> list[str]:
+        admins: list[str] = []
+        for text in value:
+            try:
+                jid = JID.parse(text)
+            except JIDError as e:
+                raise ValueError(f"{text!r} is not a valid JID ({e})") from None
+            if jid.local is None or jid.resource is not None:
+                raise ValueError(f"{text!r} is not a bare user JID (expected user@domain)")
+            admins.append(str(jid))
+        return admins
+
+
+# --- [tls] -------------------------------------------------------------------------------------
+
+
+class TLSSection(_Section):
+    """The certificate presented to clients (STARTTLS and direct TLS)."""
+
+    cert: ConfigPath | None = Field(
+        default=None,
+        description="PEM certificate chain covering every domain in server.domains. Omit both cert "
+        "and key to have a self-signed certificate generated in <data_dir>/tls (fine for testing; "
+        "clients will warn).",
+        examples=["/etc/letsencrypt/live/example.org/fullchain.pem"],
+    )
+    key: ConfigPath | None = Field(
+        default=None,
+        description="PEM private key matching cert.",
+        examples=["/etc/letsencrypt/live/example.org/privkey.pem"],
+    )
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TLSSection:
+        if (self.cert is None) != (self.key is None):
+            missing = "key" if self.key is None else "cert"
+            given = "cert" if self.key is None else "key"
+            raise ValueError(
+                f"{given} is set but {missing} is not: set both, or neither to use a generated "
+                "self-signed certificate"
+            )
+        return self
+
+
+# --- [listen] ----------------------------------------------------------------------------------
+
+_PORT_ONLY = re.compile(r"\d+")
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """Split ``"host:port"``, ``"[v6]:port"`` or ``":port"`` into ``(host, port)``.
+
+    An empty host (``":5222"``) means every interface, IPv4 and IPv6, as asyncio's ``start_server``
+    understands it. Port 0 asks the OS for a free port (tests). Raise ValueError with a hint.
+    """
+    text = text.strip()
+    if _PORT_ONLY.fullmatch(text):
+        raise ValueError(f"{text!r} has no host; write ':{text}' for every interface")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1 :].startswith(":"):
+            raise ValueError(f"{text!r} is not '[ipv6]:port'")
+        host, port_text = text[1:end], text[end + 2 :]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{text!r} has no port; expected 'host:port', e.g. '0.0.0.0:5222'")
+        if ":" in host:
+            raise ValueError(f"IPv6 addresses need brackets: '[{host}]:{port_text}'")
+        if host and not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"{host!r} in {text!r} is not a host name or IP address")
+    if not _PORT_ONLY.fullmatch(port_text) or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} in {text!r} is not a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def _check_listen(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    parse_address(value)
+    return value.strip()
+
+
+#: A listening address option: ``"host:port"``, ``"[::1]:port"``, ``":port"``; ``""`` disables.
+ListenAddress = Annotated[str | None, AfterValidator(_check_listen)]
+
+
+class ListenSection(_Section):
+    """Where the server accepts connections. An empty string disables a listener."""
+
+    c2s: ListenAddress = Field(
+        default="0.0.0.0:5222",
+        description="Client connections with STARTTLS (RFC 6120). 'host:port', '[ipv6]:port' or ':port' "
+        "(every interface, IPv4 and IPv6); \"\" disables.",
+        examples=[":5222"],
+    )
+    c2s_tls: ListenAddress = Field(
+        default="0.0.0.0:5223",
+        description='Client connections with direct TLS (XEP-0368). Same syntax as c2s; "" disables.',
+        examples=["[::]:5223"],
+    )
+
+    @property
+    def c2s_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the STARTTLS listener, or None when disabled."""
+        return None if self.c2s is None else parse_address(self.c2s)
+
+    @property
+    def c2s_tls_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of the direct-TLS listener, or None when disabled."""
+        return None if self.c2s_tls is None else parse_address(self.c2s_tls)
+
+
+# --- [c2s] -------------------------------------------------------------------------------------
+
+#: Strongest first: the order is the server's preference as advertised in <mechanisms/>.
+DEFAULT_SASL_MECHANISMS: tuple[str, ...] = (
+    "SCRAM-SHA-512-PLUS",
+    "SCRAM-SHA-512",
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-1",
+    "PLAIN",
+)
+
+ScramHash = Literal["SHA-1", "SHA-256", "SHA-512"]
+_ALL_HASHES: tuple[ScramHash, ...] = ("SHA-1", "SHA-256", "SHA-512")
+
+
+class C2SSection(_Section):
+    """Client-to-server session policy and limits."""
+
+    require_encryption: bool = Field(
+        default=True,
+        description="Refuse authentication and stanzas before TLS is up (RFC 6120 §5.3.1).",
+        examples=[True],
+    )
+    max_stanza_bytes: int = Field(
+        default=256 * KiB,
+        ge=1 * KiB,
+        le=16 * MiB,
+        description="Largest stanza a client may send; a bigger one closes the stream with "
+        "<policy-violation/> (RFC 6120 §13.12).",
+        examples=[524288],
+    )
+    max_auth_failures: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Failed SASL attempts allowed on one connection before it is closed.",
+        examples=[5],
+    )
+    auth_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Time a new connection has to authenticate before it is closed.",
+        examples=[60.0],
+    )
+    idle_ping_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Send an XEP-0199 ping to a client that has been silent this long; 0 never pings.",
+        examples=[120.0],
+    )
+    ping_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Close a session whose ping is still unanswered after this long.",
+        examples=[30.0],
+    )
+    max_send_queue_bytes: int = Field(
+        default=4 * MiB,
+        ge=64 * KiB,
+        le=1024 * MiB,
+        description="A session whose unsent output exceeds this (a client that stopped reading) is closed.",
+        examples=[8388608],
+    )
+    sasl_mechanisms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SASL_MECHANISMS),
+        min_length=1,
+        description="SASL mechanisms offered, in order of preference. -PLUS variants need TLS channel "
+        "binding; each SCRAM hash needs stored credentials (storage.scram_hashes).",
+        examples=[["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN"]],
+    )
+
+    @field_validator("sasl_mechanisms")
+    @classmethod
+    def _check_mechanisms(cls, value: list[str]) -> list[str]:
+        seen: list[str] = []
+        for name in value:
+            upper = name.upper()  # RFC 4422 §3.1: mechanism names are upper case
+            if upper not in DEFAULT_SASL_MECHANISMS:
+                known = ", ".join(DEFAULT_SASL_MECHANISMS)
+                raise ValueError(f"unknown SASL mechanism {name!r}; known: {known}")
+            if upper in seen:
+                raise ValueError(f"SASL mechanism {upper!r} is listed twice")
+            seen.append(upper)
+        return seen
+
+
+# --- [storage] ---------------------------------------------------------------------------------
+
+#: URL schemes the storage layer opens (a "+driver" suffix is allowed: sqlite+aiosqlite://…).
+STORAGE_SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (user:password@) masked, fit for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{authority}{slash}{path}"
+
+
+
+class StorageSection(_Section):
+    """The database holding accounts and all user data."""
+
+    url: str | None = Field(
+        default=None,
+        description="Database URL: 'sqlite:///relative.db', 'sqlite:////absolute/path.db' or "
+        "'postgresql://user:pass@host/db' (needs roost[postgres]) or 'memory://' (tests: nothing is "
+        "kept). A relative SQLite path is resolved against the config file's directory. "
+        "Unset: sqlite:///<data_dir>/roost.db.",
+        examples=["postgresql://roost:secret@localhost/roost"],
+    )
+    scram_iterations: int = Field(
+        default=4096,
+        ge=4096,
+        le=10_000_000,
+        description="PBKDF2 iterations for newly stored passwords (RFC 7677 §4 asks for at least 4096). "
+        "Existing passwords keep theirs until changed.",
+        examples=[10000],
+    )
+    scram_hashes: list[ScramHash] = Field(
+        default_factory=lambda: list(_ALL_HASHES),
+        min_length=1,
+        description="Hashes for which SCRAM credentials are stored when a password is set; a "
+        "SCRAM-<hash> mechanism only works for users who have credentials for that hash.",
+        examples=[["SHA-256", "SHA-512"]],
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        scheme, sep, rest = value.partition("://")
+        base = scheme.split("+", 1)[0].lower()
+        if not sep or base not in STORAGE_SCHEMES:
+            raise ValueError(
+                f"{redact_url(value)!r} is not a supported storage URL: use sqlite:///path/to/roost.db, "
+                "postgresql://user:password@host/database or memory://"
+            )
+        if base == "sqlite" and rest.startswith("/"):
+            # sqlite:///relative.db → absolute against the config file's directory, like every other
+            # path in the file (SQLAlchemy would take it relative to the current directory).
+            path, query_sep, query = rest[1:].partition("?")
+            if path and not path.startswith(("/", ":memory:", "file:")):
+                absolute = _resolve_path(Path(path), info)
+                value = f"{scheme}:///{absolute.as_posix()}{query_sep}{query}"
+        return value
+
+    @field_validator("scram_hashes")
+    @classmethod
+    def _no_duplicates(cls, value: list[ScramHash]) -> list[ScramHash]:
+        for name in value:
+            if value.count(name) > 1:
+                raise ValueError(f"{name!r} is listed twice")
+        return value
+
+
+# --- [log] -------------------------------------------------------------------------------------
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+class LogSection(_Section):
+    """Logging. Stanza traces appear only at debug, with passwords and SASL data masked."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = Field(
+        default="info",
+        description="Least severe messages written.",
+        examples=["debug"],
+    )
+    file: ConfigPath | None = Field(
+        default=None,
+        description="Append the log to this file instead of standard error.",
+        examples=["/var/log/roost/roost.log"],
+    )
+
+
+# --- the whole file ----------------------------------------------------------------------------
+
+#: Built-in sections, in documentation order.
+CORE_SECTIONS: dict[str, type[_Section]] = {
+    "server": ServerSection,
+    "tls": TLSSection,
+    "listen": ListenSection,
+    "c2s": C2SSection,
+    "storage": StorageSection,
+    "log": LogSection,
+}
+
+_module_sections: dict[str, type[ModuleOptions]] = {}
+_section_owners: dict[str, str] = {}
+_section_summaries: dict[str, str] = {}
+_M = TypeVar("_M", bound=ModuleOptions)
+
+
+def register_section(
+    name: str, model: type[BaseModel], *, declared_in: str | None = None, summary: str | None = None
+) -> None:
+    """Declare ``[name]`` as the options section of a feature module.
+
+    Call it at import time next to the module's code. Every field must carry a description (it
+    becomes the documentation). For the docs, ``declared_in`` names the Python module that owns the
+    section (default: the model's module) and ``summary`` says what the module does (default: the
+    model's docstring). Registering the same model twice is harmless; another
+    model under a taken name is an error.
+    """
+    if not (isinstance(model, type) and issubclass(model, ModuleOptions)):
+        raise TypeError(f"options of [{name}] must subclass roost.config.ModuleOptions")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"section name {name!r} must be lower_snake_case")
+    if name in CORE_SECTIONS:
+        raise ValueError(f"[{name}] is a built-in section")
+    current = _module_sections.get(name)
+    if current is not None and current is not model:
+        raise ValueError(f"[{name}] is already registered by {_section_owners[name]}")
+    undocumented = [f for f, info in model.model_fields.items() if not info.description]
+    if undocumented:
+        raise ValueError(f"[{name}] options without a description: {', '.join(undocumented)}")
+    _module_sections[name] = model
+    _section_owners[name] = declared_in or model.__module__
+    if summary:
+        _section_summaries[name] = summary
+    else:
+        _section_summaries.pop(name, None)
+
+
+def unregister_section(name: str) -> None:
+    """Forget a module section (module unload, tests)."""
+    _module_sections.pop(name, None)
+    _section_owners.pop(name, None)
+    _section_summaries.pop(name, None)
+
+
+def section_summary(name: str) -> str | None:
+    """What the module declaring ``[name]`` does, as given to register_section (else None)."""
+    return _section_summaries.get(name)
+
+
+def section_owner(name: str) -> str | None:
+    """The Python module that declared ``[name]`` (None if not registered)."""
+    return _section_owners.get(name)
+
+
+def registered_sections() -> dict[str, type[ModuleOptions]]:
+    """A snapshot of the registered module sections."""
+    return dict(_module_sections)
+
+
+class Config(BaseModel):
+    """The loaded configuration: core sections, module options, and the file it came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server: ServerSection = Field(default_factory=lambda: ServerSection())
+    tls: TLSSection = Field(default_factory=lambda: TLSSection())
+    listen: ListenSection = Field(default_factory=lambda: ListenSection())
+    c2s: C2SSection = Field(default_factory=lambda: C2SSection())
+    storage: StorageSection = Field(default_factory=lambda: StorageSection())
+    log: LogSection = Field(default_factory=lambda: LogSection())
+    #: Validated module sections present in the file (others get their defaults on demand).
+    modules: dict[str, ModuleOptions] = Field(default_factory=dict)
+    #: The file this came from; None when running on built-in defaults.
+    path: Path | None = None
+    #: Directory relative paths were resolved against (the file's, else the CWD at load time).
+    base_dir: Path = Field(default_factory=Path.cwd)
+
+    _defaults: dict[str, ModuleOptions] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _default_storage_url(self) -> Config:
+        if self.storage.url is None:
+            url = f"sqlite:///{(self.server.data_dir / 'roost.db').as_posix()}"
+            # Frozen model: set the derived value once, during validation.
+            object.__setattr__(self, "storage", self.storage.model_copy(update={"url": url}))
+        return self
+
+    @property
+    def storage_url(self) -> str:
+        """The database URL, with the default (SQLite in data_dir) filled in."""
+        assert self.storage.url is not None  # set by _default_storage_url
+        return self.storage.url
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where a self-signed certificate is generated when [tls] has no cert/key."""
+        return self.server.data_dir / "tls"
+
+    @overload
+    def module_options(self, name: str) -> ModuleOptions: ...
+
+    @overload
+    def module_options(self, name: str, model: type[_M]) -> _M: ...
+
+    def module_options(self, name: str, model: type[ModuleOptions] | None = None) -> ModuleOptions:
+        """The options of module ``name``: from the file, else the registered model's defaults.
+
+        Pass the module's Options class as ``model`` to get it back typed. KeyError if no module
+        registered ``[name]``.
+        """
+        options = self.modules.get(name) or self._defaults.get(name)
+        if options is None:
+            registered = _module_sections.get(name)
+            if registered is None:
+                raise KeyError(f"no options section [{name}] is registered")
+            options = registered.model_validate({}, context={BASE_DIR_CONTEXT: self.base_dir})
+            self._defaults[name] = options
+        if model is not None and not isinstance(options, model):
+            raise TypeError(f"[{name}] options are {type(options).__name__}, not {model.__name__}")
+        return options
+
+    def consistency_problems(self) -> list[tuple[str, str]]:
+        """Cross-section mistakes as ``(dotted key, message)``; the loader turns them into errors."""
+        problems: list[tuple[str, str]] = []
+        hashes = set(self.storage.scram_hashes)
+        for mech in self.c2s.sasl_mechanisms:
+            if mech.startswith("SCRAM-"):
+                hash_name = mech.removeprefix("SCRAM-").removesuffix("-PLUS")
+                if hash_name not in hashes:
+                    problems.append(
+                        (
+                            "c2s.sasl_mechanisms",
+                            f"{mech} needs {hash_name!r} in storage.scram_hashes (no user would have "
+                            "credentials for it); add the hash or drop the mechanism",
+                        )
+                    )
+        if (
+            self.listen.c2s is not None
+            and self.listen.c2s == self.listen.c2s_tls
+            and not self.listen.c2s.endswith(":0")  # port 0: each listener gets its own free port
+        ):
+            problems.append(("listen.c2s_tls", f"same address as listen.c2s ({self.listen.c2s})"))
+        return problems

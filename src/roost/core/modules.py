@@ -1,0 +1,137 @@
+"""The module system: one file per protocol feature, registered declaratively.
+
+A module is a class with a ``name``, the XEPs it implements, the disco features it advertises, an
+``Options`` model (its ``[name]`` section of roost.toml), and methods marked with :func:`iq_handler`
+or :func:`hook`. :class:`ModuleManager` instantiates it once per served domain, registers those
+methods on the host's IQ table and event bus, and undoes every registration on unload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from roost.config.schema import ModuleOptions, register_section
+from roost.core.iq import Target
+
+if TYPE_CHECKING:
+    from roost.core.host import Host
+    from roost.core.server import Server
+
+log = logging.getLogger("roost.modules")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Xep:
+    """A protocol extension a module implements (for docs/xeps.md and disco)."""
+
+    number: int
+    version: str
+    status: str = "complete"  # "complete" | "partial"
+    note: str = ""
+
+
+def iq_handler(type_: str, ns: str, name: str, to: Target = Target.HOST) -> Callable[[F], F]:
+    """Mark a method as the handler of IQs of ``type_`` whose payload is ``{ns}name``, sent ``to``."""
+
+    def mark(func: F) -> F:
+        marks: list[tuple[str, str, str, Target]] = func.__dict__.setdefault("_roost_iq", [])
+        marks.append((type_, ns, name, to))
+        return func
+
+    return mark
+
+
+def hook(event: str, priority: int = 0) -> Callable[[F], F]:
+    """Mark a method as a handler of ``event`` (a name from :mod:`roost.core.hooks`)."""
+
+    def mark(func: F) -> F:
+        marks: list[tuple[str, int]] = func.__dict__.setdefault("_roost_hooks", [])
+        marks.append((event, priority))
+        return func
+
+    return mark
+
+
+class Module:
+    """Base class of feature modules."""
+
+    name: ClassVar[str] = ""
+    xeps: ClassVar[tuple[Xep, ...]] = ()
+    #: disco#info features of the server domain while this module is loaded.
+    features: ClassVar[tuple[str, ...]] = ()
+    #: disco#info features of each account (bare JID) while this module is loaded.
+    account_features: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type[ModuleOptions]] = ModuleOptions
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            register_section(cls.name, cls.Options)
+
+    def __init__(self, host: Host, options: ModuleOptions) -> None:
+        self.host = host
+        self.server: Server = host.server
+        self.options = options
+        self.log = logging.getLogger(f"roost.mod.{self.name}")
+
+    async def start(self) -> None:
+        """Called after registration (open stores, start timers)."""
+
+    async def stop(self) -> None:
+        """Called before unregistration (flush, cancel timers)."""
+
+
+class ModuleManager:
+    """Loads and unloads modules on one host."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.loaded: dict[str, Module] = {}
+        self._undo: dict[str, list[Callable[[], None]]] = {}
+
+    async def load(self, cls: type[Module], options: ModuleOptions) -> Module:
+        if cls.name in self.loaded:
+            raise ValueError(f"module {cls.name} is already loaded on {self.host.domain}")
+        module = cls(self.host, options)
+        undo: list[Callable[[], None]] = []
+        for attr in dir(cls):
+            func = getattr(cls, attr, None)
+            if func is None or not callable(func):
+                continue
+            bound = getattr(module, attr)
+            for type_, ns, name, target in getattr(func, "_roost_iq", ()):
+                undo.append(self.host.iq.register(type_, ns, name, target, bound))
+            for event, priority in getattr(func, "_roost_hooks", ()):
+                undo.append(self.host.bus.on(event, bound, priority))
+        self.loaded[cls.name] = module
+        self._undo[cls.name] = undo
+        try:
+            await module.start()
+        except Exception:
+            self._unregister(cls.name)
+            raise
+        log.debug("loaded module %s on %s", cls.name, self.host.domain)
+        return module
+
+    async def unload(self, name: str) -> None:
+        module = self.loaded.get(name)
+        if module is None:
+            return
+        try:
+            await module.stop()
+        finally:
+            self._unregister(name)
+
+    def _unregister(self, name: str) -> None:
+        for undo in self._undo.pop(name, ()):
+            undo()
+        self.loaded.pop(name, None)
+
+    async def unload_all(self) -> None:
+        for name in reversed(list(self.loaded)):
+            await self.unload(name)

@@ -1,0 +1,243 @@
+"""The server: storage, hosts and their modules, listeners, timers, and an ordered shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from roost.config.schema import Config
+from roost.core import hooks
+from roost.core.hooks import StanzaEvent
+from roost.core.host import Host
+from roost.core.iq import IqTracker
+from roost.core.router import Router
+from roost.core.sessions import SessionManager
+from roost.stanza.errors import StreamError
+from roost.storage.manager import StorageManager
+from roost.stream.c2s import C2SSettings
+from roost.transports import tls
+from roost.util.logging import setup_logging
+from roost.xml.element import Element
+from roost.xml.ns import CLIENT, PING
+
+log = logging.getLogger("roost.server")
+
+
+class Server:
+    """One Roost process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.sessions = SessionManager()
+        self.hosts: dict[str, Host] = {}
+        #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
+        self.routes: dict[str, Callable[[StanzaEvent], None]] = {}
+        self.router = Router(self)
+        self.iq_tracker = IqTracker()
+        self.connections: set[Any] = set()
+        self.storage: StorageManager = None  # type: ignore[assignment]  # set in start()
+        self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
+        self.certificate_der: bytes | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stopping = False
+        #: Addresses actually bound, by listener name (tests use port 0).
+        self.addresses: dict[str, tuple[str, int]] = {}
+
+    # -- tasks ---------------------------------------------------------------------------------------
+    def spawn(self, awaitable: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """Run ``awaitable`` as an owned, named task; its failure is logged, never lost."""
+        coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- start/stop ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        data_dir = config.server.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
+        if config.tls.cert is not None and config.tls.key is not None:
+            cert, key = config.tls.cert, config.tls.key
+        else:
+            cert, key = tls.ensure_certificate(data_dir, config.server.domains)
+        self.tls_context = tls.server_context(cert, key)
+        self.certificate_der = tls.certificate_der(cert)
+
+        from roost.modules import all_modules
+
+        for domain in config.server.domains:
+            host = Host(self, domain)
+            self.hosts[domain] = host
+        for host in list(self.hosts.values()):
+            for cls in all_modules():
+                options = config.module_options(cls.name)
+                if options.enabled:
+                    await host.modules.load(cls, options)
+        await self._listen()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="idle-sweeper")
+        for host in self.hosts.values():
+            await host.bus.fire(hooks.SERVER_STARTED, hooks.ServerEvent())
+        log.info(
+            "Roost serving %s; %s",
+            ", ".join(config.server.domains),
+            ", ".join(f"{k} on {a[0]}:{a[1]}" for k, a in self.addresses.items()) or "no listeners",
+        )
+
+    def c2s_settings(self) -> C2SSettings:
+        c2s = self.config.c2s
+        return C2SSettings(
+            domains=frozenset(self.hosts_with_accounts()),
+            require_encryption=c2s.require_encryption,
+            tls_available=True,
+            mechanisms=tuple(c2s.sasl_mechanisms),
+            max_stanza_bytes=c2s.max_stanza_bytes,
+            max_auth_failures=c2s.max_auth_failures,
+            idle_seconds=int(c2s.idle_ping_seconds),
+        )
+
+    def hosts_with_accounts(self) -> list[str]:
+        return [d for d, h in self.hosts.items() if h.has_accounts]
+
+    async def _listen(self) -> None:
+        from roost.config.schema import parse_address
+        from roost.transports.tcp import C2SConnection
+
+        loop = asyncio.get_running_loop()
+        settings = self.c2s_settings()
+        listen = self.config.listen
+        if listen.c2s:
+            host, port = parse_address(listen.c2s)
+            srv = await loop.create_server(
+                lambda: C2SConnection(self, settings, direct_tls=False), host or None, port, backlog=1024,
+                reuse_address=True,
+            )
+            self._servers.append(srv)
+            self.addresses["c2s"] = srv.sockets[0].getsockname()[:2]
+        if listen.c2s_tls:
+            host, port = parse_address(listen.c2s_tls)
+            srv = await loop.create_server(
+                lambda: C2SConnection(self, settings, direct_tls=True), host or None, port,
+                ssl=self.tls_context, backlog=1024, reuse_address=True, ssl_handshake_timeout=30,
+            )
+            self._servers.append(srv)
+            self.addresses["c2s_tls"] = srv.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        """Ordered shutdown: stop listening, <system-shutdown/> to every stream, drain, close storage."""
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("shutting down")
+        for srv in self._servers:
+            srv.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for host in self.hosts.values():
+            await host.bus.fire(hooks.SERVER_STOPPING, hooks.ServerEvent())
+        for conn in list(self.connections):
+            conn.close(StreamError("system-shutdown", "the server is shutting down"), reason="shutdown")
+        # Let SESSION_CLOSED handlers (unavailable presence, offline state) and writes finish.
+        deadline = time.monotonic() + 5
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+        for srv in self._servers:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 2)
+            except TimeoutError:
+                pass
+        for host in self.hosts.values():
+            await host.modules.unload_all()
+        if self.storage is not None:
+            await self.storage.close()
+        log.info("stopped")
+
+    async def account_exists(self, domain: str, username: str) -> bool:
+        """Whether a local account exists (online sessions answer without storage)."""
+        if self.sessions.is_online(domain, username):
+            return True
+        return await self.storage.accounts.exists(domain, username)
+
+    # -- liveness (XEP-0199) ------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        c2s = self.config.c2s
+        interval = max(0.5, min(c2s.idle_ping_seconds, c2s.ping_timeout_seconds, c2s.auth_timeout_seconds) / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                try:
+                    self._check_liveness(conn, now)
+                except Exception:
+                    log.exception("liveness check failed for %s", conn.id)
+
+    def _check_liveness(self, conn: Any, now: float) -> None:
+        c2s = self.config.c2s
+        if not conn.jid_str:
+            if now - conn.connected_at > c2s.auth_timeout_seconds:
+                conn.close(StreamError("connection-timeout", "authentication took too long"), reason="timeout")
+            return
+        if conn.ping_sent_at:
+            if now - conn.ping_sent_at > c2s.ping_timeout_seconds:
+                conn.close(StreamError("connection-timeout", "no answer to ping"), reason="timeout")
+            return
+        if now - conn.last_received > c2s.idle_ping_seconds:
+            conn.ping_sent_at = now
+            ping = Element("iq", CLIENT, {
+                "type": "get", "id": self.iq_tracker.new_id(), "from": conn.jid.domain, "to": conn.jid_str,
+            })
+            ping.add("ping", PING)
+            conn.send(ping)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+async def run_until_signalled(server: Server, ready: Callable[[], None] | None = None) -> int:
+    """Start ``server``, run until SIGTERM/SIGINT, stop it; the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await server.start()
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        await server.stop()
+        return 1
+    if ready is not None:
+        ready()
+    await stop.wait()
+    await server.stop()
+    return 0
+
+
+def serve(config: Config) -> int:
+    """Run the server until SIGTERM/SIGINT (the ``roost run`` command)."""
+    setup_logging(config.log.level, config.log.file)
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    return runner(run_until_signalled(Server(config)))

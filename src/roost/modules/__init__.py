@@ -1,0 +1,29 @@
+"""Feature modules, one file each. :func:`all_modules` lists them in load order."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from roost.core.modules import Module
+
+#: Import paths of the built-in modules, in load order ("file:Class").
+BUILTIN: tuple[str, ...] = (
+    "roost.modules.disco:Disco",
+    "roost.modules.ping:Ping",
+    "roost.modules.version:SoftwareVersion",
+    "roost.modules.entity_time:EntityTime",
+    "roost.modules.last_activity:LastActivity",
+    "roost.modules.session_legacy:LegacySession",
+    "roost.modules.message:MessageDelivery",
+)
+
+
+def all_modules() -> list[type[Module]]:
+    """The module classes (importing them registers their config sections)."""
+    classes = []
+    for path in BUILTIN:
+        module_name, _, class_name = path.partition(":")
+        classes.append(getattr(importlib.import_module(module_name), class_name))
+    return classes

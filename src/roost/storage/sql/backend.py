@@ -1,0 +1,511 @@
+"""One SQL backend for SQLite (aiosqlite) and PostgreSQL (asyncpg), on SQLAlchemy Core 2 async.
+
+SQLite specifics: WAL (readers never block the writer), synchronous=NORMAL (durable at checkpoints, never
+corrupt), busy_timeout (``roost user add`` may write to the same file while the server runs), foreign keys
+on, and write transactions that start with BEGIN IMMEDIATE so that a read-then-write transaction cannot
+fail half-way with SQLITE_BUSY; writes within this process take turns on an asyncio lock instead of
+spinning in SQLite's busy handler. aiosqlite runs each connection in its own thread, so none of this
+blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Insert,
+    Row,
+    Select,
+    Table,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from roost.storage.api import (
+    JSON,
+    AccountExists,
+    ArchiveItem,
+    ArchiveQuery,
+    NoSuchAccount,
+    NoSuchItem,
+    StorageError,
+    StoredCredentials,
+    StoredCredentialsLike,
+    bare_jid,
+    credentials_by_hash,
+    decode_json,
+    encode_json,
+    timestamp_to_us,
+    us_to_timestamp,
+)
+from roost.storage.backend import QueuedAppend
+from roost.storage.sql import migrate
+from roost.storage.sql.schema import account_credentials, accounts, archive, kv, map_
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
+#: Statements with more bound ids than this are split (SQLite and asyncpg cap bound parameters).
+_ID_CHUNK: Final = 500
+_WRITE_OPTION: Final = "roost_write"
+
+
+def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
+    return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
+
+
+class SqlDatabase:
+    """Engine plus the two ways to use it: ``read()`` and ``write()`` (a committed transaction)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose statements share one snapshot; rolled back at the end."""
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"storage read failed: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction, committed if the block succeeds. Storage-level errors pass through as they are."""
+        lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
+        try:
+            async with lock, self.engine.connect() as conn:
+                await conn.execution_options(**{_WRITE_OPTION: True})
+                async with conn.begin():
+                    yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"storage write failed: {exc}") from exc
+
+    def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
+        """The dialect's INSERT, for ON CONFLICT upserts (both engines spell it the same way)."""
+        return sqlite.insert(table) if self.dialect == "sqlite" else postgresql.insert(table)
+
+    def upsert(self, table: Table, keys: Sequence[str], values: Sequence[str]) -> Insert:
+        stmt = self.insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c[name] for name in keys],
+            set_={name: stmt.excluded[name] for name in values},
+        )
+
+
+class SqlAccounts:
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
+
+    @staticmethod
+    def _rows(domain: str, username: str, creds: Mapping[str, StoredCredentials]) -> list[dict[str, Any]]:
+        return [
+            {
+                "domain": domain,
+                "username": username,
+                "hash_name": c.hash_name,
+                "salt": c.salt,
+                "iterations": c.iterations,
+                "stored_key": c.stored_key,
+                "server_key": c.server_key,
+            }
+            for c in creds.values()
+        ]
+
+    async def create(self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]) -> None:
+        creds = credentials_by_hash(credentials)
+        async with self._db.write() as conn:
+            try:
+                await conn.execute(insert(accounts).values(domain=domain, username=username))
+            except IntegrityError:
+                raise AccountExists(f"{username}@{domain}") from None
+            if creds:
+                await conn.execute(insert(account_credentials), self._rows(domain, username, creds))
+
+    async def get_credentials(self, domain: str, username: str, hash_name: str) -> StoredCredentials | None:
+        c = account_credentials.c
+        stmt = select(c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key).where(
+            c.domain == domain, c.username == username, c.hash_name == hash_name
+        )
+        async with self._db.read() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        return StoredCredentials(
+            hash_name=row.hash_name,
+            salt=bytes(row.salt),
+            iterations=row.iterations,
+            stored_key=bytes(row.stored_key),
+            server_key=bytes(row.server_key),
+        )
+
+    async def set_credentials(
+        self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]
+    ) -> None:
+        creds = credentials_by_hash(credentials)
+        a, c = accounts.c, account_credentials.c
+        async with self._db.write() as conn:
+            # FOR UPDATE keeps a concurrent delete out on PostgreSQL; SQLite's BEGIN IMMEDIATE already has.
+            found = await conn.execute(
+                select(a.username).where(a.domain == domain, a.username == username).with_for_update()
+            )
+            if found.first() is None:
+                raise NoSuchAccount(f"{username}@{domain}")
+            await conn.execute(delete(account_credentials).where(c.domain == domain, c.username == username))
+            if creds:
+                await conn.execute(insert(account_credentials), self._rows(domain, username, creds))
+
+    async def delete(self, domain: str, username: str) -> bool:
+        async with self._db.write() as conn:
+            return await _delete_account(conn, domain, username)
+
+    async def exists(self, domain: str, username: str) -> bool:
+        a = accounts.c
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(select(a.username).where(a.domain == domain, a.username == username))
+            ).first()
+        return row is not None
+
+    async def list(self, domain: str | None = None) -> builtins.list[tuple[str, str]]:
+        a = accounts.c
+        stmt = select(a.domain, a.username).order_by(a.domain, a.username)
+        if domain is not None:
+            stmt = stmt.where(a.domain == domain)
+        async with self._db.read() as conn:
+            return [(row.domain, row.username) for row in await conn.execute(stmt)]
+
+    async def count(self, domain: str | None = None) -> int:
+        stmt = select(func.count()).select_from(accounts)
+        if domain is not None:
+            stmt = stmt.where(accounts.c.domain == domain)
+        async with self._db.read() as conn:
+            return int((await conn.execute(stmt)).scalar_one())
+
+
+async def _delete_account(conn: AsyncConnection, domain: str, username: str) -> bool:
+    a, c = accounts.c, account_credentials.c
+    # The foreign key cascades too; deleting explicitly keeps it right even if a tool opened the file
+    # without PRAGMA foreign_keys.
+    await conn.execute(delete(account_credentials).where(c.domain == domain, c.username == username))
+    result = await conn.execute(delete(accounts).where(a.domain == domain, a.username == username))
+    return result.rowcount > 0
+
+
+class SqlKeyValue:
+    def __init__(self, db: SqlDatabase, name: str) -> None:
+        self._db = db
+        self._name = name
+
+    def _where(self, domain: str, user: str) -> list[ColumnElement[bool]]:
+        return [kv.c.store == self._name, kv.c.domain == domain, kv.c.username == user]
+
+    async def get(self, domain: str, user: str) -> JSON | None:
+        async with self._db.read() as conn:
+            text = (await conn.execute(select(kv.c.value).where(*self._where(domain, user)))).scalar()
+        return None if text is None else decode_json(text)
+
+    async def set(self, domain: str, user: str, value: JSON | None) -> None:
+        if value is None:
+            async with self._db.write() as conn:
+                await conn.execute(delete(kv).where(*self._where(domain, user)))
+            return
+        text = encode_json(value)
+        stmt = self._db.upsert(kv, ("store", "domain", "username"), ("value",))
+        async with self._db.write() as conn:
+            await conn.execute(stmt, {"store": self._name, "domain": domain, "username": user, "value": text})
+
+
+class SqlMap:
+    def __init__(self, db: SqlDatabase, name: str) -> None:
+        self._db = db
+        self._name = name
+
+    def _where(self, domain: str, user: str) -> list[ColumnElement[bool]]:
+        return [map_.c.store == self._name, map_.c.domain == domain, map_.c.username == user]
+
+    async def get(self, domain: str, user: str, key: str) -> JSON | None:
+        stmt = select(map_.c.value).where(*self._where(domain, user), map_.c.key == key)
+        async with self._db.read() as conn:
+            text = (await conn.execute(stmt)).scalar()
+        return None if text is None else decode_json(text)
+
+    async def set(self, domain: str, user: str, key: str, value: JSON | None) -> None:
+        await self.set_many(domain, user, {key: value})
+
+    async def set_many(self, domain: str, user: str, items: Mapping[str, JSON | None]) -> None:
+        gone = [key for key, value in items.items() if value is None]
+        rows = [
+            {"store": self._name, "domain": domain, "username": user, "key": key, "value": encode_json(value)}
+            for key, value in items.items()
+            if value is not None
+        ]
+        if not gone and not rows:
+            return
+        async with self._db.write() as conn:
+            for chunk in _chunks(gone):
+                await conn.execute(delete(map_).where(*self._where(domain, user), map_.c.key.in_(chunk)))
+            if rows:
+                await conn.execute(
+                    self._db.upsert(map_, ("store", "domain", "username", "key"), ("value",)), rows
+                )
+
+    async def items(self, domain: str, user: str) -> dict[str, JSON]:
+        stmt = select(map_.c.key, map_.c.value).where(*self._where(domain, user))
+        async with self._db.read() as conn:
+            return {row.key: decode_json(row.value) for row in await conn.execute(stmt)}
+
+    async def delete_user(self, domain: str, user: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(delete(map_).where(*self._where(domain, user)))
+
+
+_ARCHIVE_COLUMNS = (archive.c.id, archive.c.ts, archive.c.with_jid, archive.c.payload, archive.c.kind)
+
+
+def _item(row: Row[*tuple[Any, ...]]) -> ArchiveItem:
+    return ArchiveItem(
+        id=row.id,
+        timestamp=us_to_timestamp(row.ts),
+        with_jid=row.with_jid,
+        payload=row.payload,
+        kind=row.kind,
+    )
+
+
+class SqlArchive:
+    def __init__(self, db: SqlDatabase, name: str) -> None:
+        self._db = db
+        self._name = name
+
+    def _where(self, domain: str, user: str) -> list[ColumnElement[bool]]:
+        a = archive.c
+        return [a.store == self._name, a.domain == domain, a.username == user]
+
+    async def _anchor(self, conn: AsyncConnection, domain: str, user: str, item_id: str) -> tuple[int, int]:
+        a = archive.c
+        stmt = (
+            select(a.ts, a.seq)
+            .where(*self._where(domain, user), a.id == item_id)
+            .order_by(a.ts, a.seq)  # the earliest wins if an id was stored twice
+            .limit(1)
+        )
+        row = (await conn.execute(stmt)).first()
+        if row is None:
+            raise NoSuchItem(item_id)
+        return int(row.ts), int(row.seq)
+
+    async def _filters(
+        self, conn: AsyncConnection, domain: str, user: str, q: ArchiveQuery
+    ) -> list[ColumnElement[bool]]:
+        a = archive.c
+        where = self._where(domain, user)
+        if q.with_jid is not None:
+            # XEP-0313 §4.1.1: a bare 'with' matches every resource of that JID, a full one only itself.
+            where.append(a.with_jid == q.with_jid if "/" in q.with_jid else a.with_bare == q.with_jid)
+        if q.start is not None:
+            where.append(a.ts >= timestamp_to_us(q.start))
+        if q.end is not None:
+            where.append(a.ts <= timestamp_to_us(q.end))
+        if q.ids is not None:
+            wanted = list(dict.fromkeys(q.ids))
+            present: set[str] = set()
+            for chunk in _chunks(wanted):
+                stmt = select(a.id).distinct().where(*self._where(domain, user), a.id.in_(chunk))
+                present.update(await conn.scalars(stmt))
+            for item_id in wanted:
+                if item_id not in present:
+                    raise NoSuchItem(item_id)
+            where.append(a.id.in_(wanted))
+        return where
+
+    async def query(self, domain: str, user: str, q: ArchiveQuery) -> tuple[builtins.list[ArchiveItem], bool]:
+        a = archive.c
+        limit = max(q.limit, 0)
+        async with self._db.read() as conn:
+            where = await self._filters(conn, domain, user, q)
+            # Positions compare as (ts, seq); spelled with a plain range on ts so that the index is used.
+            if q.after_id is not None:
+                ts, seq = await self._anchor(conn, domain, user, q.after_id)
+                where.append(and_(a.ts >= ts, or_(a.ts > ts, a.seq > seq)))
+            if q.before_id is not None:
+                ts, seq = await self._anchor(conn, domain, user, q.before_id)
+                where.append(and_(a.ts <= ts, or_(a.ts < ts, a.seq < seq)))
+            order = (a.ts.desc(), a.seq.desc()) if q.reverse else (a.ts, a.seq)
+            # One row more than the page tells whether the page is the last one (RSM 'complete').
+            stmt: Select[Any] = select(*_ARCHIVE_COLUMNS).where(*where).order_by(*order).limit(limit + 1)
+            rows = (await conn.execute(stmt)).all()
+        complete = len(rows) <= limit
+        page = [_item(row) for row in rows[:limit]]
+        if q.reverse:
+            page.reverse()
+        return page, complete
+
+    async def count(self, domain: str, user: str, q: ArchiveQuery | None = None) -> int:
+        async with self._db.read() as conn:
+            where = self._where(domain, user) if q is None else await self._filters(conn, domain, user, q)
+            return int(
+                (await conn.execute(select(func.count()).select_from(archive).where(*where))).scalar_one()
+            )
+
+    async def delete(self, domain: str, user: str, ids: Sequence[str] | None = None) -> int:
+        statements: list[Delete]
+        if ids is None:
+            statements = [delete(archive).where(*self._where(domain, user))]
+        else:
+            statements = [
+                delete(archive).where(*self._where(domain, user), archive.c.id.in_(chunk))
+                for chunk in _chunks(list(dict.fromkeys(ids)))
+            ]
+        deleted = 0
+        if statements:
+            async with self._db.write() as conn:
+                for stmt in statements:
+                    deleted += (await conn.execute(stmt)).rowcount
+        return deleted
+
+    async def pop_all(self, domain: str, user: str) -> builtins.list[ArchiveItem]:
+        # DELETE … RETURNING: two concurrent pops cannot both return the same item (offline delivery).
+        stmt = delete(archive).where(*self._where(domain, user)).returning(*_ARCHIVE_COLUMNS, archive.c.seq)
+        async with self._db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [_item(row) for row in sorted(rows, key=lambda row: (row.ts, row.seq))]
+
+    async def delete_user(self, domain: str, user: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(delete(archive).where(*self._where(domain, user)))
+
+
+class SqlBackend:
+    def __init__(self, db: SqlDatabase) -> None:
+        self._db = db
+        self._accounts = SqlAccounts(db)
+
+    @property
+    def database(self) -> SqlDatabase:
+        return self._db
+
+    @property
+    def accounts(self) -> SqlAccounts:
+        return self._accounts
+
+    def keyvalue(self, name: str) -> SqlKeyValue:
+        return SqlKeyValue(self._db, name)
+
+    def map(self, name: str) -> SqlMap:
+        return SqlMap(self._db, name)
+
+    def archive(self, name: str) -> SqlArchive:
+        return SqlArchive(self._db, name)
+
+    async def append_archive(self, entries: Sequence[QueuedAppend]) -> None:
+        rows = [
+            {
+                "store": e.store,
+                "domain": e.domain,
+                "username": e.user,
+                "id": e.item.id,
+                "ts": timestamp_to_us(e.item.timestamp),
+                "with_jid": e.item.with_jid,
+                "with_bare": bare_jid(e.item.with_jid),
+                "kind": e.item.kind,
+                "payload": e.item.payload,
+            }
+            for e in entries
+        ]
+        if rows:
+            async with self._db.write() as conn:
+                await conn.execute(insert(archive), rows)
+
+    async def delete_user(self, domain: str, username: str) -> None:
+        async with self._db.write() as conn:
+            await _delete_account(conn, domain, username)
+            for table in (kv, map_, archive):
+                await conn.execute(
+                    delete(table).where(table.c.domain == domain, table.c.username == username)
+                )
+
+    async def migrate(self, progress: Callable[[str], None]) -> None:
+        async with self._db.write() as conn:
+            await conn.run_sync(migrate.upgrade, progress)
+
+    async def close(self) -> None:
+        await self._db.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook emit BEGIN instead of pysqlite's legacy implicit transactions,
+    # so that DDL is transactional and reads share one snapshot.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _normalize_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"not a storage URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or (parsed.database or "").startswith("file::memory:"):
+            raise StorageError(
+                "an SQLite storage URL needs a file path (sqlite:///path/roost.db); use memory://"
+            )
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise StorageError(
+        f"unsupported storage URL scheme {parsed.drivername!r}: use memory://, sqlite:///… or postgresql://…"
+    )
+
+
+async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlBackend:
+    """Create the engine for ``url`` and migrate the schema to head."""
+    sa_url = _normalize_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        assert sa_url.database is not None
+        await asyncio.to_thread(Path(sa_url.database).parent.mkdir, parents=True, exist_ok=True)
+        engine = create_async_engine(sa_url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    else:
+        engine = create_async_engine(sa_url, pool_pre_ping=True)
+    backend = SqlBackend(SqlDatabase(engine))
+    try:
+        await backend.migrate(progress)
+    except BaseException:
+        await engine.dispose()
+        raise
+    log.debug("storage: opened %s", sa_url.render_as_string(hide_password=True))
+    return backend

@@ -1,0 +1,324 @@
+"""Client connections over TCP: STARTTLS on the c2s port, direct TLS (XEP-0368) on c2s_tls.
+
+Thin by design: bytes in → :class:`~roost.stream.c2s.C2SStream` → events; the events that need I/O
+(TLS handshake, credential lookup, binding) are carried out here. Outgoing stanzas are serialized
+once and written in one batch per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from roost.core import hooks
+from roost.core.session import Session, new_session_id
+from roost.stanza.errors import StanzaError, StreamError
+from roost.stream.c2s import (
+    Authenticated,
+    AuthFailed,
+    C2SSettings,
+    C2SStream,
+    Closed,
+    NeedBind,
+    NeedCredentials,
+    NeedTls,
+    State,
+    StreamEvent,
+)
+from roost.stream.sasl.plain import verify_password
+from roost.stream.sasl.scram import ScramCredentials
+from roost.transports import tls
+from roost.util.logging import bind_conn_id
+from roost.xml.element import Element
+
+if TYPE_CHECKING:
+    from roost.core.server import Server
+
+#: Stanzas held while an earlier one awaits storage; past this, reading pauses (back-pressure).
+MAX_BACKLOG = 256
+
+
+class C2SConnection(Session, asyncio.Protocol):
+    """One client TCP connection and, once bound, its session."""
+
+    __slots__ = (
+        "_backlog",
+        "_busy",
+        "_closed",
+        "_flush_handle",
+        "_paused",
+        "_wbuf",
+        "auth_done",
+        "connected_at",
+        "direct_tls",
+        "ping_sent_at",
+        "stream",
+        "transport",
+    )
+
+    def __init__(self, server: Server, settings: C2SSettings, *, direct_tls: bool) -> None:
+        super().__init__(server, new_session_id("c2s"))
+        self.direct_tls = direct_tls
+        self.stream = C2SStream(settings, secure=direct_tls)
+        self.transport: asyncio.Transport | None = None
+        self._wbuf: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._busy = False
+        self._backlog: deque[Element] = deque()
+        self._paused = False
+        self._closed = False
+        self.auth_done = False
+        self.connected_at = time.monotonic()
+        self.ping_sent_at = 0.0
+
+    # -- asyncio.Protocol --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        self.server.connections.add(self)
+        if self.direct_tls:
+            self.stream.channel_bindings = self._bindings(transport)
+        self.log.info("connected from %s%s", _peer(peer), " (direct TLS)" if self.direct_tls else "")
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = time.monotonic()
+        self.ping_sent_at = 0.0
+        with bind_conn_id(self.id):
+            events = self.stream.receive_data(data)
+            if self.stream.state is not State.ESTABLISHED or (events and not isinstance(events[-1], Element)):
+                self._flush_stream()
+            for event in events:
+                if event.__class__ is Element:
+                    self._on_stanza(event)
+                else:
+                    self._on_event(event)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._wbuf.clear()
+        self._finish("disconnect" if not self._closed else "")
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- output -----------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._wbuf.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        transport = self.transport
+        if not self._wbuf or transport is None or transport.is_closing():
+            self._wbuf.clear()
+            return
+        data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
+        self._wbuf.clear()
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.server.config.c2s.max_send_queue_bytes:
+            # A client that does not read its stream must not make the server hold unbounded data.
+            self.log.warning("closing: client is not reading (send queue over limit)")
+            self._closed = True
+            transport.abort()
+
+    def _flush_stream(self) -> None:
+        out = self.stream.data_to_send()
+        if out:
+            self.write(out)
+
+    # -- stream events ------------------------------------------------------------------------------
+    def _handle(self, events: list[StreamEvent]) -> None:
+        self._flush_stream()
+        for event in events:
+            if event.__class__ is Element:
+                self._on_stanza(event)
+            else:
+                self._on_event(event)
+
+    def _on_event(self, event: StreamEvent) -> None:
+        if isinstance(event, NeedTls):
+            self.server.spawn(self._start_tls(), f"{self.id}-starttls")
+        elif isinstance(event, NeedCredentials):
+            self.server.spawn(self._lookup(event), f"{self.id}-auth")
+        elif isinstance(event, NeedBind):
+            self._bind(event)
+        elif isinstance(event, Authenticated):
+            self.auth_done = True
+            self.log.info("authenticated as %s@%s (%s)", event.username, event.domain, event.mechanism)
+        elif isinstance(event, AuthFailed):
+            self.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
+        elif isinstance(event, Closed):
+            if event.error is not None:
+                self.log.info("stream error sent: %s%s", event.error.condition,
+                              f" ({event.error.text})" if event.error.text else "")
+            self._close_transport("logout" if event.error is None else "error")
+
+    async def _start_tls(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        self._flush()  # <proceed/> goes out in the clear first
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(
+                transport, self, self.server.tls_context, server_side=True, ssl_handshake_timeout=30
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as e:
+            self.log.info("TLS handshake failed: %s", e)
+            transport.abort()
+            return
+        if new is None:
+            transport.abort()
+            return
+        self.transport = new
+        self.stream.tls_established(self._bindings(new))
+        self.log.debug("TLS established (%s)", new.get_extra_info("ssl_object").version())
+
+    def _bindings(self, transport: asyncio.BaseTransport) -> dict[str, bytes]:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return {}
+        return tls.channel_bindings(ssl_object, self.server.certificate_der)
+
+    async def _lookup(self, event: NeedCredentials) -> None:
+        with bind_conn_id(self.id):
+            creds: ScramCredentials | None = None
+            ok = False
+            try:
+                stored = await self.server.storage.accounts.get_credentials(
+                    event.domain, event.username, event.hash_name
+                )
+                if stored is not None:
+                    creds = ScramCredentials(
+                        stored.hash_name, stored.salt, stored.iterations, stored.stored_key, stored.server_key
+                    )
+                if creds is not None and event.password is not None:
+                    ok = await asyncio.get_running_loop().run_in_executor(
+                        None, verify_password, event.password, creds
+                    )
+            except Exception:
+                self.log.exception("credential lookup failed")
+                self.close(StreamError("internal-server-error"), reason="error")
+                return
+            if self._closed:
+                return
+            self._handle(self.stream.credentials(creds, ok))
+
+    def _bind(self, event: NeedBind) -> None:
+        stream = self.stream
+        assert stream.domain is not None and stream.username is not None
+        try:
+            jid = self.server.sessions.bind(self, stream.domain, stream.username, event.resource)
+        except ValueError:
+            self._handle(stream.bind_failed(StanzaError("resource-constraint", "too many resources")))
+            return
+        self.log.info("bound %s", jid)
+        self._handle(stream.bound(jid))
+        host = self.server.hosts.get(jid.domain)
+        if host is not None and host.bus.has_handlers(hooks.SESSION_BOUND):
+            bound = hooks.SessionEvent(self)
+            self.server.spawn(host.bus.fire(hooks.SESSION_BOUND, bound), f"{self.id}-bound")
+
+    # -- stanzas --------------------------------------------------------------------------------------
+    def _on_stanza(self, stanza: Element) -> None:
+        if self._busy:
+            self._backlog.append(stanza)
+            if len(self._backlog) >= MAX_BACKLOG and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            return
+        pending = self.server.router.process(self, stanza)
+        if pending is not None:
+            self._busy = True
+            self.server.spawn(self._drain(pending), f"{self.id}-stanza")
+
+    async def _drain(self, pending: Awaitable[None]) -> None:
+        """Finish async work for one stanza, then process the ones that queued behind it (§10.1)."""
+        router = self.server.router
+        with bind_conn_id(self.id):
+            try:
+                await pending
+                while self._backlog and not self._closed:
+                    nxt = router.process(self, self._backlog.popleft())
+                    if nxt is not None:
+                        await nxt
+            except Exception:
+                self.log.exception("stanza processing failed")
+            finally:
+                self._busy = False
+                if self._paused and self.transport is not None and not self._closed:
+                    self._paused = False
+                    self.transport.resume_reading()
+
+    # -- closing --------------------------------------------------------------------------------------
+    def close(self, error: StreamError | None = None, reason: str = "logout") -> None:
+        if self._closed:
+            return
+        self.stream.close(error)
+        self._flush_stream()
+        self._close_transport(reason)
+
+    def _close_transport(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if self._wbuf:
+                transport.write(b"".join(self._wbuf))
+                self._wbuf.clear()
+            transport.close()  # flushes what is buffered, then closes
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        """Leave the session table and tell the modules (unavailable presence etc.), once."""
+        server = self.server
+        if self not in server.connections:
+            return
+        server.connections.discard(self)
+        self._closed = True
+        if server.sessions.unbind(self):
+            self.log.info("session closed (%s)", reason or "disconnect")
+            host = server.hosts.get(self.jid.domain)
+            if host is not None and host.bus.has_handlers(hooks.SESSION_CLOSED):
+                server.spawn(
+                    host.bus.fire(hooks.SESSION_CLOSED, hooks.SessionEvent(self, reason or "disconnect")),
+                    f"{self.id}-closed",
+                )
+        else:
+            self.log.info("connection closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _peer(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)

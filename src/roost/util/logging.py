@@ -1,0 +1,187 @@
+"""Logging set-up: one line per event, the connection id on every line of a session, secrets masked.
+
+A session's id reaches its log lines two ways: explicitly through :class:`SessionLogger`, or
+implicitly through :data:`conn_id_var`, which a connection's task sets once so that every logger used
+while handling that connection (router, modules, storage) tags its lines too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LEVELS",
+    "ConnIdFilter",
+    "LineFormatter",
+    "RedactingFilter",
+    "SessionLogger",
+    "bind_conn_id",
+    "conn_id_var",
+    "redact",
+    "setup_logging",
+]
+
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+#: The id of the connection the current task serves (e.g. "c2s-1a2b"), or None.
+conn_id_var: ContextVar[str | None] = ContextVar("roost_conn_id", default=None)
+
+
+@contextlib.contextmanager
+def bind_conn_id(conn_id: str) -> Iterator[None]:
+    """Tag every log line emitted in this context (and tasks it starts) with ``conn_id``."""
+    token = conn_id_var.set(conn_id)
+    try:
+        yield
+    finally:
+        conn_id_var.reset(token)
+
+
+class SessionLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger for one connection: every line carries its id, e.g. ``[c2s-1a2b]``."""
+
+    def __init__(self, logger: logging.Logger, conn_id: str) -> None:
+        super().__init__(logger, {"conn_id": conn_id})
+        self.conn_id = conn_id
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = dict(kwargs.get("extra") or {})
+        extra["conn_id"] = self.conn_id
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+class ConnIdFilter(logging.Filter):
+    """Fill ``record.conn_id`` from :data:`conn_id_var` when the caller did not set it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "conn_id", None) is None:
+            record.conn_id = conn_id_var.get()
+        return True
+
+
+# --- redaction ---------------------------------------------------------------------------------
+
+_MASK = "[redacted]"
+
+# Text content of elements that carry credentials: SASL <auth>/<response> (RFC 6120 §6.4.2, §6.4.3;
+# base64 of PLAIN passwords or SCRAM proofs), SASL2 <initial-response> (XEP-0388), <password> (XEP-0077
+# registration, XEP-0078, MUC room passwords). The closing tag may be missing when a trace shows
+# one read of a stream, so the mask runs to the next '<' or the end of the text.
+_SECRET_ELEMENT = re.compile(
+    r"(<(?:[\w.-]+:)?(?:auth|response|initial-response|password)(?:\s[^<>]*)?(?<!/)>)([^<]+)",
+    re.IGNORECASE,
+)
+# Data-form fields whose var names a password or secret (XEP-0077 forms, MUC room config).
+_SECRET_FIELD = re.compile(
+    r"(<field\b[^<>]*\bvar\s*=\s*[\"'][^\"']*(?:password|secret)[^\"']*[\"'][^<>]*>\s*<value\s*>)([^<]+)",
+    re.IGNORECASE,
+)
+# key=value / key: value / "key": "value" pairs in free text.
+_SECRET_PAIR = re.compile(
+    r"""(["']?\b(?:password|passwd|pw|secret)["']?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&)}\]]+)""",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """Mask passwords and SASL payloads in a log message."""
+    text = _SECRET_ELEMENT.sub(lambda m: m.group(1) + _MASK, text)
+    text = _SECRET_FIELD.sub(lambda m: m.group(1) + _MASK, text)
+    return _SECRET_PAIR.sub(lambda m: m.group(1) + _MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrite each record's message with :func:`redact` before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it for the handler to report
+            return True
+        redacted = redact(message)
+        if redacted != message:
+            record.msg = redacted
+            record.args = None
+        return True
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+
+class LineFormatter(logging.Formatter):
+    """``2025-01-31T12:00:00.123Z INFO roost.core.router [c2s-1a2b] message``, one line per event.
+
+    Newlines inside the message are escaped so each event stays on one line; a traceback follows on
+    lines starting with ``  | `` so it is still visibly part of the event.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        millis = int(record.msecs)
+        conn_id = getattr(record, "conn_id", None)
+        tag = f" [{conn_id}]" if conn_id else ""
+        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        line = f"{stamp}.{millis:03d}Z {record.levelname} {record.name}{tag} {message}"
+        extra = ""
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+            extra = record.exc_text
+        if record.stack_info:
+            extra = f"{extra}\n{self.formatStack(record.stack_info)}" if extra else self.formatStack(
+                record.stack_info
+            )
+        if extra:
+            line += "\n" + "\n".join("  | " + part for part in extra.splitlines())
+        return line
+
+
+class _RoostHandlerMarker:
+    """Marks handlers installed by setup_logging so a second call replaces rather than adds."""
+
+
+def setup_logging(level: str, file: Path | None = None) -> logging.Handler:
+    """Send every log line at ``level`` or above to ``file`` (appended) or standard error.
+
+    Calling it again replaces the previous set-up. Returns the handler installed.
+    """
+    try:
+        numeric = LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}") from None
+    handler: logging.Handler
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LineFormatter())
+    handler.addFilter(ConnIdFilter())
+    handler.addFilter(RedactingFilter())
+    setattr(handler, "_roost", _RoostHandlerMarker)  # noqa: B010
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_roost", None) is _RoostHandlerMarker:
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    # Libraries that narrate every query at debug would drown the stanza traces.
+    for noisy in ("aiosqlite", "asyncio", "sqlalchemy.engine", "alembic"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    return handler

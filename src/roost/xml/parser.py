@@ -1,0 +1,240 @@
+"""Incremental, hardened XML stream parser on expat.
+
+RFC 6120 §11.1 restricts XMPP to a subset of XML: no comments, processing instructions, DTDs or
+entity references other than the predefined ones. This parser refuses them with the stream error
+conditions the RFC names (``restricted-xml``, ``not-well-formed``, ``bad-namespace-prefix``,
+``unsupported-encoding``) and enforces a maximum stanza size *while* parsing, so an oversized stanza
+is refused (``policy-violation``, RFC 6120 §4.9.3.14 / XEP-0205) before it is held in memory.
+
+Expat does the byte-level work in C; Python runs only once per start tag, end tag and text run.
+"""
+
+from __future__ import annotations
+
+import pyexpat
+from dataclasses import dataclass
+from typing import Final
+
+from roost.xml.element import Element
+from roost.xml.ns import STREAM, XML
+
+_XML_ATTR_PREFIX: Final = XML + " "
+
+# expat error codes (pyexpat.errors.codes) mapped to RFC 6120 §4.9.3 stream error conditions.
+_codes = pyexpat.errors.codes
+_ERROR_CONDITIONS: Final[dict[int, str]] = {
+    _codes[pyexpat.errors.XML_ERROR_UNBOUND_PREFIX]: "bad-namespace-prefix",
+    _codes[pyexpat.errors.XML_ERROR_UNDEFINED_ENTITY]: "restricted-xml",
+    _codes[pyexpat.errors.XML_ERROR_INCORRECT_ENCODING]: "unsupported-encoding",
+    _codes[pyexpat.errors.XML_ERROR_UNKNOWN_ENCODING]: "unsupported-encoding",
+}
+
+
+class XmlStreamError(Exception):
+    """The peer sent XML that ends the stream; ``condition`` is an RFC 6120 §4.9.3 stream error."""
+
+    def __init__(self, condition: str, text: str | None = None) -> None:
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpen:
+    """The stream header arrived: its element (attributes), its default namespace and stream prefix."""
+
+    header: Element
+    content_ns: str | None
+    prefix: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The peer closed its stream (``</stream:stream>``)."""
+
+
+ParseEvent = Element | StreamOpen | StreamEnd
+
+
+class StreamParser:
+    """Feed bytes, get stream events: a :class:`StreamOpen`, then one :class:`Element` per top-level
+    stanza, then :class:`StreamEnd`.
+
+    ``root`` is the (namespace, name) the first element must have.
+    """
+
+    __slots__ = (
+        "_boundary",
+        "_content_ns",
+        "_events",
+        "_fed",
+        "_names",
+        "_parser",
+        "_root",
+        "_stack",
+        "_stream_prefix",
+        "max_depth",
+        "max_stanza_bytes",
+    )
+
+    def __init__(
+        self,
+        max_stanza_bytes: int = 262144,
+        max_depth: int = 64,
+        root: tuple[str, str] = (STREAM, "stream"),
+    ) -> None:
+        self.max_stanza_bytes = max_stanza_bytes
+        self.max_depth = max_depth
+        self._root = root
+        self._names: dict[str, tuple[str, str, str | None]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start afresh (stream restart after STARTTLS or SASL, RFC 6120 §5.4.3.3 / §6.4.6)."""
+        p = pyexpat.ParserCreate("UTF-8", " ")
+        p.namespace_prefixes = True
+        p.buffer_text = True
+        p.buffer_size = 16384
+        p.ordered_attributes = False
+        p.specified_attributes = True
+        p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._text
+        p.StartNamespaceDeclHandler = self._ns_decl
+        p.XmlDeclHandler = self._xml_decl
+        p.StartDoctypeDeclHandler = self._restricted
+        p.EntityDeclHandler = self._restricted
+        p.UnparsedEntityDeclHandler = self._restricted
+        p.NotationDeclHandler = self._restricted
+        p.ElementDeclHandler = self._restricted
+        p.AttlistDeclHandler = self._restricted
+        p.ProcessingInstructionHandler = self._restricted
+        p.CommentHandler = self._restricted
+        p.SkippedEntityHandler = self._restricted
+        p.ExternalEntityRefHandler = self._restricted  # type: ignore[assignment]
+        self._parser = p
+        self._stack: list[Element] = []
+        self._events: list[ParseEvent] = []
+        self._fed = 0
+        self._boundary = 0
+        self._content_ns: str | None = None
+        self._stream_prefix: str | None = None
+        self._names.clear()
+
+    def feed(self, data: bytes) -> list[ParseEvent]:
+        """Parse ``data``; return the events it completed. Raises :class:`XmlStreamError`."""
+        self._fed += len(data)
+        try:
+            self._parser.Parse(data, False)
+        except pyexpat.ExpatError as e:
+            condition = _ERROR_CONDITIONS.get(e.code, "not-well-formed")
+            raise XmlStreamError(condition, pyexpat.ErrorString(e.code)) from None
+        # Bytes held since the current stanza (or the last boundary) began, including a tag that
+        # expat is still buffering: bound it, so a never-ending tag cannot grow without limit.
+        if self._fed - self._boundary > self.max_stanza_bytes:
+            raise XmlStreamError("policy-violation", "stanza too large")
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    # -- expat callbacks --------------------------------------------------------------------------
+    def _split(self, qname: str) -> tuple[str, str, str | None]:
+        """("ns", "local", prefix) for an expat name, cached (a stream reuses a few names)."""
+        parts = qname.split(" ")
+        if len(parts) == 1:
+            result: tuple[str, str, str | None] = ("", parts[0], None)
+        elif len(parts) == 2:
+            result = (parts[0], parts[1], None)
+        else:
+            result = (parts[0], parts[1], parts[2])
+        if len(self._names) < 4096:
+            self._names[qname] = result
+        return result
+
+    def _start(self, qname: str, attrs: dict[str, str]) -> None:
+        split = self._names.get(qname) or self._split(qname)
+        stack = self._stack
+        depth = len(stack)
+        if attrs:
+            for key in attrs:
+                if " " in key:
+                    attrs = self._fix_attrs(attrs)
+                    break
+        el = Element(split[1], split[0], attrs)
+        if depth == 0:
+            if (split[0], split[1]) != self._root:
+                if split[1] == self._root[1]:
+                    raise XmlStreamError("invalid-namespace", "wrong stream namespace")
+                raise XmlStreamError("not-well-formed", "not an XMPP stream")
+            self._stream_prefix = split[2]
+            stack.append(el)
+            self._events.append(StreamOpen(el, self._content_ns, split[2]))
+            self._boundary = self._parser.CurrentByteIndex
+            return
+        if depth >= self.max_depth:
+            raise XmlStreamError("policy-violation", "XML nested too deeply")
+        if depth == 1:
+            self._boundary = self._parser.CurrentByteIndex
+        else:
+            if self._parser.CurrentByteIndex - self._boundary > self.max_stanza_bytes:
+                raise XmlStreamError("policy-violation", "stanza too large")
+            stack[-1].children.append(el)
+        stack.append(el)
+
+    def _fix_attrs(self, attrs: dict[str, str]) -> dict[str, str]:
+        fixed: dict[str, str] = {}
+        for key, value in attrs.items():
+            if " " not in key:
+                fixed[key] = value
+            elif key.startswith(_XML_ATTR_PREFIX):
+                fixed["xml:" + key.split(" ")[1]] = value
+            else:
+                uri, local = key.split(" ")[:2]
+                fixed["{" + uri + "}" + local] = value
+        return fixed
+
+    def _end(self, qname: str) -> None:
+        stack = self._stack
+        el = stack.pop()
+        depth = len(stack)
+        if depth == 1:
+            self._events.append(el)
+            self._boundary = self._parser.CurrentByteIndex
+        elif depth == 0:
+            self._events.append(StreamEnd())
+
+    def _text(self, data: str) -> None:
+        stack = self._stack
+        depth = len(stack)
+        if depth > 1:
+            if self._parser.CurrentByteIndex - self._boundary > self.max_stanza_bytes:
+                raise XmlStreamError("policy-violation", "stanza too large")
+            children = stack[-1].children
+            if children and children[-1].__class__ is str:
+                children[-1] += data
+            else:
+                children.append(data)
+        elif depth == 1:
+            # Between stanzas only whitespace may appear (keepalives, RFC 6120 §4.6.1).
+            if not data.isspace():
+                raise XmlStreamError("bad-format", "text between stanzas")
+            self._boundary = self._parser.CurrentByteIndex
+        else:
+            raise XmlStreamError("not-well-formed", "text outside the stream")
+
+    def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
+        if not self._stack and prefix is None:
+            self._content_ns = uri
+
+    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
+        # RFC 6120 §11.6: UTF-8 only.
+        if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
+            raise XmlStreamError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
+
+    def _restricted(self, *args: object) -> None:
+        # RFC 6120 §11.1: comments, PIs, DTDs and entity declarations are not allowed.
+        raise XmlStreamError(
+            "restricted-xml", "comments, processing instructions, DTDs and entities are not allowed"
+        )

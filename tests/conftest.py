@@ -1,0 +1,26 @@
+"""Shared test fixtures: an in-process Roost server on free ports, and real clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    """A Roost server for ``localhost`` on ephemeral ports, SQLite storage in tmp_path."""
+    running = await start_server(tmp_path)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+def server_options() -> dict[str, Any]:
+    return {}

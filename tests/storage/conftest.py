@@ -1,0 +1,82 @@
+"""Backends for the storage contract suite: memory, SQLite (tmp_path) and PostgreSQL.
+
+PostgreSQL runs when ROOST_TEST_POSTGRES_URL is set (see scripts/start-postgres); each test then gets an
+empty database (the public schema is dropped and recreated), so the suite owns that database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from roost.storage import StorageManager
+
+POSTGRES_URL = os.environ.get("ROOST_TEST_POSTGRES_URL", "")
+
+BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "postgresql",
+        id="postgresql",
+        marks=pytest.mark.skipif(not POSTGRES_URL, reason="ROOST_TEST_POSTGRES_URL not set"),
+    ),
+]
+SQL_BACKENDS = BACKENDS[1:]
+
+OpenStorage = Callable[..., Awaitable[StorageManager]]
+
+
+async def reset_postgres(url: str) -> None:
+    engine = create_async_engine(make_url(url).set(drivername="postgresql+asyncpg"))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+
+
+async def url_for(backend: str, tmp_path: Path) -> str:
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'roost.db'}"
+    await reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture(params=BACKENDS)
+async def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return await url_for(request.param, tmp_path)
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+async def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return await url_for(request.param, tmp_path)
+
+
+@pytest.fixture
+async def open_storage(storage_url: str) -> AsyncIterator[OpenStorage]:
+    """Open (more) managers on this test's storage; all are closed at the end."""
+    opened: list[StorageManager] = []
+
+    async def open_(**kwargs: object) -> StorageManager:
+        manager = await StorageManager.open(storage_url, **kwargs)  # type: ignore[arg-type]
+        opened.append(manager)
+        return manager
+
+    yield open_
+    for manager in opened:
+        await manager.close()
+
+
+@pytest.fixture
+async def storage(open_storage: OpenStorage) -> StorageManager:
+    return await open_storage()
