@@ -336,6 +336,7 @@ listen:
     shaper: none
     access: c2s
     starttls_required: true
+    backlog: 1024
   -
     port: {self.http_port}
     ip: "127.0.0.1"

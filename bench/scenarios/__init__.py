@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .base import Scenario
 from .login import LoginScenario
+from .oneone import OneOneScenario
 
-SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (LoginScenario,)}
+SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (LoginScenario, OneOneScenario)}

@@ -71,7 +71,7 @@ class LoginScenario(Scenario):
             latencies = [s.login_seconds for s in batch.sessions]
             lat = summary_ms(latencies)
             m = result.metrics
-            m[f"{prefix}.logins_per_s"] = ok / batch.wall if batch.wall > 0 else math.nan
+            m[f"{prefix}.logins_per_s"] = ok / batch.logins_wall if batch.logins_wall > 0 else math.nan
             m[f"{prefix}.p50_ms"] = lat["p50"]
             m[f"{prefix}.p99_ms"] = lat["p99"]
             m[f"{prefix}.cpu_ms_per_login"] = delta.server_cpu * 1000 / ok if ok else math.nan

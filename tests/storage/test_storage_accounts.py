@@ -128,7 +128,12 @@ async def test_accounts_are_per_domain(storage: StorageManager) -> None:
 
 
 async def test_list_and_count_are_sorted_and_filter_by_domain(storage: StorageManager) -> None:
-    for domain, username in [("b.example", "zoe"), ("a.example", "mia"), ("b.example", "ann"), ("a.example", "al")]:
+    for domain, username in [
+        ("b.example", "zoe"),
+        ("a.example", "mia"),
+        ("b.example", "ann"),
+        ("a.example", "al"),
+    ]:
         await storage.accounts.create(domain, username, [creds()])
 
     assert await storage.accounts.list() == [

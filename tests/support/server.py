@@ -40,6 +40,7 @@ def write_config(tmp_path: Path, extra: str = "", *, storage: str | None = None)
     """A roost.toml for tests: localhost, ephemeral ports, data in tmp_path."""
     data_dir = tmp_path / "data"
     url = storage or f"sqlite:///{data_dir / 'roost.db'}"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "roost.toml"
     path.write_text(
         f"""

@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from roost.config import Config, ConfigError, load_config
 from roost.config.schema import redact_url
 from roost.jid import JID, JIDError, prepare_domain
+from roost.storage.api import StorageError
 from roost.util.logging import LEVELS, setup_logging
 
 if TYPE_CHECKING:
@@ -320,6 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationFailed as e:
         _error(str(e))
         return EXIT_FAILED
+    except StorageError as e:
+        _error(f"storage: {e}")
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
@@ -360,8 +364,7 @@ def _cli_logging(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
-    setup_logging(config.log.level, config.log.file)
-    from roost.core.server import serve
+    from roost.core.server import serve  # sets up logging from config.log
 
     return serve(config)
 
@@ -600,7 +603,6 @@ def _derive_or_usage_error(password: str, config: Config) -> list[StoredCredenti
 
 
 async def _open_storage(config: Config) -> StorageManager:
-    from roost.storage.api import StorageError
     from roost.storage.manager import StorageManager
 
     try:

@@ -328,10 +328,10 @@ def _explain(
             out.append((key, f"expected {_KIND[kind]}, found {found}"))
         elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
             bound = {
-                "greater_than_equal": f"at least {ctx.get('ge')}",
-                "greater_than": f"more than {ctx.get('gt')}",
-                "less_than_equal": f"at most {ctx.get('le')}",
-                "less_than": f"less than {ctx.get('lt')}",
+                "greater_than_equal": f"at least {_number(ctx.get('ge'))}",
+                "greater_than": f"more than {_number(ctx.get('gt'))}",
+                "less_than_equal": f"at most {_number(ctx.get('le'))}",
+                "less_than": f"less than {_number(ctx.get('lt'))}",
             }[kind]
             bounds = _bounds(model, loc)
             out.append((key, f"expected {bounds or bound}, found {found}"))
@@ -350,6 +350,13 @@ def _explain(
     return out
 
 
+def _number(value: Any) -> str:
+    """0.0 → "0": bounds read as the operator would write them."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _bounds(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
     """``"a value from 1024 to 16777216"`` when a field has both bounds, else ""."""
     owner = _model_at(model, loc)
@@ -364,7 +371,7 @@ def _bounds(model: type[BaseModel], loc: tuple[str | int, ...]) -> str:
         high = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else high
     if low is None or high is None:
         return ""
-    return f"a value from {low} to {high}"
+    return f"a value from {_number(low)} to {_number(high)}"
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

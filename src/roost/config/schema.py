@@ -260,6 +260,14 @@ DEFAULT_SASL_MECHANISMS: tuple[str, ...] = (
 )
 
 ScramHash = Literal["SHA-1", "SHA-256", "SHA-512"]
+
+
+def _scram_hash(mechanism: str) -> str | None:
+    """ "SCRAM-SHA-256-PLUS" → "SHA-256"; None for a mechanism that is not SCRAM."""
+    if not mechanism.startswith("SCRAM-"):
+        return None
+    return mechanism.removeprefix("SCRAM-").removesuffix("-PLUS")
+
 _ALL_HASHES: tuple[ScramHash, ...] = ("SHA-1", "SHA-256", "SHA-512")
 
 
@@ -316,7 +324,8 @@ class C2SSection(_Section):
         default_factory=lambda: list(DEFAULT_SASL_MECHANISMS),
         min_length=1,
         description="SASL mechanisms offered, in order of preference. -PLUS variants need TLS channel "
-        "binding; each SCRAM hash needs stored credentials (storage.scram_hashes).",
+        "binding; each SCRAM hash needs stored credentials (storage.scram_hashes). When unset, the "
+        "default list keeps only the SCRAM hashes listed in storage.scram_hashes.",
         examples=[["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN"]],
     )
 
@@ -526,17 +535,23 @@ class Config(BaseModel):
     _defaults: dict[str, ModuleOptions] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
-    def _default_storage_url(self) -> Config:
+    def _derived_defaults(self) -> Config:
+        # Frozen model: derived values are set once, here, during validation.
         if self.storage.url is None:
             url = f"sqlite:///{(self.server.data_dir / 'roost.db').as_posix()}"
-            # Frozen model: set the derived value once, during validation.
             object.__setattr__(self, "storage", self.storage.model_copy(update={"url": url}))
+        if "sasl_mechanisms" not in self.c2s.model_fields_set:
+            # The default list offers SCRAM only for the hashes whose credentials are stored, so
+            # that narrowing storage.scram_hashes needs no second edit.
+            hashes = set(self.storage.scram_hashes)
+            offered = [m for m in self.c2s.sasl_mechanisms if _scram_hash(m) in (None, *hashes)]
+            object.__setattr__(self, "c2s", self.c2s.model_copy(update={"sasl_mechanisms": offered}))
         return self
 
     @property
     def storage_url(self) -> str:
         """The database URL, with the default (SQLite in data_dir) filled in."""
-        assert self.storage.url is not None  # set by _default_storage_url
+        assert self.storage.url is not None  # set by _derived_defaults
         return self.storage.url
 
     @property
@@ -556,7 +571,9 @@ class Config(BaseModel):
         Pass the module's Options class as ``model`` to get it back typed. KeyError if no module
         registered ``[name]``.
         """
-        options = self.modules.get(name) or self._defaults.get(name)
+        options = self.modules.get(name)
+        if options is None:
+            options = self._defaults.get(name)
         if options is None:
             registered = _module_sections.get(name)
             if registered is None:
@@ -571,17 +588,20 @@ class Config(BaseModel):
         """Cross-section mistakes as ``(dotted key, message)``; the loader turns them into errors."""
         problems: list[tuple[str, str]] = []
         hashes = set(self.storage.scram_hashes)
+        missing: dict[str, list[str]] = {}
         for mech in self.c2s.sasl_mechanisms:
-            if mech.startswith("SCRAM-"):
-                hash_name = mech.removeprefix("SCRAM-").removesuffix("-PLUS")
-                if hash_name not in hashes:
-                    problems.append(
-                        (
-                            "c2s.sasl_mechanisms",
-                            f"{mech} needs {hash_name!r} in storage.scram_hashes (no user would have "
-                            "credentials for it); add the hash or drop the mechanism",
-                        )
-                    )
+            hash_name = _scram_hash(mech)
+            if hash_name is not None and hash_name not in hashes:
+                missing.setdefault(hash_name, []).append(mech)
+        for hash_name, mechs in missing.items():
+            problems.append(
+                (
+                    "c2s.sasl_mechanisms",
+                    f"{' and '.join(mechs)} need{'s' if len(mechs) == 1 else ''} {hash_name!r} in "
+                    "storage.scram_hashes (no user would have credentials for it); add the hash or "
+                    "drop the mechanism",
+                )
+            )
         if (
             self.listen.c2s is not None
             and self.listen.c2s == self.listen.c2s_tls

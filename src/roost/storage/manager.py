@@ -109,12 +109,23 @@ class ArchiveWriter:
             ) from None
 
     async def close(self) -> None:
-        """Refuse new items, write everything queued, stop the task."""
+        """Refuse new items, write everything queued, stop the task.
+
+        While storage is unreachable this keeps waiting (the writer keeps retrying). If the caller gives
+        up (cancels), the writer stops and the unwritten items are counted in an error log line.
+        """
         self._closing = True
         self._wake.set()
         self._notify()
         try:
             await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if not self._task.done():
+                log.error(
+                    "storage: closed before the archive queue drained; %d items not written", self.pending
+                )
+                self._task.cancel()
+            raise
         except Exception:
             pass  # the crash was logged when it happened; shutdown goes on
 
@@ -279,7 +290,7 @@ class StorageManager:
 
             backend = MemoryBackend()
         else:
-            from roost.storage.sql import open_sql_backend
+            from roost.storage.sql.backend import open_sql_backend
 
             backend = await open_sql_backend(url, progress=report)
         writer = ArchiveWriter(
@@ -321,7 +332,11 @@ class StorageManager:
         await self._writer.flush()
 
     async def close(self) -> None:
-        """Write what is queued, stop the writer, release connections. Idempotent."""
+        """Write what is queued, stop the writer, release connections. Idempotent.
+
+        Waits for the archive queue to drain; bound it with ``asyncio.timeout`` if shutdown must not
+        wait on an unreachable database (what is lost is then logged).
+        """
         if self._closed:
             return
         self._closed = True

@@ -178,7 +178,7 @@ class MemoryArchive:
             if (after is None or entry.position > after) and (before is None or entry.position < before)
         ]
         limit = max(q.limit, 0)
-        page = matching[len(matching) - limit :] if q.reverse and limit else matching[:limit]
+        page = matching[max(len(matching) - limit, 0) :] if q.reverse and limit else matching[:limit]
         return [entry.item for entry in page], len(matching) <= limit
 
     async def count(self, domain: str, user: str, q: ArchiveQuery | None = None) -> int:

@@ -182,13 +182,15 @@ class C2SStream:
         self._out.clear()
         return out
 
-    def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
-        """The TLS handshake finished; the client now restarts the stream (RFC 6120 §5.4.3.3)."""
+    def tls_established(self, channel_bindings: Mapping[str, bytes]) -> list[StreamEvent]:
+        """The TLS handshake finished; the client restarts the stream (RFC 6120 §5.4.3.3).
+
+        Its new header may already have arrived (decrypted) and be held: it is processed now.
+        """
         self.secure = True
         self.channel_bindings = channel_bindings
-        self.parser.reset()
-        self._held.clear()  # nothing sent in the clear after <starttls/> counts (STARTTLS injection)
         self.state = State.WAIT_HEADER
+        return self._drain()
 
     def credentials(self, creds: ScramCredentials | None, password_ok: bool = False) -> list[StreamEvent]:
         """Answer a :class:`NeedCredentials` (``creds`` None: no such account)."""
@@ -382,7 +384,10 @@ class C2SStream:
             return self._close(StreamError("unsupported-feature", "TLS is not available here"))
         self._out.append(b"<proceed xmlns='" + TLS.encode() + b"'/>")
         self.state = State.TLS_PENDING
+        # Whatever followed <starttls/> in the clear is discarded (STARTTLS command injection);
+        # the next bytes the parser sees are the client's new stream inside TLS.
         self._held.clear()
+        self.parser.reset()
         return [NeedTls()]
 
     # -- SASL (RFC 6120 §6) -------------------------------------------------------------------------

@@ -160,6 +160,9 @@ class C2SConnection(Session, asyncio.Protocol):
 
     def _on_event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):
+            if self.transport is not None:
+                # No more cleartext reaches the stream; start_tls resumes reading inside TLS.
+                self.transport.pause_reading()
             self.server.spawn(self._start_tls(), f"{self.id}-starttls")
         elif isinstance(event, NeedCredentials):
             self.server.spawn(self._lookup(event), f"{self.id}-auth")
@@ -193,8 +196,8 @@ class C2SConnection(Session, asyncio.Protocol):
             transport.abort()
             return
         self.transport = new
-        self.stream.tls_established(self._bindings(new))
         self.log.debug("TLS established (%s)", new.get_extra_info("ssl_object").version())
+        self._handle(self.stream.tls_established(self._bindings(new)))
 
     def _bindings(self, transport: asyncio.BaseTransport) -> dict[str, bytes]:
         ssl_object = transport.get_extra_info("ssl_object")

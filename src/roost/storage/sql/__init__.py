@@ -1,5 +1,5 @@
-"""SQL backend (SQLite via aiosqlite, PostgreSQL via asyncpg) with Alembic migrations."""
+"""SQL backend (SQLite via aiosqlite, PostgreSQL via asyncpg) with Alembic migrations.
 
-from roost.storage.sql.backend import SqlBackend, open_sql_backend
-
-__all__ = ["SqlBackend", "open_sql_backend"]
+``backend`` holds the stores, ``schema`` the tables, ``migrate`` the programmatic Alembic driver and
+``migrations/`` the revision scripts.
+"""

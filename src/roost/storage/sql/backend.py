@@ -23,7 +23,6 @@ from sqlalchemy import (
     Delete,
     Insert,
     Row,
-    Select,
     Table,
     and_,
     delete,
@@ -35,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from roost.storage.api import (
@@ -67,6 +66,13 @@ _ID_CHUNK: Final = 500
 _WRITE_OPTION: Final = "roost_write"
 
 
+def _describe(exc: BaseException) -> str:
+    """The driver's own message, without SQLAlchemy's statement dump."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
 def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
     return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
 
@@ -81,12 +87,12 @@ class SqlDatabase:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection whose statements share one snapshot; rolled back at the end."""
+        """A connection for reads, rolled back at the end (on SQLite its statements share one snapshot)."""
         try:
             async with self.engine.connect() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
-            raise StorageError(f"storage read failed: {exc}") from exc
+            raise StorageError(f"storage read failed: {_describe(exc)}") from exc
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -98,7 +104,7 @@ class SqlDatabase:
                 async with conn.begin():
                     yield conn
         except (SQLAlchemyError, OSError) as exc:
-            raise StorageError(f"storage write failed: {exc}") from exc
+            raise StorageError(f"storage write failed: {_describe(exc)}") from exc
 
     def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """The dialect's INSERT, for ON CONFLICT upserts (both engines spell it the same way)."""
@@ -321,7 +327,10 @@ class SqlArchive:
         where = self._where(domain, user)
         if q.with_jid is not None:
             # XEP-0313 §4.1.1: a bare 'with' matches every resource of that JID, a full one only itself.
-            where.append(a.with_jid == q.with_jid if "/" in q.with_jid else a.with_bare == q.with_jid)
+            # with_bare is also compared for a full JID so that the planner picks ix_archive_with.
+            where.append(a.with_bare == bare_jid(q.with_jid))
+            if "/" in q.with_jid:
+                where.append(a.with_jid == q.with_jid)
         if q.start is not None:
             where.append(a.ts >= timestamp_to_us(q.start))
         if q.end is not None:
@@ -350,10 +359,19 @@ class SqlArchive:
             if q.before_id is not None:
                 ts, seq = await self._anchor(conn, domain, user, q.before_id)
                 where.append(and_(a.ts <= ts, or_(a.ts < ts, a.seq < seq)))
-            order = (a.ts.desc(), a.seq.desc()) if q.reverse else (a.ts, a.seq)
-            # One row more than the page tells whether the page is the last one (RSM 'complete').
-            stmt: Select[Any] = select(*_ARCHIVE_COLUMNS).where(*where).order_by(*order).limit(limit + 1)
-            rows = (await conn.execute(stmt)).all()
+            if q.ids is not None:
+                # At most len(ids) rows: sort and page them here rather than let SQLite pick the time
+                # index for the ORDER BY and scan the whole archive.
+                stmt = select(*_ARCHIVE_COLUMNS, a.seq).where(*where)
+                rows = sorted((await conn.execute(stmt)).all(), key=lambda row: (row.ts, row.seq))
+                if q.reverse:
+                    rows.reverse()
+                del rows[limit + 1 :]
+            else:
+                order = (a.ts.desc(), a.seq.desc()) if q.reverse else (a.ts, a.seq)
+                # One row more than the page tells whether the page is the last one (RSM 'complete').
+                stmt = select(*_ARCHIVE_COLUMNS, a.seq).where(*where).order_by(*order).limit(limit + 1)
+                rows = list((await conn.execute(stmt)).all())
         complete = len(rows) <= limit
         page = [_item(row) for row in rows[:limit]]
         if q.reverse:
@@ -493,14 +511,15 @@ def _normalize_url(url: str) -> URL:
 async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlBackend:
     """Create the engine for ``url`` and migrate the schema to head."""
     sa_url = _normalize_url(url)
+    # hide_parameters: SQL errors end up in logs, and bound values include SCRAM keys and message bodies.
     if sa_url.get_backend_name() == "sqlite":
         assert sa_url.database is not None
         await asyncio.to_thread(Path(sa_url.database).parent.mkdir, parents=True, exist_ok=True)
-        engine = create_async_engine(sa_url)
+        engine = create_async_engine(sa_url, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     else:
-        engine = create_async_engine(sa_url, pool_pre_ping=True)
+        engine = create_async_engine(sa_url, hide_parameters=True, pool_pre_ping=True)
     backend = SqlBackend(SqlDatabase(engine))
     try:
         await backend.migrate(progress)

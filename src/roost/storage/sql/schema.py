@@ -105,5 +105,14 @@ Index(
     archive.c.ts,
     archive.c.seq,
 )
-# ... and RSM anchors / 'ids' lookups. Not unique: a duplicate id must not wedge the write queue.
-Index("ix_archive_id", archive.c.store, archive.c.domain, archive.c.username, archive.c.id)
+# ... and RSM anchors / 'ids' lookups; (ts, seq) make the anchor lookup index-only. Not unique: a duplicate
+# id must not wedge the write queue.
+Index(
+    "ix_archive_id",
+    archive.c.store,
+    archive.c.domain,
+    archive.c.username,
+    archive.c.id,
+    archive.c.ts,
+    archive.c.seq,
+)

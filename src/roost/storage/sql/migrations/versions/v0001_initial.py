@@ -74,7 +74,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_archive_time", "archive", ["store", "domain", "username", "ts", "seq"])
     op.create_index("ix_archive_with", "archive", ["store", "domain", "username", "with_bare", "ts", "seq"])
-    op.create_index("ix_archive_id", "archive", ["store", "domain", "username", "id"])
+    op.create_index("ix_archive_id", "archive", ["store", "domain", "username", "id", "ts", "seq"])
 
 
 def downgrade() -> None:

@@ -1,0 +1,107 @@
+"""Schema migrations on the SQL backends: fresh and old databases end at head, matching schema.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from roost.storage import StorageError, StorageManager
+from roost.storage.sql import migrate
+from roost.storage.sql.backend import _normalize_url
+from roost.storage.sql.schema import metadata
+
+
+async def run_sync(url: str, fn: Callable[[Connection], Any]) -> Any:
+    engine = create_async_engine(_normalize_url(url))
+    try:
+        async with engine.begin() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def all_revisions() -> list[str]:
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    return [rev.revision for rev in reversed(list(script.walk_revisions()))]
+
+
+async def test_fresh_database_is_migrated_with_progress_and_reopens_silently(sql_url: str) -> None:
+    messages: list[str] = []
+    storage = await StorageManager.open(sql_url, progress=messages.append)
+    await storage.close()
+    head = migrate.version_number(migrate.head_revision())
+
+    assert messages[0] == f"storage: migrating schema 0 → {head} …"
+    assert messages[-1] == f"storage: schema is at version {head}"
+    assert await run_sync(sql_url, migrate.current_revision) == migrate.head_revision()
+
+    messages.clear()
+    storage = await StorageManager.open(sql_url, progress=messages.append)
+    await storage.close()
+    assert messages == []
+
+
+async def test_migrated_schema_matches_schema_py(sql_url: str) -> None:
+    storage = await StorageManager.open(sql_url)
+    await storage.close()
+
+    def differences(conn: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+
+    assert await run_sync(sql_url, differences) == []
+
+
+@pytest.mark.parametrize("revision", all_revisions())
+async def test_database_at_any_older_revision_is_upgraded_to_head(sql_url: str, revision: str) -> None:
+    def upgrade_to(conn: Connection) -> None:
+        cfg = migrate.alembic_config(conn)
+        command.upgrade(cfg, revision)
+
+    await run_sync(sql_url, upgrade_to)
+    assert await run_sync(sql_url, migrate.current_revision) == revision
+
+    storage = await StorageManager.open(sql_url)
+    await storage.accounts.create("example.org", "juliet", [])
+    await storage.close()
+
+    assert await run_sync(sql_url, migrate.current_revision) == migrate.head_revision()
+
+
+async def test_every_revision_downgrades_and_upgrades_again(sql_url: str) -> None:
+    storage = await StorageManager.open(sql_url)
+    await storage.close()
+
+    def down_and_up(conn: Connection) -> None:
+        cfg = migrate.alembic_config(conn)
+        command.downgrade(cfg, "base")
+        command.upgrade(cfg, "head")
+
+    await run_sync(sql_url, down_and_up)
+    storage = await StorageManager.open(sql_url)
+    await storage.accounts.create("example.org", "juliet", [])
+    await storage.close()
+
+
+async def test_database_newer_than_the_code_is_refused(sql_url: str) -> None:
+    storage = await StorageManager.open(sql_url)
+    await storage.close()
+    await run_sync(
+        sql_url, lambda conn: conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    )
+
+    with pytest.raises(StorageError, match="9999 is newer"):
+        await StorageManager.open(sql_url)
+
+
+def test_revisions_form_one_numbered_line() -> None:
+    revisions = all_revisions()
+    assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
