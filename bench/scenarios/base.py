@@ -48,7 +48,7 @@ class RunContext:
     timeout: float = 15.0
     local_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
 
-    def login_options(self, presence: bool = True, index: int = 0) -> LoginOptions:
+    def login_options(self, presence: str = "echo", index: int = 0) -> LoginOptions:
         """Login options; ``index`` spreads connections over the configured source addresses."""
         addr = self.local_addrs[index % len(self.local_addrs)]
         local = None if addr == "127.0.0.1" and len(self.local_addrs) == 1 else (addr, 0)
@@ -98,7 +98,7 @@ async def login_many(
     accounts: Iterable[Account],
     concurrency: int,
     resource: str,
-    presence: bool = True,
+    presence: str = "echo",
     keep: bool = True,
     on_session: Callable[[Session], Awaitable[None]] | None = None,
 ) -> LoginBatch:

@@ -127,7 +127,6 @@ class OneOneScenario(Scenario):
         out = [
             Metric("saturation.msgs_per_s", "saturation: delivered msgs/s", "1/s", True, "{:.0f}"),
             Metric("saturation.cpu_us_per_msg", "saturation: server CPU/msg", "µs", False, "{:.1f}"),
-            Metric("saturation.p50_ms", "saturation: p50 latency", "ms", False, "{:.2f}"),
             Metric("saturation.generator_util", "saturation: generator CPU use", "cores", False, "{:.2f}"),
         ]
         for r in self.rates():

@@ -110,7 +110,9 @@ class LoginOptions:
     tls: ssl.SSLContext
     hash_name: str = "SHA-1"
     timeout: float = 15.0
-    presence: bool = True  # send initial presence and wait for its echo (RFC 6121 §4.2.2)
+    # "echo": send initial presence and wait for the server to reflect it (RFC 6121 §4.2.2);
+    # "send": send it without waiting; "none": stay unavailable.
+    presence: str = "echo"
     local_addr: tuple[str, int] | None = None
 
 
@@ -168,9 +170,10 @@ async def login(
         t4 = time.perf_counter()
 
         t5 = t4
-        if opts.presence:
+        if opts.presence != "none":
             conn.write(INITIAL_PRESENCE)
-            await conn.expect(RE_PRESENCE, timeout)
+            if opts.presence == "echo":
+                await conn.expect(RE_PRESENCE, timeout)
             t5 = time.perf_counter()
     except BaseException:
         conn.abort()

@@ -81,7 +81,9 @@ async def test_oversized_stanza_gives_policy_violation(server: RunningServer, by
     assert bystander.received.empty()  # nothing of the oversized message leaked through
 
 
-async def test_stanza_before_authentication_gives_not_authorized(server: RunningServer, bystander: Client) -> None:
+async def test_stanza_before_authentication_gives_not_authorized(
+    server: RunningServer, bystander: Client
+) -> None:
     raw = await RawClient.connect(server.c2s_port)
     await raw.open()
     await raw.starttls()
@@ -105,7 +107,7 @@ async def test_wrong_password_fails_then_too_many_failures_closes(
     raw = await RawClient.connect(server.c2s_port)
     await raw.open()
     await raw.starttls()
-    for attempt in range(server.server.config.c2s.max_auth_failures):
+    for _ in range(server.server.config.c2s.max_auth_failures):
         result = await raw.auth_scram("romeo", "wrong")
         assert result.name == "failure"
         assert result.find("not-authorized", SASL) is not None

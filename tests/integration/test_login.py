@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 import pytest
 
 from roost.util.datetime import parse_datetime
-
 from roost.xml.ns import SASL, SASL_CB
 from tests.support.clients import connect
 from tests.support.raw import RawClient

@@ -61,15 +61,19 @@ async def test_message_to_nonexistent_account_is_service_unavailable(server: Run
 
 async def test_never_an_error_in_reply_to_an_error(server: RunningServer) -> None:
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
-    romeo.send_raw("<message to='nobody@localhost' type='error' id='e1'><error type='cancel'>"
-                   f"<item-not-found xmlns='{STANZA_ERRORS}'/></error></message>")
+    romeo.send_raw(
+        "<message to='nobody@localhost' type='error' id='e1'><error type='cancel'>"
+        f"<item-not-found xmlns='{STANZA_ERRORS}'/></error></message>"
+    )
     romeo.send_raw("<iq to='nobody@localhost/x' type='error' id='e2'/>")
     await nothing_arrives(romeo)
 
 
 async def test_iq_to_offline_resource_is_service_unavailable(server: RunningServer) -> None:
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
-    romeo.send_raw("<iq to='juliet@localhost/gone' type='get' id='q1'><query xmlns='jabber:iq:version'/></iq>")
+    romeo.send_raw(
+        "<iq to='juliet@localhost/gone' type='get' id='q1'><query xmlns='jabber:iq:version'/></iq>"
+    )
     reply = await romeo.element()
     assert reply.attrs["type"] == "error" and condition(reply) == "service-unavailable"
 
@@ -80,8 +84,10 @@ async def test_iq_between_full_jids_and_result_back(server: RunningServer) -> No
     romeo.send_raw("<iq to='juliet@localhost/j' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
     request = await juliet.element()
     assert request.attrs["from"] == "romeo@localhost/r"
-    juliet.send_raw("<iq to='romeo@localhost/r' type='result' id='v1'><query xmlns='jabber:iq:version'>"
-                    "<name>J</name></query></iq>")
+    juliet.send_raw(
+        "<iq to='romeo@localhost/r' type='result' id='v1'><query xmlns='jabber:iq:version'>"
+        "<name>J</name></query></iq>"
+    )
     result = await romeo.element()
     assert result.attrs["type"] == "result" and result.attrs["from"] == "juliet@localhost/j"
 
@@ -104,8 +110,10 @@ async def test_unknown_iq_namespace_is_service_unavailable(server: RunningServer
 
 async def test_iq_without_id_or_with_two_payloads_is_bad_request(server: RunningServer) -> None:
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
-    romeo.send_raw("<iq to='localhost' type='get' id='two'><ping xmlns='urn:xmpp:ping'/>"
-                   "<ping xmlns='urn:xmpp:ping'/></iq>")
+    romeo.send_raw(
+        "<iq to='localhost' type='get' id='two'><ping xmlns='urn:xmpp:ping'/>"
+        "<ping xmlns='urn:xmpp:ping'/></iq>"
+    )
     assert condition(await romeo.element()) == "bad-request"
     romeo.send_raw("<iq to='localhost' type='get' id='t'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert (await romeo.element()).attrs["type"] == "result"

@@ -41,8 +41,10 @@ async def romeo(server: RunningServer) -> None:
         ),
         (f"<stream:stream {NS_DECLS} to='localhost' version='2.0'>", "unsupported-version"),
         (f"<stream:stream {NS_DECLS} to='localhost'>", "unsupported-version"),
-        ("<?xml version='1.0' encoding='ISO-8859-1'?>" f"<stream:stream {NS_DECLS} to='localhost'>",
-         "unsupported-encoding"),
+        (
+            f"<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream {NS_DECLS} to='localhost'>",
+            "unsupported-encoding",
+        ),
     ],
     ids=["other-host", "no-to", "server-ns", "wrong-stream-ns", "prefix", "v2", "no-version", "latin1"],
 )
@@ -75,7 +77,11 @@ async def test_post_auth_features_offer_bind_and_optional_session(server: Runnin
 
 async def test_server_generated_resource_and_legacy_session(server: RunningServer) -> None:
     raw = await RawClient.login(server.c2s_port, "romeo", "s3cret", None)
-    assert raw.jid is not None and raw.jid.startswith("romeo@localhost/") and len(raw.jid) > len("romeo@localhost/")
+    assert (
+        raw.jid is not None
+        and raw.jid.startswith("romeo@localhost/")
+        and len(raw.jid) > len("romeo@localhost/")
+    )
     iq = Element("iq", "jabber:client", {"type": "set", "id": "s1"})
     iq.add("session", SESSION)
     raw.send(iq)
@@ -111,7 +117,10 @@ async def test_client_closing_stream_gets_closing_tag(server: RunningServer) -> 
     raw.send_raw("</stream:stream>")
     assert await raw.closed()
     await asyncio.sleep(0.05)
-    assert server.server.sessions.get(__import__("roost.jid", fromlist=["JID"]).JID.parse("romeo@localhost/r")) is None
+    assert (
+        server.server.sessions.get(__import__("roost.jid", fromlist=["JID"]).JID.parse("romeo@localhost/r"))
+        is None
+    )
 
 
 async def test_idle_session_is_pinged_and_closed_when_dead(tmp_path: Path) -> None:
@@ -122,9 +131,15 @@ async def test_idle_session_is_pinged_and_closed_when_dead(tmp_path: Path) -> No
         await running.add_user("romeo@localhost", "s3cret")
         raw = await RawClient.login(running.c2s_port, "romeo", "s3cret", "sleepy")
         ping = await raw.element(timeout=5)
-        assert ping.name == "iq" and ping.attrs["type"] == "get" and ping.find("ping", "urn:xmpp:ping") is not None
+        assert (
+            ping.name == "iq"
+            and ping.attrs["type"] == "get"
+            and ping.find("ping", "urn:xmpp:ping") is not None
+        )
         # a client that answers stays connected …
-        raw.send(Element("iq", "jabber:client", {"type": "result", "id": ping.attrs["id"], "to": "localhost"}))
+        raw.send(
+            Element("iq", "jabber:client", {"type": "result", "id": ping.attrs["id"], "to": "localhost"})
+        )
         ping2 = await raw.element(timeout=5)
         assert ping2.find("ping", "urn:xmpp:ping") is not None
         # … one that does not is closed with <connection-timeout/>

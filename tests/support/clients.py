@@ -51,8 +51,11 @@ async def connect(
     if not send_presence:
         client.add_event_handler("session_start", lambda *_: None)
     client.connect("127.0.0.1", port)
-    done, _ = await asyncio.wait(
-        [asyncio.ensure_future(client.session_started.wait()), asyncio.ensure_future(client.failed_auth.wait())],
+    await asyncio.wait(
+        [
+            asyncio.ensure_future(client.session_started.wait()),
+            asyncio.ensure_future(client.failed_auth.wait()),
+        ],
         timeout=timeout,
         return_when=asyncio.FIRST_COMPLETED,
     )

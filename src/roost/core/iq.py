@@ -34,7 +34,9 @@ class IqTable:
     def __init__(self) -> None:
         self._handlers: dict[tuple[str, str, str, Target], tuple[IqHandler, bool]] = {}
 
-    def register(self, type_: str, ns: str, name: str, target: Target, handler: IqHandler) -> Callable[[], None]:
+    def register(
+        self, type_: str, ns: str, name: str, target: Target, handler: IqHandler
+    ) -> Callable[[], None]:
         key = (type_, ns, name, target)
         if key in self._handlers:
             raise ValueError(f"an IQ handler for {key} is already registered")
@@ -46,7 +48,9 @@ class IqTable:
 
         return remove
 
-    def lookup(self, type_: str, payload: Element, targets: tuple[Target, ...]) -> tuple[IqHandler, bool] | None:
+    def lookup(
+        self, type_: str, payload: Element, targets: tuple[Target, ...]
+    ) -> tuple[IqHandler, bool] | None:
         for target in targets:
             entry = self._handlers.get((type_, payload.ns, payload.name, target))
             if entry is not None:
@@ -58,7 +62,6 @@ class IqTable:
 
     def has(self, ns: str, target: Target) -> bool:
         return any(k[1] == ns and k[3] is target for k in self._handlers)
-
 
 
 class IqTracker:

@@ -9,7 +9,7 @@ methods on the host's IQ table and event bus, and undoes every registration on u
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -19,6 +19,7 @@ from roost.core.iq import Target
 if TYPE_CHECKING:
     from roost.core.host import Host
     from roost.core.server import Server
+    from roost.xml.element import Element
 
 log = logging.getLogger("roost.modules")
 
@@ -78,6 +79,10 @@ class Module:
         self.server: Server = host.server
         self.options = options
         self.log = logging.getLogger(f"roost.mod.{self.name}")
+
+    def stream_features(self) -> Sequence[Element]:
+        """Informative stream features this module adds after authentication (RFC 6121 §2.6.1, §3.4)."""
+        return ()
 
     async def start(self) -> None:
         """Called after registration (open stores, start timers)."""

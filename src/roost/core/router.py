@@ -60,7 +60,9 @@ class Router:
             except JIDError:
                 claimed = None
             if claimed is None or (claimed != origin.jid and claimed != origin.jid.bare):
-                origin.close(StreamError("invalid-from", "'from' does not match your address"), reason="error")
+                origin.close(
+                    StreamError("invalid-from", "'from' does not match your address"), reason="error"
+                )
                 return None
         attrs["from"] = origin.jid_str
         kind = stanza.name
@@ -72,7 +74,9 @@ class Router:
             try:
                 to = JID.parse(to_attr)
             except JIDError:
-                return self._bounce(stanza, StanzaError("jid-malformed", "the 'to' address is not a valid JID"))
+                return self._bounce(
+                    stanza, StanzaError("jid-malformed", "the 'to' address is not a valid JID")
+                )
         type_ = attrs.get("type")
         if type_ is not None and type_ not in _VALID_TYPES[kind]:
             return self._bounce(stanza, StanzaError("bad-request", f"invalid type {type_!r} for <{kind}/>"))

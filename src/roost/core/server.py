@@ -108,7 +108,20 @@ class Server:
             max_stanza_bytes=c2s.max_stanza_bytes,
             max_auth_failures=c2s.max_auth_failures,
             idle_seconds=int(c2s.idle_ping_seconds),
+            extra_features=self.stream_features,
         )
+
+    def stream_features(self) -> list[Element]:
+        """Post-authentication stream features of the loaded modules (one of each, any domain)."""
+        seen: set[tuple[str, str]] = set()
+        features: list[Element] = []
+        for host in self.hosts.values():
+            for module in host.modules.loaded.values():
+                for feature in module.stream_features():
+                    if (feature.ns, feature.name) not in seen:
+                        seen.add((feature.ns, feature.name))
+                        features.append(feature)
+        return features
 
     def hosts_with_accounts(self) -> list[str]:
         return [d for d, h in self.hosts.items() if h.has_accounts]
@@ -123,7 +136,10 @@ class Server:
         if listen.c2s:
             host, port = parse_address(listen.c2s)
             srv = await loop.create_server(
-                lambda: C2SConnection(self, settings, direct_tls=False), host or None, port, backlog=1024,
+                lambda: C2SConnection(self, settings, direct_tls=False),
+                host or None,
+                port,
+                backlog=1024,
                 reuse_address=True,
             )
             self._servers.append(srv)
@@ -131,8 +147,13 @@ class Server:
         if listen.c2s_tls:
             host, port = parse_address(listen.c2s_tls)
             srv = await loop.create_server(
-                lambda: C2SConnection(self, settings, direct_tls=True), host or None, port,
-                ssl=self.tls_context, backlog=1024, reuse_address=True, ssl_handshake_timeout=30,
+                lambda: C2SConnection(self, settings, direct_tls=True),
+                host or None,
+                port,
+                ssl=self.tls_context,
+                backlog=1024,
+                reuse_address=True,
+                ssl_handshake_timeout=30,
             )
             self._servers.append(srv)
             self.addresses["c2s_tls"] = srv.sockets[0].getsockname()[:2]
@@ -175,7 +196,9 @@ class Server:
     # -- liveness (XEP-0199) ------------------------------------------------------------------------
     async def _sweep(self) -> None:
         c2s = self.config.c2s
-        interval = max(0.5, min(c2s.idle_ping_seconds, c2s.ping_timeout_seconds, c2s.auth_timeout_seconds) / 4)
+        interval = max(
+            0.5, min(c2s.idle_ping_seconds, c2s.ping_timeout_seconds, c2s.auth_timeout_seconds) / 4
+        )
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
@@ -189,7 +212,9 @@ class Server:
         c2s = self.config.c2s
         if not conn.jid_str:
             if now - conn.connected_at > c2s.auth_timeout_seconds:
-                conn.close(StreamError("connection-timeout", "authentication took too long"), reason="timeout")
+                conn.close(
+                    StreamError("connection-timeout", "authentication took too long"), reason="timeout"
+                )
             return
         if conn.ping_sent_at:
             if now - conn.ping_sent_at > c2s.ping_timeout_seconds:
@@ -197,9 +222,16 @@ class Server:
             return
         if now - conn.last_received > c2s.idle_ping_seconds:
             conn.ping_sent_at = now
-            ping = Element("iq", CLIENT, {
-                "type": "get", "id": self.iq_tracker.new_id(), "from": conn.jid.domain, "to": conn.jid_str,
-            })
+            ping = Element(
+                "iq",
+                CLIENT,
+                {
+                    "type": "get",
+                    "id": self.iq_tracker.new_id(),
+                    "from": conn.jid.domain,
+                    "to": conn.jid_str,
+                },
+            )
             ping.add("ping", PING)
             conn.send(ping)
 

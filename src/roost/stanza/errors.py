@@ -36,12 +36,31 @@ STANZA_ERROR_TYPES: Final[dict[str, str]] = {
 #: RFC 6120 §4.9.3: the defined stream error conditions.
 STREAM_ERROR_CONDITIONS: Final = frozenset(
     (
-        "bad-format", "bad-namespace-prefix", "conflict", "connection-timeout", "host-gone",
-        "host-unknown", "improper-addressing", "internal-server-error", "invalid-from",
-        "invalid-namespace", "invalid-xml", "not-authorized", "not-well-formed", "policy-violation",
-        "remote-connection-failed", "reset", "resource-constraint", "restricted-xml", "see-other-host",
-        "system-shutdown", "undefined-condition", "unsupported-encoding", "unsupported-feature",
-        "unsupported-stanza-type", "unsupported-version",
+        "bad-format",
+        "bad-namespace-prefix",
+        "conflict",
+        "connection-timeout",
+        "host-gone",
+        "host-unknown",
+        "improper-addressing",
+        "internal-server-error",
+        "invalid-from",
+        "invalid-namespace",
+        "invalid-xml",
+        "not-authorized",
+        "not-well-formed",
+        "policy-violation",
+        "remote-connection-failed",
+        "reset",
+        "resource-constraint",
+        "restricted-xml",
+        "see-other-host",
+        "system-shutdown",
+        "undefined-condition",
+        "unsupported-encoding",
+        "unsupported-feature",
+        "unsupported-stanza-type",
+        "unsupported-version",
     )
 )
 

@@ -13,7 +13,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from roost.core import hooks
 from roost.core.session import Session, new_session_id
@@ -78,8 +78,8 @@ class C2SConnection(Session, asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -175,8 +175,11 @@ class C2SConnection(Session, asyncio.Protocol):
             self.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
         elif isinstance(event, Closed):
             if event.error is not None:
-                self.log.info("stream error sent: %s%s", event.error.condition,
-                              f" ({event.error.text})" if event.error.text else "")
+                self.log.info(
+                    "stream error sent: %s%s",
+                    event.error.condition,
+                    f" ({event.error.text})" if event.error.text else "",
+                )
             self._close_transport("logout" if event.error is None else "error")
 
     async def _start_tls(self) -> None:

@@ -181,7 +181,8 @@ def setup_logging(level: str, file: Path | None = None) -> logging.Handler:
             old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
-    # Libraries that narrate every query at debug would drown the stanza traces.
-    for noisy in ("aiosqlite", "asyncio", "sqlalchemy.engine", "alembic"):
-        logging.getLogger(noisy).setLevel(max(numeric, logging.INFO))
+    # Libraries that narrate every query (SQLAlchemy logs each statement at INFO once its logger is
+    # enabled) would drown Roost's own lines: they speak only for warnings and errors.
+    for noisy in ("aiosqlite", "asyncio", "sqlalchemy", "alembic"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     return handler

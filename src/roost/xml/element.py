@@ -79,11 +79,7 @@ class Element:
     def elements(self, name: str | None = None, ns: str | None = None) -> Iterator[Element]:
         """Child elements, optionally filtered by local name and namespace."""
         for c in self.children:
-            if (
-                c.__class__ is Element
-                and (name is None or c.name == name)
-                and (ns is None or c.ns == ns)
-            ):
+            if c.__class__ is Element and (name is None or c.name == name) and (ns is None or c.ns == ns):
                 yield c
 
     def find(self, name: str, ns: str | None = None) -> Element | None:

@@ -1,0 +1,164 @@
+"""The operator's contract: `roost run` as a real process, `roost user` beside it, SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.clients import connect
+from tests.support.raw import RawClient
+
+ROOST = [sys.executable, "-m", "roost.cli.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_busy(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"roost exited early with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise AssertionError("roost did not start listening")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Iterator[tuple[Path, int, int]]:
+    c2s, c2s_tls = free_port(), free_port()
+    path = tmp_path / "roost.toml"
+    path.write_text(
+        f"""
+[server]
+domains = ["localhost"]
+data_dir = "data"
+
+[listen]
+c2s = "127.0.0.1:{c2s}"
+c2s_tls = "127.0.0.1:{c2s_tls}"
+"""
+    )
+    yield path, c2s, c2s_tls
+
+
+def run_cli(*args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [*ROOST, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+async def test_run_user_add_while_running_and_sigterm(config: tuple[Path, int, int], tmp_path: Path) -> None:
+    path, c2s, _ = config
+    proc = subprocess.Popen(
+        [*ROOST, "run", "--config", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        await wait_for_port(c2s, proc)
+        # `roost user add` works while the server runs (SQLite WAL), config via ROOST_CONFIG
+        run_cli(
+            "user",
+            "add",
+            "alice@localhost",
+            "--password-stdin",
+            cwd=tmp_path,
+            stdin="wonderland\n",
+            env={"ROOST_CONFIG": str(path)},
+        )
+        assert "alice@localhost" in run_cli("--config", str(path), "user", "list", cwd=tmp_path)
+        client = await connect("alice@localhost/cli", "wonderland", c2s)
+        raw = await RawClient.login(c2s, "alice", "wonderland", "raw")
+        proc.send_signal(signal.SIGTERM)
+        assert await raw.stream_error(timeout=10) == "system-shutdown"
+        assert await raw.closed()
+        await asyncio.wait_for(client.disconnected_event.wait(), 10)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "wonderland" not in output  # never a password in a log
+        assert "shutting down" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
+    if port_busy(5222) or port_busy(5223):
+        pytest.skip("ports 5222/5223 are in use on this machine")
+    env = {k: v for k, v in os.environ.items() if k != "ROOST_CONFIG"}
+    proc = subprocess.Popen(
+        [*ROOST, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        await wait_for_port(5222, proc)
+        assert (tmp_path / "roost-data" / "roost.db").exists()
+        assert (tmp_path / "roost-data" / "tls" / "roost.crt").exists()
+        subprocess.run(
+            [*ROOST, "user", "add", "bob@localhost", "--password", "builder"],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        client = await connect("bob@localhost/default", "builder", 5222)
+        tls_client = await connect("bob@localhost/tls", "builder", 5223, direct_tls=True)
+        client.disconnect()
+        tls_client.disconnect()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_check_reports_bad_config_with_key_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "roost.toml"
+    path.write_text("[c2s]\nrequre_encryption = true\n")
+    result = subprocess.run(
+        [*ROOST, "--config", str(path), "check"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "requre_encryption" in result.stderr + result.stdout
+    assert "require_encryption" in result.stderr + result.stdout
+
+
+def test_run_refuses_bad_config(tmp_path: Path) -> None:
+    path = tmp_path / "roost.toml"
+    path.write_text("[c2s]\nmax_stanza_bytes = 'big'\n")
+    result = subprocess.run(
+        [*ROOST, "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "max_stanza_bytes" in result.stderr
