@@ -28,6 +28,7 @@ from .scenarios import SCENARIOS
 from .scenarios.base import RunContext, Scenario, ServerResult
 from .targets import TARGETS, RoostTarget, Target
 from .xmppload.client import CredentialCache, client_tls_context
+from .xmppload.procstat import cpu_busy_ticks, self_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,6 +64,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "--roost-config", type=Path, help="template for Roost's TOML config (see bench/targets.py)"
     )
     p.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+    p.add_argument(
+        "--wait-idle", type=float, default=0, metavar="SECONDS",
+        help="before each server, wait up to SECONDS for the machine to be idle (shared machines)",
+    )  # fmt: skip
 
 
 def parse_addrs(spec: str) -> list[str]:
@@ -113,7 +118,34 @@ def make_target(name: str, workdir: Path, args: argparse.Namespace, certs: Any) 
     return target
 
 
+async def wait_idle(limit: float) -> None:
+    """Wait until other processes use less than 0.15 cores over 2 s, for at most ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while True:
+        before, mine0 = cpu_busy_ticks(), self_cpu().cpu
+        await asyncio.sleep(2.0)
+        after, mine1 = cpu_busy_ticks(), self_cpu().cpu
+        busy = sum(after[c][0] - before[c][0] for c in after if c in before) / os.sysconf("SC_CLK_TCK")
+        others = (busy - (mine1 - mine0)) / 2.0
+        if others < 0.15:
+            return
+        if time.monotonic() > deadline:
+            log(f"warning: the machine is still busy ({others:.2f} cores used by others); going ahead")
+            return
+        log(f"waiting for the machine to become idle ({others:.2f} cores used by others)")
+
+
+def cancel_on_signals() -> None:
+    """SIGINT/SIGTERM cancel the main task, so every started server is still stopped on the way out."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+
+
 async def run_scenario(args: argparse.Namespace, loop_name: str) -> int:
+    cancel_on_signals()
     scenario: Scenario = SCENARIOS[args.command](args)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = [s for s in servers if s not in TARGETS]
@@ -130,6 +162,8 @@ async def run_scenario(args: argparse.Namespace, loop_name: str) -> int:
     started = datetime.datetime.now()
     try:
         for name in servers:
+            if args.wait_idle > 0:
+                await wait_idle(args.wait_idle)
             target = make_target(name, workdir, args, certs)
             versions[name] = target.version()
             log(f"{name} {versions[name]}: starting on 127.0.0.1:{target.port} (CPU {target.cpu})")
@@ -147,7 +181,8 @@ async def run_scenario(args: argparse.Namespace, loop_name: str) -> int:
                 traceback.print_exc()
                 log(target.tail_logs())
             finally:
-                await target.stop()
+                # shielded: a second Ctrl-C must not leave the server running
+                await asyncio.shield(target.stop())
                 target.close_files()
                 log(f"{name}: stopped")
     finally:
@@ -191,6 +226,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    log(f"{args.server}: starting")
     try:
         await target.start(Provisioning(bench_accounts(args.n)))
         ep = target.endpoint
@@ -231,4 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             return run(serve(args))
         return 0
     pin(args)
-    return run(run_scenario(args, loop_name))
+    try:
+        return run(run_scenario(args, loop_name))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        log("interrupted")
+        return 130

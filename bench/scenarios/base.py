@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from ..targets import Provisioning, Target
 from ..xmppload.client import Account, CredentialCache, LoginOptions, Session, close, login
-from ..xmppload.procstat import CpuDelta
+from ..xmppload.procstat import CpuDelta, CpuMeter
 
 Log = Callable[[str], None]
 
@@ -47,6 +47,10 @@ class RunContext:
     log: Log
     timeout: float = 15.0
     local_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+
+    def meter(self) -> CpuMeter:
+        """Start measuring the server's (and the generator's) CPU."""
+        return CpuMeter(self.target.pid, self.target.cpu)
 
     def login_options(self, presence: str = "echo", index: int = 0) -> LoginOptions:
         """Login options; ``index`` spreads connections over the configured source addresses."""
@@ -161,4 +165,24 @@ def cpu_details(delta: CpuDelta) -> dict[str, float]:
         "server_cpu_s": delta.server_cpu,
         "server_util": delta.server_util,
         "generator_util": delta.generator_util,
+        "server_core_busy": delta.server_core_busy,
+        "foreign_load": delta.foreign_load,
+        "generator_core_busy": delta.generator_core_busy,
+        "generator_foreign_load": delta.generator_foreign_load,
     }
+
+
+def check_interference(ctx: RunContext, delta: CpuDelta) -> None:
+    """Warn when something besides the server used its core, or the generator ran out of CPU."""
+    if delta.foreign_load > 0.15:
+        ctx.log(
+            f"  warning: {delta.foreign_load:.2f} cores of the server's CPU went to other processes; "
+            "these figures are not trustworthy (is the machine idle?)"
+        )
+    if delta.generator_foreign_load > 0.15:
+        ctx.log(
+            f"  warning: {delta.generator_foreign_load:.2f} cores of the generator's CPU went to other "
+            "processes; latencies are not trustworthy (is the machine idle?)"
+        )
+    if delta.generator_util > 0.9:
+        ctx.log("  warning: the generator used >90% of its CPU; the server may not be the bottleneck")

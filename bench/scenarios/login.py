@@ -17,12 +17,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import statistics
+from typing import Any
 
 from ..targets import Provisioning
-from ..xmppload.client import STEPS
-from ..xmppload.procstat import CpuMeter
+from ..xmppload.client import STEPS, Account
 from ..xmppload.stats import summary_ms
-from .base import Metric, RunContext, Scenario, ServerResult, bench_accounts, cpu_details, login_many
+from .base import (
+    Metric,
+    RunContext,
+    Scenario,
+    ServerResult,
+    bench_accounts,
+    check_interference,
+    cpu_details,
+    login_many,
+)
 
 
 def _phase_metrics(prefix: str, label: str) -> tuple[Metric, ...]:
@@ -33,6 +43,7 @@ def _phase_metrics(prefix: str, label: str) -> tuple[Metric, ...]:
         Metric(f"{prefix}.cpu_ms_per_login", f"{label}: server CPU/login", "ms", False, "{:.3f}"),
         Metric(f"{prefix}.server_util", f"{label}: server CPU use", "cores", False, "{:.2f}"),
         Metric(f"{prefix}.generator_util", f"{label}: generator CPU use", "cores", False, "{:.2f}"),
+        Metric(f"{prefix}.foreign_load", f"{label}: others on server CPU", "cores", False, "{:.2f}"),
         Metric(f"{prefix}.errors", f"{label}: errors", "", False, "{:.0f}"),
     )
 
@@ -46,6 +57,9 @@ class LoginScenario(Scenario):
         parser.add_argument("--n", type=int, default=2000, help="logins per phase (and accounts)")
         parser.add_argument("--concurrency", type=int, default=50, help="logins in flight, concurrent phase")
         parser.add_argument("--no-warmup", action="store_true", help="skip the unmeasured warm-up pass")
+        parser.add_argument(
+            "--repeat", type=int, default=3, help="measured passes per phase; medians reported"
+        )
         parser.add_argument(
             "--presence", choices=("echo", "send", "none"), default="echo",
             help="initial presence: wait for its echo (default), send without waiting, or skip",
@@ -71,41 +85,66 @@ class LoginScenario(Scenario):
             result.details["warmup_errors"] = batch.errors[:5]
             if len(batch.errors) == len(accounts):
                 raise RuntimeError(f"every warm-up login failed, e.g. {batch.errors[0]}")
+        repeat = max(1, self.args.repeat)
         for prefix, concurrency in (("sequential", 1), ("concurrent", self.args.concurrency)):
-            await asyncio.sleep(1.0)  # let the server finish tearing down the previous sessions
-            meter = CpuMeter(ctx.target.pid)
-            batch = await login_many(ctx, accounts, concurrency, prefix[0], self.args.presence, keep=False)
-            delta = meter.stop()
-            ok = len(batch.sessions)
-            latencies = [s.login_seconds for s in batch.sessions]
-            lat = summary_ms(latencies)
-            m = result.metrics
-            m[f"{prefix}.logins_per_s"] = ok / batch.logins_wall if batch.logins_wall > 0 else math.nan
-            m[f"{prefix}.p50_ms"] = lat["p50"]
-            m[f"{prefix}.p99_ms"] = lat["p99"]
-            m[f"{prefix}.cpu_ms_per_login"] = delta.server_cpu * 1000 / ok if ok else math.nan
-            m[f"{prefix}.server_util"] = delta.server_util
-            m[f"{prefix}.generator_util"] = delta.generator_util
-            m[f"{prefix}.errors"] = len(batch.errors)
-            result.details[prefix] = {
-                "concurrency": concurrency,
-                "ok": ok,
-                "errors": len(batch.errors),
-                "error_samples": batch.errors[:5],
-                "latency_ms": lat,
-                # where the time goes, per login step (median and p99 in ms)
-                "steps_ms": {
-                    step: summary_ms([s.timings[step] for s in batch.sessions if step in s.timings])
-                    for step in STEPS
-                },
-                **cpu_details(delta),
-            }
-            ctx.log(
-                f"  {prefix:10s} c={concurrency:<3d} {m[f'{prefix}.logins_per_s']:8.1f} logins/s  "
-                f"p50 {lat['p50']:7.2f} ms  p99 {lat['p99']:7.2f} ms  "
-                f"server {m[f'{prefix}.cpu_ms_per_login']:.3f} ms CPU/login ({delta.server_util:.2f} cores), "
-                f"generator {delta.generator_util:.2f} cores, {len(batch.errors)} errors"
-            )
-            for e in batch.errors[:3]:
-                ctx.log(f"    error: {e}")
+            runs: list[tuple[dict[str, float], dict[str, Any]]] = []
+            for r in range(repeat):
+                await asyncio.sleep(1.0)  # let the server finish tearing down the previous sessions
+                runs.append(await self._phase(ctx, accounts, concurrency, f"{prefix[0]}{r}-"))
+            # Each metric is the median over the repeats; every run's figures stay in the details.
+            for key in runs[0][0]:
+                result.metrics[f"{prefix}.{key}"] = statistics.median(run[0][key] for run in runs)
+            if repeat == 1:
+                result.details[prefix] = runs[0][1]
+            else:
+                result.details[prefix] = {"concurrency": concurrency, "runs": [run[1] for run in runs]}
+                m = result.metrics
+                ctx.log(
+                    f"  {prefix:10s} median of {repeat}: {m[f'{prefix}.logins_per_s']:.1f} logins/s, "
+                    f"p50 {m[f'{prefix}.p50_ms']:.2f} ms, p99 {m[f'{prefix}.p99_ms']:.2f} ms, "
+                    f"{m[f'{prefix}.cpu_ms_per_login']:.3f} ms server CPU/login"
+                )
         return result
+
+    async def _phase(
+        self, ctx: RunContext, accounts: list[Account], concurrency: int, tag: str
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """One measured pass over every account; metrics (unprefixed) and details."""
+        meter = ctx.meter()
+        batch = await login_many(ctx, accounts, concurrency, tag, self.args.presence, keep=False)
+        delta = meter.stop()
+        ok = len(batch.sessions)
+        lat = summary_ms([s.login_seconds for s in batch.sessions])
+        m = {
+            "logins_per_s": ok / batch.logins_wall if batch.logins_wall > 0 else math.nan,
+            "p50_ms": lat["p50"],
+            "p99_ms": lat["p99"],
+            "cpu_ms_per_login": delta.server_cpu * 1000 / ok if ok else math.nan,
+            "server_util": delta.server_util,
+            "generator_util": delta.generator_util,
+            "foreign_load": delta.foreign_load,
+            "errors": float(len(batch.errors)),
+        }
+        details = {
+            "concurrency": concurrency,
+            "ok": ok,
+            "errors": len(batch.errors),
+            "error_samples": batch.errors[:5],
+            "latency_ms": lat,
+            # where the time goes, per login step (ms)
+            "steps_ms": {
+                step: summary_ms([s.timings[step] for s in batch.sessions if step in s.timings])
+                for step in STEPS
+            },
+            **cpu_details(delta),
+        }
+        ctx.log(
+            f"  c={concurrency:<3d} {m['logins_per_s']:8.1f} logins/s  "
+            f"p50 {lat['p50']:7.2f} ms  p99 {lat['p99']:7.2f} ms  "
+            f"server {m['cpu_ms_per_login']:.3f} ms CPU/login ({delta.server_util:.2f} cores), "
+            f"generator {delta.generator_util:.2f} cores, {len(batch.errors)} errors"
+        )
+        for e in batch.errors[:3]:
+            ctx.log(f"    error: {e}")
+        check_interference(ctx, delta)
+        return m, details

@@ -31,6 +31,7 @@ from .base import (
     Scenario,
     ServerResult,
     bench_accounts,
+    check_interference,
     close_all,
     cpu_details,
     login_many,
@@ -54,6 +55,7 @@ class Stats:
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
+        self.bounced = 0
         self.window = Window()
         self.in_window_sent = 0
 
@@ -93,7 +95,15 @@ class Peer:
         now = time.monotonic_ns()
         win = self.stats.window
         n = 0
-        for m in RE_STAMP.finditer(buf, 0, end):
+        for seg in bytes(buf[:end]).split(END):
+            m = RE_STAMP.search(seg)
+            if m is None:
+                continue
+            start = seg.rfind(b"<message", 0, m.start())
+            head = seg[start : seg.find(b">", start)]
+            if b"'error'" in head or b'"error"' in head:
+                self.stats.bounced += 1  # an error reply carrying our payload is not a delivery
+                continue
             n += 1
             sent = int(m.group(1))
             if win.start <= sent < win.end:
@@ -138,6 +148,7 @@ class OneOneScenario(Scenario):
                 Metric(f"rate{r}.lost", f"{r}/s offered: undelivered", "", False, "{:.0f}"),
             ]
         out.append(Metric("rss_mb_online", "server RSS with all sessions online", "MB", False, "{:.1f}"))
+        out.append(Metric("bounced", "error replies instead of deliveries", "", False, "{:.0f}"))
         return tuple(out)
 
     def provisioning(self) -> Provisioning:
@@ -167,6 +178,9 @@ class OneOneScenario(Scenario):
             await self._saturation(ctx, peers, stats, result)
         finally:
             await close_all(list(by_user.values()), ctx.timeout)
+        result.metrics["bounced"] = stats.bounced
+        if stats.bounced:
+            ctx.log(f"  warning: {stats.bounced} messages came back as errors")
         return result
 
     async def _drain(self, stats: Stats, limit: float) -> None:
@@ -203,7 +217,7 @@ class OneOneScenario(Scenario):
                     rr = (rr + 1) % n
                 sent += due
             if meter is None and now >= stats.window.start:
-                meter = CpuMeter(ctx.target.pid)
+                meter = ctx.meter()
                 received_before = stats.received
             await asyncio.sleep(0.002)
             now = time.monotonic_ns()
@@ -231,6 +245,7 @@ class OneOneScenario(Scenario):
             f"p99 {lat['p99']:.2f} ms, server {delta.server_util:.2f} cores, "
             f"generator {delta.generator_util:.2f} cores, {lost} undelivered"
         )
+        check_interference(ctx, delta)
 
     async def _saturation(
         self, ctx: RunContext, peers: list[Peer], stats: Stats, result: ServerResult
@@ -247,7 +262,7 @@ class OneOneScenario(Scenario):
         for p in peers:
             p.send(args.window)
         await asyncio.sleep(args.warmup)
-        meter = CpuMeter(ctx.target.pid)
+        meter = ctx.meter()
         before = stats.received
         timeline = []  # delivered per 0.5 s: shows stalls that an average hides
         last = before
@@ -279,5 +294,4 @@ class OneOneScenario(Scenario):
             f"generator {delta.generator_util:.2f} cores, p50 {lat['p50']:.2f} ms"
         )
         ctx.log(f"  delivered per 0.5 s: {timeline}")
-        if delta.generator_util > 0.9:
-            ctx.log("  warning: the generator used >90% of its CPU; the server may not be the bottleneck")
+        check_interference(ctx, delta)

@@ -80,11 +80,37 @@ def self_cpu() -> CpuSample:
     return CpuSample(time.perf_counter(), r.ru_utime + r.ru_stime)
 
 
+def cpu_busy_ticks() -> dict[int, tuple[int, int]]:
+    """Per CPU: (busy, total) clock ticks since boot, from /proc/stat."""
+    out: dict[int, tuple[int, int]] = {}
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if not line.startswith(b"cpu") or line[3:4] == b" ":
+                continue
+            name, *values = line.split()
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            total = sum(ticks)
+            out[int(name[3:])] = (total - ticks[3] - ticks[4], total)
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class CpuDelta:
     wall: float
     server_cpu: float
     generator_cpu: float
+    # How busy the server's and the generator's CPUs were, whoever used them (NaN when not pinned).
+    server_core_busy: float = float("nan")
+    generator_core_busy: float = float("nan")
+
+    @property
+    def foreign_load(self) -> float:
+        """CPU time on the server's core not spent by the server (other processes, softirq), in cores."""
+        return self.server_core_busy - self.server_util
+
+    @property
+    def generator_foreign_load(self) -> float:
+        return self.generator_core_busy - self.generator_util
 
     @property
     def server_util(self) -> float:
@@ -96,16 +122,32 @@ class CpuDelta:
 
 
 class CpuMeter:
-    """Server and generator CPU over one measured phase."""
+    """Server and generator CPU over one measured phase, and how busy the server's core was."""
 
-    def __init__(self, server_pid: int) -> None:
+    def __init__(self, server_pid: int, server_core: int = -1) -> None:
         self.server_pid = server_pid
+        self.server_core = server_core
+        mine = os.sched_getaffinity(0)
+        self.generator_core = next(iter(mine)) if len(mine) == 1 else -1
+        self._cores = cpu_busy_ticks()
         self._server = tree_cpu(server_pid)
         self._self = self_cpu()
 
     def stop(self) -> CpuDelta:
         server = tree_cpu(self.server_pid)
         me = self_cpu()
+        cores = cpu_busy_ticks()
+
+        def busy(core: int) -> float:
+            if core < 0 or core not in cores or core not in self._cores:
+                return float("nan")
+            (b0, t0), (b1, t1) = self._cores[core], cores[core]
+            return (b1 - b0) / (t1 - t0) if t1 > t0 else float("nan")
+
         return CpuDelta(
-            server.wall - self._server.wall, server.cpu - self._server.cpu, me.cpu - self._self.cpu
+            server.wall - self._server.wall,
+            server.cpu - self._server.cpu,
+            me.cpu - self._self.cpu,
+            busy(self.server_core),
+            busy(self.generator_core),
         )

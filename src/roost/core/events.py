@@ -97,6 +97,8 @@ class EventBus:
                 result = entry.handler(payload)
                 if entry.is_async:
                     result = await result
+            except StanzaError:
+                raise  # the router answers it, as for synchronous handlers
             except Exception:
                 log.exception("handler %r for %s failed", entry.handler, event)
                 continue

@@ -58,6 +58,10 @@ class SessionEvent:
 
 SESSION_BOUND: Final = "session/bound"
 SESSION_CLOSED: Final = "session/closed"
+#: Fired by the presence module when a session becomes available with priority >= 0 and was not
+#: before: its initial presence, or a later one raising a negative priority (XEP-0160: offline
+#: messages are delivered then). Payload: SessionEvent.
+PRESENCE_INITIAL: Final = "presence/initial"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,26 @@ class UserEvent:
 
 USER_CREATED: Final = "user/created"
 USER_DELETED: Final = "user/deleted"
+
+
+@dataclass(slots=True)
+class RegisterEvent:
+    """An in-band registration IQ on a c2s stream before authentication (XEP-0077 §3.1.1).
+
+    The handler that claims it sets ``reply`` (the IQ result or error to write). ``session`` is the
+    connection, not yet bound (no JID); its ``data`` may hold per-connection state. ``peer`` is the
+    client's IP address ("" if unknown), for rate limits.
+    """
+
+    session: Session
+    iq: Element
+    domain: str
+    peer: str
+    reply: Element | None = None
+
+
+#: Fired on the stream's host; a module handling it makes c2s streams offer registration there.
+C2S_REGISTER: Final = "c2s/register"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +149,7 @@ ALL: Final = frozenset(
         DELIVER_IQ,
         SESSION_BOUND,
         SESSION_CLOSED,
+        PRESENCE_INITIAL,
         USER_CREATED,
         USER_DELETED,
         SERVER_STARTED,
@@ -132,5 +157,6 @@ ALL: Final = frozenset(
         DISCO_INFO_ACCOUNT,
         DISCO_ITEMS_HOST,
         DISCO_ITEMS_ACCOUNT,
+        C2S_REGISTER,
     }
 )

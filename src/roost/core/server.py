@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from roost.config.schema import Config
@@ -20,6 +23,7 @@ from roost.core.sessions import SessionManager
 from roost.stanza.errors import StreamError
 from roost.storage.manager import StorageManager
 from roost.stream.c2s import C2SSettings
+from roost.stream.sasl.scram import set_unknown_user_secret
 from roost.transports import tls
 from roost.util.logging import setup_logging
 from roost.xml.element import Element
@@ -71,6 +75,9 @@ class Server:
         data_dir = config.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
+        # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
+        # real accounts (stable salt) from unknown ones (salt changes on restart).
+        set_unknown_user_secret(_load_secret(data_dir / "server.secret"))
         if config.tls.cert is not None and config.tls.key is not None:
             cert, key = config.tls.cert, config.tls.key
         else:
@@ -109,7 +116,13 @@ class Server:
             max_auth_failures=c2s.max_auth_failures,
             idle_seconds=int(c2s.idle_ping_seconds),
             extra_features=self.stream_features,
+            preauth_register=self._preauth_register,
         )
+
+    def _preauth_register(self, domain: str) -> bool:
+        """Whether a module takes account registrations on unauthenticated streams (XEP-0077 §3.1.1)."""
+        host = self.hosts.get(domain)
+        return host is not None and host.bus.has_handlers(hooks.C2S_REGISTER)
 
     def stream_features(self) -> list[Element]:
         """Post-authentication stream features of the loaded modules (one of each, any domain)."""
@@ -220,7 +233,7 @@ class Server:
             if now - conn.ping_sent_at > c2s.ping_timeout_seconds:
                 conn.close(StreamError("connection-timeout", "no answer to ping"), reason="timeout")
             return
-        if now - conn.last_received > c2s.idle_ping_seconds:
+        if c2s.idle_ping_seconds and now - conn.last_received > c2s.idle_ping_seconds:
             conn.ping_sent_at = now
             ping = Element(
                 "iq",
@@ -234,6 +247,21 @@ class Server:
             )
             ping.add("ping", PING)
             conn.send(ping)
+
+
+def _load_secret(path: Path) -> bytes:
+    """A per-installation random secret, created on first start (mode 0600)."""
+    try:
+        secret = path.read_bytes()
+        if len(secret) >= 32:
+            return secret
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -17,6 +17,16 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.last_activity:LastActivity",
     "roost.modules.session_legacy:LegacySession",
     "roost.modules.message:MessageDelivery",
+    "roost.modules.muc.module:MultiUserChat",
+    "roost.modules.roster:Roster",
+    "roost.modules.presence:Presence",
+    "roost.modules.offline:OfflineStorage",
+    "roost.modules.carbons:Carbons",
+    "roost.modules.blocking:Blocking",
+    "roost.modules.vcard:VCardTemp",
+    "roost.modules.private:PrivateStorage",
+    "roost.modules.registration:Registration",
+    "roost.modules.privacy:Privacy",
 )
 
 

@@ -8,6 +8,9 @@ further input, and resumes when the driver answers (:meth:`tls_established`, :me
 :meth:`bound`, :meth:`bind_failed`).
 
 Negotiation order (RFC 6120 §4.3, XEP-0170): STARTTLS → SASL → stream restart → resource binding.
+Where the driver allows it, an unauthenticated client may register an account first (XEP-0077 §3.1.1):
+the stream hands the ``jabber:iq:register`` IQ to the driver (:class:`RegisterRequest`) and writes its
+answer (:meth:`C2SStream.register_reply`); any other stanza before authentication still ends the stream.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from roost.stream.sasl.scram import (
     parse_mechanism,
 )
 from roost.xml.element import Element
-from roost.xml.ns import BIND, CLIENT, LIMITS, SASL, SASL_CB, SESSION, STREAM, TLS
+from roost.xml.ns import BIND, CLIENT, LIMITS, REGISTER, REGISTER_FEATURE, SASL, SASL_CB, SESSION, STREAM, TLS
 from roost.xml.parser import StreamEnd, StreamOpen, StreamParser, XmlStreamError
 from roost.xml.serializer import serialize, serialize_open_tag
 
@@ -57,6 +60,9 @@ class C2SSettings:
     idle_seconds: int = 300
     #: Extra post-bind stream features contributed by modules (e.g. stream management).
     extra_features: Callable[[], Sequence[Element]] = field(default=lambda: ())
+    #: Whether unauthenticated clients may register an account on this domain (XEP-0077 §3.1.1).
+    #: If so, the stream advertises the iq-register feature and emits :class:`RegisterRequest`.
+    preauth_register: Callable[[str], bool] = field(default=lambda domain: False)
 
 
 class State(Enum):
@@ -67,6 +73,7 @@ class State(Enum):
     TLS_PENDING = auto()
     SASL_CHALLENGE = auto()
     LOOKUP_PENDING = auto()
+    REGISTER_PENDING = auto()
     WAIT_BIND = auto()
     BIND_PENDING = auto()
     ESTABLISHED = auto()
@@ -117,13 +124,26 @@ class NeedBind:
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    """A ``jabber:iq:register`` IQ before authentication (XEP-0077 §3.1.1) for ``domain``.
+
+    Further input is held until the driver answers with :meth:`C2SStream.register_reply`.
+    """
+
+    iq: Element
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The stream is over: flush what is to send, then close the transport."""
 
     error: StreamError | None
 
 
-StreamEvent = Element | NeedTls | NeedCredentials | Authenticated | AuthFailed | NeedBind | Closed
+StreamEvent = (
+    Element | NeedTls | NeedCredentials | Authenticated | AuthFailed | NeedBind | RegisterRequest | Closed
+)
 
 
 class C2SStream:
@@ -236,6 +256,14 @@ class C2SStream:
             return self._close(StreamError("policy-violation", "too many failed resource bindings"))
         return self._drain()
 
+    def register_reply(self, reply: Element) -> list[StreamEvent]:
+        """Answer a :class:`RegisterRequest` with the IQ result or error to write."""
+        if self.state is not State.REGISTER_PENDING:
+            return []
+        self._send(reply)
+        self.state = State.WAIT_STARTTLS_OR_AUTH
+        return self._drain()
+
     def close(self, error: StreamError | None = None) -> list[StreamEvent]:
         """Close the stream from our side, with a stream error if given (RFC 6120 §4.4, §4.9)."""
         return self._close(error)
@@ -276,6 +304,10 @@ class C2SStream:
                 return self._on_starttls()
             if item.ns == SASL:
                 return self._on_sasl(item)
+            if item.name == "iq" and is_stanza(item) and self._may_register():
+                registration = self._on_register_iq(item)
+                if registration is not None:
+                    return registration
         elif state is State.SASL_CHALLENGE:
             if item.ns == SASL:
                 return self._on_sasl(item)
@@ -361,6 +393,8 @@ class C2SStream:
                 mechs = features.add("mechanisms", SASL)
                 for m in self._offered_mechanisms():
                     mechs.add("mechanism", text=m)
+                if self._may_register():
+                    features.add("register", REGISTER_FEATURE)  # XEP-0077 §8
                 if self.channel_bindings:
                     # XEP-0440: which channel-binding types this connection supports.
                     cb = features.add("sasl-channel-binding", SASL_CB)
@@ -389,6 +423,33 @@ class C2SStream:
         self._held.clear()
         self.parser.reset()
         return [NeedTls()]
+
+    # -- in-band registration (XEP-0077 §3.1.1) ------------------------------------------------------
+    def _may_register(self) -> bool:
+        """Registration is offered where authentication is: over TLS when encryption is required."""
+        if self.settings.require_encryption and not self.secure:
+            return False
+        return self.domain is not None and self.settings.preauth_register(self.domain)
+
+    def _on_register_iq(self, iq: Element) -> list[StreamEvent] | None:
+        """A registration IQ before authentication; None if it is not one (the caller refuses it)."""
+        payload = iq.first()
+        if payload is None or payload.ns != REGISTER or payload.name != "query":
+            return None
+        to = iq.attrs.get("to")
+        if to is not None and to != self.domain:
+            return None  # only the server itself takes requests before authentication
+        type_ = iq.attrs.get("type")
+        if type_ in ("result", "error"):
+            return []
+        if type_ not in ("get", "set") or "id" not in iq.attrs:
+            return self._reply_error(iq, StanzaError("bad-request", "an IQ get or set with an 'id'"))
+        if sum(1 for _ in iq.elements()) != 1:
+            # RFC 6120 §8.2.3
+            return self._reply_error(iq, StanzaError("bad-request", "an IQ get/set carries one payload"))
+        assert self.domain is not None
+        self.state = State.REGISTER_PENDING
+        return [RegisterRequest(iq, self.domain)]
 
     # -- SASL (RFC 6120 §6) -------------------------------------------------------------------------
     def _on_sasl(self, el: Element) -> list[StreamEvent]:
@@ -581,4 +642,6 @@ class C2SStream:
 
 
 _STANZA_NAMES = frozenset(("message", "presence", "iq"))
-_WAITING_STATES = frozenset((State.TLS_PENDING, State.LOOKUP_PENDING, State.BIND_PENDING))
+_WAITING_STATES = frozenset(
+    (State.TLS_PENDING, State.LOOKUP_PENDING, State.REGISTER_PENDING, State.BIND_PENDING)
+)

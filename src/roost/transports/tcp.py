@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 
 from roost.core import hooks
 from roost.core.session import Session, new_session_id
+from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError, StreamError
 from roost.stream.c2s import (
     Authenticated,
@@ -27,6 +28,7 @@ from roost.stream.c2s import (
     NeedBind,
     NeedCredentials,
     NeedTls,
+    RegisterRequest,
     State,
     StreamEvent,
 )
@@ -168,6 +170,8 @@ class C2SConnection(Session, asyncio.Protocol):
             self.server.spawn(self._lookup(event), f"{self.id}-auth")
         elif isinstance(event, NeedBind):
             self._bind(event)
+        elif isinstance(event, RegisterRequest):
+            self.server.spawn(self._register(event), f"{self.id}-register")
         elif isinstance(event, Authenticated):
             self.auth_done = True
             self.log.info("authenticated as %s@%s (%s)", event.username, event.domain, event.mechanism)
@@ -231,6 +235,21 @@ class C2SConnection(Session, asyncio.Protocol):
             if self._closed:
                 return
             self._handle(self.stream.credentials(creds, ok))
+
+    async def _register(self, event: RegisterRequest) -> None:
+        """Hand a pre-authentication registration IQ to the host's modules (XEP-0077 §3.1.1)."""
+        with bind_conn_id(self.id):
+            host = self.server.hosts.get(event.domain)
+            peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+            address = str(peer[0]) if isinstance(peer, tuple) else ""
+            request = hooks.RegisterEvent(self, event.iq, event.domain, address)
+            claimed = host is not None and await host.bus.fire(hooks.C2S_REGISTER, request)
+            reply = request.reply
+            if not claimed or reply is None:
+                reply = error_reply(event.iq, StanzaError("service-unavailable"))
+            if self._closed:
+                return
+            self._handle(self.stream.register_reply(reply))
 
     def _bind(self, event: NeedBind) -> None:
         stream = self.stream

@@ -28,6 +28,11 @@ DATA_FORMS: Final = "jabber:x:data"
 DELAY: Final = "urn:xmpp:delay"
 FORWARD: Final = "urn:xmpp:forward:0"
 STANZA_ID: Final = "urn:xmpp:sid:0"
+VCARD: Final = "vcard-temp"  # XEP-0054
+VCARD_UPDATE: Final = "vcard-temp:x:update"  # XEP-0153
+PRIVATE: Final = "jabber:iq:private"  # XEP-0049
+REGISTER: Final = "jabber:iq:register"  # XEP-0077
+REGISTER_FEATURE: Final = "http://jabber.org/features/iq-register"  # XEP-0077 §8 stream feature
 
 #: Stanza namespaces: top-level elements in these are stanzas, whatever the stream's content namespace.
 STANZA_NAMESPACES: Final = frozenset((CLIENT, SERVER, COMPONENT))

@@ -1,0 +1,231 @@
+"""Refuse messages and subscription requests from strangers (anti-spam), per account.
+
+A *stranger* to an account is a sender whose bare JID is not in the account's roster (whatever the
+subscription state), other than the account itself and the server's own domains. An account that
+turned ``reject-strangers`` on gets nothing from strangers:
+
+* a message is answered with <service-unavailable/>, exactly as if the account did not exist
+  (RFC 6121 §8.5.1), so a spammer learns nothing; headlines are dropped silently;
+* a subscription request is dropped silently, as for an account that does not exist (RFC 6121 §8.5.1).
+
+Blocking specific JIDs is XEP-0191's job (the blocking module); this is the coarse "contacts only"
+switch many users want. The server-wide default is ``[privacy] reject_strangers`` (off); each user
+reads and sets their own with an IQ to their own bare JID::
+
+    <iq type='set' id='p1'><settings xmlns='urn:roost:privacy:0' reject-strangers='true'/></iq>
+
+Checks stay off the hot path: the decision is synchronous when the recipient's setting is known and
+off (the common case). Otherwise the stanza is claimed, checked against storage and the roster in a
+per-recipient queue (which keeps that recipient's stanzas in order) and then delivered through the
+rest of the chain as if nothing had happened.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from pydantic import Field
+
+from roost.config.schema import ModuleOptions
+from roost.core import hooks
+from roost.core.hooks import SessionEvent, StanzaEvent, UserEvent
+from roost.core.iq import Target
+from roost.core.modules import Module, hook, iq_handler
+from roost.modules.contacts import peek_roster_item, roster_item
+from roost.stanza import error_reply
+from roost.stanza.errors import StanzaError
+from roost.xml.element import Element
+
+#: The settings payload (Roost's own protocol; see docs/privacy.md).
+NS_PRIVACY = "urn:roost:privacy:0"
+
+UserKey = tuple[str, str]
+
+#: Settings of this many accounts stay cached (online or recently messaged ones).
+_CACHE_SIZE = 10_000
+
+
+class PrivacyOptions(ModuleOptions):
+    """Options of [privacy]."""
+
+    reject_strangers: bool = Field(
+        False,
+        description="Default for accounts that have not chosen: refuse messages and subscription "
+        "requests from senders not in the account's roster. Each user can change their own setting.",
+        examples=[True],
+    )
+
+
+def parse_bool(text: str | None) -> bool | None:
+    """An XML Schema boolean ('true', 'false', '1', '0'), None if it is not one."""
+    if text is None:
+        return None
+    return {"true": True, "1": True, "false": False, "0": False}.get(text.strip())
+
+
+class Privacy(Module):
+    """Per-account "contacts only" switch for messages and subscription requests."""
+
+    name = "privacy"
+    xeps = ()
+    features = (NS_PRIVACY,)
+    Options = PrivacyOptions
+
+    async def start(self) -> None:
+        options = self.options
+        assert isinstance(options, PrivacyOptions)
+        self.default = options.reject_strangers
+        self.store = self.server.storage.keyvalue("privacy")
+        self._settings: OrderedDict[UserKey, bool] = OrderedDict()
+        #: Stanzas waiting for a check, per recipient, in arrival order.
+        self._queues: dict[UserKey, deque[StanzaEvent]] = {}
+        #: Stanzas that passed and are being delivered through the chain again (by identity).
+        self._cleared: set[int] = set()
+
+    # -- the user's setting -----------------------------------------------------------------------------
+    @iq_handler("get", NS_PRIVACY, "settings", to=Target.SELF)
+    async def get_settings(self, event: StanzaEvent) -> Element:
+        value = await self._setting(_key(event))
+        return Element("settings", NS_PRIVACY, {"reject-strangers": "true" if value else "false"})
+
+    @iq_handler("set", NS_PRIVACY, "settings", to=Target.SELF)
+    async def set_settings(self, event: StanzaEvent) -> None:
+        payload = event.stanza.first()
+        assert payload is not None
+        value = parse_bool(payload.get("reject-strangers"))
+        if value is None:
+            raise StanzaError("bad-request", "reject-strangers must be 'true' or 'false'")
+        key = _key(event)
+        await self.store.set(key[0], key[1], {"reject_strangers": value})
+        self._remember(key, value)
+
+    async def _setting(self, key: UserKey) -> bool:
+        cached = self._settings.get(key)
+        if cached is not None:
+            self._settings.move_to_end(key)
+            return cached
+        document = await self.store.get(*key)
+        value = document.get("reject_strangers") if isinstance(document, dict) else None
+        setting = value if isinstance(value, bool) else self.default
+        self._remember(key, setting)
+        return setting
+
+    def _remember(self, key: UserKey, value: bool) -> None:
+        self._settings[key] = value
+        self._settings.move_to_end(key)
+        while len(self._settings) > _CACHE_SIZE:
+            self._settings.popitem(last=False)
+
+    @hook(hooks.SESSION_BOUND)
+    async def warm(self, event: SessionEvent) -> None:
+        """Know an online account's setting before its first message arrives."""
+        jid = event.session.jid
+        try:
+            await self._setting((jid.domain, jid.local or ""))
+        except Exception:
+            self.log.exception("cannot read the privacy setting of %s", jid.bare)
+
+    @hook(hooks.USER_DELETED)
+    def forget(self, event: UserEvent) -> None:
+        self._settings.pop((event.domain, event.username), None)
+
+    # -- screening ----------------------------------------------------------------------------------------
+    @hook(hooks.MESSAGE_BARE, priority=10_000)
+    def screen_message(self, event: StanzaEvent) -> bool:
+        return self._screen(event)
+
+    @hook(hooks.PRESENCE_BARE, priority=10_000)
+    def screen_presence(self, event: StanzaEvent) -> bool:
+        return self._screen(event)
+
+    def _screen(self, event: StanzaEvent) -> bool:
+        """Claim (True) the stanza if it must wait for a check; False lets the chain go on now."""
+        if id(event.stanza) in self._cleared or self._trusted(event):
+            return False
+        key = (event.to.domain, event.to.local or "")
+        if key not in self._queues:
+            if not _screened(event.stanza):
+                return False
+            setting = self._settings.get(key)
+            if setting is False:
+                return False
+            if setting is True:
+                # Online recipients' rosters are in memory: decide now, without a task.
+                known, item = peek_roster_item(self.host, event.to, event.frm)
+                if known:
+                    return False if item is not None else self._refuse_now(event)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = deque()
+            self.server.spawn(self._work(key, queue), f"privacy-{key[1]}@{key[0]}")
+        queue.append(event)  # everything for this recipient now waits its turn, to keep the order
+        return True
+
+    def _trusted(self, event: StanzaEvent) -> bool:
+        """The account itself and the server's own domains are never strangers."""
+        frm = event.frm
+        if frm.local is None:
+            return frm.domain in self.server.hosts
+        return frm.local == event.to.local and frm.domain == event.to.domain
+
+    async def _work(self, key: UserKey, queue: deque[StanzaEvent]) -> None:
+        try:
+            while queue:
+                event = queue[0]
+                try:
+                    allowed = await self._allowed(key, event)
+                except Exception:
+                    self.log.exception("privacy check failed; delivering")
+                    allowed = True
+                if allowed:
+                    await self._deliver(event)
+                else:
+                    self._refuse(event)
+                queue.popleft()
+        finally:
+            del self._queues[key]
+
+    async def _allowed(self, key: UserKey, event: StanzaEvent) -> bool:
+        if not _screened(event.stanza) or not await self._setting(key):
+            return True
+        return await roster_item(self.host, event.to.bare, event.frm.bare) is not None
+
+    async def _deliver(self, event: StanzaEvent) -> None:
+        """Route the stanza again; this module's handlers let it through this time."""
+        marker = id(event.stanza)
+        self._cleared.add(marker)
+        try:
+            pending = self.server.router.deliver(event)
+            if pending is not None:
+                await pending
+        except Exception:
+            self.log.exception("delivery after the privacy check failed")
+        finally:
+            self._cleared.discard(marker)
+
+    def _refuse_now(self, event: StanzaEvent) -> bool:
+        """Refuse from inside the chain: the router answers the error (True claims the stanza)."""
+        stanza = event.stanza
+        if stanza.name == "message" and stanza.attrs.get("type") != "headline":
+            raise StanzaError("service-unavailable")
+        return True
+
+    def _refuse(self, event: StanzaEvent) -> None:
+        stanza = event.stanza
+        if stanza.name != "message" or stanza.attrs.get("type") == "headline":
+            return  # RFC 6121 §8.5.1: presence (and §8.5.2.2.4: headlines) are silently dropped
+        reply = error_reply(stanza, StanzaError("service-unavailable"))
+        reply.attrs["to"] = str(event.frm)
+        reply.attrs["from"] = str(event.to)
+        self.server.router.send(reply)
+
+
+def _key(event: StanzaEvent) -> UserKey:
+    return (event.to.domain, event.to.local or "")
+
+
+def _screened(stanza: Element) -> bool:
+    """Messages (not errors or groupchat) and subscription requests are what strangers are refused."""
+    if stanza.name == "message":
+        return stanza.attrs.get("type") not in ("error", "groupchat")
+    return stanza.name == "presence" and stanza.attrs.get("type") == "subscribe"

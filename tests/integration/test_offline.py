@@ -1,0 +1,216 @@
+"""XEP-0160 offline storage: kept while the account has no reachable resource, delivered on presence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from roost.util.datetime import parse_datetime
+from roost.xml.ns import DELAY, STANZA_ID
+from tests.support.im import (
+    Peer,
+    add_users,
+    close_all,
+    condition,
+    initial_presence_done,
+    install_presence_shim,
+    login,
+)
+from tests.support.server import RunningServer, start_server
+
+
+@pytest.fixture(autouse=True)
+async def accounts(server: RunningServer) -> None:
+    install_presence_shim(server.server)
+    await add_users(server, "romeo", "juliet")
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[Peer]]:
+    opened: list[Peer] = []
+    yield opened
+    await close_all(opened)
+
+
+async def stored_count(running: RunningServer, user: str = "juliet") -> int:
+    return await running.server.storage.archive("offline").count("localhost", user)
+
+
+async def test_messages_wait_offline_and_arrive_in_order_on_initial_presence(
+    server: RunningServer, peers: list[Peer]
+) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send("<message to='juliet@localhost' type='chat' id='m1'><body>first</body></message>")
+    romeo.send("<message to='juliet@localhost' id='m2'><subject>s</subject><body>second</body></message>")
+    romeo.send("<message to='juliet@localhost/balcony' type='chat' id='m3'><body>third</body></message>")
+    assert await romeo.barrier("juliet@localhost") == []  # stored: no error came back
+    assert await stored_count(server) == 3
+
+    juliet = await login(server, "juliet@localhost/j")
+    peers.append(juliet)
+    got = [await juliet.message() for _ in range(3)]
+    assert [m.find_text("body") for m in got] == ["first", "second", "third"]
+    assert [m.attrs["id"] for m in got] == ["m1", "m2", "m3"]
+    assert got[0].attrs["from"] == "romeo@localhost/r"
+    assert got[0].attrs["to"] == "juliet@localhost"
+    assert got[2].attrs["to"] == "juliet@localhost/balcony"  # §8.5.3.2.1: chat to a gone resource
+    for message in got:
+        delay = message.find("delay", DELAY)  # XEP-0160 §3 / XEP-0203
+        assert delay is not None and delay.attrs["from"] == "localhost"
+        parse_datetime(delay.attrs["stamp"])
+        (sid,) = message.elements("stanza-id", STANZA_ID)
+        assert sid.attrs["by"] == "juliet@localhost"
+    assert await stored_count(server) == 0
+
+
+async def test_nothing_is_delivered_twice(server: RunningServer, peers: list[Peer]) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send("<message to='juliet@localhost' type='chat'><body>once</body></message>")
+    assert await romeo.barrier("juliet@localhost") == []
+    first = await login(server, "juliet@localhost/one")
+    peers.append(first)
+    assert (await first.message()).find_text("body") == "once"
+    second = await login(server, "juliet@localhost/two")
+    peers.append(second)
+    await initial_presence_done(server, second.jid)
+    await second.no_message()
+
+
+async def test_negative_priority_keeps_messages_offline_until_it_turns_non_negative(
+    server: RunningServer, peers: list[Peer]
+) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    juliet = await login(server, "juliet@localhost/j", priority=-1)
+    peers += [romeo, juliet]
+    romeo.send("<message to='juliet@localhost' type='chat'><body>later</body></message>")
+    assert await romeo.barrier("juliet@localhost") == []
+    await juliet.no_message()  # §8.5.2.1: never via the bare JID to a negative priority
+    assert await stored_count(server) == 1
+    juliet.presence(priority=2)
+    assert (await juliet.message()).find_text("body") == "later"
+
+
+@pytest.mark.parametrize(
+    ("type_", "answer"), [("headline", None), ("error", None), ("groupchat", "service-unavailable")]
+)
+async def test_headline_groupchat_and_error_are_never_stored(
+    server: RunningServer, peers: list[Peer], type_: str, answer: str | None
+) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send(f"<message to='juliet@localhost' type='{type_}' id='t1'><body>now or never</body></message>")
+    before = await romeo.barrier("juliet@localhost")
+    if answer is None:
+        assert before == []
+    else:
+        (reply,) = before
+        assert reply.attrs["id"] == "t1" and condition(reply) == answer
+    assert await stored_count(server) == 0
+
+
+async def test_chat_states_alone_are_dropped_quietly(server: RunningServer, peers: list[Peer]) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send(
+        "<message to='juliet@localhost' type='chat'>"
+        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    )
+    assert await romeo.barrier("juliet@localhost") == []  # no error either (XEP-0085 §5.5)
+    assert await stored_count(server) == 0
+
+
+async def test_unstorable_payload_is_refused_not_lost(server: RunningServer, peers: list[Peer]) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send("<message to='juliet@localhost' id='u1'><x xmlns='urn:example:unknown'/></message>")
+    reply = await romeo.message()
+    assert reply.attrs["id"] == "u1" and condition(reply) == "service-unavailable"
+    # ... unless the sender says it is worth storing (XEP-0334 <store/>).
+    romeo.send(
+        "<message to='juliet@localhost' id='u2'><x xmlns='urn:example:unknown'/>"
+        "<store xmlns='urn:xmpp:hints'/></message>"
+    )
+    assert await romeo.barrier("juliet@localhost") == []
+    assert await stored_count(server) == 1
+
+
+async def test_no_store_hint_is_honoured_with_an_error(server: RunningServer, peers: list[Peer]) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send(
+        "<message to='juliet@localhost' type='chat' id='n1'><body>ephemeral</body>"
+        "<no-store xmlns='urn:xmpp:hints'/></message>"
+    )
+    reply = await romeo.message()
+    assert reply.attrs["id"] == "n1" and condition(reply) == "service-unavailable"
+    assert await stored_count(server) == 0
+
+
+async def test_message_to_nonexistent_account_is_not_stored(server: RunningServer, peers: list[Peer]) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send("<message to='ghost@localhost/x' type='chat' id='g1'><body>boo</body></message>")
+    reply = await romeo.message()
+    assert reply.attrs["id"] == "g1" and condition(reply) == "service-unavailable"
+    assert await stored_count(server, "ghost") == 0
+
+
+async def test_full_offline_store_refuses_with_service_unavailable(tmp_path: Path) -> None:
+    running = await start_server(tmp_path / "small", "[offline]\nmax_messages = 2\n")
+    try:
+        install_presence_shim(running.server)
+        await add_users(running, "romeo", "juliet")
+        romeo = await login(running, "romeo@localhost/r")
+        for n in range(3):
+            romeo.send(f"<message to='juliet@localhost' type='chat' id='f{n}'><body>{n}</body></message>")
+        (reply,) = await romeo.barrier("juliet@localhost")
+        assert reply.attrs["id"] == "f2" and condition(reply) == "service-unavailable"  # XEP-0160 §3
+        assert await stored_count(running) == 2
+        # Once delivered, there is room again.
+        juliet = await login(running, "juliet@localhost/j")
+        assert [(await juliet.message()).find_text("body") for _ in range(2)] == ["0", "1"]
+        await juliet.close()
+        romeo.send("<message to='juliet@localhost' type='chat' id='f3'><body>3</body></message>")
+        assert await romeo.barrier("juliet@localhost") == []
+        assert await stored_count(running) == 1
+        await close_all([romeo])
+    finally:
+        await running.stop()
+
+
+async def test_stored_messages_survive_a_restart(tmp_path: Path) -> None:
+    base = tmp_path / "durable"
+    first = await start_server(base)
+    try:
+        install_presence_shim(first.server)
+        await add_users(first, "romeo", "juliet")
+        romeo = await login(first, "romeo@localhost/r")
+        romeo.send("<message to='juliet@localhost' type='chat' id='d1'><body>remember me</body></message>")
+        romeo.send("<message to='juliet@localhost' type='normal' id='d2'><body>and me</body></message>")
+        assert await romeo.barrier("juliet@localhost") == []
+        await close_all([romeo])
+    finally:
+        await first.stop()  # no explicit flush: a clean shutdown must not lose accepted messages
+
+    second = await start_server(base)
+    try:
+        install_presence_shim(second.server)
+        juliet = await login(second, "juliet@localhost/j")
+        got = [await juliet.message() for _ in range(2)]
+        assert [(m.attrs["id"], m.find_text("body")) for m in got] == [("d1", "remember me"), ("d2", "and me")]
+        await close_all([juliet])
+    finally:
+        await second.stop()
+
+
+async def test_server_advertises_offline_storage(server: RunningServer, peers: list[Peer]) -> None:
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    reply = await romeo.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", "get", to="localhost")
+    query = reply.find("query", "http://jabber.org/protocol/disco#info")
+    assert query is not None
+    assert "msgoffline" in {f.attrs["var"] for f in query.elements("feature")}  # XEP-0160 §5
