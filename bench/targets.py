@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
-import hashlib
-import hmac
 import http.client
 import json
 import os
@@ -28,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, ClassVar
+
+from roost.stream.sasl.scram import ScramCredentials, derive_credentials, salted_password
 
 from .certs import CertFiles
 from .xmppload.client import Account, CredentialCache, Endpoint
@@ -189,16 +189,22 @@ class ProsodyTarget(Target):
         # One salt for every bench account: the server's work per login is the same, and the
         # generator derives the salted password once instead of once per user.
         self.salt = secrets.token_hex(16)
-        self._salted: dict[str, bytes] = {}
+        self._creds: dict[str, tuple[ScramCredentials, bytes]] = {}
         self._accounts: list[Account] = []
 
-    def _salted_password(self, password: str) -> bytes:
-        if password not in self._salted:
-            # Prosody applies SASLprep; the bench passwords are plain ASCII, which it leaves alone.
-            self._salted[password] = hashlib.pbkdf2_hmac(
-                "sha1", password.encode(), self.salt.encode(), self.ITERATIONS
+    def _credentials(self, password: str) -> tuple[ScramCredentials, bytes]:
+        """Stored keys and salted password, once per distinct password (Roost's own SCRAM code).
+
+        Roost prepares passwords with PRECIS OpaqueString, Prosody with SASLprep; for the ASCII bench
+        passwords both leave them unchanged.
+        """
+        if password not in self._creds:
+            salt = self.salt.encode()
+            self._creds[password] = (
+                derive_credentials(password, "SHA-1", self.ITERATIONS, salt),
+                salted_password(password, "SHA-1", salt, self.ITERATIONS),
             )
-        return self._salted[password]
+        return self._creds[password]
 
     def write_config(self) -> None:
         d = self.dir
@@ -245,13 +251,11 @@ Component "{MUC_DOMAIN}" "muc"
         accounts.mkdir(parents=True, exist_ok=True)
         self._accounts = list(prov.accounts)
         for acc in prov.accounts:
-            salted = self._salted_password(acc.password)
-            client_key = hmac.digest(salted, b"Client Key", "sha1")
-            stored_key = hashlib.sha1(client_key).hexdigest()
-            server_key = hmac.digest(salted, b"Server Key", "sha1").hex()
+            creds, _ = self._credentials(acc.password)
             (accounts / f"{acc.user}.dat").write_text(
-                f'return {{ ["iteration_count"] = {self.ITERATIONS}; ["salt"] = "{self.salt}"; '
-                f'["stored_key"] = "{stored_key}"; ["server_key"] = "{server_key}" }};\n'
+                f'return {{ ["iteration_count"] = {creds.iterations}; ["salt"] = "{self.salt}"; '
+                f'["stored_key"] = "{creds.stored_key.hex()}"; '
+                f'["server_key"] = "{creds.server_key.hex()}" }};\n'
             )
         if prov.rosters:
             rosters = self.data / DOMAIN / "roster"
@@ -268,7 +272,7 @@ Component "{MUC_DOMAIN}" "muc"
 
     def seed_credentials(self, creds: CredentialCache) -> None:
         for acc in self._accounts:
-            creds.put(acc.user, "SHA-1", self._salted_password(acc.password))
+            creds.put(acc.user, "SHA-1", self._credentials(acc.password)[1])
 
     async def start(self, prov: Provisioning) -> None:
         self.data.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,9 @@ def stanza_ids(stanza: Element) -> list[dict[str, str]]:
     return [dict(el.attrs) for el in stanza.elements("stanza-id", SID)]
 
 
-async def test_chat_to_bare_jid_goes_to_highest_priority_resource(server: RunningServer, peers: list[Peer]) -> None:
+async def test_chat_to_bare_jid_goes_to_highest_priority_resource(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     high = await login(server, "juliet@localhost/high", priority=5)
     low = await login(server, "juliet@localhost/low", priority=1)
@@ -79,7 +81,9 @@ async def test_headline_to_bare_jid_goes_to_all_non_negative_resources(
     await negative.no_message()  # §8.5.2.1: never to a negative-priority resource via the bare JID
 
 
-async def test_groupchat_to_bare_jid_is_refused_even_when_online(server: RunningServer, peers: list[Peer]) -> None:
+async def test_groupchat_to_bare_jid_is_refused_even_when_online(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     juliet = await login(server, "juliet@localhost/j")
     peers += [romeo, juliet]
@@ -90,7 +94,9 @@ async def test_groupchat_to_bare_jid_is_refused_even_when_online(server: Running
     await juliet.no_message()
 
 
-async def test_error_message_to_bare_jid_is_ignored_silently(server: RunningServer, peers: list[Peer]) -> None:
+async def test_error_message_to_bare_jid_is_ignored_silently(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     juliet = await login(server, "juliet@localhost/j")
     peers += [romeo, juliet]
@@ -125,7 +131,9 @@ async def test_headline_or_error_to_nonexistent_account_vanishes(
     assert await romeo.barrier("ghost@localhost") == []
 
 
-async def test_full_jid_reaches_that_resource_whatever_its_priority(server: RunningServer, peers: list[Peer]) -> None:
+async def test_full_jid_reaches_that_resource_whatever_its_priority(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     top = await login(server, "juliet@localhost/top", priority=10)
     shy = await login(server, "juliet@localhost/shy", priority=-5)
@@ -187,7 +195,9 @@ async def test_without_offline_storage_messages_for_offline_accounts_are_refused
         await running.stop()
 
 
-async def test_delivered_message_gets_a_stanza_id_by_the_recipient(server: RunningServer, peers: list[Peer]) -> None:
+async def test_delivered_message_gets_a_stanza_id_by_the_recipient(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     juliet = await login(server, "juliet@localhost/j")
     peers += [romeo, juliet]
@@ -210,7 +220,9 @@ async def test_delivered_message_gets_a_stanza_id_by_the_recipient(server: Runni
     assert origin is not None and origin.attrs["id"] == "client-1"  # passes through untouched
 
 
-async def test_forged_stanza_id_for_the_recipient_is_replaced(server: RunningServer, peers: list[Peer]) -> None:
+async def test_forged_stanza_id_for_the_recipient_is_replaced(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     juliet = await login(server, "juliet@localhost/j")
     peers += [romeo, juliet]
@@ -227,7 +239,9 @@ async def test_forged_stanza_id_for_the_recipient_is_replaced(server: RunningSer
     assert all(s["id"] != "forged2" for s in stanza_ids(got))
 
 
-async def test_forged_stanza_id_is_stripped_even_without_a_new_one(server: RunningServer, peers: list[Peer]) -> None:
+async def test_forged_stanza_id_is_stripped_even_without_a_new_one(
+    server: RunningServer, peers: list[Peer]
+) -> None:
     romeo = await login(server, "romeo@localhost/r")
     juliet = await login(server, "juliet@localhost/j")
     peers += [romeo, juliet]
@@ -244,7 +258,8 @@ async def test_forged_stanza_id_is_stripped_even_without_a_new_one(server: Runni
 async def test_account_advertises_stanza_ids(server: RunningServer, peers: list[Peer]) -> None:
     romeo = await login(server, "romeo@localhost/r")
     peers.append(romeo)
-    reply = await romeo.iq("<query xmlns='http://jabber.org/protocol/disco#info'/>", "get", to="juliet@localhost")
+    disco = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+    reply = await romeo.iq(disco, "get", to="juliet@localhost")
     query = reply.find("query", "http://jabber.org/protocol/disco#info")
     assert query is not None
     assert SID in {f.attrs["var"] for f in query.elements("feature")}

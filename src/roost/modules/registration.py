@@ -1,7 +1,7 @@
 """XEP-0077 In-Band Registration: new accounts, password changes and account removal over XMPP.
 
-Off by default: XEP-0479 §2 (compliance suites) wants it supported "but not enabled in default server
-configurations", and XEP-0077 §9 calls it insecure unless the channel is protected. When enabled:
+Off by default: XEP-0479 §2.3 (compliance suites) wants it supported "but not enabled in default server
+configurations", and XEP-0077 §11 calls it insecure unless the channel is protected. When enabled:
 
 * an unauthenticated client may create an account (§3.1.1) on the c2s stream before SASL. The stream
   offers ``<register xmlns='http://jabber.org/features/iq-register'/>`` where it offers SASL (so over
@@ -38,7 +38,7 @@ from roost.stream.sasl.scram import ScramCredentials, derive_credentials
 from roost.xml.element import Element
 from roost.xml.ns import DATA_FORMS, REGISTER
 
-FORM_REGISTER = "jabber:iq:register"  # XEP-0077 §11.5.1 FORM_TYPEs
+FORM_REGISTER = "jabber:iq:register"  # XEP-0077 §13.4 FORM_TYPEs
 FORM_CANCEL = "jabber:iq:register:cancel"
 FORM_CHANGE_PASSWORD = "jabber:iq:register:changepassword"
 
@@ -54,7 +54,7 @@ _DEFAULT_RESERVED = [
 
 
 class RegistrationOptions(ModuleOptions):
-    """Options of [registration]."""
+    """XEP-0077 in-band registration, password change and account removal (docs/registration.md)."""
 
     enabled: bool = Field(
         default=False,
@@ -136,7 +136,7 @@ class Registration(Module):
     """jabber:iq:register for the server's own accounts."""
 
     name = "registration"
-    xeps = (Xep(77, "2.4", note="data forms accepted; no <key/>, no redirection"),)
+    xeps = (Xep(77, "2.4", note="data forms accepted; no `<key/>` (obsolete), no redirection"),)
     features = (REGISTER,)
     Options = RegistrationOptions
 

@@ -42,7 +42,7 @@ _MAX_STORED_BYTES = 16 * 1024 * 1024
 
 
 class VCardOptions(ModuleOptions):
-    """Options of [vcard]."""
+    """XEP-0054 vCards and XEP-0153 avatar hashes in presence (docs/vcard.md)."""
 
     max_bytes: int = Field(
         131_072,
@@ -54,7 +54,7 @@ class VCardOptions(ModuleOptions):
     )
     avatar_presence: bool = Field(
         True,
-        description="Add the vCard photo's hash (XEP-0153 <x xmlns='vcard-temp:x:update'/>) to available "
+        description="Add the vCard photo's hash (XEP-0153 `<x xmlns='vcard-temp:x:update'/>`) to available "
         "presence of clients that do not add it themselves, and re-send their presence when the photo "
         "changes.",
         examples=[False],

@@ -268,9 +268,11 @@ class C2SStream:
         """Close the stream from our side, with a stream error if given (RFC 6120 §4.4, §4.9)."""
         return self._close(error)
 
-    def send_stanza(self, stanza: Element) -> bytes:
-        """Serialize one outgoing stanza for this stream (callers write it themselves: hot path)."""
-        return serialize(stanza, CLIENT).encode()
+    def hibernate(self) -> bool:
+        """Free parser memory of an idle, established stream (see StreamParser.hibernate)."""
+        if self.state is not State.ESTABLISHED or self._held:
+            return False
+        return self.parser.hibernate()
 
     # -- internals ---------------------------------------------------------------------------------
     def _send(self, el: Element) -> None:

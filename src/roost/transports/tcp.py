@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -29,12 +28,12 @@ from roost.stream.c2s import (
     NeedCredentials,
     NeedTls,
     RegisterRequest,
-    State,
     StreamEvent,
 )
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials
-from roost.transports import tls
+from roost.transports import tls as tls_util
+from roost.transports.tls_layer import TlsError, TlsLayer
 from roost.util.logging import bind_conn_id
 from roost.xml.element import Element
 
@@ -60,6 +59,7 @@ class C2SConnection(Session, asyncio.Protocol):
         "direct_tls",
         "ping_sent_at",
         "stream",
+        "tls",
         "transport",
     )
 
@@ -68,6 +68,7 @@ class C2SConnection(Session, asyncio.Protocol):
         self.direct_tls = direct_tls
         self.stream = C2SStream(settings, secure=direct_tls)
         self.transport: asyncio.Transport | None = None
+        self.tls: TlsLayer | None = None
         self._wbuf: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._busy = False
@@ -91,16 +92,29 @@ class C2SConnection(Session, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.server.connections.add(self)
         if self.direct_tls:
-            self.stream.channel_bindings = self._bindings(transport)
+            self.tls = TlsLayer(self.server.tls_context, server_side=True)
         self.log.info("connected from %s%s", _peer(peer), " (direct TLS)" if self.direct_tls else "")
 
     def data_received(self, data: bytes) -> None:
         self.last_received = time.monotonic()
         self.ping_sent_at = 0.0
         with bind_conn_id(self.id):
+            tls = self.tls
+            if tls is not None:
+                try:
+                    data, out, completed = tls.receive(data)
+                except TlsError as e:
+                    self.log.info("TLS failed: %s", e)
+                    self._abort()
+                    return
+                if out and self.transport is not None:
+                    self.transport.write(out)
+                if completed:
+                    self._tls_completed(tls)
+                if not data:
+                    return
             events = self.stream.receive_data(data)
-            if self.stream.state is not State.ESTABLISHED or (events and not isinstance(events[-1], Element)):
-                self._flush_stream()
+            self._flush_stream()
             for event in events:
                 if event.__class__ is Element:
                     self._on_stanza(event)
@@ -139,12 +153,24 @@ class C2SConnection(Session, asyncio.Protocol):
             return
         data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
         self._wbuf.clear()
+        if self.tls is not None:
+            try:
+                data = self.tls.encrypt(data)
+            except TlsError as e:
+                self.log.info("TLS failed: %s", e)
+                self._abort()
+                return
         transport.write(data)
         if transport.get_write_buffer_size() > self.server.config.c2s.max_send_queue_bytes:
             # A client that does not read its stream must not make the server hold unbounded data.
             self.log.warning("closing: client is not reading (send queue over limit)")
-            self._closed = True
-            transport.abort()
+            self._abort()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._wbuf.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _flush_stream(self) -> None:
         out = self.stream.data_to_send()
@@ -162,10 +188,9 @@ class C2SConnection(Session, asyncio.Protocol):
 
     def _on_event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):
-            if self.transport is not None:
-                # No more cleartext reaches the stream; start_tls resumes reading inside TLS.
-                self.transport.pause_reading()
-            self.server.spawn(self._start_tls(), f"{self.id}-starttls")
+            # <proceed/> goes out in the clear; every byte after it, both ways, is TLS.
+            self._flush()
+            self.tls = TlsLayer(self.server.tls_context, server_side=True)
         elif isinstance(event, NeedCredentials):
             self.server.spawn(self._lookup(event), f"{self.id}-auth")
         elif isinstance(event, NeedBind):
@@ -186,31 +211,13 @@ class C2SConnection(Session, asyncio.Protocol):
                 )
             self._close_transport("logout" if event.error is None else "error")
 
-    async def _start_tls(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        self._flush()  # <proceed/> goes out in the clear first
-        loop = asyncio.get_running_loop()
-        try:
-            new = await loop.start_tls(
-                transport, self, self.server.tls_context, server_side=True, ssl_handshake_timeout=30
-            )
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as e:
-            self.log.info("TLS handshake failed: %s", e)
-            transport.abort()
-            return
-        if new is None:
-            transport.abort()
-            return
-        self.transport = new
-        self.log.debug("TLS established (%s)", new.get_extra_info("ssl_object").version())
-        self._handle(self.stream.tls_established(self._bindings(new)))
-
-    def _bindings(self, transport: asyncio.BaseTransport) -> dict[str, bytes]:
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return {}
-        return tls.channel_bindings(ssl_object, self.server.certificate_der)
+    def _tls_completed(self, tls: TlsLayer) -> None:
+        bindings = tls_util.channel_bindings(tls.obj, self.server.certificate_der)
+        self.log.debug("TLS established (%s)", tls.version)
+        if self.direct_tls:
+            self.stream.channel_bindings = bindings
+        else:
+            self._handle(self.stream.tls_established(bindings))
 
     async def _lookup(self, event: NeedCredentials) -> None:
         with bind_conn_id(self.id):
@@ -314,9 +321,16 @@ class C2SConnection(Session, asyncio.Protocol):
             self._flush_handle = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            if self._wbuf:
-                transport.write(b"".join(self._wbuf))
-                self._wbuf.clear()
+            data = b"".join(self._wbuf)
+            self._wbuf.clear()
+            tls = self.tls
+            if tls is not None and tls.handshake_done:
+                try:
+                    data = tls.encrypt(data) + tls.close() if data else tls.close()
+                except TlsError:
+                    data = b""
+            if data:
+                transport.write(data)
             transport.close()  # flushes what is buffered, then closes
         self._finish(reason)
 

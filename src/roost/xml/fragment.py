@@ -23,10 +23,16 @@ class FragmentError(ValueError):
 
 def parse_element(text: str, max_bytes: int = 1_048_576) -> Element:
     """The single element serialized in ``text``; :class:`FragmentError` otherwise."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FragmentError(f"not valid Unicode: {e}") from None
+    if len(data) > max_bytes:
+        raise FragmentError(f"larger than {max_bytes} bytes")
     parser = StreamParser(max_stanza_bytes=max_bytes, root=(_WRAPPER_NS, "fragment"))
     try:
-        events = parser.feed(_OPEN + text.encode("utf-8") + _CLOSE)
-    except (XmlStreamError, UnicodeEncodeError) as e:
+        events = parser.feed(_OPEN + data + _CLOSE)
+    except XmlStreamError as e:
         raise FragmentError(f"not well-formed XML: {e}") from None
     elements = [e for e in events if isinstance(e, Element)]
     if len(elements) != 1:

@@ -65,7 +65,9 @@ class StreamParser:
 
     __slots__ = (
         "_boundary",
+        "_clean_tail",
         "_content_ns",
+        "_declarations",
         "_events",
         "_fed",
         "_names",
@@ -91,10 +93,22 @@ class StreamParser:
 
     def reset(self) -> None:
         """Start afresh (stream restart after STARTTLS or SASL, RFC 6120 §5.4.3.3 / §6.4.6)."""
+        self._parser: pyexpat.XMLParserType | None = self._new_expat()
+        self._stack: list[Element] = []
+        self._events: list[ParseEvent] = []
+        self._fed = 0
+        self._boundary = 0
+        self._clean_tail = True
+        self._content_ns: str | None = None
+        self._stream_prefix: str | None = None
+        self._declarations: list[tuple[str | None, str]] = []
+        self._names.clear()
+
+    def _new_expat(self) -> pyexpat.XMLParserType:
         p = pyexpat.ParserCreate("UTF-8", " ")
         p.namespace_prefixes = True
         p.buffer_text = True
-        p.buffer_size = 16384
+        p.buffer_size = 2048  # per-connection memory: text runs longer than this arrive in pieces
         p.ordered_attributes = False
         p.specified_attributes = True
         p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
@@ -113,20 +127,58 @@ class StreamParser:
         p.CommentHandler = self._restricted
         p.SkippedEntityHandler = self._restricted
         p.ExternalEntityRefHandler = self._restricted  # type: ignore[assignment]
-        self._parser = p
-        self._stack: list[Element] = []
-        self._events: list[ParseEvent] = []
-        self._fed = 0
-        self._boundary = 0
-        self._content_ns: str | None = None
-        self._stream_prefix: str | None = None
-        self._names.clear()
+        return p
+
+    def hibernate(self) -> bool:
+        """Free the expat parser of an idle stream, between stanzas; True if it was freed.
+
+        An expat parser holds ~10 KiB; a server holds many idle sessions. The next :meth:`feed`
+        builds a new parser and replays the stream header's namespace declarations first, so the
+        stream continues exactly where it was.
+        """
+        if self._parser is None:
+            return True
+        if len(self._stack) != 1 or not self._clean_tail or self._events:
+            return False
+        self._parser = None
+        return True
+
+    def _position(self) -> int:
+        """Byte offset of the current event (only called from expat callbacks: a parser exists)."""
+        return self._parser.CurrentByteIndex  # type: ignore[union-attr]
+
+    @property
+    def hibernating(self) -> bool:
+        return self._parser is None
+
+    def _wake(self) -> pyexpat.XMLParserType:
+        parser = self._new_expat()
+        self._parser = parser
+        root = self._stack.pop()
+        prefix = self._stream_prefix
+        qname = f"{prefix}:{root.name}" if prefix else root.name
+        header = Element(qname, "")
+        for decl_prefix, uri in self._declarations:
+            header.attrs["xmlns:" + decl_prefix if decl_prefix else "xmlns"] = uri
+        from roost.xml.serializer import serialize
+
+        replay = serialize(header).replace("/>", ">").encode()
+        events, self._events = self._events, []
+        declarations = self._declarations
+        parser.Parse(replay, False)
+        self._events = events  # the replayed StreamOpen is not news
+        self._declarations = declarations
+        self._stack[0] = root
+        self._fed = self._boundary = len(replay)
+        return parser
 
     def feed(self, data: bytes) -> list[ParseEvent]:
         """Parse ``data``; return the events it completed. Raises :class:`XmlStreamError`."""
+        parser = self._parser or self._wake()
         self._fed += len(data)
+        self._clean_tail = data.rstrip(b" \t\r\n").endswith(b">") or (self._clean_tail and data.isspace())
         try:
-            self._parser.Parse(data, False)
+            parser.Parse(data, False)
         except pyexpat.ExpatError as e:
             condition = _ERROR_CONDITIONS.get(e.code, "not-well-formed")
             raise XmlStreamError(condition, pyexpat.ErrorString(e.code)) from None
@@ -171,14 +223,14 @@ class StreamParser:
             self._stream_prefix = split[2]
             stack.append(el)
             self._events.append(StreamOpen(el, self._content_ns, split[2]))
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._position()
             return
         if depth >= self.max_depth:
             raise XmlStreamError("policy-violation", "XML nested too deeply")
         if depth == 1:
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._position()
         else:
-            if self._parser.CurrentByteIndex - self._boundary > self.max_stanza_bytes:
+            if self._position() - self._boundary > self.max_stanza_bytes:
                 raise XmlStreamError("policy-violation", "stanza too large")
             stack[-1].children.append(el)
         stack.append(el)
@@ -201,7 +253,7 @@ class StreamParser:
         depth = len(stack)
         if depth == 1:
             self._events.append(el)
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._position()
         elif depth == 0:
             self._events.append(StreamEnd())
 
@@ -209,7 +261,7 @@ class StreamParser:
         stack = self._stack
         depth = len(stack)
         if depth > 1:
-            if self._parser.CurrentByteIndex - self._boundary > self.max_stanza_bytes:
+            if self._position() - self._boundary > self.max_stanza_bytes:
                 raise XmlStreamError("policy-violation", "stanza too large")
             children = stack[-1].children
             if children and children[-1].__class__ is str:
@@ -220,13 +272,15 @@ class StreamParser:
             # Between stanzas only whitespace may appear (keepalives, RFC 6120 §4.6.1).
             if not data.isspace():
                 raise XmlStreamError("bad-format", "text between stanzas")
-            self._boundary = self._parser.CurrentByteIndex
+            self._boundary = self._position()
         else:
             raise XmlStreamError("not-well-formed", "text outside the stream")
 
     def _ns_decl(self, prefix: str | None, uri: str | None) -> None:
-        if not self._stack and prefix is None:
-            self._content_ns = uri
+        if not self._stack:
+            self._declarations.append((prefix, uri or ""))
+            if prefix is None:
+                self._content_ns = uri
 
     def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
         # RFC 6120 §11.6: UTF-8 only.

@@ -1,4 +1,4 @@
-"""The subscription state machine against RFC 6121 Appendix A, table by table (states as the RFC names them)."""
+"""The subscription state machine against RFC 6121 Appendix A, table by table, states named as there."""
 
 from __future__ import annotations
 

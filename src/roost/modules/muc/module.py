@@ -498,8 +498,10 @@ class MultiUserChat(Module):
         if not event.node:
             event.items.append((self.runtime.domain, None, self.runtime.name))
 
-    @hook(hooks.SESSION_CLOSED)
+    @hook(hooks.SESSION_CLOSED, priority=20)
     def session_closed(self, event: SessionEvent) -> None:
+        """Before the presence module undoes directed presence (priority 10): the room can then say why
+        the occupant went (status 333 for a lost connection), and ignores the unavailable that follows."""
         self.runtime.session_closed(event.session, event.reason)
 
 

@@ -1,0 +1,95 @@
+"""TLS on top of a plain TCP transport, with memory BIOs.
+
+Why not ``loop.start_tls`` / ``create_server(ssl=…)``: asyncio's SSL protocol keeps a 256 KiB read
+buffer and a second protocol/transport pair per connection, which made an idle TLS session cost about
+75 KiB; XMPP servers hold tens of thousands of idle sessions. Here TLS is a small object between the
+socket and the XML stream: ciphertext in → plaintext out, plaintext in → ciphertext out, with one
+16 KiB read at a time. It also makes STARTTLS a plain state change on the same transport.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Final
+
+READ_SIZE: Final = 16384
+
+
+class TlsError(Exception):
+    """The TLS layer failed (bad handshake, bad record, peer alert)."""
+
+
+class TlsLayer:
+    """Server- or client-side TLS over memory BIOs for one connection."""
+
+    __slots__ = ("_in", "_out", "handshake_done", "obj")
+
+    def __init__(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self.obj = context.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
+        self.handshake_done = False
+
+    def start(self) -> bytes:
+        """Begin the handshake (the client side speaks first); ciphertext to send."""
+        self._handshake()
+        return self._out.read()
+
+    def receive(self, data: bytes) -> tuple[bytes, bytes, bool]:
+        """Feed ciphertext; returns (plaintext, ciphertext to send, handshake just completed)."""
+        self._in.write(data)
+        completed = False
+        if not self.handshake_done:
+            if not self._handshake():
+                return b"", self._out.read(), False
+            completed = True
+        chunks: list[bytes] = []
+        obj = self.obj
+        try:
+            while True:
+                chunk = obj.read(READ_SIZE)
+                if not chunk:  # close_notify from the peer
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            pass
+        except ssl.SSLError as e:
+            raise TlsError(str(e)) from e
+        plain = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return plain, self._out.read(), completed
+
+    def encrypt(self, data: bytes) -> bytes:
+        """Plaintext → ciphertext records."""
+        try:
+            self.obj.write(data)
+        except ssl.SSLError as e:
+            raise TlsError(str(e)) from e
+        return self._out.read()
+
+    def close(self) -> bytes:
+        """A close_notify alert to send before closing the socket (best effort)."""
+        try:
+            self.obj.unwrap()
+        except (ssl.SSLError, ValueError):
+            pass
+        return self._out.read()
+
+    def _handshake(self) -> bool:
+        try:
+            self.obj.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLError as e:
+            raise TlsError(getattr(e, "reason", None) or str(e)) from e
+        self.handshake_done = True
+        return True
+
+    @property
+    def version(self) -> str | None:
+        return self.obj.version()
