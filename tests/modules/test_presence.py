@@ -699,3 +699,35 @@ async def test_replaced_session_leaves_the_new_one_available(h: Harness) -> None
     romeo.expect("<presence from='juliet@localhost/balcony' type='unavailable'/>")
     romeo.expect("<presence from='juliet@localhost/balcony' type='~'/>")
     romeo.expect_nothing()
+
+
+async def test_deleting_an_account_cancels_its_subscriptions(h: Harness) -> None:
+    # XEP-0077 §3.2: "cancel all existing presence subscriptions related to that entity".
+    from roost.core import hooks
+    from roost.core.hooks import UserEvent
+
+    romeo = await online(h, "romeo")
+    juliet = await online(h, "juliet")
+    await subscribe_both(h, romeo, juliet)
+    await h.add_user("nurse")
+    await juliet.submit("<presence type='subscribe' to='nurse@localhost'/>")
+    await romeo.disconnect("logout")
+    juliet.clear()
+    host = h.server.hosts["localhost"]
+    await host.bus.fire(hooks.USER_DELETED, UserEvent("localhost", "romeo"))
+    await h.server.storage.delete_user("localhost", "romeo")
+    await h.settle()
+    juliet.expect(f"""
+        <presence from='romeo@localhost' type='unsubscribe'/>
+        <iq type='set'><query {Q}><item jid='romeo@localhost' subscription='to'/></query></iq>
+        <presence from='romeo@localhost' type='unsubscribed'/>
+        <iq type='set'><query {Q}><item jid='romeo@localhost' subscription='none'/></query></iq>
+    """)
+    juliet.expect_nothing()
+    assert await h.server.storage.map("roster").items("localhost", "romeo") == {}
+    # Created again: a fresh, empty roster that works.
+    again = await online(h, "romeo")
+    result = await again.iq(f"<query {Q}/>")
+    assert result.find("query", NS_ROSTER).first() is None  # type: ignore[union-attr]
+    await again.submit("<presence type='subscribe' to='juliet@localhost'/>")
+    assert await item_of(h, "romeo@localhost", "juliet@localhost") == ("none", True, False, False)

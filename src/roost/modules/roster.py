@@ -257,6 +257,8 @@ class Roster(Module):
         self._loading: dict[str, asyncio.Future[UserRoster]] = {}
         self._pending_writes: dict[str, dict[str, JSON | None]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
+        #: Accounts being deleted: their rosters read as empty and are never written.
+        self._deleted: set[str] = set()
 
     async def start(self) -> None:
         self.store = self.server.storage.map("roster")
@@ -322,6 +324,8 @@ class Roster(Module):
         roster = self._cache.get(key)
         if roster is not None:
             return roster
+        if key in self._deleted:
+            return UserRoster(user.bare, secrets.token_hex(4))  # empty, not cached
         loading = self._loading.get(key)
         if loading is not None:
             return await asyncio.shield(loading)
@@ -363,10 +367,46 @@ class Roster(Module):
         self.release(event.session.jid.bare)
 
     @hook(hooks.USER_DELETED)
-    def forget(self, event: UserEvent) -> None:
+    async def forget(self, event: UserEvent) -> None:
+        """XEP-0077 §3.2: a removed account's subscriptions are cancelled with every contact.
+
+        Fired before the account's data is deleted; from here on nothing is written for it, so that no
+        late write (a contact's auto-reply, say) brings rows back after the deletion.
+        """
+        if event.domain != self.host.domain:
+            return
+        key = event.username
+        user = JID(key, self.host.domain, prepared=True)
+        try:
+            roster = await self.load(user)
+        except Exception:
+            self.log.exception("cannot read the roster of deleted account %s", user)
+            roster = None
+        self._deleted.add(key)
+        self._cache.pop(key, None)
+        self._pending_writes.pop(key, None)
+        writer = self._writers.get(key)
+        if writer is not None:
+            await asyncio.wait([writer])  # the write in flight lands before the deletion
+        if roster is None:
+            return
+        outgoing: list[Element] = []
+        for contact, entry in roster.entries.items():
+            item = entry.item
+            if entry.in_roster and (item.has_to or item.ask):
+                outgoing.append(_presence(str(user), str(contact), "unsubscribe"))
+            if (entry.in_roster and item.has_from) or item.pending_in:
+                outgoing.append(_presence(str(user), str(contact), "unsubscribed"))
+        router = self.server.router
+        for stanza in outgoing:
+            pending = router.route(stanza)
+            if pending is not None:
+                await pending
+
+    @hook(hooks.USER_CREATED)
+    def created(self, event: UserEvent) -> None:
         if event.domain == self.host.domain:
-            self._cache.pop(event.username, None)
-            self._pending_writes.pop(event.username, None)
+            self._deleted.discard(event.username)
 
     # -- changing entries (used by the roster IQs and the presence state machine) ---------------------
     def save(self, roster: UserRoster, state: RosterItem, *, in_roster: bool, force: bool = False) -> None:
@@ -440,6 +480,8 @@ class Roster(Module):
     def _write(self, user: JID, changes: dict[str, JSON | None]) -> None:
         """Queue a write; one writer per user keeps them in order and coalesces bursts."""
         key = user.local or ""
+        if key in self._deleted:
+            return
         self._pending_writes.setdefault(key, {}).update(changes)
         if key not in self._writers:
             self._writers[key] = self.server.spawn(self._write_loop(key), f"roster-write-{user}")

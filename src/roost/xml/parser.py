@@ -252,8 +252,12 @@ class StreamParser:
         el = stack.pop()
         depth = len(stack)
         if depth == 1:
+            position = self._position()
+            # A long text node parsed in one go reaches no other check: measure the whole stanza here.
+            if position - self._boundary > self.max_stanza_bytes:
+                raise XmlStreamError("policy-violation", "stanza too large")
             self._events.append(el)
-            self._boundary = self._position()
+            self._boundary = position
         elif depth == 0:
             self._events.append(StreamEnd())
 

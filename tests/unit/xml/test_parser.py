@@ -216,3 +216,17 @@ def test_stream_end_after_waking() -> None:
     parser = opened()
     assert parser.hibernate()
     assert parser.feed(b"</stream:stream>") == [StreamEnd()]
+
+
+def test_oversized_text_arriving_in_one_read_is_refused() -> None:
+    parser = opened(max_stanza_bytes=1000)
+    with pytest.raises(XmlStreamError) as e:
+        parser.feed(b"<message><body>" + b"t" * 50_000 + b"</body></message>")
+    assert e.value.condition == "policy-violation"
+
+
+def test_stanza_just_under_the_limit_passes() -> None:
+    parser = opened(max_stanza_bytes=1000)
+    stanza = b"<message><body>" + b"t" * 900 + b"</body></message>"
+    assert len(stanza) < 1000
+    assert len(parser.feed(stanza)) == 1

@@ -314,15 +314,13 @@ class MucRuntime:
         return True
 
     def on_presence_bare(self, event: StanzaEvent) -> bool:
-        """§7.2.1: entering needs a nickname; available presence to the bare room JID is refused."""
+        """§7.2.1: entering needs a nickname; a join sent to the bare room JID is refused. Other
+        presence to a room (probes, subscriptions, broadcasts to a room in someone's roster) is ignored."""
         stanza = event.stanza
-        if event.to.local is None or stanza.attrs.get("type") is not None:
+        if event.to.local is None or stanza.attrs.get("type") is not None or stanza.find("x", MUC) is None:
             return True
         error = StanzaError("jid-malformed", "join with room@service/nickname")
-        p = presence_error(str(event.to), stanza, event.frm, None, error)
-        if stanza.find("x", MUC) is None:
-            p.remove(p.find("x", MUC))  # type: ignore[arg-type]
-        self.send(p)
+        self.send(presence_error(str(event.to), stanza, event.frm, None, error))
         return True
 
     def on_message_bare(self, event: StanzaEvent) -> bool:

@@ -428,7 +428,10 @@ class Room:
             self.sessions[frm] = occ
             self._all = None
             out.joined.append(frm)
-            self._send_state(out, occ, frm, stanza, x_muc, now, codes=self._join_codes(creating=False))
+            codes = self._join_codes(creating=False)
+            if nick != occ.nick:
+                codes.append("210")  # §7.2.3: joined under the spelling the occupant already uses
+            self._send_state(out, occ, frm, stanza, x_muc, now, codes=codes)
             if changed:
                 self._announce(out, occ, to_self=False)
             return out

@@ -366,6 +366,9 @@ def test_two_sessions_of_one_user_share_one_nickname(world: World) -> None:
     assert to(said, MEMBER) and to(said, other_session)
     pm = world.message(OWNER, to_nick="thirdwitch", type_="chat")
     assert to(pm, MEMBER) and to(pm, other_session)
+    third = "hag@example.org/tablet"
+    joined = to(world.join(third, "ThirdWitch"), third)
+    assert joined[-2].attrs["from"] == occ_jid("thirdwitch") and codes(joined[-2]) == {"110", "210"}
     gone = world.leave(MEMBER, "thirdwitch")
     assert [s.attrs["to"] for s in gone if s.attrs.get("type") == "unavailable"] == [MEMBER]
     assert world.room().occupant("thirdwitch") is not None
