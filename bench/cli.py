@@ -250,7 +250,7 @@ def _runner(args: argparse.Namespace) -> tuple[Callable[[Coroutine[Any, Any, int
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                     return runner.run(coro)
 
-            return run_uv, f"uvloop {uvloop.__version__}"
+            return run_uv, f"uvloop {getattr(uvloop, '__version__', '?')}"
         except ImportError:
             pass
     return asyncio.run, "asyncio"

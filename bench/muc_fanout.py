@@ -78,9 +78,11 @@ async def run(occupants: int, messages: int, filters: bool) -> None:
                     await pending
             cpu = time.process_time() - cpu
             delivered = sum(s.stanzas for s in sessions) - before
-            print(f"occupants={occupants} messages={messages} filters={'on' if filters else 'off'}: "
-                  f"{delivered} stanzas delivered in {cpu:.3f} s CPU = {delivered / cpu:,.0f} stanzas/s, "
-                  f"{cpu / delivered * 1e6:.2f} µs per delivered stanza")
+            print(
+                f"occupants={occupants} messages={messages} filters={'on' if filters else 'off'}: "
+                f"{delivered} stanzas delivered in {cpu:.3f} s CPU = {delivered / cpu:,.0f} stanzas/s, "
+                f"{cpu / delivered * 1e6:.2f} µs per delivered stanza"
+            )
         finally:
             await server.stop()
 

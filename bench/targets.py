@@ -547,13 +547,13 @@ class RoostTarget(Target):
     """
 
     name = "roost"
-    template: ClassVar[str] = ROOST_CONFIG
 
     def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
         super().__init__(workdir, certs, cpu, log)
         self.data = workdir / "data"
         self.config = workdir / "roost.toml"
         self.exe = shutil.which("roost", path=str(ROOT / ".venv" / "bin")) or "roost"
+        self.template = ROOST_CONFIG
 
     def version(self) -> str:
         try:

@@ -2,7 +2,7 @@
 
 Adding a scenario = a module in this package with a ``Scenario`` subclass, registered in
 ``bench/scenarios/__init__.py``. The driver (bench/cli.py) starts each server, calls ``run`` with a
-``RunContext``, and prints/saves the metrics declared in ``metrics``.
+``RunContext``, and prints/saves the metrics declared by ``metric_specs()``.
 """
 
 from __future__ import annotations

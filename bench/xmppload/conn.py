@@ -111,7 +111,7 @@ class XmppConn(asyncio.Protocol):
         )
         if new is None:
             raise XmppError("TLS handshake did not complete")
-        self.transport = new  # type: ignore[assignment]
+        self.transport = new
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -308,8 +308,10 @@ class Harness:
         self.server.sessions.bind(session, jid.domain, jid.local or "", jid.resource)
         host = self.server.hosts[jid.domain]
         await host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(session))
-        key = str(jid.bare)
-        self.sessions.setdefault(key.split("@")[0] if jid.domain == DOMAIN else key, session)
+        short = (jid.local or "") if jid.domain == DOMAIN else str(jid.bare)
+        first = self.sessions.get(short)
+        if first is None or first.closed:
+            self.sessions[short] = session  # "romeo": the first of romeo's sessions still open
         self.sessions[f"{jid.local}/{jid.resource}" if jid.domain == DOMAIN else str(jid)] = session
         await self.settle()
         return session

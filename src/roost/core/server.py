@@ -182,7 +182,7 @@ class Server:
             srv.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for host in self.hosts.values():
+        for host in list(self.hosts.values()):
             await host.bus.fire(hooks.SERVER_STOPPING, hooks.ServerEvent())
         for conn in list(self.connections):
             conn.close(StreamError("system-shutdown", "the server is shutting down"), reason="shutdown")
@@ -195,7 +195,7 @@ class Server:
                 await asyncio.wait_for(srv.wait_closed(), 2)
             except TimeoutError:
                 pass
-        for host in self.hosts.values():
+        for host in list(self.hosts.values()):
             await host.modules.unload_all()
         if self.storage is not None:
             await self.storage.close()

@@ -155,9 +155,11 @@ class Blocking(Module):
         return blocklist if blocklist is not None else await self._read(jid)
 
     # -- enforcement: stanzas sent by a local session ---------------------------------------------------
-    @hook(hooks.PRE_MESSAGE, priority=1000)
-    @hook(hooks.PRE_PRESENCE, priority=1000)
-    @hook(hooks.PRE_IQ, priority=1000)
+    # First of all filters: nothing else looks at a stanza that is refused, and replaying a held
+    # stanza through the whole chain runs no filter twice.
+    @hook(hooks.PRE_MESSAGE, priority=10_000)
+    @hook(hooks.PRE_PRESENCE, priority=10_000)
+    @hook(hooks.PRE_IQ, priority=10_000)
     def outbound(self, event: StanzaEvent) -> StanzaEvent | None:
         origin = event.origin
         if origin is None:
@@ -207,9 +209,9 @@ class Blocking(Module):
         origin.send(reply)
 
     # -- enforcement: stanzas on their way to a local session -------------------------------------------
-    @hook(hooks.DELIVER_MESSAGE, priority=1000)
-    @hook(hooks.DELIVER_PRESENCE, priority=1000)
-    @hook(hooks.DELIVER_IQ, priority=1000)
+    @hook(hooks.DELIVER_MESSAGE, priority=10_000)
+    @hook(hooks.DELIVER_PRESENCE, priority=10_000)
+    @hook(hooks.DELIVER_IQ, priority=10_000)
     def inbound(self, value: Delivery) -> Delivery | None:
         session, event = value
         jid = session.jid
@@ -261,7 +263,7 @@ class Blocking(Module):
         blocklist = await self._current(user)
         return bool(blocklist) and blocks(blocklist, sender)
 
-    @hook(hooks.PRESENCE_BARE, priority=1000)
+    @hook(hooks.PRESENCE_BARE, priority=1000)  # before the presence module acts on it
     def inbound_presence(self, event: StanzaEvent) -> bool:
         """§3.3: presence from a blocked JID (notifications, subscriptions, probes) vanishes."""
         key = event.to.bare_str

@@ -395,7 +395,7 @@ class Presence(Module):
             session.available = False
             session.priority = 0
             session.presence = None
-        subscribers = set(roster.subscribers())
+        subscribers = roster.subscribers()
         for contact in subscribers:
             if self._is_account_domain(contact.domain) and not self.server.sessions.is_online(
                 contact.domain, contact.local or ""

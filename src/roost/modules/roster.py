@@ -50,6 +50,8 @@ NS_ROSTERVER: Final = "urn:xmpp:features:rosterver"
 
 SUBSCRIPTIONS: Final = frozenset(("none", "to", "from", "both"))
 _META_KEY: Final = ""  # never a JID: the version counter of the roster
+#: Seconds a deleted account's roster stays write-protected (see ``Roster.forget``).
+_DELETION_GRACE: Final = 60.0
 
 
 @dataclass(slots=True)
@@ -125,7 +127,7 @@ class Entry:
 class UserRoster:
     """One account's roster in memory. Never hold one across an ``await``: it may be evicted."""
 
-    __slots__ = ("count", "entries", "epoch", "floor", "tombstones", "user", "ver")
+    __slots__ = ("_subscribers", "count", "entries", "epoch", "floor", "tombstones", "user", "ver")
 
     def __init__(self, user: JID, epoch: str, ver: int = 0, floor: int = 0) -> None:
         self.user = user
@@ -136,6 +138,7 @@ class UserRoster:
         self.entries: dict[JID, Entry] = {}
         self.count = 0  # items in the roster
         self.tombstones = 0
+        self._subscribers: frozenset[JID] | None = None
 
     def item(self, contact: JID) -> RosterItem | None:
         """The roster item for ``contact`` (bare), not a copy; None if not in the roster."""
@@ -161,11 +164,18 @@ class UserRoster:
             if entry.in_roster:
                 yield entry.item
 
-    def subscribers(self) -> Iterator[JID]:
-        """Contacts that receive the user's presence (subscription from/both)."""
-        for jid, entry in self.entries.items():
-            if entry.in_roster and entry.item.has_from:
-                yield jid
+    def subscribers(self) -> frozenset[JID]:
+        """Contacts that receive the user's presence (subscription from/both); kept between changes,
+        since every presence broadcast asks."""
+        if self._subscribers is None:
+            self._subscribers = frozenset(
+                jid for jid, entry in self.entries.items() if entry.in_roster and entry.item.has_from
+            )
+        return self._subscribers
+
+    def changed(self) -> None:
+        """Entries were modified: forget derived data."""
+        self._subscribers = None
 
     def subscriptions(self) -> Iterator[JID]:
         """Contacts whose presence the user receives (subscription to/both)."""
@@ -359,6 +369,7 @@ class Roster(Module):
     async def preload(self, event: SessionEvent) -> None:
         """Online users' rosters live in memory: the presence hot path never waits for storage."""
         jid = event.session.jid
+        self._deleted.discard(jid.local or "")  # logging in, so it exists (again)
         await self.load(jid.bare)
         self.release(jid.bare)  # in case the session ended meanwhile
 
@@ -383,6 +394,9 @@ class Roster(Module):
             self.log.exception("cannot read the roster of deleted account %s", user)
             roster = None
         self._deleted.add(key)
+        # Until it is created again or logs in; at the latest once the deletion is long done (an
+        # account created by other means, e.g. the CLI, is not announced).
+        asyncio.get_running_loop().call_later(_DELETION_GRACE, self._deleted.discard, key)
         self._cache.pop(key, None)
         self._pending_writes.pop(key, None)
         writer = self._writers.get(key)
@@ -419,6 +433,7 @@ class Roster(Module):
         contact = state.jid
         entry = roster.entries.get(contact)
         was_in = entry is not None and entry.in_roster
+        roster.changed()
         if in_roster and not was_in and roster.count >= self.opts.max_items:
             raise RosterFull(self.opts.max_items)
         if not state.pending_in:

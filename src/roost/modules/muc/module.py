@@ -221,12 +221,16 @@ class MucRuntime:
             name = room.name
             if self._dirty.get(name) is room:
                 del self._dirty[name]
-            if room.config.persistent and not room.destroyed and not room.locked:
-                await self.store.set(self.domain, "", name, room.to_json())
-                self._stored.add(name)
-            elif name in self._stored and self.service.rooms.get(name) in (None, room):
-                await self.store.set(self.domain, "", name, None)
-                self._stored.discard(name)
+            try:
+                if room.config.persistent and not room.destroyed and not room.locked:
+                    await self.store.set(self.domain, "", name, room.to_json())
+                    self._stored.add(name)
+                elif name in self._stored and self.service.rooms.get(name) in (None, room):
+                    await self.store.set(self.domain, "", name, None)
+                    self._stored.discard(name)
+            except Exception:
+                self._dirty.setdefault(name, room)  # flushed again at the next change or at stop
+                raise
 
     # -- carrying out outcomes ---------------------------------------------------------------------------
     def emit(self, room: Room | None, outcome: Outcome, *, save: bool = True) -> None:
