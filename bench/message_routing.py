@@ -8,7 +8,7 @@ server CPU per message: what routing, the filters, the stanza-id and serializati
 
     .venv/bin/python -m bench.message_routing --messages 20000
     .venv/bin/python -m bench.message_routing --full            # to the full JID
-    .venv/bin/python -m bench.message_routing --carbons         # the recipient has 2 more resources with Carbons
+    .venv/bin/python -m bench.message_routing --carbons         # 2 more recipient resources, Carbons on
 """
 
 from __future__ import annotations

@@ -731,3 +731,23 @@ async def test_deleting_an_account_cancels_its_subscriptions(h: Harness) -> None
     assert result.find("query", NS_ROSTER).first() is None  # type: ignore[union-attr]
     await again.submit("<presence type='subscribe' to='juliet@localhost'/>")
     assert await item_of(h, "romeo@localhost", "juliet@localhost") == ("none", True, False, False)
+
+
+async def test_oversized_requests_are_stored_without_their_content(h: Harness) -> None:
+    romeo = await online(h, "romeo")
+    await h.add_user("juliet")
+    status = "x" * 10_000
+    await romeo.submit(
+        f"<presence to='juliet@localhost' type='subscribe' id='big'><status>{status}</status></presence>"
+    )
+    juliet = await h.login("juliet")
+    await juliet.submit("<presence/>")
+    juliet.expect("<presence from='juliet@localhost/juliet'/>")
+    request = juliet.expect("<presence from='romeo@localhost' type='subscribe' id='big'/>")[0]
+    assert request.children == []
+    # Delivered whole while online.
+    await romeo.submit("<presence to='juliet@localhost' type='unsubscribe'/>")
+    juliet.clear()
+    await romeo.submit(f"<presence to='juliet@localhost' type='subscribe'><status>{status}</status>"
+                       "</presence>")
+    assert juliet.next().find_text("status") == status

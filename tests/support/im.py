@@ -91,7 +91,8 @@ class Peer:
 
     async def iq(self, payload: str, type_: str = "set", to: str | None = None) -> Element:
         """Send an IQ with this payload; the reply (result or error) as an Element."""
-        iq = self.client.make_iq(ito=to, itype=type_)
+        client: Any = self.client
+        iq = client.make_iq(ito=to, itype=type_)
         iq.append(_et(payload))
         try:
             reply = await iq.send(timeout=5)
@@ -101,7 +102,8 @@ class Peer:
 
     async def sync(self) -> None:
         """A round trip to the server (see the module docstring)."""
-        await self.client.plugin["xep_0199"].ping("localhost", timeout=5)
+        ping: Any = self.client.plugin["xep_0199"]
+        await ping.ping("localhost", timeout=5)
 
     async def message(self, timeout: float = 5) -> Element:
         return await asyncio.wait_for(self.messages.get(), timeout)
@@ -115,7 +117,7 @@ class Peer:
 
     async def until(self, predicate: Callable[[Element], bool], timeout: float = 5) -> list[Element]:
         """Read messages until one matches ``predicate``; those that came before it."""
-        before = []
+        before: list[Element] = []
         while True:
             message = await self.message(timeout)
             if predicate(message):

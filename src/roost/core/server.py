@@ -25,6 +25,7 @@ from roost.storage.manager import StorageManager
 from roost.stream.c2s import C2SSettings
 from roost.stream.sasl.scram import set_unknown_user_secret
 from roost.transports import tls
+from roost.transports.batching import WriteBatcher
 from roost.util.logging import setup_logging
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, PING
@@ -48,6 +49,7 @@ class Server:
         self.router = Router(self)
         self.iq_tracker = IqTracker()
         self.connections: set[Any] = set()
+        self.writes = WriteBatcher()
         self.storage: StorageManager = None  # type: ignore[assignment]  # set in start()
         self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
         self.certificate_der: bytes | None = None

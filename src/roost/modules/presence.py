@@ -40,6 +40,7 @@ from roost.stanza.errors import StanzaError
 from roost.util.datetime import format_datetime
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, DELAY
+from roost.xml.serializer import serialize
 
 if TYPE_CHECKING:
     from roost.core.host import Host
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 NS_PREAPPROVAL: Final = "urn:xmpp:features:pre-approval"
 SUBSCRIPTION_TYPES: Final = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
 _PRIORITY = re.compile(r"[+-]?[0-9]{1,4}")
+#: Largest subscription request stored whole (bytes); a bigger one is kept without its children.
+MAX_STORED_REQUEST: Final = 8192
 
 
 # -- the subscription state machine (pure) --------------------------------------------------------------
@@ -583,7 +586,11 @@ class Presence(Module):
                     return
                 request = stanza.copy()
                 request.attrs["to"] = str(local)
-                state.pending_stanza = request
+                stored = request
+                if len(serialize(request)) > MAX_STORED_REQUEST:
+                    # §3.1.3 security warning: bounded storage; the request itself is what matters.
+                    stored = Element(request.name, request.ns, dict(request.attrs))
+                state.pending_stanza = stored
                 self.roster.save(roster, state, in_roster=in_roster)
                 self._deliver(self._available(local), request, peer)
             elif outcome.reply is not None:

@@ -51,7 +51,7 @@ class C2SConnection(Session, asyncio.Protocol):
         "_backlog",
         "_busy",
         "_closed",
-        "_flush_handle",
+        "_flush_pending",
         "_paused",
         "_wbuf",
         "auth_done",
@@ -70,7 +70,7 @@ class C2SConnection(Session, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.tls: TlsLayer | None = None
         self._wbuf: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_pending = False
         self._busy = False
         self._backlog: deque[Element] = deque()
         self._paused = False
@@ -125,9 +125,6 @@ class C2SConnection(Session, asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         self._wbuf.clear()
         self._finish("disconnect" if not self._closed else "")
 
@@ -142,11 +139,12 @@ class C2SConnection(Session, asyncio.Protocol):
         if self._closed:
             return
         self._wbuf.append(data)
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.server.writes.schedule(self)
 
-    def _flush(self) -> None:
-        self._flush_handle = None
+    def flush_output(self) -> None:
+        self._flush_pending = False
         transport = self.transport
         if not self._wbuf or transport is None or transport.is_closing():
             self._wbuf.clear()
@@ -189,7 +187,7 @@ class C2SConnection(Session, asyncio.Protocol):
     def _on_event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):
             # <proceed/> goes out in the clear; every byte after it, both ways, is TLS.
-            self._flush()
+            self.flush_output()
             self.tls = TlsLayer(self.server.tls_context, server_side=True)
         elif isinstance(event, NeedCredentials):
             self.server.spawn(self._lookup(event), f"{self.id}-auth")
@@ -316,9 +314,6 @@ class C2SConnection(Session, asyncio.Protocol):
         if self._closed:
             return
         self._closed = True
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
         transport = self.transport
         if transport is not None and not transport.is_closing():
             data = b"".join(self._wbuf)
