@@ -25,10 +25,9 @@ from typing import Any
 from .certs import make_self_signed
 from .report import host_info, ratios, table, write_json
 from .scenarios import SCENARIOS
-from .scenarios.base import RunContext, Scenario, ServerResult
+from .scenarios.base import RunContext, Scenario, ServerResult, wait_idle
 from .targets import TARGETS, RoostTarget, Target
 from .xmppload.client import CredentialCache, client_tls_context
-from .xmppload.procstat import cpu_busy_ticks, self_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -67,6 +66,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--wait-idle", type=float, default=0, metavar="SECONDS",
         help="before each server, wait up to SECONDS for the machine to be idle (shared machines)",
+    )  # fmt: skip
+    p.add_argument(
+        "--retry-busy", type=int, default=2, metavar="N",
+        help="repeat a measurement up to N times when another process used the pinned CPUs",
     )  # fmt: skip
 
 
@@ -118,23 +121,6 @@ def make_target(name: str, workdir: Path, args: argparse.Namespace, certs: Any) 
     return target
 
 
-async def wait_idle(limit: float) -> None:
-    """Wait until other processes use less than 0.15 cores over 2 s, for at most ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        before, mine0 = cpu_busy_ticks(), self_cpu().cpu
-        await asyncio.sleep(2.0)
-        after, mine1 = cpu_busy_ticks(), self_cpu().cpu
-        busy = sum(after[c][0] - before[c][0] for c in after if c in before) / os.sysconf("SC_CLK_TCK")
-        others = (busy - (mine1 - mine0)) / 2.0
-        if others < 0.15:
-            return
-        if time.monotonic() > deadline:
-            log(f"warning: the machine is still busy ({others:.2f} cores used by others); going ahead")
-            return
-        log(f"waiting for the machine to become idle ({others:.2f} cores used by others)")
-
-
 def cancel_on_signals() -> None:
     """SIGINT/SIGTERM cancel the main task, so every started server is still stopped on the way out."""
     task = asyncio.current_task()
@@ -163,7 +149,7 @@ async def run_scenario(args: argparse.Namespace, loop_name: str) -> int:
     try:
         for name in servers:
             if args.wait_idle > 0:
-                await wait_idle(args.wait_idle)
+                await wait_idle(args.wait_idle, log)
             target = make_target(name, workdir, args, certs)
             versions[name] = target.version()
             log(f"{name} {versions[name]}: starting on 127.0.0.1:{target.port} (CPU {target.cpu})")
@@ -173,7 +159,10 @@ async def run_scenario(args: argparse.Namespace, loop_name: str) -> int:
                 log(f"{name}: ready in {time.monotonic() - t0:.1f}s (pid {target.pid})")
                 creds = CredentialCache()
                 target.seed_credentials(creds)
-                ctx = RunContext(target, creds, tls, log, args.timeout, parse_addrs(args.local_addrs))
+                ctx = RunContext(
+                    target, creds, tls, log, args.timeout, parse_addrs(args.local_addrs),
+                    retry_busy=args.retry_busy, wait_idle_s=args.wait_idle,
+                )  # fmt: skip
                 results[name] = await scenario.run(ctx)
             except Exception as exc:
                 failures[name] = f"{type(exc).__name__}: {exc}"

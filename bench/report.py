@@ -22,6 +22,8 @@ def ratio_base(servers: list[str]) -> str:
 def _fmt(metric: Metric, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if abs(value) < 1e-9:
+        value = 0.0  # no "-0.00"
     return metric.fmt.format(value)
 
 
@@ -36,6 +38,9 @@ def ratios(
             continue
         col: dict[str, float | None] = {}
         for m in metrics:
+            if not m.ratio:
+                col[m.key] = None
+                continue
             a = results[base].metrics.get(m.key)
             b = results[other].metrics.get(m.key)
             if a is None or b is None or math.isnan(a) or math.isnan(b) or b == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from abc import ABC, abstractmethod
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 from ..targets import Provisioning, Target
 from ..xmppload.client import Account, CredentialCache, LoginOptions, Session, close, login
-from ..xmppload.procstat import CpuDelta, CpuMeter
+from ..xmppload.procstat import CpuDelta, CpuMeter, cpu_busy_ticks, self_cpu, tree_cpu
 
 Log = Callable[[str], None]
 
@@ -31,6 +32,7 @@ class Metric:
     unit: str
     higher_is_better: bool
     fmt: str = "{:.1f}"
+    ratio: bool = True  # False for diagnostic rows (CPU use, errors) where Roost/other means nothing
 
 
 @dataclass(slots=True)
@@ -47,6 +49,8 @@ class RunContext:
     log: Log
     timeout: float = 15.0
     local_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    retry_busy: int = 2  # re-measure when another process used the pinned CPUs (see interfered())
+    wait_idle_s: float = 0.0
 
     def meter(self) -> CpuMeter:
         """Start measuring the server's (and the generator's) CPU."""
@@ -172,14 +176,50 @@ def cpu_details(delta: CpuDelta) -> dict[str, float]:
     }
 
 
+FOREIGN_LIMIT = 0.15  # cores of a pinned CPU used by neither server nor generator before we distrust a run
+
+
+def interfered(delta: CpuDelta) -> bool:
+    return delta.foreign_load > FOREIGN_LIMIT or delta.generator_foreign_load > FOREIGN_LIMIT
+
+
+async def wait_idle(limit: float, log: Log, exclude_pid: int | None = None) -> None:
+    """Wait until other processes use < 0.15 cores over 2 s, for at most ``limit`` seconds.
+
+    Our own CPU and that of ``exclude_pid``'s process tree (an idle server under test) do not count.
+    """
+    deadline = time.monotonic() + limit
+    last_log = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def ours() -> float:
+        return self_cpu().cpu + (tree_cpu(exclude_pid).cpu if exclude_pid else 0.0)
+
+    while True:
+        before, ours0 = cpu_busy_ticks(), ours()
+        await asyncio.sleep(2.0)
+        after, ours1 = cpu_busy_ticks(), ours()
+        busy = sum(after[c][0] - before[c][0] for c in after if c in before) / tick
+        others = (busy - (ours1 - ours0)) / 2.0
+        if others < FOREIGN_LIMIT:
+            return
+        now = time.monotonic()
+        if now > deadline:
+            log(f"warning: the machine is still busy ({others:.2f} cores used by others); going ahead")
+            return
+        if now - last_log > 30:
+            log(f"waiting for the machine to become idle ({others:.2f} cores used by others)")
+            last_log = now
+
+
 def check_interference(ctx: RunContext, delta: CpuDelta) -> None:
     """Warn when something besides the server used its core, or the generator ran out of CPU."""
-    if delta.foreign_load > 0.15:
+    if delta.foreign_load > FOREIGN_LIMIT:
         ctx.log(
             f"  warning: {delta.foreign_load:.2f} cores of the server's CPU went to other processes; "
             "these figures are not trustworthy (is the machine idle?)"
         )
-    if delta.generator_foreign_load > 0.15:
+    if delta.generator_foreign_load > FOREIGN_LIMIT:
         ctx.log(
             f"  warning: {delta.generator_foreign_load:.2f} cores of the generator's CPU went to other "
             "processes; latencies are not trustworthy (is the machine idle?)"

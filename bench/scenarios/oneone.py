@@ -137,7 +137,14 @@ class OneOneScenario(Scenario):
         out = [
             Metric("saturation.msgs_per_s", "saturation: delivered msgs/s", "1/s", True, "{:.0f}"),
             Metric("saturation.cpu_us_per_msg", "saturation: server CPU/msg", "µs", False, "{:.1f}"),
-            Metric("saturation.generator_util", "saturation: generator CPU use", "cores", False, "{:.2f}"),
+            Metric(
+                "saturation.generator_util",
+                "saturation: generator CPU use",
+                "cores",
+                False,
+                "{:.2f}",
+                ratio=False,
+            ),
         ]
         for r in self.rates():
             out += [
@@ -145,10 +152,10 @@ class OneOneScenario(Scenario):
                 Metric(f"rate{r}.p50_ms", f"{r}/s offered: p50 latency", "ms", False, "{:.2f}"),
                 Metric(f"rate{r}.p99_ms", f"{r}/s offered: p99 latency", "ms", False, "{:.2f}"),
                 Metric(f"rate{r}.cpu_us_per_msg", f"{r}/s offered: server CPU/msg", "µs", False, "{:.1f}"),
-                Metric(f"rate{r}.lost", f"{r}/s offered: undelivered", "", False, "{:.0f}"),
+                Metric(f"rate{r}.lost", f"{r}/s offered: undelivered", "", False, "{:.0f}", ratio=False),
             ]
         out.append(Metric("rss_mb_online", "server RSS with all sessions online", "MB", False, "{:.1f}"))
-        out.append(Metric("bounced", "error replies instead of deliveries", "", False, "{:.0f}"))
+        out.append(Metric("bounced", "error replies instead of deliveries", "", False, "{:.0f}", ratio=False))
         return tuple(out)
 
     def provisioning(self) -> Provisioning:

@@ -35,6 +35,14 @@ text written must equal the received text (both stripped). Write ``id`` only if 
 
 After every step the harness *settles*: it runs the event loop until no server task is pending, so
 "receives nothing" means nothing more will come.
+
+API in short — :class:`Harness`: ``running(tmp_path, extra_toml, storage=...)`` (context manager; pass
+``storage="sqlite:///..."`` to test persistence), ``login(name)``, ``add_user(name)``, ``session(name)``,
+``play(transcript)``, ``settle()``, ``restart()`` (same config and storage, every session ends), ``server``.
+:class:`ScriptedSession`: ``submit(xml)``, ``iq(payload, type_, to)`` → the answer, ``expect(xml)``,
+``expect_any_order(xml)``, ``expect_nothing()``, ``next()``, ``clear()``, ``disconnect(reason)``,
+``received``. Helpers: :func:`parse`, :func:`matches`, :func:`condition`. The ``h`` fixture of
+``tests/modules/conftest.py`` is a running harness.
 """
 
 from __future__ import annotations

@@ -75,7 +75,12 @@ class EventBus:
         return False
 
     def fire_sync(self, event: str, payload: Any) -> bool | Awaitable[bool]:
-        """Like :meth:`fire`, but without a coroutine when every handler is synchronous (hot path)."""
+        """Like :meth:`fire`, but without a coroutine while handlers answer synchronously (hot path).
+
+        A synchronous handler may also return an awaitable when, this time, it must wait (e.g. for
+        storage): the chain then continues asynchronously from there, in order. The caller gets
+        either a bool or an awaitable of one.
+        """
         entries = self._handlers.get(event)
         if not entries:
             return False
@@ -83,19 +88,28 @@ class EventBus:
             if entry.is_async:
                 return self._fire_from(event, payload, i)
             try:
-                if entry.handler(payload) is True:
-                    return True
+                result = entry.handler(payload)
             except StanzaError:
                 raise  # the router answers it
             except Exception:
                 log.exception("handler %r for %s failed", entry.handler, event)
+                continue
+            if result is True:
+                return True
+            if result is not None and result is not False:
+                return self._resume(result, event, payload, i + 1)
         return False
+
+    async def _resume(self, pending: Awaitable[Any], event: str, payload: Any, start: int) -> bool:
+        if await pending is True:
+            return True
+        return await self._fire_from(event, payload, start)
 
     async def _fire_from(self, event: str, payload: Any, start: int) -> bool:
         for entry in tuple(self._handlers.get(event, ()))[start:]:
             try:
                 result = entry.handler(payload)
-                if entry.is_async:
+                if entry.is_async or (result is not None and not isinstance(result, bool)):
                     result = await result
             except StanzaError:
                 raise  # the router answers it, as for synchronous handlers

@@ -11,7 +11,7 @@ no task, no coroutine, no extra object per routed message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from roost.core import hooks
@@ -131,7 +131,10 @@ class Router:
         if result is True:
             return None
         if result is not False:
-            return self._guard(result, event)
+            return self._guard(result, event, lambda: self._unclaimed_full(host, event, kind))
+        return self._unclaimed_full(host, event, kind)
+
+    def _unclaimed_full(self, host: Host, event: StanzaEvent, kind: str) -> Awaitable[None] | None:
         if kind == "iq":
             return self._bounce_event(event, StanzaError("service-unavailable"))
         if kind == "message":
@@ -158,7 +161,10 @@ class Router:
         if result is True:
             return None
         if result is not False:
-            return self._guard(result, event)
+            return self._guard(result, event, lambda: self._unclaimed_host(event, kind))
+        return self._unclaimed_host(event, kind)
+
+    def _unclaimed_host(self, event: StanzaEvent, kind: str) -> Awaitable[None] | None:
         if kind == "message" and event.stanza.attrs.get("type") not in ("error", "groupchat", "headline"):
             return self._bounce_event(event, StanzaError("service-unavailable"))
         return None
@@ -170,11 +176,11 @@ class Router:
         result = self._fire(host, _BARE[kind], event)
         if result is True:
             return None
+        if kind != "message":
+            return None if result is False else self._guard(result, event, None)
         if result is not False:
-            return self._guard(result, event)
-        if kind == "message":
-            return self._unhandled_message(host, event)
-        return None
+            return self._guard(result, event, lambda: self._unhandled_message(host, event))
+        return self._unhandled_message(host, event)
 
     def _unhandled_message(self, host: Host, event: StanzaEvent) -> Awaitable[None] | None:
         """No module claimed a message to a bare JID: RFC 6120 §10.5.3.1 and §10.5.4 defaults."""
@@ -199,7 +205,8 @@ class Router:
                 if result is True:
                     return None
                 if result is not False:
-                    return self._guard(result, event)
+                    unavailable = StanzaError("service-unavailable")
+                    return self._guard(result, event, lambda: self._bounce_event(event, unavailable))
             # RFC 6120 §8.4: unknown payload namespace.
             return self._bounce_event(event, StanzaError("service-unavailable"))
         handler, is_async = entry
@@ -316,14 +323,31 @@ class Router:
             self._bounce_event(event, e)
             return True
 
-    def _guard(self, pending: Awaitable[bool], event: StanzaEvent) -> Awaitable[None]:
-        return self._await_handler(pending, event)
+    def _guard(
+        self,
+        pending: Awaitable[bool],
+        event: StanzaEvent,
+        unclaimed: Callable[[], Awaitable[None] | None] | None,
+    ) -> Awaitable[None]:
+        return self._await_handler(pending, event, unclaimed)
 
-    async def _await_handler(self, pending: Awaitable[bool], event: StanzaEvent) -> None:
+    async def _await_handler(
+        self,
+        pending: Awaitable[bool],
+        event: StanzaEvent,
+        unclaimed: Callable[[], Awaitable[None] | None] | None,
+    ) -> None:
+        """Finish an async delivery chain; if nobody claimed the stanza, apply the default rule."""
         try:
-            await pending
+            claimed = await pending
         except StanzaError as e:
             self._bounce_event(event, e)
+            return
         except Exception:
             log.exception("stanza handler failed on %r", event.stanza)
             self._bounce_event(event, StanzaError("internal-server-error"))
+            return
+        if claimed is not True and unclaimed is not None:
+            more = unclaimed()
+            if more is not None:
+                await more

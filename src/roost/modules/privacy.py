@@ -15,14 +15,15 @@ reads and sets their own with an IQ to their own bare JID::
     <iq type='set' id='p1'><settings xmlns='urn:roost:privacy:0' reject-strangers='true'/></iq>
 
 Checks stay off the hot path: the decision is synchronous when the recipient's setting is known and
-off (the common case). Otherwise the stanza is claimed, checked against storage and the roster in a
-per-recipient queue (which keeps that recipient's stanzas in order) and then delivered through the
-rest of the chain as if nothing had happened.
+off (the common case), or on with the roster in memory. Otherwise the handler returns an awaitable
+that reads storage; the router waits for it before the rest of the chain runs, and the sender's later
+stanzas wait behind it, so the order of delivery is kept (RFC 6120 §10.1).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from collections.abc import Awaitable
 
 from pydantic import Field
 
@@ -32,7 +33,6 @@ from roost.core.hooks import SessionEvent, StanzaEvent, UserEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, hook, iq_handler
 from roost.modules.contacts import peek_roster_item, roster_item
-from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
 
@@ -78,9 +78,7 @@ class Privacy(Module):
         self.store = self.server.storage.keyvalue("privacy")
         self._settings: OrderedDict[UserKey, bool] = OrderedDict()
         #: Stanzas waiting for a check, per recipient, in arrival order.
-        self._queues: dict[UserKey, deque[StanzaEvent]] = {}
         #: Stanzas that passed and are being delivered through the chain again (by identity).
-        self._cleared: set[int] = set()
 
     # -- the user's setting -----------------------------------------------------------------------------
     @iq_handler("get", NS_PRIVACY, "settings", to=Target.SELF)
@@ -131,35 +129,35 @@ class Privacy(Module):
 
     # -- screening ----------------------------------------------------------------------------------------
     @hook(hooks.MESSAGE_BARE, priority=10_000)
-    def screen_message(self, event: StanzaEvent) -> bool:
+    def screen_message(self, event: StanzaEvent) -> bool | Awaitable[bool]:
         return self._screen(event)
 
     @hook(hooks.PRESENCE_BARE, priority=10_000)
-    def screen_presence(self, event: StanzaEvent) -> bool:
+    def screen_presence(self, event: StanzaEvent) -> bool | Awaitable[bool]:
         return self._screen(event)
 
-    def _screen(self, event: StanzaEvent) -> bool:
-        """Claim (True) the stanza if it must wait for a check; False lets the chain go on now."""
-        if id(event.stanza) in self._cleared or self._trusted(event):
+    def _screen(self, event: StanzaEvent) -> bool | Awaitable[bool]:
+        """True: refused (claimed); False: the chain goes on; an awaitable when storage must answer."""
+        if self._trusted(event) or not _screened(event.stanza):
             return False
         key = (event.to.domain, event.to.local or "")
-        if key not in self._queues:
-            if not _screened(event.stanza):
-                return False
-            setting = self._settings.get(key)
-            if setting is False:
-                return False
-            if setting is True:
-                # Online recipients' rosters are in memory: decide now, without a task.
-                known, item = peek_roster_item(self.host, event.to, event.frm)
-                if known:
-                    return False if item is not None else self._refuse_now(event)
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = deque()
-            self.server.spawn(self._work(key, queue), f"privacy-{key[1]}@{key[0]}")
-        queue.append(event)  # everything for this recipient now waits its turn, to keep the order
-        return True
+        setting = self._settings.get(key)
+        if setting is False:
+            return False
+        if setting is True:
+            # Online recipients' rosters are in memory: decide now, without a coroutine.
+            known, item = peek_roster_item(self.host, event.to, event.frm)
+            if known:
+                return False if item is not None else self._refuse(event)
+        return self._check(key, event)
+
+    async def _check(self, key: UserKey, event: StanzaEvent) -> bool:
+        try:
+            allowed = await self._allowed(key, event)
+        except Exception:
+            self.log.exception("privacy check failed; delivering")
+            allowed = True
+        return False if allowed else self._refuse(event)
 
     def _trusted(self, event: StanzaEvent) -> bool:
         """The account itself and the server's own domains are never strangers."""
@@ -168,56 +166,20 @@ class Privacy(Module):
             return frm.domain in self.server.hosts
         return frm.local == event.to.local and frm.domain == event.to.domain
 
-    async def _work(self, key: UserKey, queue: deque[StanzaEvent]) -> None:
-        try:
-            while queue:
-                event = queue[0]
-                try:
-                    allowed = await self._allowed(key, event)
-                except Exception:
-                    self.log.exception("privacy check failed; delivering")
-                    allowed = True
-                if allowed:
-                    await self._deliver(event)
-                else:
-                    self._refuse(event)
-                queue.popleft()
-        finally:
-            del self._queues[key]
-
     async def _allowed(self, key: UserKey, event: StanzaEvent) -> bool:
-        if not _screened(event.stanza) or not await self._setting(key):
+        if not await self._setting(key):
             return True
         return await roster_item(self.host, event.to.bare, event.frm.bare) is not None
 
-    async def _deliver(self, event: StanzaEvent) -> None:
-        """Route the stanza again; this module's handlers let it through this time."""
-        marker = id(event.stanza)
-        self._cleared.add(marker)
-        try:
-            pending = self.server.router.deliver(event)
-            if pending is not None:
-                await pending
-        except Exception:
-            self.log.exception("delivery after the privacy check failed")
-        finally:
-            self._cleared.discard(marker)
+    def _refuse(self, event: StanzaEvent) -> bool:
+        """Refuse from inside the chain: the router answers the error; True claims the stanza.
 
-    def _refuse_now(self, event: StanzaEvent) -> bool:
-        """Refuse from inside the chain: the router answers the error (True claims the stanza)."""
+        RFC 6121 §8.5.1: presence (and §8.5.2.2.4: headlines) from strangers is dropped silently.
+        """
         stanza = event.stanza
         if stanza.name == "message" and stanza.attrs.get("type") != "headline":
             raise StanzaError("service-unavailable")
         return True
-
-    def _refuse(self, event: StanzaEvent) -> None:
-        stanza = event.stanza
-        if stanza.name != "message" or stanza.attrs.get("type") == "headline":
-            return  # RFC 6121 §8.5.1: presence (and §8.5.2.2.4: headlines) are silently dropped
-        reply = error_reply(stanza, StanzaError("service-unavailable"))
-        reply.attrs["to"] = str(event.frm)
-        reply.attrs["from"] = str(event.to)
-        self.server.router.send(reply)
 
 
 def _key(event: StanzaEvent) -> UserKey:

@@ -265,11 +265,14 @@ class C2SConnection(Session, asyncio.Protocol):
             self._handle(stream.bind_failed(StanzaError("resource-constraint", "too many resources")))
             return
         self.log.info("bound %s", jid)
-        self._handle(stream.bound(jid))
         host = self.server.hosts.get(jid.domain)
         if host is not None and host.bus.has_handlers(hooks.SESSION_BOUND):
-            bound = hooks.SessionEvent(self)
-            self.server.spawn(host.bus.fire(hooks.SESSION_BOUND, bound), f"{self.id}-bound")
+            # The session's own stanzas wait until the modules have loaded its state (roster,
+            # blocklist, privacy settings), so none is routed against half-initialised state.
+            self._busy = True
+            ready = host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(self))
+            self.server.spawn(self._drain(ready), f"{self.id}-bound")
+        self._handle(stream.bound(jid))
 
     # -- stanzas --------------------------------------------------------------------------------------
     def _on_stanza(self, stanza: Element) -> None:
@@ -284,7 +287,7 @@ class C2SConnection(Session, asyncio.Protocol):
             self._busy = True
             self.server.spawn(self._drain(pending), f"{self.id}-stanza")
 
-    async def _drain(self, pending: Awaitable[None]) -> None:
+    async def _drain(self, pending: Awaitable[object]) -> None:
         """Finish async work for one stanza, then process the ones that queued behind it (§10.1)."""
         router = self.server.router
         with bind_conn_id(self.id):
