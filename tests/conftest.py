@@ -10,6 +10,9 @@ import pytest
 
 from tests.support.server import RunningServer, start_server
 
+# The ``peers`` fixture of IM tests with real clients.
+pytest_plugins = ("tests.support.im",)
+
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:

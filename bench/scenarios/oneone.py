@@ -56,6 +56,7 @@ class Stats:
         self.sent = 0
         self.received = 0
         self.bounced = 0
+        self.stray = 0
         self.window = Window()
         self.in_window_sent = 0
 
@@ -63,12 +64,13 @@ class Stats:
 class Peer:
     """One online session: sends to its partner, counts and times what it receives."""
 
-    __slots__ = ("_buf", "conn", "credits_to", "prefix", "stats", "suffix", "window_mode")
+    __slots__ = ("_buf", "conn", "credits_to", "partner_jid", "prefix", "stats", "suffix")
 
     def __init__(self, conn: XmppConn, partner: str, stats: Stats) -> None:
         self.conn = conn
         self.stats = stats
         self.prefix = f"<message to='{partner}@{DOMAIN}' type='chat'><body>T".encode()
+        self.partner_jid = f"{partner}@{DOMAIN}/".encode()  # deliveries come from the partner's full JID
         pad = BODY_BYTES - len("T0000000000000000000;")
         self.suffix = b";" + b"x" * pad + b"</body></message>"
         self._buf = bytearray()
@@ -103,6 +105,9 @@ class Peer:
             head = seg[start : seg.find(b">", start)]
             if b"'error'" in head or b'"error"' in head:
                 self.stats.bounced += 1  # an error reply carrying our payload is not a delivery
+                continue
+            if self.partner_jid not in head:
+                self.stats.stray += 1  # e.g. our own message reflected back: not a delivery either
                 continue
             n += 1
             sent = int(m.group(1))
@@ -156,6 +161,7 @@ class OneOneScenario(Scenario):
             ]
         out.append(Metric("rss_mb_online", "server RSS with all sessions online", "MB", False, "{:.1f}"))
         out.append(Metric("bounced", "error replies instead of deliveries", "", False, "{:.0f}", ratio=False))
+        out.append(Metric("stray", "stamped messages not from the partner", "", False, "{:.0f}", ratio=False))
         return tuple(out)
 
     def provisioning(self) -> Provisioning:
@@ -186,8 +192,9 @@ class OneOneScenario(Scenario):
         finally:
             await close_all(list(by_user.values()), ctx.timeout)
         result.metrics["bounced"] = stats.bounced
-        if stats.bounced:
-            ctx.log(f"  warning: {stats.bounced} messages came back as errors")
+        result.metrics["stray"] = stats.stray
+        if stats.bounced or stats.stray:
+            ctx.log(f"  warning: {stats.bounced} messages came back as errors, {stats.stray} from elsewhere")
         return result
 
     async def _drain(self, stats: Stats, limit: float) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from roost.stanza import error_condition
 from roost.xml.element import Element
-from tests.support.im import Peer, add_users, close_all, condition, install_presence_shim, login
+from tests.support.im import Peer, add_users, close_all, drain, install_presence_shim, login
 from tests.support.raw import RawClient
 from tests.support.server import RunningServer, start_server
 
@@ -36,13 +37,6 @@ def items(element: Element, name: str) -> list[str]:
 async def accounts(server: RunningServer) -> None:
     install_presence_shim(server.server)
     await add_users(server, "romeo", "juliet", "nurse")
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[list[Peer]]:
-    opened: list[Peer] = []
-    yield opened
-    await close_all(opened)
 
 
 async def test_blocklist_starts_empty_and_lists_what_was_blocked(
@@ -94,7 +88,7 @@ async def test_bad_block_requests_are_refused(
     romeo = await login(server, "romeo@localhost/a")
     peers.append(romeo)
     reply = await romeo.iq(payload)
-    assert reply.attrs["type"] == "error" and condition(reply) == error
+    assert reply.attrs["type"] == "error" and error_condition(reply) == error
     assert items(await romeo.iq(BLOCKLIST, "get"), "blocklist") == []
 
 
@@ -110,13 +104,13 @@ async def test_stanzas_from_a_blocked_jid_do_not_reach_the_user(
     juliet.send("<message to='romeo@localhost/a' type='chat' id='m2'><body>full</body></message>")
     for expected in ("m1", "m2"):
         reply = await juliet.message()
-        assert reply.attrs["id"] == expected and condition(reply) == "service-unavailable"
+        assert reply.attrs["id"] == expected and error_condition(reply) == "service-unavailable"
     # IQ get/set → service-unavailable, whether the server or the client would answer it.
     version = await juliet.iq("<query xmlns='jabber:iq:version'/>", "get", to="romeo@localhost/a")
-    assert condition(version) == "service-unavailable"
+    assert error_condition(version) == "service-unavailable"
     disco_info = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
     disco = await juliet.iq(disco_info, "get", to="romeo@localhost")
-    assert condition(disco) == "service-unavailable"
+    assert error_condition(disco) == "service-unavailable"
     # Presence: dropped without a word.
     juliet.send("<presence to='romeo@localhost/a'/>")
     juliet.send("<presence to='romeo@localhost' type='subscribe'/>")
@@ -137,11 +131,11 @@ async def test_sending_to_a_blocked_jid_is_refused_with_blocked(
     reply = await romeo.message()
     assert reply.attrs["type"] == "error" and reply.attrs["id"] == "o1"
     assert reply.attrs["from"] == "juliet@localhost/j"
-    assert condition(reply) == "not-acceptable"  # §3.3, last paragraph
+    assert error_condition(reply) == "not-acceptable"  # §3.3, last paragraph
     error = reply.find("error")
     assert error is not None and error.find("blocked", ERRORS) is not None
     iq = await romeo.iq("<query xmlns='jabber:iq:version'/>", "get", to="juliet@localhost/j")
-    assert condition(iq) == "not-acceptable"
+    assert error_condition(iq) == "not-acceptable"
     await juliet.no_message()
 
 
@@ -153,12 +147,12 @@ async def test_item_matching_follows_section_6(server: RunningServer, peers: lis
     peers += [romeo, phone, laptop, nurse]
     await romeo.iq(block("juliet@localhost/phone"))  # only that resource
     phone.send("<message to='romeo@localhost/a' id='p'><body>phone</body></message>")
-    assert condition(await phone.message()) == "service-unavailable"
+    assert error_condition(await phone.message()) == "service-unavailable"
     laptop.send("<message to='romeo@localhost/a'><body>laptop</body></message>")
     assert (await romeo.message()).find_text("body") == "laptop"
     await romeo.iq(block("localhost"))  # the domain: everyone there, except Romeo's own resources
     nurse.send("<message to='romeo@localhost/a' id='n'><body>nurse</body></message>")
-    assert condition(await nurse.message()) == "service-unavailable"
+    assert error_condition(await nurse.message()) == "service-unavailable"
     other = await login(server, "romeo@localhost/b")
     peers.append(other)
     other.send("<message to='romeo@localhost/a'><body>myself</body></message>")
@@ -171,7 +165,7 @@ async def test_unblock_lets_stanzas_through_again(server: RunningServer, peers: 
     peers += [romeo, juliet]
     await romeo.iq(block("juliet@localhost", "nurse@localhost"))
     juliet.send("<message to='romeo@localhost' id='x'><body>blocked</body></message>")
-    assert condition(await juliet.message()) == "service-unavailable"
+    assert error_condition(await juliet.message()) == "service-unavailable"
     await romeo.iq(unblock())
     juliet.send("<message to='romeo@localhost'><body>welcome back</body></message>")
     assert (await romeo.message()).find_text("body") == "welcome back"
@@ -188,7 +182,7 @@ async def test_blocked_sender_is_not_stored_offline(server: RunningServer, peers
     juliet.send("<message to='romeo@localhost' type='chat' id='off1'><body>while you sleep</body></message>")
     juliet.send("<message to='romeo@localhost/gone' type='chat' id='off2'><body>and now</body></message>")
     replies = await juliet.barrier("romeo@localhost")
-    assert [(r.attrs["id"], condition(r)) for r in replies] == [
+    assert [(r.attrs["id"], error_condition(r)) for r in replies] == [
         ("off1", "service-unavailable"),
         ("off2", "service-unavailable"),
     ]
@@ -204,7 +198,7 @@ async def test_blocklist_persists_across_sessions(server: RunningServer, peers: 
     peers += [romeo, juliet]
     assert items(await romeo.iq(BLOCKLIST, "get"), "blocklist") == ["juliet@localhost"]
     juliet.send("<message to='romeo@localhost/b' id='again'><body>?</body></message>")
-    assert condition(await juliet.message()) == "service-unavailable"
+    assert error_condition(await juliet.message()) == "service-unavailable"
 
 
 async def test_stanzas_sent_before_the_list_is_loaded_wait_for_it(
@@ -229,7 +223,7 @@ async def test_stanzas_sent_before_the_list_is_loaded_wait_for_it(
         bound = await raw.element()
         assert bound.attrs["id"] == "bind1" and bound.attrs["type"] == "result"
         reply = await raw.element()
-        assert reply.attrs["id"] == "early" and condition(reply) == "not-acceptable"
+        assert reply.attrs["id"] == "early" and error_condition(reply) == "not-acceptable"
     finally:
         raw.close()
 
@@ -263,13 +257,6 @@ async def test_blocking_hides_presence_and_unblocking_restores_it(
     assert "type" not in back.attrs and back.find_text("show") == "away"
 
 
-def drain(queue: asyncio.Queue[Element]) -> list[Element]:
-    found = []
-    while not queue.empty():
-        found.append(queue.get_nowait())
-    return found
-
-
 async def until_presence(peer: Peer, predicate: Callable[[Element], bool], timeout: float = 5) -> Element:
     while True:
         presence = await asyncio.wait_for(peer.presences.get(), timeout)
@@ -286,7 +273,7 @@ async def test_blocklist_size_is_limited(tmp_path: Path) -> None:
         assert (await romeo.iq(block("a@example.org", "b@example.org"))).attrs["type"] == "result"
         assert (await romeo.iq(block("b@example.org"))).attrs["type"] == "result"  # already there
         reply = await romeo.iq(block("c@example.org"))
-        assert reply.attrs["type"] == "error" and condition(reply) == "not-allowed"
+        assert reply.attrs["type"] == "error" and error_condition(reply) == "not-allowed"
         await close_all([romeo])
     finally:
         await running.stop()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from roost.xml.element import Element
 from roost.xml.ns import FORWARD, STANZA_ID
-from tests.support.im import Peer, add_users, close_all, eventually, install_presence_shim, login
+from tests.support.im import Peer, add_users, eventually, install_presence_shim, login
 from tests.support.server import RunningServer
 
 CARBONS = "urn:xmpp:carbons:2"
@@ -20,13 +20,6 @@ DISABLE = f"<disable xmlns='{CARBONS}'/>"
 async def accounts(server: RunningServer) -> None:
     install_presence_shim(server.server)
     await add_users(server, "romeo", "juliet")
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[list[Peer]]:
-    opened: list[Peer] = []
-    yield opened
-    await close_all(opened)
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from roost.modules.privacy import NS_PRIVACY
+from roost.stanza import error_condition
 from roost.xml.ns import DISCO_INFO, LAST, PRIVATE, REGISTER, REGISTER_FEATURE, VCARD
 from tests.support.clients import connect
-from tests.support.queries import ask, condition
+from tests.support.queries import ask
 from tests.support.raw import RawClient
 from tests.support.server import RunningServer, start_server
 
@@ -71,10 +72,11 @@ async def test_toggled_modules(toggled: RunningServer) -> None:
     assert not {VCARD, LAST} & account
     assert (domain, account) == loaded_features(toggled)
     # What is not advertised is not served either.
-    assert condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "service-unavailable"
-    assert condition(await ask(romeo, f"<query xmlns='{LAST}'/>", to="localhost")) == "service-unavailable"
+    assert error_condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "service-unavailable"
+    last = await ask(romeo, f"<query xmlns='{LAST}'/>", to="localhost")
+    assert error_condition(last) == "service-unavailable"
     private = await ask(romeo, f"<query xmlns='{PRIVATE}'><a xmlns='urn:a'/></query>")
-    assert condition(private) == "service-unavailable"
+    assert error_condition(private) == "service-unavailable"
 
 
 async def test_registration_stream_feature_follows_the_module(

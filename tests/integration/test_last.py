@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from roost.modules import last_activity
+from roost.stanza import error_condition
 from roost.xml.element import Element
 from roost.xml.ns import LAST
 from tests.support.clients import connect
-from tests.support.scenario import Harness, ScriptedSession, condition
+from tests.support.scenario import Harness, ScriptedSession
 from tests.support.server import RunningServer
 
 QUERY = f"<query xmlns='{LAST}'/>"
@@ -69,18 +70,18 @@ async def test_without_subscription_it_is_forbidden(tmp_path: Path) -> None:
         await romeo.iq("<query xmlns='jabber:iq:roster'><item jid='juliet@localhost'/></query>", "set")
         await romeo.submit("<presence type='subscribe' to='juliet@localhost'/>")
         await juliet.disconnect("logout")
-        assert condition(await romeo.iq(QUERY, to="juliet@localhost")) == "forbidden"  # §3
+        assert error_condition(await romeo.iq(QUERY, to="juliet@localhost")) == "forbidden"  # §3
         # juliet subscribed to romeo's presence: that lets juliet see romeo, not romeo see juliet.
         juliet = await h.login("juliet")
         await subscribe(juliet, romeo)
         await juliet.disconnect("logout")
-        assert condition(await romeo.iq(QUERY, to="juliet@localhost")) == "forbidden"
+        assert error_condition(await romeo.iq(QUERY, to="juliet@localhost")) == "forbidden"
 
 
 async def test_no_such_account_is_service_unavailable(tmp_path: Path) -> None:
     async with Harness.running(tmp_path) as h:
         romeo = await h.login("romeo")
-        assert condition(await romeo.iq(QUERY, to="nobody@localhost")) == "service-unavailable"
+        assert error_condition(await romeo.iq(QUERY, to="nobody@localhost")) == "service-unavailable"
 
 
 async def test_own_account_and_never_logged_out(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ async def test_own_account_and_never_logged_out(tmp_path: Path) -> None:
         await subscribe(romeo, juliet)
         await juliet.disconnect("logout")
         await h.server.storage.keyvalue("last").set("localhost", "juliet", None)  # as if never recorded
-        assert condition(await romeo.iq(QUERY, to="juliet@localhost")) == "item-not-found"
+        assert error_condition(await romeo.iq(QUERY, to="juliet@localhost")) == "item-not-found"
 
 
 async def test_another_resource_still_online_means_zero(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ async def test_full_jid_queries_reach_the_client_only_if_allowed(tmp_path: Path)
         juliet.clear()
         # §4: without a subscription, the server answers <forbidden/> and the client sees nothing.
         refused = await paris.iq(QUERY, to="juliet@localhost/balcony", iq_id="p1")
-        assert condition(refused) == "forbidden"
+        assert error_condition(refused) == "forbidden"
         juliet.expect_nothing()
         # With one, the query is the client's to answer.
         await romeo.submit(f"<iq type='get' id='r1' to='juliet@localhost/balcony'>{QUERY}</iq>")
@@ -135,7 +136,8 @@ async def test_full_jid_check_for_a_roster_not_in_memory(
         juliet = await h.login("juliet/balcony")
         await subscribe(romeo, juliet)
         juliet.clear()
-        assert condition(await paris.iq(QUERY, to="juliet@localhost/balcony", iq_id="p2")) == "forbidden"
+        refused = await paris.iq(QUERY, to="juliet@localhost/balcony", iq_id="p2")
+        assert error_condition(refused) == "forbidden"
         juliet.expect_nothing()
         await romeo.submit(f"<iq type='get' id='r2' to='juliet@localhost/balcony'>{QUERY}</iq>")
         juliet.expect(f"<iq type='get' id='r2' from='romeo@localhost/romeo'>{QUERY}</iq>")

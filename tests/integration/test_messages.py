@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from roost.stanza import error_condition
 from roost.util.ids import id_timestamp
 from roost.xml.element import Element
 from roost.xml.ns import STANZA_ID
-from tests.support.im import Peer, add_users, close_all, condition, install_presence_shim, login
+from tests.support.im import Peer, add_users, close_all, install_presence_shim, login
 from tests.support.server import RunningServer, start_server
 
 SID = STANZA_ID
@@ -20,13 +20,6 @@ SID = STANZA_ID
 async def accounts(server: RunningServer) -> None:
     install_presence_shim(server.server)
     await add_users(server, "romeo", "juliet", "nurse")
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[list[Peer]]:
-    opened: list[Peer] = []
-    yield opened
-    await close_all(opened)
 
 
 def stanza_ids(stanza: Element) -> list[dict[str, str]]:
@@ -90,7 +83,7 @@ async def test_groupchat_to_bare_jid_is_refused_even_when_online(
     romeo.send("<message to='juliet@localhost' type='groupchat' id='g1'><body>room?</body></message>")
     reply = await romeo.message()
     assert reply.attrs["type"] == "error" and reply.attrs["id"] == "g1"
-    assert condition(reply) == "service-unavailable"
+    assert error_condition(reply) == "service-unavailable"
     await juliet.no_message()
 
 
@@ -118,7 +111,7 @@ async def test_message_to_nonexistent_account_is_service_unavailable(
     reply = await romeo.message()
     assert reply.attrs["type"] == "error" and reply.attrs["id"] == "x1"
     assert reply.attrs["from"] == "ghost@localhost"
-    assert condition(reply) == "service-unavailable"
+    assert error_condition(reply) == "service-unavailable"
 
 
 @pytest.mark.parametrize("type_", ["headline", "error"])
@@ -166,7 +159,7 @@ async def test_normal_or_groupchat_to_unknown_resource_is_refused(
     peers += [romeo, juliet]
     romeo.send(f"<message to='juliet@localhost/gone' type='{type_}' id='u1'><body>?</body></message>")
     reply = await romeo.message()
-    assert reply.attrs["id"] == "u1" and condition(reply) == "service-unavailable"  # §8.5.3.2.1
+    assert reply.attrs["id"] == "u1" and error_condition(reply) == "service-unavailable"  # §8.5.3.2.1
     await juliet.no_message()
 
 
@@ -188,7 +181,7 @@ async def test_without_offline_storage_messages_for_offline_accounts_are_refused
         negative = await login(running, "juliet@localhost/neg", priority=-1)
         romeo.send("<message to='juliet@localhost' type='chat' id='o1'><body>hi</body></message>")
         reply = await romeo.message()
-        assert reply.attrs["id"] == "o1" and condition(reply) == "service-unavailable"  # §8.5.2.2.1
+        assert reply.attrs["id"] == "o1" and error_condition(reply) == "service-unavailable"  # §8.5.2.2.1
         await negative.no_message()
         await close_all([romeo, negative])
     finally:

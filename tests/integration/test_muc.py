@@ -15,6 +15,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError, PresenceError
 
 from roost.modules.muc.model import MODERATE, MUC_OWNER, MUC_USER, OCCUPANT_ID, RETRACT
+from roost.stanza import error_condition
 from roost.xml.element import Element
 from roost.xml.ns import DATA_FORMS, DELAY, DISCO_INFO, DISCO_ITEMS, STANZA_ID
 from tests.support.muc import (
@@ -23,7 +24,6 @@ from tests.support.muc import (
     MucPeer,
     close_all,
     codes,
-    condition,
     from_,
     item,
     login,
@@ -124,7 +124,7 @@ async def test_service_is_found_through_the_server_and_lists_public_rooms(peers:
     hidden = await crone.iq(DISCO_INFO_Q, to=room_jid("hideout"))
     assert "muc_hidden" in features(hidden)
     missing = await crone.iq(DISCO_INFO_Q, to=room_jid("nowhere"))
-    assert condition(missing) == "item-not-found"
+    assert error_condition(missing) == "item-not-found"
 
 
 # -- creating rooms (§10.1) ------------------------------------------------------------------------
@@ -136,7 +136,7 @@ async def test_instant_room_then_join_talk_history_and_subject(peers: Login) -> 
 
     hag = await peers("hag@localhost/pda")
     locked = await hag.join("coven", "thirdwitch")
-    assert condition(locked[-1]) == "item-not-found"  # §7.2.11: locked until configured
+    assert error_condition(locked[-1]) == "item-not-found"  # §7.2.11: locked until configured
 
     assert (await crone.configure("coven")).attrs["type"] == "result"  # instant room
     crone.send(f"<message to='{room_jid('coven')}' type='groupchat'><subject>Spells</subject></message>")
@@ -214,9 +214,9 @@ async def test_reserved_room_is_configured_with_the_form(peers: Login) -> None:
 
     hag = await peers("hag@localhost/pda")
     denied = await hag.iq("<query xmlns='http://jabber.org/protocol/muc#owner'/>", to=room_jid("coven"))
-    assert condition(denied) == "forbidden"
+    assert error_condition(denied) == "forbidden"
     bad = await crone.configure("coven", passwordprotectedroom="1", roomsecret="")
-    assert condition(bad) == "not-acceptable"
+    assert error_condition(bad) == "not-acceptable"
 
 
 async def test_cancelled_creation_destroys_the_room(peers: Login) -> None:
@@ -225,7 +225,7 @@ async def test_cancelled_creation_destroys_the_room(peers: Login) -> None:
     await crone.muc.cancel_config(room_jid("coven"))
     gone = await crone.expect(presence_of("coven", "firstwitch", "unavailable"))
     assert gone.find("x", MUC_USER).find("destroy", MUC_USER) is not None  # type: ignore[union-attr]
-    assert condition(await crone.iq(DISCO_INFO_Q, to=room_jid("coven"))) == "item-not-found"
+    assert error_condition(await crone.iq(DISCO_INFO_Q, to=room_jid("coven"))) == "item-not-found"
 
 
 # -- entering: denials (§7.2.6-§7.2.11) ------------------------------------------------------------
@@ -236,21 +236,22 @@ async def test_entry_is_refused_for_the_reasons_of_the_spec(peers: Login) -> Non
     await crone.create("members", "firstwitch", membersonly="1")
     await crone.create("open", "firstwitch")
 
-    assert condition((await hag.join("secret", "thirdwitch"))[-1]) == "not-authorized"
-    assert condition((await hag.join("secret", "thirdwitch", password="wrong"))[-1]) == "not-authorized"
+    assert error_condition((await hag.join("secret", "thirdwitch"))[-1]) == "not-authorized"
+    assert error_condition((await hag.join("secret", "thirdwitch", password="wrong"))[-1]) == "not-authorized"
     ok = await hag.join("secret", "thirdwitch", password="cauldronburn")
     assert codes(ok[-2]) == {"110"}
 
     refused = (await hag.join("members", "thirdwitch"))[-1]
-    assert condition(refused) == "registration-required"
+    assert error_condition(refused) == "registration-required"
     assert refused.find("x", "http://jabber.org/protocol/muc") is not None
 
     conflict = (await hag.join("open", "firstwitch"))[-1]
-    assert condition(conflict) == "conflict" and conflict.attrs["from"] == occupant("open", "firstwitch")
+    assert error_condition(conflict) == "conflict"
+    assert conflict.attrs["from"] == occupant("open", "firstwitch")
 
     reply = await crone.admin("open", "<item affiliation='outcast' jid='hag@localhost'/>")
     assert reply.attrs["type"] == "result"
-    assert condition((await hag.join("open", "thirdwitch"))[-1]) == "forbidden"
+    assert error_condition((await hag.join("open", "thirdwitch"))[-1]) == "forbidden"
 
     with pytest.raises(PresenceError) as e:
         await hag.muc.join_muc_wait(JID(room_jid("open")), "other", timeout=5)
@@ -259,7 +260,7 @@ async def test_entry_is_refused_for_the_reasons_of_the_spec(peers: Login) -> Non
     nonick = await hag.iq(DISCO_INFO_Q, to=room_jid("open"))  # disco still works for outsiders
     assert nonick.attrs["type"] == "result"
     hag.send(f"<presence to='{room_jid('open')}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
-    assert condition(await hag.expect(error_from(room_jid("open"), "presence"))) == "jid-malformed"
+    assert error_condition(await hag.expect(error_from(room_jid("open"), "presence"))) == "jid-malformed"
 
 
 async def test_visitor_without_voice_is_refused_then_requests_and_gets_voice(peers: Login) -> None:
@@ -270,7 +271,7 @@ async def test_visitor_without_voice_is_refused_then_requests_and_gets_voice(pee
     assert item(joined[-2]).attrs["role"] == "visitor"
     hag.say("coven", "may I speak?", "v1")
     refused = await hag.expect(error_from(room_jid("coven")))
-    assert condition(refused) == "forbidden" and refused.attrs["id"] == "v1"
+    assert error_condition(refused) == "forbidden" and refused.attrs["id"] == "v1"
 
     # §7.13 voice request → §8.6 approval form to the moderators
     hag.send(
@@ -313,7 +314,7 @@ async def test_full_room_refuses_newcomers(tmp_path: Path) -> None:
         await crone.create("coven", "firstwitch", maxusers="2")
         await hag.join("coven", "thirdwitch")
         full = (await hecate.join("coven", "hecate"))[-1]
-        assert condition(full) == "service-unavailable"
+        assert error_condition(full) == "service-unavailable"
         assert full.find("error").attrs["type"] == "wait"  # type: ignore[union-attr]
     finally:
         await close_all(peers)
@@ -337,7 +338,8 @@ async def test_nick_change_status_change_and_private_messages(peers: Login) -> N
     await crone.expect(presence_of("coven", "oldhag"))
 
     hag.send(f"<presence to='{occupant('coven', 'firstwitch')}'/>")
-    assert condition(await hag.expect(error_from(occupant("coven", "firstwitch"), "presence"))) == "conflict"
+    refused = await hag.expect(error_from(occupant("coven", "firstwitch"), "presence"))
+    assert error_condition(refused) == "conflict"
 
     hag.send(f"<presence to='{occupant('coven', 'oldhag')}'><show>xa</show><status>away</status></presence>")
     status = await crone.expect(presence_of("coven", "oldhag"))
@@ -349,13 +351,13 @@ async def test_nick_change_status_change_and_private_messages(peers: Login) -> N
     pm = await crone.expect(from_(occupant("coven", "oldhag"), "message", "chat"))
     assert pm.find_text("body") == "psst" and pm.find("x", MUC_USER) is not None
     hag.send(f"<message to='{occupant('coven', 'nobody')}' type='chat'><body>?</body></message>")
-    assert condition(await hag.expect(error_from(occupant("coven", "nobody")))) == "item-not-found"
+    assert error_condition(await hag.expect(error_from(occupant("coven", "nobody")))) == "item-not-found"
     hag.send(f"<message to='{occupant('coven', 'firstwitch')}' type='groupchat'><body>?</body></message>")
-    assert condition(await hag.expect(error_from(occupant("coven", "firstwitch")))) == "bad-request"
+    assert error_condition(await hag.expect(error_from(occupant("coven", "firstwitch")))) == "bad-request"
 
     assert (await crone.configure("coven", allowpm="none")).attrs["type"] == "result"
     hag.send(f"<message to='{occupant('coven', 'firstwitch')}' type='chat'><body>again</body></message>")
-    assert condition(await hag.expect(error_from(occupant("coven", "firstwitch")))) == "forbidden"
+    assert error_condition(await hag.expect(error_from(occupant("coven", "firstwitch")))) == "forbidden"
 
     hag.send(
         f"<presence to='{occupant('coven', 'oldhag')}' type='unavailable'><status>bye</status></presence>"
@@ -425,7 +427,7 @@ async def test_kick_ban_membership_and_moderator_status(peers: Login) -> None:
     await crone.muc.set_affiliation(room, "outcast", jid="rogue@localhost", reason="Treason")  # §9.1 ban
     banned = await rogue.expect(presence_of("coven", "rogue", "unavailable"))
     assert codes(banned) == {"110", "301"} and item(banned).attrs["affiliation"] == "outcast"
-    assert condition((await rogue.join("coven", "rogue"))[-1]) == "forbidden"
+    assert error_condition((await rogue.join("coven", "rogue"))[-1]) == "forbidden"
     assert [str(j) for j in await wicca.muc.get_affiliation_list(room, "outcast")] == ["rogue@localhost"]
     members = await wicca.iq(
         "<query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member'/></query>", to=room
@@ -492,7 +494,7 @@ async def test_mediated_invitation_decline_and_direct_invitation(peers: Login) -
     await crone.admin("coven", "<item affiliation='member' jid='hag@localhost'/>")
     await hag.join("coven", "thirdwitch", password="cauldron")
     hag.muc.invite(room_jid("coven"), "rogue@localhost")  # members may not invite by default
-    assert condition(await hag.expect(error_from(room_jid("coven")))) == "forbidden"
+    assert error_condition(await hag.expect(error_from(room_jid("coven")))) == "forbidden"
 
     # XEP-0249: client to client; the server only routes it
     crone.client.plugin["xep_0249"].send_invitation(
@@ -518,7 +520,7 @@ async def test_destroy_with_alternate_venue(peers: Login) -> None:
         assert destroy is not None and destroy.attrs["jid"] == room_jid("coven")
         assert destroy.find_text("reason", MUC_USER) == "Macbeth doth come."
     await crone.nothing(presence_of("heath", "thirdwitch", "unavailable"))  # one presence each (§10.9)
-    assert condition(await crone.iq(DISCO_INFO_Q, to=room_jid("heath"))) == "item-not-found"
+    assert error_condition(await crone.iq(DISCO_INFO_Q, to=room_jid("heath"))) == "item-not-found"
 
 
 async def test_temporary_room_is_gone_when_the_last_occupant_leaves(peers: Login) -> None:
@@ -526,7 +528,7 @@ async def test_temporary_room_is_gone_when_the_last_occupant_leaves(peers: Login
     await crone.create("coven", "firstwitch")
     crone.send(f"<presence to='{occupant('coven', 'firstwitch')}' type='unavailable'/>")
     await crone.expect(presence_of("coven", "firstwitch", "unavailable"))
-    assert condition(await crone.iq(DISCO_INFO_Q, to=room_jid("coven"))) == "item-not-found"
+    assert error_condition(await crone.iq(DISCO_INFO_Q, to=room_jid("coven"))) == "item-not-found"
 
 
 async def test_registration_reserves_a_nickname(peers: Login) -> None:
@@ -548,7 +550,7 @@ async def test_registration_reserves_a_nickname(peers: Login) -> None:
         "<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/>", to=room_jid("coven")
     )
     assert nick.find("query", DISCO_INFO).find("identity").attrs["name"] == "thirdwitch"  # type: ignore[union-attr]
-    assert condition((await hecate.join("coven", "thirdwitch"))[-1]) == "conflict"
+    assert error_condition((await hecate.join("coven", "thirdwitch"))[-1]) == "conflict"
     joined = await hag.join("coven", "thirdwitch")
     assert item(joined[-2]).attrs["affiliation"] == "member"
 
@@ -560,8 +562,8 @@ async def test_self_ping_is_answered_by_the_room(peers: Login) -> None:
     ping = "<ping xmlns='urn:xmpp:ping'/>"
     assert (await crone.iq(ping, to=occupant("coven", "firstwitch"))).attrs["type"] == "result"
     outsider = await peers("hag@localhost/pda")
-    assert condition(await outsider.iq(ping, to=occupant("coven", "firstwitch"))) == "not-acceptable"
-    assert condition(await outsider.iq(ping, to=occupant("nowhere", "x"))) == "not-acceptable"
+    assert error_condition(await outsider.iq(ping, to=occupant("coven", "firstwitch"))) == "not-acceptable"
+    assert error_condition(await outsider.iq(ping, to=occupant("nowhere", "x"))) == "not-acceptable"
     status = await crone.client.plugin["xep_0410"].send_self_ping(
         JID(occupant("coven", "firstwitch")), timeout=5
     )
@@ -611,14 +613,14 @@ async def test_limits(tmp_path: Path) -> None:
         peers.append(crone)
         await crone.create("coven", "firstwitch")
         crone.say("coven", "x" * 21, "long")
-        assert condition(await crone.expect(error_from(room_jid("coven")))) == "policy-violation"
+        assert error_condition(await crone.expect(error_from(room_jid("coven")))) == "policy-violation"
         crone.say("coven", "one", "1")
         await crone.expect(groupchat_from("coven", "firstwitch"))
         crone.say("coven", "two", "2")
         refused = await crone.expect(error_from(room_jid("coven")))
-        assert condition(refused) == "resource-constraint" and refused.attrs["id"] == "2"
+        assert error_condition(refused) == "resource-constraint" and refused.attrs["id"] == "2"
         second = await crone.join("heath", "firstwitch")
-        assert condition(second[-1]) == "not-allowed"
+        assert error_condition(second[-1]) == "not-allowed"
     finally:
         await close_all(peers)
         await running.stop()
@@ -630,7 +632,7 @@ async def test_room_creation_can_be_restricted_to_admins(tmp_path: Path) -> None
     try:
         hag = await login(running, "hag@localhost/pda")
         peers.append(hag)
-        assert condition((await hag.join("coven", "thirdwitch"))[-1]) == "not-allowed"
+        assert error_condition((await hag.join("coven", "thirdwitch"))[-1]) == "not-allowed"
     finally:
         await close_all(peers)
         await running.stop()
@@ -680,7 +682,7 @@ async def test_persistent_room_survives_a_restart(tmp_path: Path) -> None:
         subject = joined[-1]
         assert subject.find_text("subject") == "Spells" and subject.find("delay", DELAY) is not None
         rogue = await login(running, "rogue@localhost/x")
-        assert condition((await rogue.join("coven", "rogue", password="cauldron"))[-1]) == "forbidden"
+        assert error_condition((await rogue.join("coven", "rogue", password="cauldron"))[-1]) == "forbidden"
         crone = await login(running, "crone@localhost/desktop")
         owner = await crone.iq("<query xmlns='http://jabber.org/protocol/muc#owner'/>", to=room_jid("coven"))
         assert owner.find("query", MUC_OWNER) is not None  # still the owner

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from roost.stanza import error_condition
 from roost.util.datetime import parse_datetime
 from roost.xml.ns import DELAY, STANZA_ID
 from tests.support.im import (
     Peer,
     add_users,
     close_all,
-    condition,
     initial_presence_done,
     install_presence_shim,
     login,
@@ -25,13 +24,6 @@ from tests.support.server import RunningServer, start_server
 async def accounts(server: RunningServer) -> None:
     install_presence_shim(server.server)
     await add_users(server, "romeo", "juliet")
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[list[Peer]]:
-    opened: list[Peer] = []
-    yield opened
-    await close_all(opened)
 
 
 async def stored_count(running: RunningServer, user: str = "juliet") -> int:
@@ -108,7 +100,7 @@ async def test_headline_groupchat_and_error_are_never_stored(
         assert before == []
     else:
         (reply,) = before
-        assert reply.attrs["id"] == "t1" and condition(reply) == answer
+        assert reply.attrs["id"] == "t1" and error_condition(reply) == answer
     assert await stored_count(server) == 0
 
 
@@ -128,7 +120,7 @@ async def test_unstorable_payload_is_refused_not_lost(server: RunningServer, pee
     peers.append(romeo)
     romeo.send("<message to='juliet@localhost' id='u1'><x xmlns='urn:example:unknown'/></message>")
     reply = await romeo.message()
-    assert reply.attrs["id"] == "u1" and condition(reply) == "service-unavailable"
+    assert reply.attrs["id"] == "u1" and error_condition(reply) == "service-unavailable"
     # ... unless the sender says it is worth storing (XEP-0334 <store/>).
     romeo.send(
         "<message to='juliet@localhost' id='u2'><x xmlns='urn:example:unknown'/>"
@@ -146,7 +138,7 @@ async def test_no_store_hint_is_honoured_with_an_error(server: RunningServer, pe
         "<no-store xmlns='urn:xmpp:hints'/></message>"
     )
     reply = await romeo.message()
-    assert reply.attrs["id"] == "n1" and condition(reply) == "service-unavailable"
+    assert reply.attrs["id"] == "n1" and error_condition(reply) == "service-unavailable"
     assert await stored_count(server) == 0
 
 
@@ -155,7 +147,7 @@ async def test_message_to_nonexistent_account_is_not_stored(server: RunningServe
     peers.append(romeo)
     romeo.send("<message to='ghost@localhost/x' type='chat' id='g1'><body>boo</body></message>")
     reply = await romeo.message()
-    assert reply.attrs["id"] == "g1" and condition(reply) == "service-unavailable"
+    assert reply.attrs["id"] == "g1" and error_condition(reply) == "service-unavailable"
     assert await stored_count(server, "ghost") == 0
 
 
@@ -168,7 +160,7 @@ async def test_full_offline_store_refuses_with_service_unavailable(tmp_path: Pat
         for n in range(3):
             romeo.send(f"<message to='juliet@localhost' type='chat' id='f{n}'><body>{n}</body></message>")
         (reply,) = await romeo.barrier("juliet@localhost")
-        assert reply.attrs["id"] == "f2" and condition(reply) == "service-unavailable"  # XEP-0160 §3
+        assert reply.attrs["id"] == "f2" and error_condition(reply) == "service-unavailable"  # XEP-0160 §3
         assert await stored_count(running) == 2
         # Once delivered, there is room again.
         juliet = await login(running, "juliet@localhost/j")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.im import add_users, close_all, condition
+from roost.stanza import error_condition
+from tests.support.im import add_users, close_all
 from tests.support.roster_client import Contact, login, push_item, settle, summary
 from tests.support.server import RunningServer, start_server
 
@@ -113,7 +114,7 @@ async def test_request_to_an_account_that_does_not_exist(server: RunningServer) 
     await settle([romeo])
     presences, pushes = romeo.drain()
     errors = [p for p in presences if p.attrs.get("type") == "error"]
-    assert [(p.attrs["id"], condition(p)) for p in errors] == [("r1", "item-not-found")]
+    assert [(p.attrs["id"], error_condition(p)) for p in errors] == [("r1", "item-not-found")]
     assert pushes == []
     await close_all([romeo])
 
@@ -279,5 +280,5 @@ async def test_priority_decides_where_bare_jid_messages_go(server: RunningServer
     balcony.send("<presence id='bad'><priority>500</priority></presence>")
     await settle([balcony])
     errors = [p for p in balcony.drain()[0] if p.attrs.get("type") == "error"]
-    assert [condition(p) for p in errors] == ["bad-request"]
+    assert [error_condition(p) for p in errors] == ["bad-request"]
     await close_all([balcony, chamber, romeo])

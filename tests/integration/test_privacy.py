@@ -8,13 +8,13 @@ import pytest
 
 from roost.modules import privacy
 from roost.modules.privacy import NS_PRIVACY
+from roost.stanza import error_condition
 from roost.storage.api import ArchiveQuery
 from roost.xml.element import Element
 from tests.support.clients import connect
-from tests.support.queries import ask, condition, next_stanza, nothing_arrives
+from tests.support.queries import ask, next_stanza, nothing_arrives
 from tests.support.raw import RawClient
 from tests.support.scenario import Harness, ScriptedSession
-from tests.support.scenario import condition as scenario_condition
 from tests.support.server import RunningServer
 
 ON = f"<settings xmlns='{NS_PRIVACY}' reject-strangers='true'/>"
@@ -57,15 +57,15 @@ async def test_bad_setting_is_a_bad_request(tmp_path: Path, value: str) -> None:
         juliet = await h.login("juliet")
         reply = await juliet.iq(f"<settings xmlns='{NS_PRIVACY}' reject-strangers='{value}'/>", "set")
         assert rejects(await juliet.iq(GET, iq_id="g")) == "false"
-        assert scenario_condition(reply) == "bad-request"
+        assert error_condition(reply) == "bad-request"
 
 
 async def test_nobody_else_reads_or_sets_the_setting(tmp_path: Path) -> None:
     async with Harness.running(tmp_path) as h:
         romeo = await h.login("romeo")
         await h.login("juliet")
-        assert scenario_condition(await romeo.iq(ON, "set", to="juliet@localhost")) == "service-unavailable"
-        assert scenario_condition(await romeo.iq(GET, to="juliet@localhost")) == "service-unavailable"
+        assert error_condition(await romeo.iq(ON, "set", to="juliet@localhost")) == "service-unavailable"
+        assert error_condition(await romeo.iq(GET, to="juliet@localhost")) == "service-unavailable"
 
 
 async def test_stranger_message_to_online_user_is_refused_like_a_missing_account(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ async def test_stranger_message_to_online_user_is_refused_like_a_missing_account
         # Exactly what a message to an account that does not exist gets.
         await paris.submit("<message to='nobody@localhost' type='chat' id='m2'><body>spam</body></message>")
         missing = paris.next()
-        assert scenario_condition(missing) == "service-unavailable" and missing.attrs["id"] == "m2"
+        assert error_condition(missing) == "service-unavailable" and missing.attrs["id"] == "m2"
 
 
 async def test_contacts_and_own_messages_pass(tmp_path: Path) -> None:
@@ -123,7 +123,7 @@ async def test_stranger_message_to_offline_user_is_refused_not_stored(tmp_path: 
         paris = await h.login("paris")
         romeo = await h.login("romeo")
         await paris.submit("<message to='juliet@localhost' type='chat' id='s1'><body>spam</body></message>")
-        assert scenario_condition(paris.next()) == "service-unavailable"
+        assert error_condition(paris.next()) == "service-unavailable"
         for n in range(3):
             await romeo.submit(f"<message to='juliet@localhost' type='chat'><body>{n}</body></message>")
         romeo.expect_nothing()
@@ -175,7 +175,7 @@ async def test_server_default_on_and_user_opts_out(tmp_path: Path) -> None:
         assert rejects(await juliet.iq(GET)) == "true"
         juliet.clear()
         await paris.submit("<message to='juliet@localhost' type='chat' id='d1'><body>hi</body></message>")
-        assert scenario_condition(paris.next()) == "service-unavailable"
+        assert error_condition(paris.next()) == "service-unavailable"
         await juliet.iq(OFF, "set")
         await paris.submit("<message to='juliet@localhost' type='chat'><body>hi again</body></message>")
         juliet.expect("<message from='paris@localhost/paris'><body>hi again</body></message>")
@@ -197,7 +197,7 @@ async def test_check_against_storage_when_nothing_is_in_memory(
         await romeo.submit("<message to='juliet@localhost' type='chat'><body>hello</body></message>")
         juliet.expect("<message from='romeo@localhost/romeo'><body>hello</body></message>")
         juliet.expect_nothing()
-        assert scenario_condition(paris.next()) == "service-unavailable"
+        assert error_condition(paris.next()) == "service-unavailable"
 
 
 async def test_setting_survives_a_restart(tmp_path: Path) -> None:
@@ -222,7 +222,7 @@ async def test_with_real_clients(server: RunningServer) -> None:
     paris = await RawClient.login(server.c2s_port, "paris", "s3cret", "p")
     paris.send_raw("<message to='juliet@localhost' type='chat' id='w1'><body>buy now</body></message>")
     error = await next_stanza(paris, "message")
-    assert condition(error) == "service-unavailable" and error.attrs["id"] == "w1"
+    assert error_condition(error) == "service-unavailable" and error.attrs["id"] == "w1"
     assert juliet.received.empty()
     # paris's own setting is untouched.
     assert rejects(await ask(paris, GET)) == "false"

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from slixmpp.xmlstream import ElementBase
 
+from roost.stanza import error_condition
 from roost.xml.element import Element
 from roost.xml.ns import PRIVATE
 from tests.support.clients import connect
-from tests.support.queries import ask, condition
+from tests.support.queries import ask
 from tests.support.raw import RawClient
 from tests.support.server import RunningServer, start_server
 
@@ -88,7 +89,7 @@ async def test_another_users_private_data_is_forbidden(server: RunningServer) ->
     await ask(hamlet, f"<query xmlns='{PRIVATE}'>{PREFS}</query>", type_="set")
     set_other = await store(macbeth, PREFS, to="hamlet@localhost")
     get_other = await fetch(macbeth, "<exodus xmlns='exodus:prefs'/>", to="hamlet@localhost")
-    assert condition(set_other) == condition(get_other) == "forbidden"  # XEP-0049 §2.3
+    assert error_condition(set_other) == error_condition(get_other) == "forbidden"  # XEP-0049 §2.3
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ async def test_wrong_forms_are_refused(
 ) -> None:
     hamlet = await login(server)
     reply = await ask(hamlet, f"<query xmlns='{PRIVATE}'>{payload}</query>", type_=type_)
-    assert condition(reply) == expected
+    assert error_condition(reply) == expected
 
 
 async def test_item_size_and_count_limits(tmp_path: Path) -> None:
@@ -115,11 +116,11 @@ async def test_item_size_and_count_limits(tmp_path: Path) -> None:
     try:
         hamlet = await login(running)
         big = "<big xmlns='urn:big'>" + "x" * 300 + "</big>"
-        assert condition(await store(hamlet, big)) == "not-acceptable"
+        assert error_condition(await store(hamlet, big)) == "not-acceptable"
         for name in ("a", "b"):
             ok = await store(hamlet, f"<{name} xmlns='urn:n'>v</{name}>")
             assert ok.attrs["type"] == "result"
-        assert condition(await store(hamlet, "<c xmlns='urn:n'>v</c>")) == "not-acceptable"
+        assert error_condition(await store(hamlet, "<c xmlns='urn:n'>v</c>")) == "not-acceptable"
         # Replacing an existing fragment, and clearing one to make room, stay possible at the limit.
         assert (await store(hamlet, "<a xmlns='urn:n'>w</a>")).attrs["type"] == "result"
         cleared = await store(hamlet, "<b xmlns='urn:n'/><c xmlns='urn:n'>v</c>")

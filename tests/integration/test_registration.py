@@ -14,10 +14,11 @@ import pytest
 from roost.cli.main import main as roost_main
 from roost.core import hooks
 from roost.core.hooks import UserEvent
+from roost.stanza import error_condition
 from roost.storage.api import ArchiveQuery
 from roost.xml.ns import DISCO_INFO, PRIVATE, REGISTER, REGISTER_FEATURE
 from tests.support.clients import Client, connect
-from tests.support.queries import ask, condition
+from tests.support.queries import ask
 from tests.support.raw import RawClient
 from tests.support.server import RunningServer, start_server
 
@@ -65,7 +66,7 @@ async def test_disabled_by_default(server: RunningServer) -> None:
     await server.add_user("romeo@localhost", "s3cret")
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     reply = await ask(romeo, f"<query xmlns='{REGISTER}'/>", to="localhost")
-    assert condition(reply) == "service-unavailable"
+    assert error_condition(reply) == "service-unavailable"
     info = await ask(romeo, f"<query xmlns='{DISCO_INFO}'/>", to="localhost")
     features = {f.attrs["var"] for f in info.find("query", DISCO_INFO).elements("feature")}  # type: ignore[union-attr]
     assert REGISTER not in features
@@ -129,7 +130,7 @@ async def test_existing_username_is_a_conflict(open_server: RunningServer) -> No
     await open_server.add_user("romeo@localhost", "s3cret")
     client = await preauth(open_server.c2s_port)
     reply = await ask(client, register_set("Romeo", "another-pass"), type_="set")
-    assert condition(reply) == "conflict"
+    assert error_condition(reply) == "conflict"
     assert await can_log_in(open_server.c2s_port, "romeo", "s3cret")
 
 
@@ -147,7 +148,7 @@ async def test_existing_username_is_a_conflict(open_server: RunningServer) -> No
 async def test_refused_registrations(open_server: RunningServer, payload: str, expected: str) -> None:
     client = await preauth(open_server.c2s_port)
     reply = await ask(client, payload, type_="set")
-    assert condition(reply) == expected
+    assert error_condition(reply) == expected
     assert not await open_server.server.storage.accounts.exists("localhost", "alice")
 
 
@@ -155,7 +156,7 @@ async def test_one_account_per_connection_then_login_on_it(open_server: RunningS
     client = await preauth(open_server.c2s_port)
     assert (await ask(client, register_set("first", "password1"), type_="set")).attrs["type"] == "result"
     again = await ask(client, register_set("second", "password2"), type_="set")
-    assert condition(again) == "not-acceptable"  # XEP-0077 §3.1.1
+    assert error_condition(again) == "not-acceptable"  # XEP-0077 §3.1.1
     assert (await client.auth_scram("first", "password1")).name == "success"
     await client.open()
     assert (await client.bind("r")).attrs["type"] == "result"
@@ -168,7 +169,7 @@ async def test_rate_limit_per_address(tmp_path: Path) -> None:
         assert (await ask(first, register_set("one", "password1"), type_="set")).attrs["type"] == "result"
         second = await preauth(running.c2s_port)
         reply = await ask(second, register_set("two", "password2"), type_="set")
-        assert condition(reply) == "policy-violation"
+        assert error_condition(reply) == "policy-violation"
         assert not await running.server.storage.accounts.exists("localhost", "two")
     finally:
         await running.stop()
@@ -240,7 +241,7 @@ async def test_refused_password_changes(open_server: RunningServer, payload: str
     await open_server.add_user("romeo@localhost", "s3cret")
     await open_server.add_user("juliet@localhost", "s3cret")
     romeo = await RawClient.login(open_server.c2s_port, "romeo", "s3cret", "r")
-    assert condition(await ask(romeo, payload, type_="set")) == expected
+    assert error_condition(await ask(romeo, payload, type_="set")) == expected
     assert await can_log_in(open_server.c2s_port, "romeo", "s3cret")
     assert await can_log_in(open_server.c2s_port, "juliet", "s3cret")
 
@@ -300,7 +301,7 @@ async def test_cancel_with_extra_children_is_a_bad_request(open_server: RunningS
     romeo = await RawClient.login(open_server.c2s_port, "romeo", "s3cret", "r")
     payload = f"<query xmlns='{REGISTER}'><remove/><username>romeo</username></query>"
     reply = await ask(romeo, payload, type_="set")
-    assert condition(reply) == "bad-request"
+    assert error_condition(reply) == "bad-request"
     assert await open_server.server.storage.accounts.exists("localhost", "romeo")
 
 
@@ -310,7 +311,7 @@ async def test_cancel_can_be_disallowed(tmp_path: Path) -> None:
         await running.add_user("romeo@localhost", "s3cret")
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         reply = await ask(romeo, f"<query xmlns='{REGISTER}'><remove/></query>", type_="set")
-        assert condition(reply) == "not-allowed"
+        assert error_condition(reply) == "not-allowed"
         assert await running.server.storage.accounts.exists("localhost", "romeo")
     finally:
         await running.stop()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.im import add_users, close_all, condition
+from roost.stanza import error_condition
+from tests.support.im import add_users, close_all
 from tests.support.roster_client import NS_ROSTER, login, push_item, settle
 from tests.support.server import RunningServer, start_server
 
@@ -81,7 +82,7 @@ async def test_roster_set_errors_over_the_wire(server: RunningServer, payload: s
     juliet = await login(server, "juliet@localhost/balcony")
     reply = await juliet.iq(payload, "set")
     assert reply.attrs["type"] == "error"
-    assert condition(reply) == expected
+    assert error_condition(reply) == expected
     await settle([juliet])
     assert juliet.roster_pushes.empty()
     await close_all([juliet])
@@ -90,9 +91,9 @@ async def test_roster_set_errors_over_the_wire(server: RunningServer, payload: s
 async def test_another_users_roster_is_forbidden(server: RunningServer) -> None:
     juliet = await login(server, "juliet@localhost/balcony")
     reply = await juliet.iq(f"<query {Q}><item jid='nurse@localhost'/></query>", "set", to="romeo@localhost")
-    assert condition(reply) == "forbidden"
+    assert error_condition(reply) == "forbidden"
     reply = await juliet.iq(f"<query {Q}/>", "get", to="romeo@localhost")
-    assert condition(reply) == "forbidden"
+    assert error_condition(reply) == "forbidden"
     await close_all([juliet])
 
 
@@ -104,12 +105,12 @@ async def test_roster_size_limit(tmp_path: Path) -> None:
         await juliet.client.update_roster("romeo@localhost", timeout=5)
         await juliet.client.update_roster("nurse@localhost", timeout=5)
         reply = await juliet.iq(f"<query {Q}><item jid='tybalt@localhost'/></query>", "set")
-        assert condition(reply) == "not-allowed"
+        assert error_condition(reply) == "not-allowed"
         # A subscription request would add an item too.
         juliet.send("<presence type='subscribe' to='tybalt@localhost' id='s1'/>")
         await settle([juliet])
         errors = [p for p in juliet.drain()[0] if p.attrs.get("type") == "error"]
-        assert [condition(p) for p in errors] == ["not-allowed"]
+        assert [error_condition(p) for p in errors] == ["not-allowed"]
         assert juliet.item("tybalt@localhost") == {}
         await close_all([juliet])
     finally:

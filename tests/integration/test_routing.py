@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from roost.xml.element import Element
+from roost.stanza import error_condition
 from roost.xml.ns import STANZA_ERRORS
+from tests.support.queries import nothing_arrives
 from tests.support.raw import RawClient
 from tests.support.server import RunningServer
 
@@ -17,20 +16,6 @@ async def accounts(server: RunningServer) -> None:
     for user in ("romeo", "juliet"):
         await server.add_user(f"{user}@localhost", "s3cret")
 
-
-def condition(stanza: Element) -> str | None:
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
-
-
-async def nothing_arrives(client: RawClient, wait: float = 0.3) -> None:
-    with pytest.raises((asyncio.TimeoutError, TimeoutError)):
-        await client.element(timeout=wait)
 
 
 async def test_message_to_full_jid_is_delivered_with_stamped_from(server: RunningServer) -> None:
@@ -56,7 +41,7 @@ async def test_message_to_nonexistent_account_is_service_unavailable(server: Run
     reply = await romeo.element()
     assert reply.attrs["type"] == "error" and reply.attrs["id"] == "m2"
     assert reply.attrs["from"] == "nobody@localhost"
-    assert condition(reply) == "service-unavailable"
+    assert error_condition(reply) == "service-unavailable"
 
 
 async def test_never_an_error_in_reply_to_an_error(server: RunningServer) -> None:
@@ -75,7 +60,7 @@ async def test_iq_to_offline_resource_is_service_unavailable(server: RunningServ
         "<iq to='juliet@localhost/gone' type='get' id='q1'><query xmlns='jabber:iq:version'/></iq>"
     )
     reply = await romeo.element()
-    assert reply.attrs["type"] == "error" and condition(reply) == "service-unavailable"
+    assert reply.attrs["type"] == "error" and error_condition(reply) == "service-unavailable"
 
 
 async def test_iq_between_full_jids_and_result_back(server: RunningServer) -> None:
@@ -96,7 +81,7 @@ async def test_remote_domain_is_remote_server_not_found(server: RunningServer) -
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     romeo.send_raw("<message to='someone@remote.example' id='r1'><body>x</body></message>")
     reply = await romeo.element()
-    assert condition(reply) == "remote-server-not-found"
+    assert error_condition(reply) == "remote-server-not-found"
 
 
 @pytest.mark.parametrize("to", ["localhost", "romeo@localhost", "juliet@localhost"])
@@ -105,7 +90,7 @@ async def test_unknown_iq_namespace_is_service_unavailable(server: RunningServer
     romeo.send_raw(f"<iq to='{to}' type='get' id='u1'><query xmlns='urn:example:unknown'/></iq>")
     reply = await romeo.element()
     assert reply.attrs["type"] == "error" and reply.attrs["id"] == "u1"
-    assert condition(reply) == "service-unavailable"  # RFC 6120 §8.4
+    assert error_condition(reply) == "service-unavailable"  # RFC 6120 §8.4
 
 
 async def test_iq_without_id_or_with_two_payloads_is_bad_request(server: RunningServer) -> None:
@@ -114,18 +99,18 @@ async def test_iq_without_id_or_with_two_payloads_is_bad_request(server: Running
         "<iq to='localhost' type='get' id='two'><ping xmlns='urn:xmpp:ping'/>"
         "<ping xmlns='urn:xmpp:ping'/></iq>"
     )
-    assert condition(await romeo.element()) == "bad-request"
+    assert error_condition(await romeo.element()) == "bad-request"
     romeo.send_raw("<iq to='localhost' type='get' id='t'><ping xmlns='urn:xmpp:ping'/></iq>")
     assert (await romeo.element()).attrs["type"] == "result"
     romeo.send_raw("<iq to='localhost' type='bogus' id='b'><ping xmlns='urn:xmpp:ping'/></iq>")
-    assert condition(await romeo.element()) == "bad-request"
+    assert error_condition(await romeo.element()) == "bad-request"
 
 
 async def test_malformed_to_is_jid_malformed(server: RunningServer) -> None:
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     romeo.send_raw("<message to='a@b@c' id='j1'><body>x</body></message>")
     reply = await romeo.element()
-    assert condition(reply) == "jid-malformed" and reply.attrs["id"] == "j1"
+    assert error_condition(reply) == "jid-malformed" and reply.attrs["id"] == "j1"
 
 
 async def test_message_without_to_goes_to_own_account(server: RunningServer) -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from roost.core import hooks
 from roost.core.hooks import StanzaEvent
+from roost.stanza import error_condition
 from roost.xml.element import Element
 from roost.xml.ns import VCARD, VCARD_UPDATE
 from tests.support.clients import connect
-from tests.support.queries import ask, condition
+from tests.support.im import add_users
+from tests.support.queries import ask
 from tests.support.raw import RawClient
 from tests.support.scenario import Harness
 from tests.support.server import RunningServer, start_server
@@ -27,20 +29,15 @@ def vcard_xml(fn: str, photo_b64: str | None = None) -> str:
     return f"<vCard xmlns='vcard-temp'><FN>{fn}</FN><NICKNAME>{fn.lower()}</NICKNAME>{photo}</vCard>"
 
 
-async def users(server: RunningServer, *names: str) -> None:
-    for name in names:
-        await server.add_user(f"{name}@localhost", "s3cret")
-
-
 async def test_own_vcard_missing_is_item_not_found(server: RunningServer) -> None:
-    await users(server, "romeo")
+    await add_users(server, "romeo")
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     reply = await ask(romeo, "<vCard xmlns='vcard-temp'/>")
-    assert condition(reply) == "item-not-found"  # XEP-0054 §3.1 (SHOULD)
+    assert error_condition(reply) == "item-not-found"  # XEP-0054 §3.1 (SHOULD)
 
 
 async def test_set_with_slixmpp_and_read_by_another_user(server: RunningServer) -> None:
-    await users(server, "romeo", "juliet")
+    await add_users(server, "romeo", "juliet")
     romeo = await connect("romeo@localhost/r", "s3cret", server.c2s_port)
     romeo.register_plugin("xep_0054")
     vcard = romeo.plugin["xep_0054"].make_vcard()
@@ -60,44 +57,44 @@ async def test_set_with_slixmpp_and_read_by_another_user(server: RunningServer) 
 
 
 async def test_other_users_missing_vcard_and_missing_account_look_the_same(server: RunningServer) -> None:
-    await users(server, "romeo", "juliet")
+    await add_users(server, "romeo", "juliet")
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     no_vcard = await ask(romeo, "<vCard xmlns='vcard-temp'/>", to="juliet@localhost")
     no_account = await ask(romeo, "<vCard xmlns='vcard-temp'/>", to="nobody@localhost")
     # XEP-0054 §3.3 (v1.3.0): service-unavailable in both cases, against directory harvesting.
-    assert condition(no_vcard) == condition(no_account) == "service-unavailable"
+    assert error_condition(no_vcard) == error_condition(no_account) == "service-unavailable"
 
 
 async def test_setting_another_users_vcard_is_forbidden(server: RunningServer) -> None:
-    await users(server, "romeo", "juliet")
+    await add_users(server, "romeo", "juliet")
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     reply = await ask(romeo, vcard_xml("Not Juliet"), type_="set", to="juliet@localhost")
-    assert condition(reply) == "forbidden"  # XEP-0054 §3.2
+    assert error_condition(reply) == "forbidden"  # XEP-0054 §3.2
     juliet = await RawClient.login(server.c2s_port, "juliet", "s3cret", "j")
-    assert condition(await ask(juliet, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
+    assert error_condition(await ask(juliet, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
 
 
 async def test_set_to_own_bare_jid_and_empty_vcard_deletes(server: RunningServer) -> None:
-    await users(server, "romeo")
+    await add_users(server, "romeo")
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     assert (await ask(romeo, vcard_xml("Romeo"), type_="set", to="romeo@localhost")).attrs["type"] == "result"
     got = await ask(romeo, "<vCard xmlns='vcard-temp'/>", to="romeo@localhost")
     card = got.find("vCard", VCARD)
     assert card is not None and card.find_text("FN") == "Romeo"
     assert (await ask(romeo, "<vCard xmlns='vcard-temp'/>", type_="set")).attrs["type"] == "result"
-    assert condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
+    assert error_condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
 
 
 async def test_size_limit_and_bad_photo(tmp_path: Path) -> None:
     running = await start_server(tmp_path, "[vcard]\nmax_bytes = 1024\n")
     try:
-        await users(running, "romeo")
+        await add_users(running, "romeo")
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         big = await ask(romeo, vcard_xml("Romeo", PHOTO_B64), type_="set")
-        assert condition(big) == "not-acceptable"
+        assert error_condition(big) == "not-acceptable"
         bad = await ask(romeo, vcard_xml("Romeo", "not*base64!"), type_="set")
-        assert condition(bad) == "bad-request"
-        assert condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
+        assert error_condition(bad) == "bad-request"
+        assert error_condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
     finally:
         await running.stop()
 
@@ -105,7 +102,7 @@ async def test_size_limit_and_bad_photo(tmp_path: Path) -> None:
 async def test_vcard_survives_a_restart(tmp_path: Path) -> None:
     running = await start_server(tmp_path)
     try:
-        await users(running, "romeo")
+        await add_users(running, "romeo")
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         reply = await ask(romeo, vcard_xml("Romeo &amp; Co &lt;Verona&gt;", PHOTO_B64), type_="set")
         assert reply.attrs["type"] == "result"
@@ -146,7 +143,7 @@ def photo_of(presence: Element) -> str | None:
 
 
 async def test_server_adds_photo_hash_to_presence_of_clients_that_do_not(server: RunningServer) -> None:
-    await users(server, "romeo")
+    await add_users(server, "romeo")
     spy = BroadcastSpy(server)
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     romeo.send_raw("<presence><status>first</status></presence>")
@@ -173,7 +170,7 @@ async def test_server_adds_photo_hash_to_presence_of_clients_that_do_not(server:
 
 
 async def test_presence_with_its_own_update_element_is_left_alone(server: RunningServer) -> None:
-    await users(server, "romeo")
+    await add_users(server, "romeo")
     spy = BroadcastSpy(server)
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     await ask(romeo, vcard_xml("Romeo", PHOTO_B64), type_="set")
@@ -187,7 +184,7 @@ async def test_presence_with_its_own_update_element_is_left_alone(server: Runnin
 async def test_avatar_presence_can_be_switched_off(tmp_path: Path) -> None:
     running = await start_server(tmp_path, "[vcard]\navatar_presence = false\n")
     try:
-        await users(running, "romeo")
+        await add_users(running, "romeo")
         spy = BroadcastSpy(running)
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         await ask(romeo, vcard_xml("Romeo", PHOTO_B64), type_="set")

@@ -12,15 +12,10 @@ import pytest
 from roost.jid import JID
 from roost.modules.presence import NS_PREAPPROVAL
 from roost.modules.roster import NS_ROSTER, Roster
-from tests.support.scenario import Harness, ScriptedSession, condition
+from roost.stanza import error_condition
+from tests.support.scenario import Harness, ScriptedSession
 
 Q = f"xmlns='{NS_ROSTER}'"
-
-
-def roster_module(h: Harness) -> Roster:
-    module = h.server.hosts["localhost"].modules.loaded["roster"]
-    assert isinstance(module, Roster)
-    return module
 
 
 async def online(h: Harness, name: str, presence: str = "<presence/>") -> ScriptedSession:
@@ -35,7 +30,7 @@ async def online(h: Harness, name: str, presence: str = "<presence/>") -> Script
 
 async def item_of(h: Harness, user: str, contact: str) -> tuple[str, bool, bool, bool] | None:
     """(subscription, ask, approved, pending_in) of ``contact`` in ``user``'s roster, or None."""
-    roster = roster_module(h)
+    roster = h.module(Roster)
     loaded = await roster.load(JID.parse(user))
     state = loaded.state(JID.parse(contact))
     in_roster = loaded.in_roster(JID.parse(contact))
@@ -124,7 +119,7 @@ async def test_request_to_a_contact_that_already_granted_is_answered_by_the_serv
     juliet = await online(h, "juliet")
     await subscribe_both(h, romeo, juliet)
     # Romeo's side lost its subscription (as after a remote server's data loss): "From" only.
-    roster = roster_module(h)
+    roster = h.module(Roster)
     romeos = roster.cached(romeo.jid.bare)
     assert romeos is not None
     state = romeos.state(juliet.jid.bare)
@@ -244,7 +239,7 @@ async def test_request_past_the_roster_limit_is_not_allowed(tmp_path: Path) -> N
         romeo.clear()
         await romeo.submit("<presence id='full' to='nurse@localhost' type='subscribe'/>")
         reply = romeo.next()
-        assert reply.attrs["type"] == "error" and condition(reply) == "not-allowed"
+        assert reply.attrs["type"] == "error" and error_condition(reply) == "not-allowed"
         h.session("nurse").expect_nothing()
 
 
@@ -636,7 +631,7 @@ async def test_bad_priority_is_bad_request(h: Harness, priority: str) -> None:
     juliet = await h.login("juliet")
     await juliet.submit(f"<presence id='p'><priority>{priority}</priority></presence>")
     reply = juliet.next()
-    assert reply.attrs["type"] == "error" and condition(reply) == "bad-request"
+    assert reply.attrs["type"] == "error" and error_condition(reply) == "bad-request"
     assert not juliet.available
 
 

@@ -8,15 +8,10 @@ import pytest
 
 from roost.jid import JID
 from roost.modules.roster import NS_ROSTER, NS_ROSTERVER, Roster
-from tests.support.scenario import Harness, ScriptedSession, condition
+from roost.stanza import error_condition
+from tests.support.scenario import Harness, ScriptedSession
 
 Q = f"xmlns='{NS_ROSTER}'"
-
-
-def roster_module(h: Harness) -> Roster:
-    module = h.server.hosts["localhost"].modules.loaded["roster"]
-    assert isinstance(module, Roster)
-    return module
 
 
 async def get(session: ScriptedSession, ver: str | None = None) -> list[dict[str, object]]:
@@ -42,7 +37,7 @@ async def current_ver(session: ScriptedSession) -> str:
 async def roster_set(session: ScriptedSession, item: str, iq_id: str = "s1") -> str | None:
     """A roster set with ``item``; None on success, else the error condition."""
     reply = await session.iq(f"<query {Q}>{item}</query>", "set", iq_id=iq_id)
-    return None if reply.attrs["type"] == "result" else condition(reply)
+    return None if reply.attrs["type"] == "result" else error_condition(reply)
 
 
 # -- §2.1.3/§2.1.4 get ----------------------------------------------------------------------------------
@@ -59,7 +54,7 @@ async def test_get_of_an_empty_roster_is_an_empty_query_with_a_version(h: Harnes
 async def test_get_with_items_is_bad_request(h: Harness) -> None:
     romeo = await h.login("romeo")
     reply = await romeo.iq(f"<query {Q}><item jid='juliet@localhost'/></query>")
-    assert condition(reply) == "bad-request"
+    assert error_condition(reply) == "bad-request"
 
 
 async def test_get_addressed_to_own_bare_jid_works(h: Harness) -> None:
@@ -185,8 +180,8 @@ async def test_another_users_roster_is_forbidden(h: Harness, type_: str) -> None
     payload = f"<query {Q}>" + ("<item jid='nurse@localhost'/>" if type_ == "set" else "") + "</query>"
     reply = await juliet.iq(payload, type_, to="romeo@localhost")
     assert reply.attrs["type"] == "error"
-    assert condition(reply) == "forbidden"
-    assert await roster_module(h).items(JID.parse("romeo@localhost")) == []
+    assert error_condition(reply) == "forbidden"
+    assert await h.module(Roster).items(JID.parse("romeo@localhost")) == []
 
 
 async def test_roster_of_a_full_roster_refuses_new_items(tmp_path: Path) -> None:
@@ -197,7 +192,7 @@ async def test_roster_of_a_full_roster_refuses_new_items(tmp_path: Path) -> None
         assert await roster_set(juliet, "<item jid='b@localhost'/>", "2") is None
         juliet.clear()
         reply = await juliet.iq(f"<query {Q}><item jid='c@localhost'/></query>", "set", iq_id="3")
-        assert condition(reply) == "not-allowed"
+        assert error_condition(reply) == "not-allowed"
         error = reply.find("error")
         assert error is not None and error.attrs["type"] == "cancel"
         juliet.expect_nothing()
@@ -369,7 +364,7 @@ async def test_roster_and_version_survive_a_restart(tmp_path: Path) -> None:
 
 
 async def test_offline_rosters_do_not_stay_in_memory(h: Harness) -> None:
-    roster = roster_module(h)
+    roster = h.module(Roster)
     romeo = JID.parse("romeo@localhost")
     await h.add_user("romeo")
     assert await roster.items(romeo) == []
@@ -383,7 +378,7 @@ async def test_offline_rosters_do_not_stay_in_memory(h: Harness) -> None:
 async def test_api_for_other_modules(h: Harness) -> None:
     juliet = await h.login("juliet")
     await roster_set(juliet, "<item jid='romeo@localhost' name='Romeo'><group>G</group></item>")
-    roster = roster_module(h)
+    roster = h.module(Roster)
     user, contact = JID.parse("juliet@localhost"), JID.parse("romeo@localhost")
     item = await roster.get_item(user, contact)
     assert item is not None and (item.name, item.subscription, item.groups) == ("Romeo", "none", ["G"])

@@ -113,3 +113,21 @@ async def test_nul_characters_inside_json_strings_round_trip(storage: StorageMan
 async def test_store_names_must_not_be_empty(storage: StorageManager) -> None:
     with pytest.raises(ValueError):
         storage.keyvalue("")
+
+
+async def test_reads_after_writes_see_the_writes_across_stores(storage: StorageManager) -> None:
+    """SQL serves a user's reads from a short-lived snapshot of all their rows: writes show at once."""
+    roster = storage.map("roster")
+    vcard = storage.keyvalue("vcard")
+    assert await roster.items("example.org", "snap") == {}
+    assert await vcard.get("example.org", "snap") is None  # both now cached as empty
+    await roster.set("example.org", "snap", "a@b", {"name": "A"})
+    await vcard.set("example.org", "snap", {"fn": "Snap"})
+    assert await roster.items("example.org", "snap") == {"a@b": {"name": "A"}}
+    assert await roster.get("example.org", "snap", "a@b") == {"name": "A"}
+    assert await vcard.get("example.org", "snap") == {"fn": "Snap"}
+    await roster.set_many("example.org", "snap", {"a@b": None, "c@d": {"name": "C"}})
+    assert await roster.items("example.org", "snap") == {"c@d": {"name": "C"}}
+    await storage.delete_user("example.org", "snap")
+    assert await roster.items("example.org", "snap") == {}
+    assert await vcard.get("example.org", "snap") is None

@@ -7,6 +7,8 @@
   server handles a session's stanzas in order and writes to a socket in order, so after a sender's
   sync, its earlier stanzas have been routed; after the recipient's sync, whatever they caused has
   arrived. "Nothing arrived" is then a plain check of an empty queue.
+* The ``peers`` fixture (registered for all tests in ``tests/conftest.py``) collects the peers a test
+  logs in and closes them at the end.
 * :func:`install_presence_shim` stands in for the presence module while it does not exist: initial
   presence makes a session available (with its priority) and fires ``presence/initial``.
 """
@@ -14,10 +16,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -27,7 +30,6 @@ from roost.core.hooks import SessionEvent, StanzaEvent
 from roost.core.server import Server
 from roost.jid import JID
 from roost.xml.element import Element
-from roost.xml.ns import STANZA_ERRORS
 from roost.xml.parser import StreamParser
 from tests.support.clients import Client, connect
 from tests.support.server import RunningServer
@@ -43,16 +45,6 @@ def parse(xml: str) -> Element:
             return event
     raise AssertionError(f"no element in {xml!r}")
 
-
-def condition(stanza: Element) -> str | None:
-    """The defined condition of an error stanza (None if it is not one)."""
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
 
 
 class Peer:
@@ -194,6 +186,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5) -
         await asyncio.sleep(0.01)
 
 
+def drain(queue: asyncio.Queue[Element]) -> list[Element]:
+    """Everything in ``queue`` now, in order; the queue is emptied."""
+    found = []
+    while not queue.empty():
+        found.append(queue.get_nowait())
+    return found
+
+
 async def add_users(running: RunningServer, *names: str) -> None:
     for name in names:
         await running.add_user(f"{name}@localhost", PASSWORD)
@@ -205,6 +205,14 @@ async def close_all(peers: Iterable[Peer]) -> None:
             await peer.close()
         except TimeoutError:
             pass
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[list[Peer]]:
+    """A list for the test to put its logged-in peers in; they are all closed at the end."""
+    opened: list[Peer] = []
+    yield opened
+    await close_all(opened)
 
 
 def install_presence_shim(server: Server) -> None:

@@ -23,34 +23,15 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from roost.modules.muc.model import MUC_USER
 from roost.xml.element import Element
-from roost.xml.ns import STANZA_ERRORS
-from roost.xml.parser import StreamParser
 from tests.support.clients import Client, connect
+from tests.support.im import PASSWORD, parse
 from tests.support.server import RunningServer
 
-PASSWORD = "s3cret"
 SERVICE = "conference.localhost"
 MUC_CONFIG = "\n[muc]\nmessage_rate = 0\n"
 
 Predicate = Callable[[Element], bool]
 
-
-def parse(xml: str) -> Element:
-    parser = StreamParser(max_stanza_bytes=10_000_000, root=("jabber:client", "wrap"))
-    for event in parser.feed(f"<wrap xmlns='jabber:client'>{xml}</wrap>".encode()):
-        if isinstance(event, Element):
-            return event
-    raise AssertionError(f"no element in {xml!r}")
-
-
-def condition(stanza: Element) -> str | None:
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
 
 
 def codes(stanza: Element) -> set[str]:

@@ -8,21 +8,10 @@ import itertools
 import pytest
 
 from roost.xml.element import Element
-from roost.xml.ns import STANZA_ERRORS
 from tests.support.raw import RawClient
 
 _ids = itertools.count(1)
 
-
-def condition(stanza: Element) -> str | None:
-    """The defined condition of an error stanza (None if it is not one)."""
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
 
 
 async def ask(client: RawClient, payload: str, *, type_: str = "get", to: str | None = None) -> Element:

@@ -17,7 +17,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from roost.xml.element import Element
 from tests.support.clients import connect
-from tests.support.im import PASSWORD, Peer, parse
+from tests.support.im import PASSWORD, Peer, drain, parse
 from tests.support.server import RunningServer
 
 NS_ROSTER = "jabber:iq:roster"
@@ -61,19 +61,12 @@ class Contact(Peer):
 
     def drain(self) -> tuple[list[Element], list[Element]]:
         """Everything received so far: (presences, roster pushes); the queues are emptied."""
-        return _drain(self.presences), _drain(self.roster_pushes)
+        return drain(self.presences), drain(self.roster_pushes)
 
     async def roster(self) -> Element:
         """A roster get through slixmpp (which then knows the roster); the result."""
         result = await self.client.get_roster(timeout=5)
         return parse(str(result))
-
-
-def _drain(queue: asyncio.Queue[Element]) -> list[Element]:
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    return items
 
 
 async def login(running: RunningServer, jid: str, *, roster: bool = True, available: bool = True,

@@ -53,21 +53,23 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from roost.config.loader import load_config
 from roost.core import hooks
+from roost.core.modules import Module
 from roost.core.server import Server
 from roost.core.session import Session, new_session_id
 from roost.jid import JID
 from roost.stanza.errors import StreamError
 from roost.stream.sasl.scram import derive_credentials
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, STANZA_ERRORS
+from roost.xml.ns import CLIENT
 from roost.xml.parser import StreamParser
 from roost.xml.serializer import serialize
 
 DOMAIN = "localhost"
+M = TypeVar("M", bound=Module)
 
 
 def parse_stanzas(xml: str) -> list[Element]:
@@ -111,16 +113,6 @@ def matches(expected: Element, actual: Element) -> bool:
         i += 1
     return True
 
-
-def condition(stanza: Element) -> str | None:
-    """The defined condition of an error stanza (None if it is not one)."""
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
 
 
 def show(el: Element) -> str:
@@ -290,6 +282,12 @@ class Harness:
                 await asyncio.wait(tasks, timeout=10)
             else:
                 idle_rounds += 1
+
+    def module(self, cls: type[M]) -> M:
+        """The instance of module class ``cls`` loaded for the domain."""
+        module = self.server.hosts[DOMAIN].modules.loaded[cls.name]
+        assert isinstance(module, cls)
+        return module
 
     # -- accounts and sessions ----------------------------------------------------------------------
     @staticmethod

@@ -68,6 +68,10 @@ class Module:
     #: disco#info features of each account (bare JID) while this module is loaded.
     account_features: ClassVar[tuple[str, ...]] = ()
     Options: ClassVar[type[ModuleOptions]] = ModuleOptions
+    #: This module's ``[name]`` section, an instance of ``Options`` (checked in ``__init__``). A
+    #: subclass narrows the type with a class-level annotation (``options: MyOptions``) and reads its
+    #: fields typed, without casts.
+    options: ModuleOptions
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,6 +79,11 @@ class Module:
             register_section(cls.name, cls.Options)
 
     def __init__(self, host: Host, options: ModuleOptions) -> None:
+        expected = type(self).Options
+        if not isinstance(options, expected):
+            raise TypeError(
+                f"module {self.name!r} takes {expected.__name__} options, not {type(options).__name__}"
+            )
         self.host = host
         self.server: Server = host.server
         self.options = options

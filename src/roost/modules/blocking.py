@@ -74,11 +74,9 @@ class Blocking(Module):
     xeps = (Xep(191, "1.3"),)
     features = (BLOCKING,)
     Options = BlockingOptions
+    options: BlockingOptions
 
     async def start(self) -> None:
-        options = self.options
-        assert isinstance(options, BlockingOptions)
-        self.max_items = options.max_items
         self.store: MapStore = self.server.storage.map("blocklist")
         #: Lists of accounts with a session, by bare JID (the hot path reads only this).
         self._lists: dict[str, frozenset[str]] = {}
@@ -312,8 +310,8 @@ class Blocking(Module):
         key = user.bare_str
         current = await self._current(user)
         added = [j for j in jids if j not in current]
-        if len(current) + len(added) > self.max_items:
-            raise StanzaError("not-allowed", f"at most {self.max_items} JIDs can be blocked")
+        if len(current) + len(added) > self.options.max_items:
+            raise StanzaError("not-allowed", f"at most {self.options.max_items} JIDs can be blocked")
         if added:
             await self.store.set_many(user.domain, user.local or "", dict.fromkeys(added, True))
             if key in self._lists:

@@ -77,11 +77,9 @@ class OfflineStorage(Module):
     xeps = (Xep(160, "1.0.1"), Xep(203, "2.0", note="delay stamps on offline messages"))
     features = (MSGOFFLINE,)
     Options = OfflineOptions
+    options: OfflineOptions
 
     async def start(self) -> None:
-        options = self.options
-        assert isinstance(options, OfflineOptions)
-        self.max_messages = options.max_messages
         self.archive: ArchiveStore = self.server.storage.archive("offline")
         #: Stored messages per account, counted once from storage then kept up to date here.
         self._counts: dict[str, int] = {}
@@ -110,7 +108,7 @@ class OfflineStorage(Module):
         if count is None:
             count = await self.archive.count(domain, user)
             count = self._counts.get(key, count)  # another store may have counted meanwhile
-        if count >= self.max_messages:
+        if count >= self.options.max_messages:
             self._counts[key] = count
             raise StanzaError("service-unavailable", "offline storage for this account is full")
         self._counts[key] = count + 1

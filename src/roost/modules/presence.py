@@ -211,11 +211,10 @@ class Presence(Module):
 
     name = "presence"
     Options = PresenceOptions
+    options: PresenceOptions
 
     def __init__(self, host: Host, options: ModuleOptions) -> None:
         super().__init__(host, options)
-        assert isinstance(options, PresenceOptions)
-        self.opts: PresenceOptions = options
         #: Username → time its last available resource went away (answers probes, §4.3.2 rule 3).
         self._last_unavailable: dict[str, float] = {}
 
@@ -298,7 +297,7 @@ class Presence(Module):
             return
         if not available:
             state.directed.discard(target)
-        elif len(state.directed) < self.opts.max_directed:
+        elif len(state.directed) < self.options.max_directed:
             state.directed.add(target)
         else:
             session.log.warning("not tracking directed presence to %s: over max_directed", target)
@@ -581,7 +580,7 @@ class Presence(Module):
         outcome = inbound(type_, state)
         if type_ == "subscribe":
             if outcome.forward:  # a new request: stored (§3.1.3 rule 4) and delivered (rule 3)
-                if not in_roster and self._pending_count(roster) >= self.opts.max_pending_requests:
+                if not in_roster and self._pending_count(roster) >= self.options.max_pending_requests:
                     self.log.info("dropping subscription request to %s: too many pending", local)
                     return
                 request = stanza.copy()

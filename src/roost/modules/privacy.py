@@ -70,11 +70,9 @@ class Privacy(Module):
     xeps = ()
     features = (NS_PRIVACY,)
     Options = PrivacyOptions
+    options: PrivacyOptions
 
     async def start(self) -> None:
-        options = self.options
-        assert isinstance(options, PrivacyOptions)
-        self.default = options.reject_strangers
         self.store = self.server.storage.keyvalue("privacy")
         self._settings: OrderedDict[UserKey, bool] = OrderedDict()
         #: Stanzas waiting for a check, per recipient, in arrival order.
@@ -104,7 +102,7 @@ class Privacy(Module):
             return cached
         document = await self.store.get(*key)
         value = document.get("reject_strangers") if isinstance(document, dict) else None
-        setting = value if isinstance(value, bool) else self.default
+        setting = value if isinstance(value, bool) else self.options.reject_strangers
         self._remember(key, setting)
         return setting
 

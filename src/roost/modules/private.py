@@ -67,12 +67,9 @@ class PrivateStorage(Module):
     xeps = (Xep(49, "1.2"),)
     features = (PRIVATE,)
     Options = PrivateOptions
+    options: PrivateOptions
 
     async def start(self) -> None:
-        options = self.options
-        assert isinstance(options, PrivateOptions)
-        self.max_item_bytes = options.max_item_bytes
-        self.max_items = options.max_items
         self.store = self.server.storage.map("private")
 
     @iq_handler("get", PRIVATE, "query", to=Target.SELF)
@@ -111,8 +108,8 @@ class PrivateStorage(Module):
                 changes[key] = None  # an empty element clears the fragment; get answers it empty anyway
                 continue
             text = serialize(element)
-            if len(text.encode("utf-8")) > self.max_item_bytes:
-                limit = self.max_item_bytes
+            if len(text.encode("utf-8")) > self.options.max_item_bytes:
+                limit = self.options.max_item_bytes
                 raise StanzaError("not-acceptable", f"<{element.name}/> is larger than {limit} bytes")
             changes[key] = text
         domain, user = event.to.domain, event.to.local or ""
@@ -120,8 +117,8 @@ class PrivateStorage(Module):
         if added:
             existing = await self.store.items(domain, user)
             kept = {k for k in existing if changes.get(k, "") is not None}
-            if len(kept | set(added)) > self.max_items:
-                raise StanzaError("not-acceptable", f"at most {self.max_items} fragments per account")
+            if len(kept | set(added)) > self.options.max_items:
+                raise StanzaError("not-acceptable", f"at most {self.options.max_items} fragments per account")
         await self.store.set_many(domain, user, dict(changes))
 
     @iq_handler("get", PRIVATE, "query", to=Target.ACCOUNT)

@@ -139,11 +139,10 @@ class Registration(Module):
     xeps = (Xep(77, "2.4", note="data forms accepted; no `<key/>` (obsolete), no redirection"),)
     features = (REGISTER,)
     Options = RegistrationOptions
+    options: RegistrationOptions
 
     async def start(self) -> None:
         options = self.options
-        assert isinstance(options, RegistrationOptions)
-        self.settings = options
         self.domain = self.host.domain
         self._reserved: set[str] = set()
         for name in options.reserved_usernames:
@@ -183,7 +182,7 @@ class Registration(Module):
 
     def _registration_form(self) -> Element:
         """The fields to fill in: legacy elements and the same as a data form (§3.1, §4)."""
-        instructions = self.settings.instructions
+        instructions = self.options.instructions
         query = Element("query", REGISTER)
         query.add("instructions", text=instructions)
         query.add("username")
@@ -244,7 +243,7 @@ class Registration(Module):
         return query.find_text("username", REGISTER), query.find_text("password", REGISTER), {}
 
     def _check_password(self, password: str) -> None:
-        minimum = self.settings.min_password_length
+        minimum = self.options.min_password_length
         if len(password) < minimum:
             raise StanzaError("not-acceptable", f"the password needs at least {minimum} characters")
         if len(password) > 1024:
@@ -262,13 +261,13 @@ class Registration(Module):
             raise StanzaError("not-acceptable", "the password has characters that are not allowed") from None
 
     def _check_rate(self, peer: str) -> None:
-        limit = self.settings.max_per_ip
+        limit = self.options.max_per_ip
         if not limit or not peer:
             return
         recent = self._recent.get(peer)
         if recent is None:
             return
-        horizon = time.monotonic() - self.settings.ip_window_seconds
+        horizon = time.monotonic() - self.options.ip_window_seconds
         while recent and recent[0] < horizon:
             recent.popleft()
         if len(recent) >= limit:
@@ -276,11 +275,11 @@ class Registration(Module):
             raise StanzaError("policy-violation", too_many, type="wait")
 
     def _note_registration(self, peer: str) -> None:
-        if not self.settings.max_per_ip or not peer:
+        if not self.options.max_per_ip or not peer:
             return
         now = time.monotonic()
         if len(self._recent) > 10_000:  # forget addresses whose window is over
-            horizon = now - self.settings.ip_window_seconds
+            horizon = now - self.options.ip_window_seconds
             for address in [a for a, times in self._recent.items() if not times or times[-1] < horizon]:
                 del self._recent[address]
         self._recent.setdefault(peer, deque()).append(now)
@@ -314,9 +313,9 @@ class Registration(Module):
         username = self._own_account(event)
         query = Element("query", REGISTER)
         actions = []
-        if self.settings.allow_password_change:
+        if self.options.allow_password_change:
             actions.append("send a new <password/> to change yours")
-        if self.settings.allow_cancel:
+        if self.options.allow_cancel:
             actions.append("send <remove/> to delete your account")
         text = "You are registered" + (": " + "; ".join(actions) if actions else "") + "."
         query.add("instructions", text=text)
@@ -338,7 +337,7 @@ class Registration(Module):
         if values.get("FORM_TYPE") == FORM_CANCEL:
             await self._cancel(username, password or None)
             return
-        if not self.settings.allow_password_change:
+        if not self.options.allow_password_change:
             raise StanzaError("not-allowed", "passwords cannot be changed in-band here")  # §3.3
         if claimed:
             try:
@@ -375,7 +374,7 @@ class Registration(Module):
 
     async def _cancel(self, username: str, password: str | None) -> None:
         """§3.2: remove the account now; its sessions end and its data goes once the result is sent."""
-        if not self.settings.allow_cancel:
+        if not self.options.allow_cancel:
             raise StanzaError("not-allowed", "accounts cannot be removed in-band here")
         if password is not None and not await self._password_matches(username, password):
             raise StanzaError("not-authorized", "the password is wrong")

@@ -258,11 +258,10 @@ class Roster(Module):
 
     name = "roster"
     Options = RosterOptions
+    options: RosterOptions
 
     def __init__(self, host: Host, options: ModuleOptions) -> None:
         super().__init__(host, options)
-        assert isinstance(options, RosterOptions)
-        self.opts: RosterOptions = options
         self._cache: dict[str, UserRoster] = {}
         self._loading: dict[str, asyncio.Future[UserRoster]] = {}
         self._pending_writes: dict[str, dict[str, JSON | None]] = {}
@@ -281,7 +280,7 @@ class Roster(Module):
                 self.log.error("%d roster writes still pending at shutdown", len(pending))
 
     def stream_features(self) -> tuple[Element, ...]:
-        return (Element("ver", NS_ROSTERVER),) if self.opts.versioning else ()
+        return (Element("ver", NS_ROSTERVER),) if self.options.versioning else ()
 
     # -- API for other modules ----------------------------------------------------------------------
     async def get_item(self, user: JID, contact: JID) -> RosterItem | None:
@@ -434,8 +433,8 @@ class Roster(Module):
         entry = roster.entries.get(contact)
         was_in = entry is not None and entry.in_roster
         roster.changed()
-        if in_roster and not was_in and roster.count >= self.opts.max_items:
-            raise RosterFull(self.opts.max_items)
+        if in_roster and not was_in and roster.count >= self.options.max_items:
+            raise RosterFull(self.options.max_items)
         if not state.pending_in:
             state.pending_stanza = None
         visible_change = force or in_roster != was_in or (
@@ -475,7 +474,7 @@ class Roster(Module):
 
     def _trim(self, roster: UserRoster, changes: dict[str, JSON | None]) -> None:
         """Forget the oldest tombstones past ``version_history``; older versions then get full rosters."""
-        excess = roster.tombstones - self.opts.version_history
+        excess = roster.tombstones - self.options.version_history
         if excess <= 0:
             return
         stones = sorted(
@@ -542,7 +541,7 @@ class Roster(Module):
                 "type": "set", "id": self.server.iq_tracker.new_id(), "from": bare, "to": session.jid_str,
             })
             query = iq.add("query", NS_ROSTER)
-            if self.opts.versioning:
+            if self.options.versioning:
                 query.attrs["ver"] = roster.version_string(version)
             query.append(item)
             router.to_session(session, StanzaEvent(iq, None, session.jid, roster.user))
@@ -561,7 +560,7 @@ class Roster(Module):
         if session is not None:
             session.interested = True  # §2.2: from now on it receives pushes
         ver = query.get("ver")
-        if self.opts.versioning and ver is not None:
+        if self.options.versioning and ver is not None:
             if ver == roster.version_string():
                 self.release(user)
                 return None  # §2.6.3: up to date, no pushes
@@ -571,7 +570,7 @@ class Roster(Module):
                 asyncio.get_running_loop().call_soon(self._interim_pushes, session, ver)
                 return None
         result = Element("query", NS_ROSTER)
-        if self.opts.versioning:
+        if self.options.versioning:
             result.attrs["ver"] = roster.version_string()
         for item in roster.items():
             result.append(item.to_element())
@@ -598,8 +597,8 @@ class Roster(Module):
             return None
         # §2.1.2.5: other 'subscription' values, and 'ask'/'approved' (§2.1.2.1-2), are ignored in a set.
         name = item_el.get("name") or None  # §2.4.1: an empty name is no name
-        if name is not None and len(name) > self.opts.max_name_length:
-            limit = self.opts.max_name_length
+        if name is not None and len(name) > self.options.max_name_length:
+            limit = self.options.max_name_length
             raise StanzaError("not-acceptable", f"the name is longer than {limit} characters")
         groups = self._groups(item_el)
         roster = await self.load(user)
@@ -649,10 +648,9 @@ class Roster(Module):
             name = group.text
             if not name:
                 raise StanzaError("not-acceptable", "a group name cannot be empty")  # §2.3.3 not-acceptable 2
-            if len(name) > self.opts.max_group_length:
-                raise StanzaError(  # §2.3.3 not-acceptable 3
-                    "not-acceptable", f"a group name is longer than {self.opts.max_group_length} characters"
-                )
+            limit = self.options.max_group_length
+            if len(name) > limit:  # §2.3.3 not-acceptable 3
+                raise StanzaError("not-acceptable", f"a group name is longer than {limit} characters")
             try:
                 # §2.3.3 bad-request 2 suggests comparing as resourceparts (RFC 7622 §3.4).
                 folded = prepare_resource(name)
@@ -662,8 +660,8 @@ class Roster(Module):
                 raise StanzaError("bad-request", f"duplicate group {name!r}")
             seen.add(folded)
             groups.append(name)
-        if len(groups) > self.opts.max_groups:
-            raise StanzaError("not-acceptable", f"an item can be in {self.opts.max_groups} groups at most")
+        if len(groups) > self.options.max_groups:
+            raise StanzaError("not-acceptable", f"an item can be in {self.options.max_groups} groups at most")
         return groups
 
     async def _remove(self, user: JID, contact: JID) -> None:

@@ -98,12 +98,9 @@ class VCardTemp(Module):
     features = (VCARD,)
     account_features = (VCARD,)
     Options = VCardOptions
+    options: VCardOptions
 
     async def start(self) -> None:
-        options = self.options
-        assert isinstance(options, VCardOptions)
-        self.max_bytes = options.max_bytes
-        self.avatar_presence = options.avatar_presence
         self.store = self.server.storage.keyvalue("vcard")
         #: Photo hash ("" = none) of each online account, for the synchronous presence filter.
         self._photos: dict[UserKey, str] = {}
@@ -135,8 +132,8 @@ class VCardTemp(Module):
         vcard = event.stanza.first()
         assert vcard is not None
         text = serialize(vcard)
-        if len(text.encode("utf-8")) > self.max_bytes:
-            raise StanzaError("not-acceptable", f"the vCard is larger than {self.max_bytes} bytes")
+        if len(text.encode("utf-8")) > self.options.max_bytes:
+            raise StanzaError("not-acceptable", f"the vCard is larger than {self.options.max_bytes} bytes")
         try:
             photo = photo_hash(vcard)
         except ValueError as e:
@@ -167,7 +164,7 @@ class VCardTemp(Module):
     @hook(hooks.SESSION_BOUND, priority=1000)
     def warm(self, event: SessionEvent) -> None:
         """Read the account's photo hash before its first presence (usually) arrives."""
-        if self.avatar_presence:
+        if self.options.avatar_presence:
             key = _key(event.session.jid)
             if key not in self._photos and key not in self._waiting:
                 self._fetch(key, [])
@@ -176,7 +173,9 @@ class VCardTemp(Module):
     def stamp_presence(self, event: StanzaEvent) -> StanzaEvent | None:
         stanza = event.stanza
         session = event.origin
-        if stanza is self._replaying or session is None or "to" in stanza.attrs or not self.avatar_presence:
+        if not self.options.avatar_presence:
+            return event
+        if stanza is self._replaying or session is None or "to" in stanza.attrs:
             return event
         key = _key(session.jid)
         waiting = self._waiting.get(key)
@@ -246,7 +245,7 @@ class VCardTemp(Module):
         if not self.server.sessions.is_online(*key):
             return
         self._photos[key] = photo
-        if not self.avatar_presence or old is None or old == photo:
+        if not self.options.avatar_presence or old is None or old == photo:
             return
         for session in self.server.sessions.resources(*key):
             last = session.presence

@@ -30,14 +30,13 @@ class SoftwareVersion(Module):
     xeps = (Xep(92, "1.1"),)
     features = (VERSION,)
     Options = VersionOptions
+    options: VersionOptions
 
     @iq_handler("get", VERSION, "query", to=Target.HOST)
     def version(self, event: StanzaEvent) -> Element:
         query = Element("query", VERSION)
         query.add("name", text="Roost")
         query.add("version", text=__version__)
-        options = self.options
-        assert isinstance(options, VersionOptions)
-        if options.show_os:
+        if self.options.show_os:
             query.add("os", text=f"{platform.system()} {platform.release()}")
         return query

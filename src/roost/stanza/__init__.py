@@ -6,7 +6,7 @@ from typing import Final
 
 from roost.stanza.errors import StanzaError, StreamError
 from roost.xml.element import Element
-from roost.xml.ns import STANZA_NAMESPACES
+from roost.xml.ns import STANZA_ERRORS, STANZA_NAMESPACES
 
 STANZA_KINDS: Final = frozenset(("message", "presence", "iq"))
 IQ_TYPES: Final = frozenset(("get", "set", "result", "error"))
@@ -19,6 +19,20 @@ PRESENCE_TYPES: Final = frozenset(
 def is_stanza(el: Element) -> bool:
     """True for <message/>, <presence/> and <iq/> in a stanza namespace."""
     return el.name in STANZA_KINDS and el.ns in STANZA_NAMESPACES
+
+
+def error_condition(stanza: Element) -> str | None:
+    """The defined condition of an error stanza (RFC 6120 §8.3.3), or None if it carries no <error/>.
+
+    The first child of <error/> in the stanza-errors namespace other than <text/> (§8.3.2).
+    """
+    error = stanza.find("error")
+    if error is None:
+        return None
+    for child in error.elements(ns=STANZA_ERRORS):
+        if child.name != "text":
+            return child.name
+    return None
 
 
 def error_reply(stanza: Element, error: StanzaError, by: str | None = None) -> Element:
@@ -63,6 +77,7 @@ __all__ = [
     "STANZA_KINDS",
     "StanzaError",
     "StreamError",
+    "error_condition",
     "error_reply",
     "iq_result",
     "is_stanza",

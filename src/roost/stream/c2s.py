@@ -136,9 +136,11 @@ class RegisterRequest:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The stream is over: flush what is to send, then close the transport."""
+    """The stream is over: write ``final`` (stream error, closing tag) after everything before this
+    event has been handled, then close the transport."""
 
     error: StreamError | None
+    final: bytes = b""
 
 
 StreamEvent = (
@@ -628,6 +630,7 @@ class C2SStream:
     def _close(self, error: StreamError | None, peer_closed: bool = False) -> list[StreamEvent]:
         if self.state is State.CLOSED:
             return []
+        final: list[bytes] = []
         if error is not None:
             if not self._header_sent:
                 # RFC 6120 §4.9.1.2: open our stream first, then send the error.
@@ -636,11 +639,12 @@ class C2SStream:
                 if not self.stream_id:
                     self.stream_id = secrets.token_urlsafe(12)
                 self._send_header()
-            self._out.append(serialize(error.to_element(), CLIENT).encode())
+            final.append(serialize(error.to_element(), CLIENT).encode())
         if self._header_sent:
-            self._out.append(b"</stream:stream>")
+            final.append(b"</stream:stream>")
         self.state = State.CLOSED
-        return [Closed(error)]
+        # Not in _out: stanzas the peer sent before closing are still being answered (RFC 6120 §4.4).
+        return [Closed(error, b"".join(final))]
 
 
 _STANZA_NAMES = frozenset(("message", "presence", "iq"))

@@ -72,7 +72,8 @@ class C2SConnection(Session, asyncio.Protocol):
         self._wbuf: list[bytes] = []
         self._flush_pending = False
         self._busy = False
-        self._backlog: deque[Element] = deque()
+        #: Stanzas (and a peer's stream close) waiting behind a stanza that awaits storage.
+        self._backlog: deque[Element | Closed] = deque()
         self._paused = False
         self._closed = False
         self.auth_done = False
@@ -201,12 +202,17 @@ class C2SConnection(Session, asyncio.Protocol):
         elif isinstance(event, AuthFailed):
             self.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
         elif isinstance(event, Closed):
+            if event.error is None and self._busy:
+                # RFC 6120 §4.4: what the client sent before closing is handled first, in order.
+                self._backlog.append(event)
+                return
             if event.error is not None:
                 self.log.info(
                     "stream error sent: %s%s",
                     event.error.condition,
                     f" ({event.error.text})" if event.error.text else "",
                 )
+            self.write(event.final)
             self._close_transport("logout" if event.error is None else "error")
 
     def _tls_completed(self, tls: TlsLayer) -> None:
@@ -294,7 +300,12 @@ class C2SConnection(Session, asyncio.Protocol):
             try:
                 await pending
                 while self._backlog and not self._closed:
-                    nxt = router.process(self, self._backlog.popleft())
+                    item = self._backlog.popleft()
+                    if isinstance(item, Closed):
+                        self.write(item.final)
+                        self._close_transport("logout")
+                        break
+                    nxt = router.process(self, item)
                     if nxt is not None:
                         await nxt
             except Exception:
@@ -309,8 +320,10 @@ class C2SConnection(Session, asyncio.Protocol):
     def close(self, error: StreamError | None = None, reason: str = "logout") -> None:
         if self._closed:
             return
-        self.stream.close(error)
+        final = b"".join(e.final for e in self.stream.close(error) if isinstance(e, Closed))
         self._flush_stream()
+        if final:
+            self.write(final)
         self._close_transport(reason)
 
     def _close_transport(self, reason: str) -> None:

@@ -475,13 +475,12 @@ class MultiUserChat(Module):
         Xep(4, "2.13.2", status="partial", note="MUC forms"),
     )
     Options = MucOptions
+    options: MucOptions
 
     async def start(self) -> None:
         runtime = _RUNTIMES.get(self.server)
         if runtime is None:
-            options = self.options
-            assert isinstance(options, MucOptions)
-            runtime = MucRuntime(self.server, options)
+            runtime = MucRuntime(self.server, self.options)
             await runtime.start()
             _RUNTIMES[self.server] = runtime
         runtime.users += 1

@@ -45,10 +45,11 @@ from roost.modules.muc.model import (
     ServicePolicy,
     nick_key,
 )
+from roost.stanza import error_condition
 from roost.stanza.errors import StanzaError
 from roost.util.datetime import format_datetime, parse_datetime
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, DATA_FORMS, DELAY, DISCO_INFO, DISCO_ITEMS, PING, STANZA_ERRORS, STANZA_ID
+from roost.xml.ns import CLIENT, DATA_FORMS, DELAY, DISCO_INFO, DISCO_ITEMS, PING, STANZA_ID
 from roost.xml.serializer import serialize
 
 #: Errors that mean "this occupant's session is gone" (§18.1 Ghost Users).
@@ -257,17 +258,6 @@ def presence_error(room: str, stanza: Element, frm: JID, nick: str | None, error
     p.add("x", MUC)
     p.append(error.to_element(room, p.ns))
     return p
-
-
-def error_condition(stanza: Element) -> str | None:
-    """The defined condition of an error stanza, if any."""
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
 
 
 def _status_sort(codes: Iterable[str]) -> list[str]:

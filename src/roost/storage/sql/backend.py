@@ -77,6 +77,87 @@ def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
     return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
 
 
+class UserSnapshot:
+    """All key-value and map rows of one user, read in one round trip (values still JSON text)."""
+
+    __slots__ = ("kv", "loaded_at", "maps")
+
+    def __init__(
+        self, kv_rows: dict[str, str], map_rows: dict[str, dict[str, str]], loaded_at: float
+    ) -> None:
+        self.kv = kv_rows
+        self.maps = map_rows
+        self.loaded_at = loaded_at
+
+
+class UserReadCache:
+    """Short-lived per-user snapshots, so the reads modules make when a user logs in cost one query.
+
+    When a session starts, several modules each read their own store for that user (roster,
+    blocklist, vCard photo, privacy setting, …): one SQL round trip each was most of a login's CPU.
+    The first read loads every key-value and map row of the user at once; the others are served
+    from that snapshot for ``ttl`` seconds. Any write for the user drops it (a generation counter
+    keeps a load that raced with a write from being stored).
+    """
+
+    def __init__(self, ttl: float = 5.0, size: int = 2048) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._snapshots: dict[tuple[str, str], UserSnapshot] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[UserSnapshot]] = {}
+        self._generation: dict[tuple[str, str], int] = {}
+
+    def invalidate(self, domain: str, user: str) -> None:
+        key = (domain, user)
+        self._snapshots.pop(key, None)
+        self._generation[key] = self._generation.get(key, 0) + 1
+        if len(self._generation) > 4 * self.size:
+            self._generation.clear()
+
+    async def get(self, db: SqlDatabase, domain: str, user: str) -> UserSnapshot:
+        key = (domain, user)
+        loop = asyncio.get_running_loop()
+        snapshot = self._snapshots.get(key)
+        if snapshot is not None and loop.time() - snapshot.loaded_at < self.ttl:
+            return snapshot
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[UserSnapshot] = loop.create_future()
+        self._loading[key] = future
+        generation = self._generation.get(key, 0)
+        try:
+            snapshot = await self._load(db, domain, user, loop.time())
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            self._loading.pop(key, None)
+        future.set_result(snapshot)
+        if self._generation.get(key, 0) == generation:
+            if len(self._snapshots) >= self.size:
+                self._snapshots.pop(next(iter(self._snapshots)))
+            self._snapshots[key] = snapshot
+        return snapshot
+
+    @staticmethod
+    async def _load(db: SqlDatabase, domain: str, user: str, now: float) -> UserSnapshot:
+        kv_rows: dict[str, str] = {}
+        map_rows: dict[str, dict[str, str]] = {}
+        async with db.read() as conn:
+            for row in await conn.execute(
+                select(kv.c.store, kv.c.value).where(kv.c.domain == domain, kv.c.username == user)
+            ):
+                kv_rows[row.store] = row.value
+            stmt = select(map_.c.store, map_.c.key, map_.c.value).where(
+                map_.c.domain == domain, map_.c.username == user
+            )
+            for store, key, value in await conn.execute(stmt):
+                map_rows.setdefault(store, {})[key] = value
+        return UserSnapshot(kv_rows, map_rows, now)
+
+
 class SqlDatabase:
     """Engine plus the two ways to use it: ``read()`` and ``write()`` (a committed transaction)."""
 
@@ -84,6 +165,7 @@ class SqlDatabase:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+        self.user_cache = UserReadCache()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -105,6 +187,16 @@ class SqlDatabase:
                     yield conn
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"storage write failed: {_describe(exc)}") from exc
+
+    @contextlib.asynccontextmanager
+    async def writing_user(self, domain: str, user: str) -> AsyncIterator[None]:
+        """Around a write of a user's key-value/map rows: drop cached snapshots before and after,
+        so no read that overlapped the write can keep serving the old rows."""
+        self.user_cache.invalidate(domain, user)
+        try:
+            yield
+        finally:
+            self.user_cache.invalidate(domain, user)
 
     def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """The dialect's INSERT, for ON CONFLICT upserts (both engines spell it the same way)."""
@@ -226,18 +318,18 @@ class SqlKeyValue:
         return [kv.c.store == self._name, kv.c.domain == domain, kv.c.username == user]
 
     async def get(self, domain: str, user: str) -> JSON | None:
-        async with self._db.read() as conn:
-            text = (await conn.execute(select(kv.c.value).where(*self._where(domain, user)))).scalar()
+        snapshot = await self._db.user_cache.get(self._db, domain, user)
+        text = snapshot.kv.get(self._name)
         return None if text is None else decode_json(text)
 
     async def set(self, domain: str, user: str, value: JSON | None) -> None:
         if value is None:
-            async with self._db.write() as conn:
+            async with self._db.writing_user(domain, user), self._db.write() as conn:
                 await conn.execute(delete(kv).where(*self._where(domain, user)))
             return
         text = encode_json(value)
         stmt = self._db.upsert(kv, ("store", "domain", "username"), ("value",))
-        async with self._db.write() as conn:
+        async with self._db.writing_user(domain, user), self._db.write() as conn:
             await conn.execute(stmt, {"store": self._name, "domain": domain, "username": user, "value": text})
 
 
@@ -250,9 +342,8 @@ class SqlMap:
         return [map_.c.store == self._name, map_.c.domain == domain, map_.c.username == user]
 
     async def get(self, domain: str, user: str, key: str) -> JSON | None:
-        stmt = select(map_.c.value).where(*self._where(domain, user), map_.c.key == key)
-        async with self._db.read() as conn:
-            text = (await conn.execute(stmt)).scalar()
+        snapshot = await self._db.user_cache.get(self._db, domain, user)
+        text = snapshot.maps.get(self._name, {}).get(key)
         return None if text is None else decode_json(text)
 
     async def set(self, domain: str, user: str, key: str, value: JSON | None) -> None:
@@ -267,7 +358,7 @@ class SqlMap:
         ]
         if not gone and not rows:
             return
-        async with self._db.write() as conn:
+        async with self._db.writing_user(domain, user), self._db.write() as conn:
             for chunk in _chunks(gone):
                 await conn.execute(delete(map_).where(*self._where(domain, user), map_.c.key.in_(chunk)))
             if rows:
@@ -276,12 +367,11 @@ class SqlMap:
                 )
 
     async def items(self, domain: str, user: str) -> dict[str, JSON]:
-        stmt = select(map_.c.key, map_.c.value).where(*self._where(domain, user))
-        async with self._db.read() as conn:
-            return {row.key: decode_json(row.value) for row in await conn.execute(stmt)}
+        snapshot = await self._db.user_cache.get(self._db, domain, user)
+        return {key: decode_json(text) for key, text in snapshot.maps.get(self._name, {}).items()}
 
     async def delete_user(self, domain: str, user: str) -> None:
-        async with self._db.write() as conn:
+        async with self._db.writing_user(domain, user), self._db.write() as conn:
             await conn.execute(delete(map_).where(*self._where(domain, user)))
 
 
@@ -455,7 +545,7 @@ class SqlBackend:
                 await conn.execute(insert(archive), rows)
 
     async def delete_user(self, domain: str, username: str) -> None:
-        async with self._db.write() as conn:
+        async with self._db.writing_user(domain, username), self._db.write() as conn:
             await _delete_account(conn, domain, username)
             for table in (kv, map_, archive):
                 await conn.execute(

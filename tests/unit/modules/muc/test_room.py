@@ -18,6 +18,7 @@ from roost.modules.muc.model import (
     ServicePolicy,
 )
 from roost.modules.muc.room import AffiliationRecord, IdGenerator, Occupant, Room
+from roost.stanza import error_condition
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, DATA_FORMS, DELAY, DISCO_INFO, PING, STANZA_ID
@@ -31,7 +32,6 @@ from tests.unit.modules.muc.world import (
     J,
     World,
     codes,
-    condition,
     config,
     form,
     item,
@@ -71,7 +71,7 @@ def test_locked_room_refuses_everyone_but_owners_with_item_not_found() -> None:
     w.join(OWNER, "firstwitch")
     out = w.join(MEMBER, "thirdwitch")
     assert out[0].attrs["type"] == "error"
-    assert condition(out[0]) == "item-not-found"
+    assert error_condition(out[0]) == "item-not-found"
     assert out[0].find("x", MUC) is not None
     assert out[0].find("error").attrs["by"] == ROOM  # type: ignore[union-attr]
 
@@ -212,7 +212,7 @@ def test_who_may_create_rooms(policy: str, user: str, allowed: bool) -> None:
     if allowed:
         assert w.service.get("newroom") is not None
     else:
-        assert condition(out[0]) == "not-allowed" and w.service.get("newroom") is None
+        assert error_condition(out[0]) == "not-allowed" and w.service.get("newroom") is None
 
 
 def test_rooms_per_user_are_limited() -> None:
@@ -220,7 +220,7 @@ def test_rooms_per_user_are_limited() -> None:
     w.create(room="one")
     w.create(room="two")
     out = w.join(OWNER, "x", room="three")
-    assert condition(out[0]) == "not-allowed"
+    assert error_condition(out[0]) == "not-allowed"
 
 
 # -- entering (§7.2) -------------------------------------------------------------------------------
@@ -279,18 +279,18 @@ def test_logged_room_warns_with_170() -> None:
 
 def test_nickname_in_use_is_a_conflict(world: World) -> None:
     out = world.join(MEMBER, "FirstWitch")  # nicknames clash case-insensitively
-    assert condition(out[0]) == "conflict" and out[0].attrs["from"] == occ_jid("FirstWitch")
+    assert error_condition(out[0]) == "conflict" and out[0].attrs["from"] == occ_jid("FirstWitch")
 
 
 def test_blank_nickname_is_refused(world: World) -> None:
-    assert condition(world.join(MEMBER, " ")[0]) == "jid-malformed"
+    assert error_condition(world.join(MEMBER, " ")[0]) == "jid-malformed"
 
 
 def test_password_protected_room() -> None:
     w = World()
     w.create(passwordprotectedroom="1", roomsecret="cauldronburn")
-    assert condition(w.join(MEMBER, "thirdwitch")[0]) == "not-authorized"
-    assert condition(w.join(MEMBER, "thirdwitch", password="wrong")[0]) == "not-authorized"
+    assert error_condition(w.join(MEMBER, "thirdwitch")[0]) == "not-authorized"
+    assert error_condition(w.join(MEMBER, "thirdwitch", password="wrong")[0]) == "not-authorized"
     ok = w.join(MEMBER, "thirdwitch", password="cauldronburn")
     assert codes(to(ok, MEMBER)[-2]) == {"110"}
 
@@ -298,7 +298,7 @@ def test_password_protected_room() -> None:
 def test_members_only_room_needs_membership() -> None:
     w = World()
     w.create(membersonly="1")
-    assert condition(w.join(MEMBER, "thirdwitch")[0]) == "registration-required"
+    assert error_condition(w.join(MEMBER, "thirdwitch")[0]) == "registration-required"
     w.admin(OWNER, {"affiliation": "member", "jid": "hag@example.org"})
     out = w.join(MEMBER, "thirdwitch")
     assert item(to(out, MEMBER)[-2]).attrs["affiliation"] == "member"
@@ -306,12 +306,12 @@ def test_members_only_room_needs_membership() -> None:
 
 def test_banned_user_cannot_enter(world: World) -> None:
     world.admin(OWNER, {"affiliation": "outcast", "jid": "hag@example.org"})
-    assert condition(world.join(MEMBER, "thirdwitch")[0]) == "forbidden"
+    assert error_condition(world.join(MEMBER, "thirdwitch")[0]) == "forbidden"
 
 
 def test_domain_ban_applies_to_every_user_of_the_domain(world: World) -> None:
     world.admin(OWNER, {"affiliation": "outcast", "jid": "spam.example"})
-    assert condition(world.join("bot@spam.example/x", "bot")[0]) == "forbidden"
+    assert error_condition(world.join("bot@spam.example/x", "bot")[0]) == "forbidden"
 
 
 def test_full_room_refuses_with_service_unavailable_but_admits_admins() -> None:
@@ -319,13 +319,13 @@ def test_full_room_refuses_with_service_unavailable_but_admits_admins() -> None:
     w.create(maxusers="2", roomadmins=[ADMIN])
     w.join(MEMBER, "thirdwitch")
     out = w.join(OTHER, "hecate")
-    assert condition(out[0]) == "service-unavailable" and out[0].find("error").attrs["type"] == "wait"  # type: ignore[union-attr]
+    assert error_condition(out[0]) == "service-unavailable" and out[0].find("error").attrs["type"] == "wait"  # type: ignore[union-attr]
     assert not to(w.join(ADMIN, "secondwitch"), ADMIN)[0].attrs.get("type")
 
 
 def test_reserved_nickname_belongs_to_its_member(world: World) -> None:
     world.admin(OWNER, {"affiliation": "member", "jid": "hag@example.org", "nick": "thirdwitch"})
-    assert condition(world.join(OTHER, "ThirdWitch")[0]) == "conflict"
+    assert error_condition(world.join(OTHER, "ThirdWitch")[0]) == "conflict"
     assert not world.join(MEMBER, "thirdwitch")[0].attrs.get("type")
 
 
@@ -390,7 +390,7 @@ def test_nick_change_sends_303_then_new_presence(world: World) -> None:
 def test_nick_change_to_a_taken_nick_is_a_conflict(world: World) -> None:
     world.join(MEMBER, "thirdwitch")
     out = world.presence(MEMBER, "firstwitch", x=False)
-    assert condition(out[0]) == "conflict"
+    assert error_condition(out[0]) == "conflict"
     assert world.room().occupant("thirdwitch") is not None
 
 
@@ -746,7 +746,7 @@ def test_ban_removes_with_301_and_keeps_out(world: World) -> None:
     out = world.admin(OWNER, {"affiliation": "outcast", "jid": "hag@example.org", "reason": "Treason"})
     banned = to(out, MEMBER)[0]
     assert codes(banned) == {"110", "301"} and item(banned).attrs["affiliation"] == "outcast"
-    assert condition(world.join(MEMBER, "thirdwitch")[0]) == "forbidden"
+    assert error_condition(world.join(MEMBER, "thirdwitch")[0]) == "forbidden"
     listing = world.admin_list(OWNER, affiliation="outcast")
     entries = list(listing.elements("item"))
     assert entries[0].attrs["jid"] == "hag@example.org" and entries[0].find_text("reason") == "Treason"

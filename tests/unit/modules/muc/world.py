@@ -10,7 +10,7 @@ from roost.modules.muc.room import Broadcast, Outcome, Room
 from roost.modules.muc.service import MucService
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, DATA_FORMS, STANZA_ERRORS
+from roost.xml.ns import CLIENT, DATA_FORMS
 
 SERVICE = "chat.example"
 OWNER = "crone@example.org/desktop"
@@ -54,15 +54,6 @@ def item(stanza: Element) -> Element:
     assert found is not None, stanza
     return found
 
-
-def condition(stanza: Element) -> str | None:
-    error = stanza.find("error")
-    if error is None:
-        return None
-    for child in error.elements(ns=STANZA_ERRORS):
-        if child.name != "text":
-            return child.name
-    return None
 
 
 def occupant_id(stanza: Element) -> str | None:
