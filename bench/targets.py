@@ -35,6 +35,10 @@ from .xmppload.client import Account, CredentialCache, Endpoint
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
+# MUC rooms as configured on every server (see each config): history kept, most occupants allowed.
+MUC_HISTORY = 20
+MUC_MAX_OCCUPANTS = 1000
+ROSTER_GROUP = "bench"  # every provisioned contact: name = localpart, this one group, subscription both
 
 Log = Callable[[str], None]
 
@@ -241,7 +245,13 @@ ssl = {{ certificate = {_lua_str(str(self.certs.cert))}; key = {_lua_str(str(sel
 
 VirtualHost "{DOMAIN}"
 
+-- The same kind of room on every server: public, temporary (not stored, not archived or logged), no
+-- occupant limit below 1000, 20 messages of in-memory history, locked until configured (XEP-0045 §10.1).
 Component "{MUC_DOMAIN}" "muc"
+  muc_room_default_public = true
+  muc_room_default_persistent = false
+  muc_room_default_history_length = {MUC_HISTORY}
+  muc_room_locking = true
 """
         self.config.write_text(text)
 
@@ -262,8 +272,8 @@ Component "{MUC_DOMAIN}" "muc"
             rosters.mkdir(parents=True, exist_ok=True)
             for user, contacts in prov.rosters.items():
                 items = "".join(
-                    f'  ["{c}@{DOMAIN}"] = {{ ["subscription"] = "both"; ["groups"] = {{}}; '
-                    f'["name"] = "{c}" }};\n'
+                    f'  ["{c}@{DOMAIN}"] = {{ ["subscription"] = "both"; '
+                    f'["groups"] = {{ ["{ROSTER_GROUP}"] = true }}; ["name"] = "{c}" }};\n'
                     for c in contacts
                 )
                 (rosters / f"{user}.dat").write_text(
@@ -408,6 +418,14 @@ modules:
       - allow
     access_create: muc_create
     access_persistent: muc_create
+    history_size: {MUC_HISTORY}
+    max_users: {MUC_MAX_OCCUPANTS}
+    default_room_options:
+      public: true
+      persistent: false
+      mam: false
+      logging: false
+      max_users: {MUC_MAX_OCCUPANTS}
   mod_muc_admin: {{}}
   mod_offline:
     access_max_user_messages: max_user_offline_messages
@@ -472,7 +490,7 @@ modules:
                 calls.append(
                     ("add_rosteritem", {
                         "localuser": user, "localhost": DOMAIN, "user": c, "host": DOMAIN,
-                        "nick": c, "group": "bench", "subs": "both",
+                        "nick": c, "group": ROSTER_GROUP, "subs": "both",
                     })
                 )  # fmt: skip
         t0 = time.monotonic()
@@ -536,6 +554,14 @@ scram_hashes = ["SHA-1"]
 [log]
 level = "warning"
 file = "{workdir}/roost.log"
+
+# Rooms like on the other servers: up to 1000 occupants, 20 messages of history, and no per-occupant
+# message rate limit (Prosody loads no muc_limits, ejabberd's min_message_interval is 0).
+[muc]
+default_max_occupants = 1000
+max_occupants = 1000
+default_history = 20
+message_rate = 0
 """
 
 
@@ -573,8 +599,6 @@ class RoostTarget(Target):
         )  # fmt: skip
         csv = self.dir / "users.csv"
         csv.write_text("".join(f"{a.user}@{DOMAIN},{a.password}\n" for a in prov.accounts))
-        if prov.rosters:
-            self.log("roost: roster provisioning is not implemented yet; presence scenarios will be wrong")
         t0 = time.monotonic()
         cmd = [self.exe, "--config", str(self.config), "user", "import", str(csv)]
         proc = await asyncio.create_subprocess_exec(
@@ -584,8 +608,36 @@ class RoostTarget(Target):
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.decode(errors='replace')}")
         self.log(f"roost: imported {len(prov.accounts)} users in {time.monotonic() - t0:.1f}s")
+        if prov.rosters:
+            t0 = time.monotonic()
+            await self.write_rosters(prov.rosters)
+            self.log(f"roost: wrote {len(prov.rosters)} rosters in {time.monotonic() - t0:.1f}s")
         await self._spawn([self.exe, "--config", str(self.config), "run"])
         await wait_for_port("127.0.0.1", self.port, 60, self._alive)
+
+
+    async def write_rosters(self, rosters: dict[str, list[str]]) -> None:
+        """Rosters through Roost's own storage API, in the roster module's own row format, before start.
+
+        The storage URL is the one the server will use (its config, loaded by Roost's loader).
+        """
+        from roost.config.loader import load_config
+        from roost.jid import JID
+        from roost.modules.roster import RosterItem, roster_rows
+        from roost.storage.manager import StorageManager
+
+        url = load_config(self.config).storage_url
+        storage = await StorageManager.open(url, progress=lambda _msg: None)
+        try:
+            store = storage.map("roster")
+            for user, contacts in rosters.items():
+                items = [
+                    RosterItem(JID.parse(f"{c}@{DOMAIN}"), name=c, subscription="both", groups=[ROSTER_GROUP])
+                    for c in contacts
+                ]
+                await store.set_many(DOMAIN, user, roster_rows(items))
+        finally:
+            await storage.close()
 
 
 TARGETS: dict[str, type[Target]] = {t.name: t for t in (RoostTarget, ProsodyTarget, EjabberdTarget)}

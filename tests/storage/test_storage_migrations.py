@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -21,7 +22,19 @@ from roost.storage.sql.schema import metadata
 
 
 async def run_sync(url: str, fn: Callable[[Connection], Any]) -> Any:
-    engine = create_async_engine(_normalize_url(url))
+    sa_url = _normalize_url(url)
+    if sa_url.get_backend_name() == "sqlite":  # Roost drives SQLite synchronously, on a thread
+
+        def run() -> Any:
+            sync_engine = create_engine(sa_url)
+            try:
+                with sync_engine.begin() as conn:
+                    return fn(conn)
+            finally:
+                sync_engine.dispose()
+
+        return await asyncio.to_thread(run)
+    engine = create_async_engine(sa_url)
     try:
         async with engine.begin() as conn:
             return await conn.run_sync(fn)

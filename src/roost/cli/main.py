@@ -616,58 +616,54 @@ def _progress(message: str) -> None:
 
 
 def _cmd_user_add(args: argparse.Namespace) -> int:
-    config = _load(args)
-    _cli_logging(args)
-    jid = _user_jid(args.jid, config)
-    local = _local(jid)
-
-    exists = OperationFailed(f"user {jid} already exists (change it with 'roost user passwd {jid}')")
-
-    async def add() -> None:
-        from roost.storage.api import AccountExists
-
-        storage = await _open_storage(config)
-        try:
-            if await storage.accounts.exists(jid.domain, local):  # before asking for a password
-                raise exists
-            password = _read_password(args)
-            credentials = await asyncio.to_thread(_derive_or_usage_error, password, config)
-            await storage.accounts.create(jid.domain, local, credentials)
-        except AccountExists:
-            raise exists from None
-        finally:
-            await storage.close()
-
-    asyncio.run(add())
+    jid = _store_password(args, new_account=True)
     print(f"created {jid}")
     return EXIT_OK
 
 
 def _cmd_user_passwd(args: argparse.Namespace) -> int:
+    jid = _store_password(args, new_account=False)
+    print(f"password changed for {jid}")
+    return EXIT_OK
+
+
+def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
+    """Read a password and store credentials for ``args.jid``: a new account, or an existing one's.
+
+    Whether the account exists is checked before the password is asked for; one created or deleted
+    in between (another process) gets the same answer.
+    """
+    from roost.storage.api import AccountExists, NoSuchAccount
+
     config = _load(args)
     _cli_logging(args)
     jid = _user_jid(args.jid, config)
     local = _local(jid)
+    if new_account:
+        refused = OperationFailed(f"user {jid} already exists (change it with 'roost user passwd {jid}')")
+        lost_race: type[Exception] = AccountExists
+    else:
+        refused = OperationFailed(f"no such user: {jid}")
+        lost_race = NoSuchAccount
 
-    async def passwd() -> None:
-        from roost.storage.api import NoSuchAccount
-
+    async def store() -> None:
         storage = await _open_storage(config)
-        missing = OperationFailed(f"no such user: {jid}")
         try:
-            if not await storage.accounts.exists(jid.domain, local):  # before asking for a password
-                raise missing
+            if await storage.accounts.exists(jid.domain, local) == new_account:
+                raise refused
             password = _read_password(args)
             credentials = await asyncio.to_thread(_derive_or_usage_error, password, config)
-            await storage.accounts.set_credentials(jid.domain, local, credentials)
-        except NoSuchAccount:
-            raise missing from None
+            if new_account:
+                await storage.accounts.create(jid.domain, local, credentials)
+            else:
+                await storage.accounts.set_credentials(jid.domain, local, credentials)
+        except lost_race:
+            raise refused from None
         finally:
             await storage.close()
 
-    asyncio.run(passwd())
-    print(f"password changed for {jid}")
-    return EXIT_OK
+    asyncio.run(store())
+    return jid
 
 
 def _cmd_user_del(args: argparse.Namespace) -> int:

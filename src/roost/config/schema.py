@@ -346,7 +346,7 @@ class C2SSection(_Section):
 
 # --- [storage] ---------------------------------------------------------------------------------
 
-#: URL schemes the storage layer opens (a "+driver" suffix is allowed: sqlite+aiosqlite://…).
+#: URL schemes the storage layer opens (a "+driver" suffix is allowed: sqlite+pysqlite://…).
 STORAGE_SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -151,28 +152,20 @@ class Server:
         loop = asyncio.get_running_loop()
         settings = self.c2s_settings()
         listen = self.config.listen
-        if listen.c2s:
-            host, port = parse_address(listen.c2s)
+        # c2s starts in the clear (STARTTLS); c2s_tls is direct TLS (XEP-0368).
+        for kind, address, direct_tls in (("c2s", listen.c2s, False), ("c2s_tls", listen.c2s_tls, True)):
+            if not address:
+                continue
+            host, port = parse_address(address)
             srv = await loop.create_server(
-                lambda: C2SConnection(self, settings, direct_tls=False),
+                functools.partial(C2SConnection, self, settings, direct_tls=direct_tls),
                 host or None,
                 port,
                 backlog=1024,
                 reuse_address=True,
             )
             self._servers.append(srv)
-            self.addresses["c2s"] = srv.sockets[0].getsockname()[:2]
-        if listen.c2s_tls:
-            host, port = parse_address(listen.c2s_tls)
-            srv = await loop.create_server(
-                lambda: C2SConnection(self, settings, direct_tls=True),
-                host or None,
-                port,
-                backlog=1024,
-                reuse_address=True,
-            )
-            self._servers.append(srv)
-            self.addresses["c2s_tls"] = srv.sockets[0].getsockname()[:2]
+            self.addresses[kind] = srv.sockets[0].getsockname()[:2]
 
     async def stop(self) -> None:
         """Ordered shutdown: stop listening, <system-shutdown/> to every stream, drain, close storage."""

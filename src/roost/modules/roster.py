@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
@@ -459,7 +459,7 @@ class Roster(Module):
             del roster.entries[contact]
         if visible_change:
             self._trim(roster, changes)
-            changes[_META_KEY] = {"epoch": roster.epoch, "ver": roster.ver, "floor": roster.floor}
+            changes[_META_KEY] = _encode_meta(roster.epoch, roster.ver, roster.floor)
         self._write(roster.user, changes)
         if visible_change:
             self.push(roster, entry.item.to_element() if in_roster else Element(
@@ -726,6 +726,34 @@ def _encode_entry(entry: Entry) -> JSON:
     if item.pending_in:
         data["pending"] = element_to_json(item.pending_stanza) if item.pending_stanza is not None else True
     return data
+
+
+def _encode_meta(epoch: str, ver: int, floor: int) -> JSON:
+    return {"epoch": epoch, "ver": ver, "floor": floor}
+
+
+def roster_rows(items: Iterable[RosterItem], epoch: str | None = None) -> dict[str, JSON]:
+    """The ``roster`` map rows of an account whose roster holds exactly ``items``, for writing with
+    ``MapStore.set_many(domain, localpart, rows)`` while the server is not running (bulk provisioning,
+    imports). The module reads them back as if the items had been added one after the other: each gets
+    the next version, and the counter row holds the last one (under ``epoch``, random if not given).
+
+    Items must have distinct bare JIDs and a known subscription; pending-in state is kept as is.
+    """
+    rows: dict[str, JSON] = {}
+    ver = 0
+    for item in items:
+        key = str(item.jid)
+        if item.jid.resource is not None:
+            raise ValueError(f"roster items are bare JIDs, not {key}")
+        if item.subscription not in SUBSCRIPTIONS:
+            raise ValueError(f"unknown subscription {item.subscription!r} for {key}")
+        if key in rows:
+            raise ValueError(f"{key} is listed twice")
+        ver += 1
+        rows[key] = _encode_entry(Entry(item, in_roster=True, version=ver))
+    rows[_META_KEY] = _encode_meta(epoch or secrets.token_hex(4), ver, 0)
+    return rows
 
 
 def _decode(user: JID, data: dict[str, JSON]) -> UserRoster:

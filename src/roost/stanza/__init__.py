@@ -44,30 +44,28 @@ def error_reply(stanza: Element, error: StanzaError, by: str | None = None) -> E
     sid = stanza.attrs.get("id")
     if sid is not None:
         attrs["id"] = sid
-    to = stanza.attrs.get("from")
-    if to is not None:
-        attrs["to"] = to
-    frm = stanza.attrs.get("to")
-    if frm is not None:
-        attrs["from"] = frm
-    reply = Element(stanza.name, stanza.ns, attrs)
+    reply = Element(stanza.name, stanza.ns, _addressed_back(stanza, attrs))
     reply.children.append(error.to_element(by, stanza.ns))
     return reply
 
 
 def iq_result(iq: Element, payload: Element | None = None) -> Element:
     """The result IQ answering ``iq`` (addresses swapped)."""
-    attrs = {"type": "result", "id": iq.attrs.get("id", "")}
-    to = iq.attrs.get("from")
-    if to is not None:
-        attrs["to"] = to
-    frm = iq.attrs.get("to")
-    if frm is not None:
-        attrs["from"] = frm
-    reply = Element("iq", iq.ns, attrs)
+    reply = Element("iq", iq.ns, _addressed_back(iq, {"type": "result", "id": iq.attrs.get("id", "")}))
     if payload is not None:
         reply.children.append(payload)
     return reply
+
+
+def _addressed_back(stanza: Element, attrs: dict[str, str]) -> dict[str, str]:
+    """``attrs`` plus the addresses of a reply to ``stanza``: its 'from' as 'to', its 'to' as 'from'."""
+    to = stanza.attrs.get("from")
+    if to is not None:
+        attrs["to"] = to
+    frm = stanza.attrs.get("to")
+    if frm is not None:
+        attrs["from"] = frm
+    return attrs
 
 
 __all__ = [

@@ -1,11 +1,11 @@
-"""One SQL backend for SQLite (aiosqlite) and PostgreSQL (asyncpg), on SQLAlchemy Core 2 async.
+"""One SQL backend for SQLite and PostgreSQL (asyncpg), on SQLAlchemy Core 2.
 
 SQLite specifics: WAL (readers never block the writer), synchronous=NORMAL (durable at checkpoints, never
 corrupt), busy_timeout (``roost user add`` may write to the same file while the server runs), foreign keys
 on, and write transactions that start with BEGIN IMMEDIATE so that a read-then-write transaction cannot
 fail half-way with SQLITE_BUSY; writes within this process take turns on an asyncio lock instead of
-spinning in SQLite's busy handler. aiosqlite runs each connection in its own thread, so none of this
-blocks the event loop.
+spinning in SQLite's busy handler. SQLite runs on a sync engine in one dedicated thread (see
+``threaded.py`` for why not aiosqlite), so none of this blocks the event loop.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Row,
     Table,
     and_,
+    create_engine,
     delete,
     event,
     func,
@@ -57,6 +58,7 @@ from roost.storage.api import (
 from roost.storage.backend import QueuedAppend
 from roost.storage.sql import migrate
 from roost.storage.sql.schema import account_credentials, accounts, archive, kv, map_
+from roost.storage.sql.threaded import ThreadedEngine
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +110,19 @@ class UserReadCache:
         self._generation: dict[tuple[str, str], int] = {}
 
     def invalidate(self, domain: str, user: str) -> None:
+        """Forget the user's snapshot (and any load of it now in flight)."""
+        self._snapshots.pop((domain, user), None)
+        self.bump(domain, user)
+
+    def bump(self, domain: str, user: str) -> None:
+        """Keep a load that is in flight now from being stored: it may predate a write."""
         key = (domain, user)
-        self._snapshots.pop(key, None)
         self._generation[key] = self._generation.get(key, 0) + 1
         if len(self._generation) > 4 * self.size:
             self._generation.clear()
+
+    def cached(self, domain: str, user: str) -> UserSnapshot | None:
+        return self._snapshots.get((domain, user))
 
     async def get(self, db: SqlDatabase, domain: str, user: str) -> UserSnapshot:
         key = (domain, user)
@@ -161,14 +171,14 @@ class UserReadCache:
 class SqlDatabase:
     """Engine plus the two ways to use it: ``read()`` and ``write()`` (a committed transaction)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine | ThreadedEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self.user_cache = UserReadCache()
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
+    async def read(self) -> AsyncIterator[Any]:
         """A connection for reads, rolled back at the end (on SQLite its statements share one snapshot)."""
         try:
             async with self.engine.connect() as conn:
@@ -177,7 +187,7 @@ class SqlDatabase:
             raise StorageError(f"storage read failed: {_describe(exc)}") from exc
 
     @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Any]:
         """One transaction, committed if the block succeeds. Storage-level errors pass through as they are."""
         lock = self._write_lock if self._write_lock is not None else contextlib.nullcontext()
         try:
@@ -189,14 +199,25 @@ class SqlDatabase:
             raise StorageError(f"storage write failed: {_describe(exc)}") from exc
 
     @contextlib.asynccontextmanager
-    async def writing_user(self, domain: str, user: str) -> AsyncIterator[None]:
-        """Around a write of a user's key-value/map rows: drop cached snapshots before and after,
-        so no read that overlapped the write can keep serving the old rows."""
-        self.user_cache.invalidate(domain, user)
+    async def writing_user(
+        self, domain: str, user: str, apply: Callable[[UserSnapshot], None] | None = None
+    ) -> AsyncIterator[None]:
+        """Around a write of a user's key-value/map rows: once it is committed, ``apply`` updates the
+        cached snapshot in place (without ``apply``, or if the write fails, the snapshot is dropped).
+        Loads that overlapped the write are never stored."""
+        cache = self.user_cache
+        cache.bump(domain, user)
         try:
             yield
-        finally:
-            self.user_cache.invalidate(domain, user)
+        except BaseException:
+            cache.invalidate(domain, user)
+            raise
+        snapshot = cache.cached(domain, user)
+        if snapshot is not None and apply is not None:
+            apply(snapshot)
+            cache.bump(domain, user)
+        else:
+            cache.invalidate(domain, user)
 
     def insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         """The dialect's INSERT, for ON CONFLICT upserts (both engines spell it the same way)."""
@@ -323,13 +344,22 @@ class SqlKeyValue:
         return None if text is None else decode_json(text)
 
     async def set(self, domain: str, user: str, value: JSON | None) -> None:
+        name = self._name
         if value is None:
-            async with self._db.writing_user(domain, user), self._db.write() as conn:
+
+            def forget(snapshot: UserSnapshot) -> None:
+                snapshot.kv.pop(name, None)
+
+            async with self._db.writing_user(domain, user, forget), self._db.write() as conn:
                 await conn.execute(delete(kv).where(*self._where(domain, user)))
             return
         text = encode_json(value)
         stmt = self._db.upsert(kv, ("store", "domain", "username"), ("value",))
-        async with self._db.writing_user(domain, user), self._db.write() as conn:
+
+        def remember(snapshot: UserSnapshot) -> None:
+            snapshot.kv[name] = text
+
+        async with self._db.writing_user(domain, user, remember), self._db.write() as conn:
             await conn.execute(stmt, {"store": self._name, "domain": domain, "username": user, "value": text})
 
 
@@ -358,7 +388,15 @@ class SqlMap:
         ]
         if not gone and not rows:
             return
-        async with self._db.writing_user(domain, user), self._db.write() as conn:
+
+        def apply(snapshot: UserSnapshot) -> None:
+            values = snapshot.maps.setdefault(self._name, {})
+            for key in gone:
+                values.pop(key, None)
+            for row in rows:
+                values[row["key"]] = row["value"]
+
+        async with self._db.writing_user(domain, user, apply), self._db.write() as conn:
             for chunk in _chunks(gone):
                 await conn.execute(delete(map_).where(*self._where(domain, user), map_.c.key.in_(chunk)))
             if rows:
@@ -575,8 +613,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Writes (and migrations) run in BEGIN IMMEDIATE transactions. Reads stay in autocommit: each
+    # statement sees a committed state, and no BEGIN/ROLLBACK pair is spent on them.
+    if conn.get_execution_options().get(_WRITE_OPTION, False):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _normalize_url(url: str) -> URL:
@@ -590,7 +630,7 @@ def _normalize_url(url: str) -> URL:
             raise StorageError(
                 "an SQLite storage URL needs a file path (sqlite:///path/roost.db); use memory://"
             )
-        return parsed.set(drivername="sqlite+aiosqlite")
+        return parsed.set(drivername="sqlite+pysqlite")
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
     raise StorageError(
@@ -605,9 +645,10 @@ async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlB
     if sa_url.get_backend_name() == "sqlite":
         assert sa_url.database is not None
         await asyncio.to_thread(Path(sa_url.database).parent.mkdir, parents=True, exist_ok=True)
-        engine = create_async_engine(sa_url, hide_parameters=True)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        sync_engine = create_engine(sa_url, hide_parameters=True)
+        event.listen(sync_engine, "connect", _sqlite_pragmas)
+        event.listen(sync_engine, "begin", _sqlite_begin)
+        engine: AsyncEngine | ThreadedEngine = ThreadedEngine(sync_engine)
     else:
         engine = create_async_engine(sa_url, hide_parameters=True, pool_pre_ping=True)
     backend = SqlBackend(SqlDatabase(engine))

@@ -1,0 +1,161 @@
+"""SQLite through a synchronous SQLAlchemy engine on one dedicated thread.
+
+Why not aiosqlite: it hands every DB-API call (cursor, execute, fetchall, close, begin, rollback…) to
+its thread separately, so one small read cost a dozen thread round trips and wake-ups of the event
+loop; measured, storage was most of a login's CPU. Here a whole step runs in the database thread at
+once — the first statement opens the connection (and its transaction), the last step commits and
+returns it — so a read is two round trips and a write three, whatever SQLAlchemy does inside.
+
+The shim offers the small part of ``AsyncConnection`` the SQL backend uses (``execute``, ``begin``,
+``execution_options``, ``run_sync``), so one backend serves SQLite and PostgreSQL (asyncpg, natively
+async) alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import CursorResult, Row
+
+T = TypeVar("T")
+
+
+class BufferedResult:
+    """A statement's rows, fetched in the database thread; read on the event loop."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Row[Any]], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Row[Any]]:
+        return iter(self._rows)
+
+    def all(self) -> list[Row[Any]]:
+        return self._rows
+
+    def first(self) -> Row[Any] | None:
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        if len(self._rows) != 1:
+            raise ValueError(f"expected one row, got {len(self._rows)}")
+        return self._rows[0][0]
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+
+def _buffer(result: CursorResult[Any]) -> BufferedResult:
+    rows = list(result.all()) if result.returns_rows else []
+    return BufferedResult(rows, getattr(result, "rowcount", -1))
+
+
+class ThreadedConnection:
+    """One pooled connection, used only inside the database thread."""
+
+    def __init__(self, db: ThreadedEngine) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+        self._options: dict[str, Any] = {}
+        self._transaction = False
+
+    def _connection(self) -> Connection:  # database thread
+        if self._conn is None:
+            self._conn = self._db.engine.connect()
+            if self._options:
+                self._conn.execution_options(**self._options)
+            if self._transaction:
+                self._conn.begin()
+        return self._conn
+
+    async def execution_options(self, **options: Any) -> ThreadedConnection:
+        self._options.update(options)
+        if self._conn is not None:
+            await self._db.call(self._conn.execution_options, **options)
+        return self
+
+    async def execute(self, statement: Any, parameters: Any = None) -> BufferedResult:
+        def run() -> BufferedResult:
+            return _buffer(self._connection().execute(statement, parameters))
+
+        return await self._db.call(run)
+
+    async def scalars(self, statement: Any, parameters: Any = None) -> list[Any]:
+        return (await self.execute(statement, parameters)).scalars()
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        return (await self.execute(statement, parameters)).scalar()
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._db.call(lambda: fn(self._connection(), *args))
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[None]:
+        """A transaction: begun with the first statement, committed (or rolled back) in one step."""
+        if self._conn is not None:
+            raise RuntimeError("begin() must come before the first statement")
+        self._transaction = True
+        try:
+            yield
+        except BaseException:
+            await self._finish(commit=False)
+            raise
+        await self._finish(commit=True)
+
+    async def _finish(self, *, commit: bool) -> None:
+        conn = self._conn
+        self._transaction = False
+        if conn is None:
+            return
+
+        def end() -> None:
+            transaction = conn.get_transaction()
+            if transaction is not None:
+                if commit:
+                    transaction.commit()
+                else:
+                    transaction.rollback()
+
+        await self._db.call(end)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._db.call(conn.close)
+
+
+class ThreadedEngine:
+    """A sync engine plus the one thread all its connections live in."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-sqlite")
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[ThreadedConnection]:
+        conn = ThreadedConnection(self)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def dispose(self) -> None:
+        await self.call(self.engine.dispose)
+        self._executor.shutdown(wait=True)
