@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 # The ``peers`` fixture of IM tests with real clients.
 pytest_plugins = ("tests.support.im",)
@@ -17,11 +17,8 @@ pytest_plugins = ("tests.support.im",)
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """A Roost server for ``localhost`` on ephemeral ports, SQLite storage in tmp_path."""
-    running = await start_server(tmp_path)
-    try:
+    async with running_server(tmp_path) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

@@ -6,5 +6,8 @@ from .base import Scenario
 from .idle import IdleScenario
 from .login import LoginScenario
 from .oneone import OneOneScenario
+from .presence import PresenceScenario
 
-SCENARIOS: dict[str, type[Scenario]] = {s.name: s for s in (LoginScenario, OneOneScenario, IdleScenario)}
+SCENARIOS: dict[str, type[Scenario]] = {
+    s.name: s for s in (LoginScenario, OneOneScenario, IdleScenario, PresenceScenario)
+}

@@ -11,7 +11,7 @@ from roost.xml.element import Element
 from roost.xml.ns import SASL
 from tests.support.clients import Client, connect
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, running_server
 
 
 @pytest.fixture(autouse=True)
@@ -159,10 +159,8 @@ async def test_sasl_abort(server: RunningServer) -> None:
 
 
 async def test_plain_without_tls_is_refused(tmp_path: Path) -> None:
-    from tests.support.server import start_server
 
-    running = await start_server(tmp_path / "other", "[c2s]\nrequire_encryption = false\n")
-    try:
+    async with running_server(tmp_path / "other", "[c2s]\nrequire_encryption = false\n") as running:
         await running.add_user("romeo@localhost", "s3cret")
         raw = await RawClient.connect(running.c2s_port)
         await raw.open()
@@ -172,8 +170,6 @@ async def test_plain_without_tls_is_refused(tmp_path: Path) -> None:
         result = await raw.auth_plain("romeo", "s3cret")
         assert result.find("encryption-required", SASL) is not None
         assert (await raw.auth_scram("romeo", "s3cret")).name == "success"
-    finally:
-        await running.stop()
 
 
 async def test_bind_conflict_replaces_older_session(server: RunningServer, bystander: Client) -> None:

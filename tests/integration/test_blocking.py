@@ -12,7 +12,7 @@ from roost.stanza import error_condition
 from roost.xml.element import Element
 from tests.support.im import Peer, add_users, close_all, drain, install_presence_shim, login
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 BLOCKING = "urn:xmpp:blocking"
 BLOCKLIST = f"<blocklist xmlns='{BLOCKING}'/>"
@@ -265,8 +265,7 @@ async def until_presence(peer: Peer, predicate: Callable[[Element], bool], timeo
 
 
 async def test_blocklist_size_is_limited(tmp_path: Path) -> None:
-    running = await start_server(tmp_path / "small", "[blocking]\nmax_items = 2\n")
-    try:
+    async with running_server(tmp_path / "small", "[blocking]\nmax_items = 2\n") as running:
         install_presence_shim(running.server)
         await add_users(running, "romeo")
         romeo = await login(running, "romeo@localhost/a")
@@ -275,8 +274,6 @@ async def test_blocklist_size_is_limited(tmp_path: Path) -> None:
         reply = await romeo.iq(block("c@example.org"))
         assert reply.attrs["type"] == "error" and error_condition(reply) == "not-allowed"
         await close_all([romeo])
-    finally:
-        await running.stop()
 
 
 async def test_server_advertises_blocking(server: RunningServer, peers: list[Peer]) -> None:

@@ -13,7 +13,7 @@ from roost.xml.ns import DISCO_INFO, LAST, PRIVATE, REGISTER, REGISTER_FEATURE, 
 from tests.support.clients import connect
 from tests.support.queries import ask
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 TOGGLED = "\n".join(
     f"[{name}]\nenabled = {value}\n"
@@ -41,11 +41,8 @@ def loaded_features(running: RunningServer) -> tuple[set[str], set[str]]:
 
 @pytest.fixture
 async def toggled(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(tmp_path / "toggled", TOGGLED)
-    try:
+    async with running_server(tmp_path / "toggled", TOGGLED) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def test_defaults(server: RunningServer) -> None:

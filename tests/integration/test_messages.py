@@ -11,7 +11,7 @@ from roost.util.ids import id_timestamp
 from roost.xml.element import Element
 from roost.xml.ns import STANZA_ID
 from tests.support.im import Peer, add_users, close_all, install_presence_shim, login
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 SID = STANZA_ID
 
@@ -173,8 +173,7 @@ async def test_headline_to_unknown_resource_is_dropped(server: RunningServer, pe
 
 
 async def test_without_offline_storage_messages_for_offline_accounts_are_refused(tmp_path: Path) -> None:
-    running = await start_server(tmp_path / "no-offline", "[offline]\nenabled = false\n")
-    try:
+    async with running_server(tmp_path / "no-offline", "[offline]\nenabled = false\n") as running:
         install_presence_shim(running.server)
         await add_users(running, "romeo", "juliet")
         romeo = await login(running, "romeo@localhost/r")
@@ -184,8 +183,6 @@ async def test_without_offline_storage_messages_for_offline_accounts_are_refused
         assert reply.attrs["id"] == "o1" and error_condition(reply) == "service-unavailable"  # §8.5.2.2.1
         await negative.no_message()
         await close_all([romeo, negative])
-    finally:
-        await running.stop()
 
 
 async def test_delivered_message_gets_a_stanza_id_by_the_recipient(

@@ -29,7 +29,7 @@ from tests.support.muc import (
     login,
     room_jid,
 )
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server, start_server
 
 Login = Callable[[str], Awaitable[MucPeer]]
 DISCO_ITEMS_Q = "<query xmlns='http://jabber.org/protocol/disco#items'/>"
@@ -38,11 +38,8 @@ DISCO_INFO_Q = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
 
 @pytest.fixture
 async def muc(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(tmp_path, MUC_CONFIG)
-    try:
+    async with running_server(tmp_path, MUC_CONFIG) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture
@@ -668,8 +665,7 @@ async def test_persistent_room_survives_a_restart(tmp_path: Path) -> None:
     assert codes(await hag.expect(presence_of("coven", "thirdwitch", "unavailable"))) == {"110", "332"}
     await close_all([crone, hag])
 
-    running = await start_server(tmp_path, MUC_CONFIG)
-    try:
+    async with running_server(tmp_path, MUC_CONFIG) as running:
         hag = await login(running, "hag@localhost/pda")
         info = await hag.iq(DISCO_INFO_Q, to=room_jid("coven"))
         assert {"muc_persistent", "muc_moderated", "muc_passwordprotected"} <= features(info)
@@ -687,8 +683,6 @@ async def test_persistent_room_survives_a_restart(tmp_path: Path) -> None:
         owner = await crone.iq("<query xmlns='http://jabber.org/protocol/muc#owner'/>", to=room_jid("coven"))
         assert owner.find("query", MUC_OWNER) is not None  # still the owner
         await close_all([hag, rogue, crone])
-    finally:
-        await running.stop()
 
 
 async def test_blocking_a_room_stops_its_messages(peers: Login) -> None:

@@ -17,7 +17,7 @@ from tests.support.im import (
     install_presence_shim,
     login,
 )
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 
 @pytest.fixture(autouse=True)
@@ -152,8 +152,7 @@ async def test_message_to_nonexistent_account_is_not_stored(server: RunningServe
 
 
 async def test_full_offline_store_refuses_with_service_unavailable(tmp_path: Path) -> None:
-    running = await start_server(tmp_path / "small", "[offline]\nmax_messages = 2\n")
-    try:
+    async with running_server(tmp_path / "small", "[offline]\nmax_messages = 2\n") as running:
         install_presence_shim(running.server)
         await add_users(running, "romeo", "juliet")
         romeo = await login(running, "romeo@localhost/r")
@@ -170,14 +169,13 @@ async def test_full_offline_store_refuses_with_service_unavailable(tmp_path: Pat
         assert await romeo.barrier("juliet@localhost") == []
         assert await stored_count(running) == 1
         await close_all([romeo])
-    finally:
-        await running.stop()
 
 
 async def test_stored_messages_survive_a_restart(tmp_path: Path) -> None:
     base = tmp_path / "durable"
-    first = await start_server(base)
-    try:
+    # Leaving the block stops the server, with no explicit flush: a clean shutdown must not lose
+    # accepted messages.
+    async with running_server(base) as first:
         install_presence_shim(first.server)
         await add_users(first, "romeo", "juliet")
         romeo = await login(first, "romeo@localhost/r")
@@ -185,19 +183,14 @@ async def test_stored_messages_survive_a_restart(tmp_path: Path) -> None:
         romeo.send("<message to='juliet@localhost' type='normal' id='d2'><body>and me</body></message>")
         assert await romeo.barrier("juliet@localhost") == []
         await close_all([romeo])
-    finally:
-        await first.stop()  # no explicit flush: a clean shutdown must not lose accepted messages
 
-    second = await start_server(base)
-    try:
+    async with running_server(base) as second:
         install_presence_shim(second.server)
         juliet = await login(second, "juliet@localhost/j")
         got = [await juliet.message() for _ in range(2)]
         got_pairs = [(m.attrs["id"], m.find_text("body")) for m in got]
         assert got_pairs == [("d1", "remember me"), ("d2", "and me")]
         await close_all([juliet])
-    finally:
-        await second.stop()
 
 
 async def test_server_advertises_offline_storage(server: RunningServer, peers: list[Peer]) -> None:

@@ -13,7 +13,7 @@ import pytest
 from roost.stanza import error_condition
 from tests.support.im import add_users, close_all
 from tests.support.roster_client import Contact, login, push_item, settle, summary
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 ROMEO, JULIET = "romeo@localhost", "juliet@localhost"
 
@@ -121,17 +121,14 @@ async def test_request_to_an_account_that_does_not_exist(server: RunningServer) 
 
 async def test_request_to_an_offline_contact_waits_for_her_and_survives_a_restart(tmp_path: Path) -> None:
     tmp_path = tmp_path / "own"
-    running = await start_server(tmp_path)
-    try:
+    async with running_server(tmp_path) as running:
         await add_users(running, "romeo", "juliet")
         romeo = await login(running, f"{ROMEO}/orchard")
         romeo.send(f"<presence type='subscribe' to='{JULIET}' id='wait'><status>It is I</status></presence>")
         await settle([romeo])
         await close_all([romeo])
-    finally:
-        await running.stop()
-    running = await start_server(tmp_path)
-    try:
+
+    async with running_server(tmp_path) as running:
         balcony = await login(running, f"{JULIET}/balcony")
         requests = [p for p in balcony.drain()[0] if p.attrs.get("type") == "subscribe"]
         assert summary(requests) == [("presence", ROMEO, "subscribe")]
@@ -149,8 +146,6 @@ async def test_request_to_an_offline_contact_waits_for_her_and_survives_a_restar
             f"{JULIET}/balcony", f"{JULIET}/chamber"
         }
         await close_all([balcony, chamber, romeo])
-    finally:
-        await running.stop()
 
 
 # -- §3.2, §3.3 ----------------------------------------------------------------------------------------------

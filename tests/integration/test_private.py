@@ -13,7 +13,7 @@ from roost.xml.ns import PRIVATE
 from tests.support.clients import connect
 from tests.support.queries import ask
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 PREFS = "<exodus xmlns='exodus:prefs'><defaultnick>Hamlet</defaultnick></exodus>"
 
@@ -112,8 +112,7 @@ async def test_wrong_forms_are_refused(
 
 
 async def test_item_size_and_count_limits(tmp_path: Path) -> None:
-    running = await start_server(tmp_path, "[private]\nmax_item_bytes = 256\nmax_items = 2\n")
-    try:
+    async with running_server(tmp_path, "[private]\nmax_item_bytes = 256\nmax_items = 2\n") as running:
         hamlet = await login(running)
         big = "<big xmlns='urn:big'>" + "x" * 300 + "</big>"
         assert error_condition(await store(hamlet, big)) == "not-acceptable"
@@ -127,23 +126,16 @@ async def test_item_size_and_count_limits(tmp_path: Path) -> None:
         assert cleared.attrs["type"] == "result"
         c = (await fetch(hamlet, "<c xmlns='urn:n'/>")).find("query", PRIVATE).find("c")  # type: ignore[union-attr]
         assert c is not None and c.text == "v"
-    finally:
-        await running.stop()
 
 
 async def test_private_data_survives_a_restart(tmp_path: Path) -> None:
-    running = await start_server(tmp_path)
-    try:
+    async with running_server(tmp_path) as running:
         hamlet = await login(running)
         await ask(hamlet, f"<query xmlns='{PRIVATE}'>{PREFS}</query>", type_="set")
         hamlet.close()
-    finally:
-        await running.stop()
-    running = await start_server(tmp_path)
-    try:
+
+    async with running_server(tmp_path) as running:
         hamlet = await RawClient.login(running.c2s_port, "hamlet", "s3cret", "r")
         reply = await ask(hamlet, f"<query xmlns='{PRIVATE}'><exodus xmlns='exodus:prefs'/></query>")
         exodus = reply.find("query", PRIVATE).find("exodus", "exodus:prefs")  # type: ignore[union-attr]
         assert exodus is not None and exodus.find_text("defaultnick") == "Hamlet"
-    finally:
-        await running.stop()

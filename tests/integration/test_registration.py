@@ -20,18 +20,15 @@ from roost.xml.ns import DISCO_INFO, PRIVATE, REGISTER, REGISTER_FEATURE
 from tests.support.clients import Client, connect
 from tests.support.queries import ask
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 OPEN = "[registration]\nenabled = true\nmin_password_length = 6\n"
 
 
 @pytest.fixture
 async def open_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(tmp_path, OPEN)
-    try:
+    async with running_server(tmp_path, OPEN) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def preauth(port: int) -> RawClient:
@@ -163,21 +160,17 @@ async def test_one_account_per_connection_then_login_on_it(open_server: RunningS
 
 
 async def test_rate_limit_per_address(tmp_path: Path) -> None:
-    running = await start_server(tmp_path, OPEN + "max_per_ip = 1\n")
-    try:
+    async with running_server(tmp_path, OPEN + "max_per_ip = 1\n") as running:
         first = await preauth(running.c2s_port)
         assert (await ask(first, register_set("one", "password1"), type_="set")).attrs["type"] == "result"
         second = await preauth(running.c2s_port)
         reply = await ask(second, register_set("two", "password2"), type_="set")
         assert error_condition(reply) == "policy-violation"
         assert not await running.server.storage.accounts.exists("localhost", "two")
-    finally:
-        await running.stop()
 
 
 async def test_new_accounts_off_keeps_password_change(tmp_path: Path) -> None:
-    running = await start_server(tmp_path, OPEN + "new_accounts = false\n")
-    try:
+    async with running_server(tmp_path, OPEN + "new_accounts = false\n") as running:
         client = await preauth(running.c2s_port)
         assert client.features is not None and client.features.find("register", REGISTER_FEATURE) is None
         await running.add_user("romeo@localhost", "s3cret")
@@ -185,8 +178,6 @@ async def test_new_accounts_off_keeps_password_change(tmp_path: Path) -> None:
         reply = await ask(romeo, register_set("romeo", "new-secret"), type_="set", to="localhost")
         assert reply.attrs["type"] == "result"
         assert await can_log_in(running.c2s_port, "romeo", "new-secret")
-    finally:
-        await running.stop()
 
 
 async def test_registered_accounts_show_up_in_the_cli(open_server: RunningServer, tmp_path: Path) -> None:
@@ -306,15 +297,12 @@ async def test_cancel_with_extra_children_is_a_bad_request(open_server: RunningS
 
 
 async def test_cancel_can_be_disallowed(tmp_path: Path) -> None:
-    running = await start_server(tmp_path, OPEN + "allow_cancel = false\n")
-    try:
+    async with running_server(tmp_path, OPEN + "allow_cancel = false\n") as running:
         await running.add_user("romeo@localhost", "s3cret")
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         reply = await ask(romeo, f"<query xmlns='{REGISTER}'><remove/></query>", type_="set")
         assert error_condition(reply) == "not-allowed"
         assert await running.server.storage.accounts.exists("localhost", "romeo")
-    finally:
-        await running.stop()
 
 
 async def offline_count(running: RunningServer) -> int:

@@ -9,7 +9,7 @@ import pytest
 from roost.stanza import error_condition
 from tests.support.im import add_users, close_all
 from tests.support.roster_client import NS_ROSTER, login, push_item, settle
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 Q = f"xmlns='{NS_ROSTER}'"
 
@@ -98,8 +98,7 @@ async def test_another_users_roster_is_forbidden(server: RunningServer) -> None:
 
 
 async def test_roster_size_limit(tmp_path: Path) -> None:
-    running = await start_server(tmp_path / "own", "[roster]\nmax_items = 2\n")
-    try:
+    async with running_server(tmp_path / "own", "[roster]\nmax_items = 2\n") as running:
         await add_users(running, "juliet", "romeo", "nurse", "tybalt")
         juliet = await login(running, "juliet@localhost/balcony")
         await juliet.client.update_roster("romeo@localhost", timeout=5)
@@ -113,8 +112,6 @@ async def test_roster_size_limit(tmp_path: Path) -> None:
         assert [error_condition(p) for p in errors] == ["not-allowed"]
         assert juliet.item("tybalt@localhost") == {}
         await close_all([juliet])
-    finally:
-        await running.stop()
 
 
 async def test_version_round_trip_across_sessions(server: RunningServer) -> None:
@@ -155,8 +152,7 @@ async def test_version_round_trip_across_sessions(server: RunningServer) -> None
 
 async def test_roster_survives_a_restart(tmp_path: Path) -> None:
     tmp_path = tmp_path / "own"  # not the database of the `server` fixture
-    running = await start_server(tmp_path)
-    try:
+    async with running_server(tmp_path) as running:
         await add_users(running, "juliet", "romeo")
         juliet = await login(running, "juliet@localhost/balcony")
         await juliet.client.update_roster("romeo@localhost", name="Romeo", groups=["Lovers"], timeout=5)
@@ -164,11 +160,8 @@ async def test_roster_survives_a_restart(tmp_path: Path) -> None:
         await settle([juliet])
         version = juliet.client.client_roster.version
         await close_all([juliet])
-    finally:
-        await running.stop()
 
-    running = await start_server(tmp_path)  # same SQLite database
-    try:
+    async with running_server(tmp_path) as running:  # same SQLite database
         juliet = await login(running, "juliet@localhost/balcony", roster=False)
         result = await juliet.iq(f"<query {Q}/>", "get")
         query = result.find("query", NS_ROSTER)
@@ -181,5 +174,3 @@ async def test_roster_survives_a_restart(tmp_path: Path) -> None:
         reply = await juliet.iq(f"<query {Q} ver='{version}'/>", "get")
         assert reply.first() is None  # still current after the restart
         await close_all([juliet])
-    finally:
-        await running.stop()

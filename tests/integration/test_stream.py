@@ -10,7 +10,7 @@ import pytest
 from roost.xml.element import Element
 from roost.xml.ns import BIND, SESSION, STREAM, TLS
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server, start_server
 
 NS_DECLS = "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
 
@@ -124,10 +124,8 @@ async def test_client_closing_stream_gets_closing_tag(server: RunningServer) -> 
 
 
 async def test_idle_session_is_pinged_and_closed_when_dead(tmp_path: Path) -> None:
-    running = await start_server(
-        tmp_path / "idle", "[c2s]\nidle_ping_seconds = 0.3\nping_timeout_seconds = 0.4\n"
-    )
-    try:
+    idle = "[c2s]\nidle_ping_seconds = 0.3\nping_timeout_seconds = 0.4\n"
+    async with running_server(tmp_path / "idle", idle) as running:
         await running.add_user("romeo@localhost", "s3cret")
         raw = await RawClient.login(running.c2s_port, "romeo", "s3cret", "sleepy")
         ping = await raw.element(timeout=5)
@@ -144,18 +142,13 @@ async def test_idle_session_is_pinged_and_closed_when_dead(tmp_path: Path) -> No
         assert ping2.find("ping", "urn:xmpp:ping") is not None
         # … one that does not is closed with <connection-timeout/>
         assert await raw.stream_error(timeout=5) == "connection-timeout"
-    finally:
-        await running.stop()
 
 
 async def test_unauthenticated_connection_times_out(tmp_path: Path) -> None:
-    running = await start_server(tmp_path / "auth", "[c2s]\nauth_timeout_seconds = 0.5\n")
-    try:
+    async with running_server(tmp_path / "auth", "[c2s]\nauth_timeout_seconds = 0.5\n") as running:
         raw = await RawClient.connect(running.c2s_port)
         await raw.open()
         assert await raw.stream_error(timeout=5) == "connection-timeout"
-    finally:
-        await running.stop()
 
 
 async def test_shutdown_sends_system_shutdown(tmp_path: Path) -> None:

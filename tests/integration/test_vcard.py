@@ -17,7 +17,7 @@ from tests.support.im import add_users
 from tests.support.queries import ask
 from tests.support.raw import RawClient
 from tests.support.scenario import Harness
-from tests.support.server import RunningServer, start_server
+from tests.support.server import RunningServer, running_server
 
 PHOTO = bytes(range(256)) * 4
 PHOTO_B64 = base64.b64encode(PHOTO).decode()
@@ -86,8 +86,7 @@ async def test_set_to_own_bare_jid_and_empty_vcard_deletes(server: RunningServer
 
 
 async def test_size_limit_and_bad_photo(tmp_path: Path) -> None:
-    running = await start_server(tmp_path, "[vcard]\nmax_bytes = 1024\n")
-    try:
+    async with running_server(tmp_path, "[vcard]\nmax_bytes = 1024\n") as running:
         await add_users(running, "romeo")
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         big = await ask(romeo, vcard_xml("Romeo", PHOTO_B64), type_="set")
@@ -95,29 +94,22 @@ async def test_size_limit_and_bad_photo(tmp_path: Path) -> None:
         bad = await ask(romeo, vcard_xml("Romeo", "not*base64!"), type_="set")
         assert error_condition(bad) == "bad-request"
         assert error_condition(await ask(romeo, "<vCard xmlns='vcard-temp'/>")) == "item-not-found"
-    finally:
-        await running.stop()
 
 
 async def test_vcard_survives_a_restart(tmp_path: Path) -> None:
-    running = await start_server(tmp_path)
-    try:
+    async with running_server(tmp_path) as running:
         await add_users(running, "romeo")
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         reply = await ask(romeo, vcard_xml("Romeo &amp; Co &lt;Verona&gt;", PHOTO_B64), type_="set")
         assert reply.attrs["type"] == "result"
         romeo.close()
-    finally:
-        await running.stop()
-    running = await start_server(tmp_path)
-    try:
+
+    async with running_server(tmp_path) as running:
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         card = (await ask(romeo, "<vCard xmlns='vcard-temp'/>")).find("vCard", VCARD)
         assert card is not None and card.find_text("FN") == "Romeo & Co <Verona>"
         photo = card.find("PHOTO", VCARD)
         assert photo is not None and photo.find_text("BINVAL", VCARD) == PHOTO_B64
-    finally:
-        await running.stop()
 
 
 class BroadcastSpy:
@@ -182,16 +174,13 @@ async def test_presence_with_its_own_update_element_is_left_alone(server: Runnin
 
 
 async def test_avatar_presence_can_be_switched_off(tmp_path: Path) -> None:
-    running = await start_server(tmp_path, "[vcard]\navatar_presence = false\n")
-    try:
+    async with running_server(tmp_path, "[vcard]\navatar_presence = false\n") as running:
         await add_users(running, "romeo")
         spy = BroadcastSpy(running)
         romeo = await RawClient.login(running.c2s_port, "romeo", "s3cret", "r")
         await ask(romeo, vcard_xml("Romeo", PHOTO_B64), type_="set")
         romeo.send_raw("<presence/>")
         assert photo_of(await spy.next()) is None
-    finally:
-        await running.stop()
 
 
 async def test_contacts_receive_the_hash_and_its_changes(tmp_path: Path) -> None:

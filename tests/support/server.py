@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,13 @@ async def start_server(tmp_path: Path, extra: str = "", **kwargs: Any) -> Runnin
     server = Server(config)
     await server.start()
     return RunningServer(server, config.server.data_dir)
+
+
+@asynccontextmanager
+async def running_server(tmp_path: Path, extra: str = "", **kwargs: Any) -> AsyncIterator[RunningServer]:
+    """:func:`start_server`, stopped again on the way out."""
+    running = await start_server(tmp_path, extra, **kwargs)
+    try:
+        yield running
+    finally:
+        await running.stop()

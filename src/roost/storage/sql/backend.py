@@ -16,7 +16,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Row,
     Table,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -34,7 +35,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -62,6 +63,8 @@ from roost.storage.sql.threaded import ThreadedEngine
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 #: Statements with more bound ids than this are split (SQLite and asyncpg cap bound parameters).
 _ID_CHUNK: Final = 500
@@ -77,6 +80,27 @@ def _describe(exc: BaseException) -> str:
 
 def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
     return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
+
+
+# Statements on the login path, built once (building and cache-keying a statement costs more than
+# SQLite takes to answer it).
+_USER_KV = select(kv.c.store, kv.c.value).where(
+    kv.c.domain == bindparam("domain"), kv.c.username == bindparam("username")
+)
+_USER_MAP = select(map_.c.store, map_.c.key, map_.c.value).where(
+    map_.c.domain == bindparam("domain"), map_.c.username == bindparam("username")
+)
+_CREDENTIALS = select(
+    account_credentials.c.hash_name,
+    account_credentials.c.salt,
+    account_credentials.c.iterations,
+    account_credentials.c.stored_key,
+    account_credentials.c.server_key,
+).where(
+    account_credentials.c.domain == bindparam("domain"),
+    account_credentials.c.username == bindparam("username"),
+    account_credentials.c.hash_name == bindparam("hash_name"),
+)
 
 
 class UserSnapshot:
@@ -153,19 +177,16 @@ class UserReadCache:
 
     @staticmethod
     async def _load(db: SqlDatabase, domain: str, user: str, now: float) -> UserSnapshot:
-        kv_rows: dict[str, str] = {}
-        map_rows: dict[str, dict[str, str]] = {}
-        async with db.read() as conn:
-            for row in await conn.execute(
-                select(kv.c.store, kv.c.value).where(kv.c.domain == domain, kv.c.username == user)
-            ):
-                kv_rows[row.store] = row.value
-            stmt = select(map_.c.store, map_.c.key, map_.c.value).where(
-                map_.c.domain == domain, map_.c.username == user
-            )
-            for store, key, value in await conn.execute(stmt):
+        params = {"domain": domain, "username": user}
+
+        def load(conn: Connection) -> UserSnapshot:
+            kv_rows: dict[str, str] = {store: value for store, value in conn.execute(_USER_KV, params)}
+            map_rows: dict[str, dict[str, str]] = {}
+            for store, key, value in conn.execute(_USER_MAP, params):
                 map_rows.setdefault(store, {})[key] = value
-        return UserSnapshot(kv_rows, map_rows, now)
+            return UserSnapshot(kv_rows, map_rows, now)
+
+        return await db.read_sync(load)
 
 
 class SqlDatabase:
@@ -183,6 +204,17 @@ class SqlDatabase:
         try:
             async with self.engine.connect() as conn:
                 yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise StorageError(f"storage read failed: {_describe(exc)}") from exc
+
+    async def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` with a connection, in one step: on SQLite one trip to the database thread."""
+        try:
+            engine = self.engine
+            if isinstance(engine, ThreadedEngine):
+                return await engine.run(fn)
+            async with engine.connect() as conn:
+                return await conn.run_sync(fn)
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"storage read failed: {_describe(exc)}") from exc
 
@@ -261,12 +293,8 @@ class SqlAccounts:
                 await conn.execute(insert(account_credentials), self._rows(domain, username, creds))
 
     async def get_credentials(self, domain: str, username: str, hash_name: str) -> StoredCredentials | None:
-        c = account_credentials.c
-        stmt = select(c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key).where(
-            c.domain == domain, c.username == username, c.hash_name == hash_name
-        )
-        async with self._db.read() as conn:
-            row = (await conn.execute(stmt)).first()
+        params = {"domain": domain, "username": username, "hash_name": hash_name}
+        row = await self._db.read_sync(lambda conn: conn.execute(_CREDENTIALS, params).first())
         if row is None:
             return None
         return StoredCredentials(

@@ -118,13 +118,18 @@ class ThreadedConnection:
         if conn is None:
             return
 
+        self._conn = None
+
         def end() -> None:
-            transaction = conn.get_transaction()
-            if transaction is not None:
-                if commit:
-                    transaction.commit()
-                else:
-                    transaction.rollback()
+            try:
+                transaction = conn.get_transaction()
+                if transaction is not None:
+                    if commit:
+                        transaction.commit()
+                    else:
+                        transaction.rollback()
+            finally:
+                conn.close()  # back to the pool in the same trip
 
         await self._db.call(end)
 
@@ -147,6 +152,15 @@ class ThreadedEngine:
         if kwargs:
             return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
         return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn(connection)`` with a pooled connection, checked out and returned in the same trip."""
+
+        def step() -> T:
+            with self.engine.connect() as conn:
+                return fn(conn)
+
+        return await self.call(step)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[ThreadedConnection]:
