@@ -615,7 +615,6 @@ class RoostTarget(Target):
         await self._spawn([self.exe, "--config", str(self.config), "run"])
         await wait_for_port("127.0.0.1", self.port, 60, self._alive)
 
-
     async def write_rosters(self, rosters: dict[str, list[str]]) -> None:
         """Rosters through Roost's own storage API, in the roster module's own row format, before start.
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from .base import Scenario
 from .idle import IdleScenario
 from .login import LoginScenario
+from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
 from .presence import PresenceScenario
 
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (LoginScenario, OneOneScenario, IdleScenario, PresenceScenario)
+    s.name: s for s in (LoginScenario, OneOneScenario, IdleScenario, PresenceScenario, MucFanoutScenario)
 }

@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..targets import MUC_DOMAIN, Provisioning
@@ -53,6 +53,7 @@ from .oneone import BODY_BYTES, END, RE_STAMP, Window
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_OWNER = "http://jabber.org/protocol/muc#owner"
 FANOUT_ROOM = "fanout"
+RE_CONFIG_RESULT = re.compile(rb"<iq\b[^>]*\bid=['\"]cfg1['\"]")
 
 
 def room_jid(room: str) -> str:
@@ -120,9 +121,7 @@ async def create_room(conn: XmppConn, room: str, nick: str, time_limit: float) -
     _, sink = await join(conn, room, nick, time_limit)
     conn.set_sink(None)
     conn.write(instant_room(room))
-    import re
-
-    await conn.expect(re.compile(rb"<iq\b[^>]*\bid=['\"]cfg1['\"]"), time_limit)
+    await conn.expect(RE_CONFIG_RESULT, time_limit)
     conn.set_sink(sink)
     return time.perf_counter() - t0
 
@@ -213,9 +212,7 @@ class MucFanoutScenario(Scenario):
             "--join-concurrency", default="1,50", help="joins in flight, one fresh room per value"
         )
         parser.add_argument("--login-concurrency", type=int, default=50)
-        parser.add_argument(
-            "--phases", default="fanout,join", help="fanout, join or both (default both)"
-        )
+        parser.add_argument("--phases", default="fanout,join", help="fanout, join or both (default both)")
 
     def rates(self) -> list[int]:
         return [int(r) for r in str(self.args.rates).split(",") if r.strip()]
@@ -314,7 +311,8 @@ class MucFanoutScenario(Scenario):
         t0 = time.perf_counter()
         await create_room(sessions[0].conn, FANOUT_ROOM, "u0", ctx.timeout)
         await self._join_all(ctx, sessions[1:], FANOUT_ROOM, 1, 20)
-        ctx.log(f"  {len(sessions)} occupants in {room_jid(FANOUT_ROOM)} after {time.perf_counter() - t0:.1f}s")
+        took = time.perf_counter() - t0
+        ctx.log(f"  {len(sessions)} occupants in {room_jid(FANOUT_ROOM)} after {took:.1f}s")
         await asyncio.sleep(0.5)  # presence broadcasts of the last joins are through
         occupants = [Occupant(s.conn, f"u{i}", stats) for i, s in enumerate(sessions)]
         n, k = len(occupants), args.senders
@@ -325,7 +323,9 @@ class MucFanoutScenario(Scenario):
 
     async def _drain(self, stats: FanStats, occupants: int, limit: float) -> None:
         deadline = time.monotonic() + limit
-        while time.monotonic() < deadline and stats.received + stats.bounced < stats.sent * occupants:
+        while time.monotonic() < deadline:
+            if stats.received + stats.bounced >= stats.sent * occupants:
+                return
             await asyncio.sleep(0.05)
 
     def _record(
@@ -391,7 +391,8 @@ class MucFanoutScenario(Scenario):
         args = self.args
         await self._drain(stats, occupants, 10)
         start = time.monotonic_ns()
-        stats.window = Window(start + int(args.warmup * 1e9), start + int((args.warmup + args.duration) * 1e9))
+        warm_ns = int(args.warmup * 1e9)
+        stats.window = Window(start + warm_ns, start + warm_ns + int(args.duration * 1e9))
         for s in senders:
             s.credits = True
             s.send(args.window)
@@ -460,6 +461,3 @@ class MucFanoutScenario(Scenario):
             f"generator {delta.generator_util:.2f} cores"
         )
         check_interference(ctx, delta)
-
-
-JoinCallback = Callable[[Session], None]

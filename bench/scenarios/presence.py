@@ -163,9 +163,7 @@ def _phase_metrics(prefix: str, label: str) -> tuple[Metric, ...]:
         Metric(
             f"{prefix}.presences", f"{label}: presence stanzas delivered", "", False, "{:.0f}", ratio=False
         ),
-        Metric(
-            f"{prefix}.server_util", f"{label}: server CPU use", "cores", False, "{:.2f}", ratio=False
-        ),
+        Metric(f"{prefix}.server_util", f"{label}: server CPU use", "cores", False, "{:.2f}", ratio=False),
         Metric(
             f"{prefix}.generator_util", f"{label}: generator CPU use", "cores", False, "{:.2f}", ratio=False
         ),
