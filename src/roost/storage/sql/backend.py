@@ -35,7 +35,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -178,15 +178,11 @@ class UserReadCache:
     @staticmethod
     async def _load(db: SqlDatabase, domain: str, user: str, now: float) -> UserSnapshot:
         params = {"domain": domain, "username": user}
-
-        def load(conn: Connection) -> UserSnapshot:
-            kv_rows: dict[str, str] = {store: value for store, value in conn.execute(_USER_KV, params)}
-            map_rows: dict[str, dict[str, str]] = {}
-            for store, key, value in conn.execute(_USER_MAP, params):
-                map_rows.setdefault(store, {})[key] = value
-            return UserSnapshot(kv_rows, map_rows, now)
-
-        return await db.read_sync(load)
+        kv_rows: dict[str, str] = {store: value for store, value in await db.fetch(_USER_KV, params)}
+        map_rows: dict[str, dict[str, str]] = {}
+        for store, key, value in await db.fetch(_USER_MAP, params):
+            map_rows.setdefault(store, {})[key] = value
+        return UserSnapshot(kv_rows, map_rows, now)
 
 
 class SqlDatabase:
@@ -207,16 +203,20 @@ class SqlDatabase:
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"storage read failed: {_describe(exc)}") from exc
 
-    async def read_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` with a connection, in one step: on SQLite one trip to the database thread."""
+    async def fetch(self, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of a prebuilt SELECT with named bind parameters (the login path's reads)."""
         try:
             engine = self.engine
             if isinstance(engine, ThreadedEngine):
-                return await engine.run(fn)
+                return await engine.fetch(statement, params)
             async with engine.connect() as conn:
-                return await conn.run_sync(fn)
+                return [tuple(row) for row in await conn.execute(statement, params)]
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"storage read failed: {_describe(exc)}") from exc
+        except Exception as exc:  # sqlite3 errors from the raw driver connection
+            if type(exc).__module__.startswith("sqlite3"):
+                raise StorageError(f"storage read failed: {type(exc).__name__}: {exc}") from exc
+            raise
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Any]:
@@ -294,15 +294,16 @@ class SqlAccounts:
 
     async def get_credentials(self, domain: str, username: str, hash_name: str) -> StoredCredentials | None:
         params = {"domain": domain, "username": username, "hash_name": hash_name}
-        row = await self._db.read_sync(lambda conn: conn.execute(_CREDENTIALS, params).first())
-        if row is None:
+        rows = await self._db.fetch(_CREDENTIALS, params)
+        if not rows:
             return None
+        hash_name_, salt, iterations, stored_key, server_key = rows[0]
         return StoredCredentials(
-            hash_name=row.hash_name,
-            salt=bytes(row.salt),
-            iterations=row.iterations,
-            stored_key=bytes(row.stored_key),
-            server_key=bytes(row.server_key),
+            hash_name=hash_name_,
+            salt=bytes(salt),
+            iterations=iterations,
+            stored_key=bytes(stored_key),
+            server_key=bytes(server_key),
         )
 
     async def set_credentials(

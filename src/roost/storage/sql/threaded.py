@@ -146,6 +146,34 @@ class ThreadedEngine:
         self.engine = engine
         self.dialect = engine.dialect
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-sqlite")
+        self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self._reader: Any = None  # a DB-API connection kept for fetch(); database thread only
+
+    async def fetch(self, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of a prebuilt SELECT, run on the raw driver connection.
+
+        For the statements of the login path: SQLAlchemy compiles the SQL once, and each call is then
+        a plain DB-API execute (an order of magnitude cheaper than a full SQLAlchemy execution).
+        """
+        compiled = self._compiled.get(id(statement))
+        if compiled is None:
+            sql = statement.compile(dialect=self.dialect)
+            compiled = (str(sql), tuple(sql.positiontup or ()))
+            self._compiled[id(statement)] = compiled
+        text, names = compiled
+        args = tuple(params[name] for name in names)
+
+        def run() -> list[tuple[Any, ...]]:
+            if self._reader is None:
+                self._reader = self.engine.raw_connection()
+            cursor = self._reader.cursor()
+            try:
+                cursor.execute(text, args)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+        return await self.call(run)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -171,5 +199,11 @@ class ThreadedEngine:
             await conn.close()
 
     async def dispose(self) -> None:
-        await self.call(self.engine.dispose)
+        def close() -> None:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            self.engine.dispose()
+
+        await self.call(close)
         self._executor.shutdown(wait=True)
