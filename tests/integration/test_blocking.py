@@ -201,6 +201,23 @@ async def test_blocklist_persists_across_sessions(server: RunningServer, peers: 
     assert error_condition(await juliet.message()) == "service-unavailable"
 
 
+async def test_blocklist_survives_a_restart(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "restart") as running:
+        install_presence_shim(running.server)
+        await add_users(running, "romeo", "juliet")
+        romeo = await login(running, "romeo@localhost/a")
+        assert (await romeo.iq(block("juliet@localhost"))).attrs["type"] == "result"
+        await close_all([romeo])
+    async with running_server(tmp_path / "restart") as running:
+        install_presence_shim(running.server)
+        romeo = await login(running, "romeo@localhost/b")
+        juliet = await login(running, "juliet@localhost/j")
+        assert items(await romeo.iq(BLOCKLIST, "get"), "blocklist") == ["juliet@localhost"]
+        juliet.send("<message to='romeo@localhost/b' id='after'><body>?</body></message>")
+        assert error_condition(await juliet.message()) == "service-unavailable"
+        await close_all([romeo, juliet])
+
+
 async def test_stanzas_sent_before_the_list_is_loaded_wait_for_it(
     server: RunningServer, peers: list[Peer]
 ) -> None:
