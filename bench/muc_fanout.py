@@ -17,27 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.inprocess import CountingSession
 from roost.config.loader import load_config
 from roost.core.server import Server
-from roost.core.session import Session, new_session_id
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT
-
-
-class CountingSession(Session):
-    __slots__ = ("bytes", "stanzas")
-
-    def __init__(self, server: Server) -> None:
-        super().__init__(server, new_session_id("bench"))
-        self.bytes = 0
-        self.stanzas = 0
-
-    def write(self, data: bytes) -> None:
-        self.bytes += len(data)
-        self.stanzas += 1
-
-    def close(self, error: object = None, reason: str = "logout") -> None:
-        self.server.sessions.unbind(self)
 
 
 async def run(occupants: int, messages: int, filters: bool) -> None:
