@@ -53,6 +53,9 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
     # Stateless tickets would keep one ticket key for the process lifetime, weakening forward secrecy.
     ctx.options |= ssl.OP_NO_TICKET
+    # TLS 1.3 sends session tickets after the handshake unless told not to: each one costs work on
+    # the connection's first write, and stateful ones also fill OpenSSL's session cache.
+    ctx.num_tickets = 0
     ctx.load_cert_chain(str(cert_file), str(key_file))
     return ctx
 
