@@ -131,3 +131,15 @@ async def test_reads_after_writes_see_the_writes_across_stores(storage: StorageM
     await storage.delete_user("example.org", "snap")
     assert await roster.items("example.org", "snap") == {}
     assert await vcard.get("example.org", "snap") is None
+
+
+async def test_set_users_writes_and_deletes_several_users_at_once(storage: StorageManager) -> None:
+    last = storage.keyvalue("last")
+    await last.set("example.org", "gone", {"time": 1})
+    assert await last.get("example.org", "gone") == {"time": 1}  # cached in the user's snapshot now
+    await last.set_users("example.org", {"a": {"time": 2}, "b": {"time": 3}, "gone": None})
+    assert await last.get("example.org", "a") == {"time": 2}
+    assert await last.get("example.org", "b") == {"time": 3}
+    assert await last.get("example.org", "gone") is None
+    assert await storage.keyvalue("other").get("example.org", "a") is None  # one store only
+    await last.set_users("example.org", {})

@@ -10,18 +10,23 @@ client.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from roost.core import hooks
-from roost.core.hooks import SessionEvent, StanzaEvent
+from roost.core.hooks import SessionEvent, StanzaEvent, UserEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session
 from roost.modules.contacts import may_see_presence, peek_roster_item, sees_presence
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
+from roost.storage.api import JSON
 from roost.xml.element import Element
 from roost.xml.ns import LAST
+
+#: Seconds logout records wait, so that many are written in one transaction.
+FLUSH_DELAY = 1.0
 
 
 class LastActivity(Module):
@@ -36,6 +41,15 @@ class LastActivity(Module):
         self.store = self.server.storage.keyvalue("last")
         #: Full-JID queries this module let through (by stanza identity) while they are delivered.
         self._cleared: set[int] = set()
+        #: Logout records not yet written (username → record): written behind, many in one transaction,
+        #: so a logout costs no storage round trip of its own.
+        self._pending: dict[str, JSON] = {}
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await self._flush()
 
     @iq_handler("get", LAST, "query", to=Target.HOST)
     def uptime(self, event: StanzaEvent) -> Element:
@@ -53,7 +67,9 @@ class LastActivity(Module):
         if self.server.sessions.is_online(domain, username):
             # §3: with a connected or available resource, an empty <query/> with seconds='0'.
             return Element("query", LAST, {"seconds": "0"})
-        record = await self.store.get(domain, username)
+        record = self._pending.get(username)
+        if record is None:
+            record = await self.store.get(domain, username)
         stamp = record.get("time") if isinstance(record, dict) else None
         if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not isinstance(record, dict):
             raise StanzaError("item-not-found", "no activity recorded yet")
@@ -79,16 +95,36 @@ class LastActivity(Module):
         return event
 
     @hook(hooks.SESSION_CLOSED)
-    async def record_logout(self, event: SessionEvent) -> None:
+    def record_logout(self, event: SessionEvent) -> None:
         session = event.session
         domain, username = session.jid.domain, session.jid.local or ""
-        if not username or self.server.sessions.is_online(domain, username):
+        if not username or domain != self.host.domain or self.server.sessions.is_online(domain, username):
             return  # another resource is still connected
         status = session.data.get(self.name, "")
+        self._pending[username] = {"time": time.time(), "status": str(status)}
+        if self._flusher is None:
+            self._flusher = self.server.spawn(self._flush_soon(), f"last-activity-{self.host.domain}")
+
+    async def _flush_soon(self) -> None:
         try:
-            await self.store.set(domain, username, {"time": time.time(), "status": str(status)})
+            await asyncio.sleep(FLUSH_DELAY)
+        finally:
+            self._flusher = None
+        await self._flush()
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            await self.store.set_users(self.host.domain, pending)
         except Exception:
-            self.log.exception("cannot record the logout of %s", session.jid_str)
+            self.log.exception("cannot record %d logouts; keeping them for the next try", len(pending))
+            self._pending = {**pending, **self._pending}
+
+    @hook(hooks.USER_DELETED)
+    def forget(self, event: UserEvent) -> None:
+        self._pending.pop(event.username, None)
 
     # -- queries to a full JID (§4) -----------------------------------------------------------------------
     @hook(hooks.DELIVER_IQ, priority=1000)

@@ -141,6 +141,10 @@ class KeyValueStore(Protocol):
         """Store the document; None deletes it. Raises ValueError for values JSON cannot carry."""
         ...
 
+    async def set_users(self, domain: str, values: Mapping[str, JSON | None]) -> None:
+        """Store several users' documents (user → value, None deletes) in one transaction."""
+        ...
+
 
 class MapStore(Protocol):
     """JSON values per (domain, user, key)."""

@@ -83,6 +83,14 @@ class MemoryKeyValue:
         else:
             self._data[(self._name, domain, user)] = encode_json(value)
 
+    async def set_users(self, domain: str, values: Mapping[str, JSON | None]) -> None:
+        encoded = {user: None if value is None else encode_json(value) for user, value in values.items()}
+        for user, text in encoded.items():
+            if text is None:
+                self._data.pop((self._name, domain, user), None)
+            else:
+                self._data[(self._name, domain, user)] = text
+
 
 class MemoryMap:
     def __init__(self, name: str, data: dict[_UserKey, dict[str, str]]) -> None:

@@ -391,6 +391,33 @@ class SqlKeyValue:
         async with self._db.writing_user(domain, user, remember), self._db.write() as conn:
             await conn.execute(stmt, {"store": self._name, "domain": domain, "username": user, "value": text})
 
+    async def set_users(self, domain: str, values: Mapping[str, JSON | None]) -> None:
+        if not values:
+            return
+        encoded = {user: None if value is None else encode_json(value) for user, value in values.items()}
+        gone = [user for user, text in encoded.items() if text is None]
+        rows = [
+            {"store": self._name, "domain": domain, "username": user, "value": text}
+            for user, text in encoded.items()
+            if text is not None
+        ]
+        cache = self._db.user_cache
+        for user in encoded:
+            cache.bump(domain, user)
+        try:
+            async with self._db.write() as conn:
+                for chunk in _chunks(gone):
+                    await conn.execute(
+                        delete(kv).where(
+                            kv.c.store == self._name, kv.c.domain == domain, kv.c.username.in_(chunk)
+                        )
+                    )
+                if rows:
+                    await conn.execute(self._db.upsert(kv, ("store", "domain", "username"), ("value",)), rows)
+        finally:
+            for user in encoded:
+                cache.invalidate(domain, user)
+
 
 class SqlMap:
     def __init__(self, db: SqlDatabase, name: str) -> None:
