@@ -14,7 +14,7 @@ import asyncio
 import time
 
 from roost.core import hooks
-from roost.core.hooks import SessionEvent, StanzaEvent, UserEvent
+from roost.core.hooks import ServerEvent, SessionEvent, StanzaEvent, UserEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session
@@ -26,7 +26,7 @@ from roost.xml.element import Element
 from roost.xml.ns import LAST
 
 #: Seconds logout records wait, so that many are written in one transaction.
-FLUSH_DELAY = 1.0
+FLUSH_DELAY = 0.05  # like the archive writer: long enough to gather a burst of logouts
 
 
 class LastActivity(Module):
@@ -102,8 +102,15 @@ class LastActivity(Module):
             return  # another resource is still connected
         status = session.data.get(self.name, "")
         self._pending[username] = {"time": time.time(), "status": str(status)}
-        if self._flusher is None:
+        if self._flusher is None and not self.server.stopping:  # at shutdown, stop() writes them
             self._flusher = self.server.spawn(self._flush_soon(), f"last-activity-{self.host.domain}")
+
+    @hook(hooks.SERVER_STOPPING)
+    def stopping(self, event: ServerEvent) -> None:
+        """Do not make shutdown wait for the batching delay: stop() writes what is pending."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
 
     async def _flush_soon(self) -> None:
         try:

@@ -178,11 +178,27 @@ class UserReadCache:
     @staticmethod
     async def _load(db: SqlDatabase, domain: str, user: str, now: float) -> UserSnapshot:
         params = {"domain": domain, "username": user}
-        kv_rows: dict[str, str] = {store: value for store, value in await db.fetch(_USER_KV, params)}
-        map_rows: dict[str, dict[str, str]] = {}
-        for store, key, value in await db.fetch(_USER_MAP, params):
-            map_rows.setdefault(store, {})[key] = value
-        return UserSnapshot(kv_rows, map_rows, now)
+        kv_found, map_found = await db.fetch_many([(_USER_KV, params), (_USER_MAP, params)])
+        return _snapshot(kv_found, map_found, now)
+
+    def offer(self, domain: str, user: str, snapshot: UserSnapshot, generation: int) -> None:
+        """Keep a snapshot read along with something else (credentials at login) unless a write intervened."""
+        key = (domain, user)
+        if self._generation.get(key, 0) == generation and key not in self._snapshots:
+            if len(self._snapshots) >= self.size:
+                self._snapshots.pop(next(iter(self._snapshots)))
+            self._snapshots[key] = snapshot
+
+    def generation(self, domain: str, user: str) -> int:
+        return self._generation.get((domain, user), 0)
+
+
+def _snapshot(kv_found: list[tuple[Any, ...]], map_found: list[tuple[Any, ...]], now: float) -> UserSnapshot:
+    kv_rows: dict[str, str] = {store: value for store, value in kv_found}
+    map_rows: dict[str, dict[str, str]] = {}
+    for store, key, value in map_found:
+        map_rows.setdefault(store, {})[key] = value
+    return UserSnapshot(kv_rows, map_rows, now)
 
 
 class SqlDatabase:
@@ -205,12 +221,24 @@ class SqlDatabase:
 
     async def fetch(self, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of a prebuilt SELECT with named bind parameters (the login path's reads)."""
+        return (await self.fetch_many([(statement, params)]))[0]
+
+    async def fetch_many(
+        self, steps: Sequence[tuple[Any, dict[str, Any]]], *, stop_when_empty: bool = False
+    ) -> list[list[tuple[Any, ...]]]:
+        """Several prebuilt SELECTs; on SQLite in one trip to the database thread."""
         try:
             engine = self.engine
             if isinstance(engine, ThreadedEngine):
-                return await engine.fetch(statement, params)
+                return await engine.fetch_many(steps, stop_when_empty=stop_when_empty)
+            results: list[list[tuple[Any, ...]]] = []
             async with engine.connect() as conn:
-                return [tuple(row) for row in await conn.execute(statement, params)]
+                for statement, params in steps:
+                    rows = [tuple(row) for row in await conn.execute(statement, params)]
+                    results.append(rows)
+                    if stop_when_empty and not rows:
+                        break
+            return results
         except (SQLAlchemyError, OSError) as exc:
             raise StorageError(f"storage read failed: {_describe(exc)}") from exc
         except Exception as exc:  # sqlite3 errors from the raw driver connection
@@ -293,10 +321,20 @@ class SqlAccounts:
                 await conn.execute(insert(account_credentials), self._rows(domain, username, creds))
 
     async def get_credentials(self, domain: str, username: str, hash_name: str) -> StoredCredentials | None:
+        # A login looks up credentials and, right after, every module reads the user's data: the
+        # user's snapshot comes along in the same trip to the database.
         params = {"domain": domain, "username": username, "hash_name": hash_name}
-        rows = await self._db.fetch(_CREDENTIALS, params)
+        cache = self._db.user_cache
+        generation = cache.generation(domain, username)
+        now = asyncio.get_running_loop().time()
+        found = await self._db.fetch_many(
+            [(_CREDENTIALS, params), (_USER_KV, params), (_USER_MAP, params)], stop_when_empty=True
+        )
+        rows = found[0]
         if not rows:
             return None
+        if len(found) == 3:
+            cache.offer(domain, username, _snapshot(found[1], found[2], now), generation)
         hash_name_, salt, iterations, stored_key, server_key = rows[0]
         return StoredCredentials(
             hash_name=hash_name_,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -155,25 +155,40 @@ class ThreadedEngine:
         For the statements of the login path: SQLAlchemy compiles the SQL once, and each call is then
         a plain DB-API execute (an order of magnitude cheaper than a full SQLAlchemy execution).
         """
+        return (await self.fetch_many([(statement, params)]))[0]
+
+    async def fetch_many(
+        self, steps: Sequence[tuple[Any, dict[str, Any]]], *, stop_when_empty: bool = False
+    ) -> list[list[tuple[Any, ...]]]:
+        """Several prebuilt SELECTs in one trip to the database thread (``stop_when_empty``: skip the
+        rest when the first finds nothing)."""
+        prepared = [(*self._compile(statement), params) for statement, params in steps]
+
+        def run() -> list[list[tuple[Any, ...]]]:
+            if self._reader is None:
+                self._reader = self.engine.raw_connection()
+            results: list[list[tuple[Any, ...]]] = []
+            cursor = self._reader.cursor()
+            try:
+                for text, names, params in prepared:
+                    cursor.execute(text, tuple(params[name] for name in names))
+                    rows = list(cursor.fetchall())
+                    results.append(rows)
+                    if stop_when_empty and not rows:
+                        break
+            finally:
+                cursor.close()
+            return results
+
+        return await self.call(run)
+
+    def _compile(self, statement: Any) -> tuple[str, tuple[str, ...]]:
         compiled = self._compiled.get(id(statement))
         if compiled is None:
             sql = statement.compile(dialect=self.dialect)
             compiled = (str(sql), tuple(sql.positiontup or ()))
             self._compiled[id(statement)] = compiled
-        text, names = compiled
-        args = tuple(params[name] for name in names)
-
-        def run() -> list[tuple[Any, ...]]:
-            if self._reader is None:
-                self._reader = self.engine.raw_connection()
-            cursor = self._reader.cursor()
-            try:
-                cursor.execute(text, args)
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
-
-        return await self.call(run)
+        return compiled
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
