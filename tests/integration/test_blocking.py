@@ -79,8 +79,11 @@ async def test_block_and_unblock_are_pushed_to_resources_that_asked_for_the_list
 
 @pytest.mark.parametrize(
     ("payload", "error"),
-    [(block(), "bad-request"), (block("not a@@jid"), "jid-malformed"),
-     (f"<block xmlns='{BLOCKING}'><item/></block>", "bad-request")],
+    [
+        (block(), "bad-request"),
+        (block("not a@@jid"), "jid-malformed"),
+        (f"<block xmlns='{BLOCKING}'><item/></block>", "bad-request"),
+    ],
 )
 async def test_bad_block_requests_are_refused(
     server: RunningServer, peers: list[Peer], payload: str, error: str

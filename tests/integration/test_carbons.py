@@ -138,8 +138,10 @@ async def test_private_and_no_copy_messages_are_not_copied(
     a, b, _ = romeo
     hints = f"<private xmlns='{CARBONS}'/><no-copy xmlns='urn:xmpp:hints'/>"
     a.send(f"<message to='juliet@localhost/j' type='chat'><body>secret out</body>{hints}</message>")
-    a.send("<message to='juliet@localhost/j' type='chat'><body>no copy out</body>"
-           "<no-copy xmlns='urn:xmpp:hints'/></message>")
+    a.send(
+        "<message to='juliet@localhost/j' type='chat'><body>no copy out</body>"
+        "<no-copy xmlns='urn:xmpp:hints'/></message>"
+    )
     juliet.send(f"<message to='romeo@localhost/a' type='chat'><body>secret in</body>{hints}</message>")
     juliet.send("<message to='romeo@localhost/a' type='chat'><body>marker</body></message>")
     assert await b.until(body_is("marker")) == []  # §9; XEP-0334 §4.3
@@ -154,14 +156,19 @@ async def test_private_and_no_copy_messages_are_not_copied(
         ("<message type='chat'><active xmlns='http://jabber.org/protocol/chatstates'/></message>", True),
         ("<message><displayed xmlns='urn:xmpp:chat-markers:0' id='d1'/></message>", True),
         ("<message><x xmlns='jabber:x:conference' jid='room@conference.localhost'/></message>", True),
-        ("<message><x xmlns='http://jabber.org/protocol/muc#user'>"
-         "<invite from='x@localhost'/></x></message>", True),
+        (
+            "<message><x xmlns='http://jabber.org/protocol/muc#user'>"
+            "<invite from='x@localhost'/></x></message>",
+            True,
+        ),
         ("<message type='normal'><x xmlns='urn:example:other'/></message>", False),
         ("<message type='headline'><body>news</body></message>", False),
         ("<message type='groupchat'><body>room talk</body></message>", False),
         # A private message from a MUC occupant: the room already copies it to every joined client.
-        ("<message type='chat'><body>pm</body>"
-         "<x xmlns='http://jabber.org/protocol/muc#user'/></message>", False),
+        (
+            "<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+            False,
+        ),
     ],
 )
 async def test_inbound_eligibility_follows_section_6_1(
@@ -183,8 +190,10 @@ async def test_outbound_private_message_to_a_room_occupant_is_copied(
     romeo: tuple[Peer, Peer, Peer], juliet: Peer
 ) -> None:
     a, b, _ = romeo
-    a.send("<message to='juliet@localhost/j' type='chat'><body>pm</body>"
-           "<x xmlns='http://jabber.org/protocol/muc#user'/></message>")
+    a.send(
+        "<message to='juliet@localhost/j' type='chat'><body>pm</body>"
+        "<x xmlns='http://jabber.org/protocol/muc#user'/></message>"
+    )
     assert carried(await b.message(), "sent").find_text("body") == "pm"
 
 
@@ -194,8 +203,7 @@ async def test_error_answering_an_eligible_message_is_copied(
     a, b, _ = romeo
     a.send("<message to='juliet@localhost/j' type='chat' id='ask1'><body>?</body></message>")
     assert carried(await b.message(), "sent").attrs["id"] == "ask1"
-    error = ("<error type='cancel'><service-unavailable "
-             "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>")
+    error = "<error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
     juliet.send(f"<message to='romeo@localhost/a' type='error' id='other'>{error}</message>")
     juliet.send(f"<message to='romeo@localhost/a' type='error' id='ask1'>{error}</message>")
     carbon = await b.message()

@@ -63,9 +63,7 @@ async def test_subscription_handshake_between_two_multi_resource_accounts(server
     for resource in (orchard, garden):  # §3.1.2: push with ask to every interested resource
         presences, pushes = resource.drain()
         assert presences == []
-        assert [push_item(p) for p in pushes] == [
-            {"jid": JULIET, "subscription": "none", "ask": "subscribe"}
-        ]
+        assert [push_item(p) for p in pushes] == [{"jid": JULIET, "subscription": "none", "ask": "subscribe"}]
         assert resource.item(JULIET)["pending_out"] is True
 
     balcony.client.send_presence(pto=ROMEO, ptype="subscribed")
@@ -100,7 +98,11 @@ async def test_denied_request(server: RunningServer) -> None:
         presences, _ = resource.drain()
         assert summary(presences) == [("presence", JULIET, "unsubscribed")]
         assert resource.item(JULIET) == {
-            "subscription": "none", "pending_out": False, "name": "", "groups": [], "resources": []
+            "subscription": "none",
+            "pending_out": False,
+            "name": "",
+            "groups": [],
+            "resources": [],
         }
     result = await balcony.roster()  # never added to Juliet's roster (§3.1.3 security warning)
     assert result.find("query", "jabber:iq:roster").first() is None  # type: ignore[union-attr]
@@ -143,7 +145,8 @@ async def test_request_to_an_offline_contact_waits_for_her_and_survives_a_restar
         assert romeo.item(JULIET)["subscription"] == "to"
         # Juliet's presence came on login (§4.3): both her resources.
         assert {p.attrs["from"] for p in romeo.drain()[0] if "type" not in p.attrs} >= {
-            f"{JULIET}/balcony", f"{JULIET}/chamber"
+            f"{JULIET}/balcony",
+            f"{JULIET}/chamber",
         }
         await close_all([balcony, chamber, romeo])
 

@@ -105,7 +105,9 @@ async def test_feature_and_form_are_offered(open_server: RunningServer) -> None:
     assert query.find("registered") is None
     form = query.find("x", "jabber:x:data")
     assert form is not None and {f.attrs["var"] for f in form.elements("field")} == {
-        "FORM_TYPE", "username", "password"
+        "FORM_TYPE",
+        "username",
+        "password",
     }
 
 

@@ -37,7 +37,10 @@ async def test_add_update_remove_with_two_interested_resources(server: RunningSe
     await settle(everyone)
     for resource in (balcony, chamber):
         assert resource.item("nurse@localhost") == {
-            "subscription": "none", "pending_out": False, "name": "Nurse", "groups": ["Servants"],
+            "subscription": "none",
+            "pending_out": False,
+            "name": "Nurse",
+            "groups": ["Servants"],
             "resources": [],
         }
         push = await resource.roster_pushes.get()
@@ -45,8 +48,9 @@ async def test_add_update_remove_with_two_interested_resources(server: RunningSe
     assert garden.roster_pushes.empty()
 
     # §2.4: the item is replaced as sent (groups changed, then none).
-    await chamber.client.update_roster("nurse@localhost", name="Nanny", groups=["Family", "Servants"],
-                                       timeout=5)
+    await chamber.client.update_roster(
+        "nurse@localhost", name="Nanny", groups=["Family", "Servants"], timeout=5
+    )
     await chamber.client.update_roster("nurse@localhost", name="Nanny", groups=[], timeout=5)
     await settle(everyone)
     assert balcony.item("nurse@localhost")["groups"] == []
@@ -71,8 +75,10 @@ async def test_add_update_remove_with_two_interested_resources(server: RunningSe
     ("payload", "expected"),
     [
         (f"<query {Q}><item jid='a@localhost'/><item jid='b@localhost'/></query>", "bad-request"),
-        (f"<query {Q}><item jid='a@localhost'><group>G</group><group>G</group></item></query>",
-         "bad-request"),
+        (
+            f"<query {Q}><item jid='a@localhost'><group>G</group><group>G</group></item></query>",
+            "bad-request",
+        ),
         (f"<query {Q}><item jid='a@localhost'><group/></item></query>", "not-acceptable"),
         (f"<query {Q}><item jid='a@localhost' name='{'x' * 2000}'/></query>", "not-acceptable"),
         (f"<query {Q}><item jid='nobody@localhost' subscription='remove'/></query>", "item-not-found"),

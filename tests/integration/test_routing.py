@@ -17,7 +17,6 @@ async def accounts(server: RunningServer) -> None:
         await server.add_user(f"{user}@localhost", "s3cret")
 
 
-
 async def test_message_to_full_jid_is_delivered_with_stamped_from(server: RunningServer) -> None:
     romeo = await RawClient.login(server.c2s_port, "romeo", "s3cret", "r")
     juliet = await RawClient.login(server.c2s_port, "juliet", "s3cret", "j")

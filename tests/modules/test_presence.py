@@ -190,7 +190,9 @@ async def test_pending_request_survives_a_restart(tmp_path: Path) -> None:
         roster = await romeo.iq(f"<query {Q}/>")
         item = roster.find("query", NS_ROSTER).find("item")  # type: ignore[union-attr]
         assert item is not None and item.attrs == {
-            "jid": "juliet@localhost", "subscription": "none", "ask": "subscribe"
+            "jid": "juliet@localhost",
+            "subscription": "none",
+            "ask": "subscribe",
         }
 
 
@@ -743,6 +745,7 @@ async def test_oversized_requests_are_stored_without_their_content(h: Harness) -
     # Delivered whole while online.
     await romeo.submit("<presence to='juliet@localhost' type='unsubscribe'/>")
     juliet.clear()
-    await romeo.submit(f"<presence to='juliet@localhost' type='subscribe'><status>{status}</status>"
-                       "</presence>")
+    await romeo.submit(
+        f"<presence to='juliet@localhost' type='subscribe'><status>{status}</status></presence>"
+    )
     assert juliet.next().find_text("status") == status

@@ -99,9 +99,13 @@ async def test_update_replaces_the_item_exactly(h: Harness) -> None:
     await get(juliet)
     friends = "<item jid='romeo@localhost' name='Romeo'><group>Friends</group></item>"
     assert await roster_set(juliet, friends) is None
-    assert await roster_set(
-        juliet, "<item jid='romeo@localhost' name='Romeo'><group>Friends</group><group>Lovers</group></item>"
-    ) is None
+    assert (
+        await roster_set(
+            juliet,
+            "<item jid='romeo@localhost' name='Romeo'><group>Friends</group><group>Lovers</group></item>",
+        )
+        is None
+    )
     assert (await get(juliet))[0]["groups"] == ["Friends", "Lovers"]
     lovers = "<item jid='romeo@localhost' name='Romeo'><group>Lovers</group></item>"
     assert await roster_set(juliet, lovers) is None
@@ -143,8 +147,10 @@ async def test_every_set_is_pushed_even_without_change(h: Harness) -> None:
         # not-acceptable 1 and 3: oversized handle and group name (limits from the config below)
         ("<item jid='nurse@localhost' name='" + "n" * 21 + "'/>", "not-acceptable"),
         ("<item jid='nurse@localhost'><group>" + "g" * 21 + "</group></item>", "not-acceptable"),
-        ("<item jid='nurse@localhost'>" + "".join(f"<group>{i}</group>" for i in range(4)) + "</item>",
-         "not-acceptable"),
+        (
+            "<item jid='nurse@localhost'>" + "".join(f"<group>{i}</group>" for i in range(4)) + "</item>",
+            "not-acceptable",
+        ),
         # §2.1.2.3: the jid is required; it must be a JID, and a bare one here
         ("<item name='x'/>", "bad-request"),
         ("<item jid='@@'/>", "jid-malformed"),

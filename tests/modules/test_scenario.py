@@ -26,10 +26,16 @@ ACTUAL = parse(
         ("<iq><query xmlns='jabber:iq:roster'><item jid='c@localhost'/></query></iq>", True),
         ("<iq><query xmlns='jabber:iq:other'/></iq>", False),
         # children in order, others may come between
-        ("<iq><query xmlns='jabber:iq:roster'><item jid='b@localhost'/><item jid='c@localhost'/>"
-         "</query></iq>", True),
-        ("<iq><query xmlns='jabber:iq:roster'><item jid='c@localhost'/><item jid='b@localhost'/>"
-         "</query></iq>", False),
+        (
+            "<iq><query xmlns='jabber:iq:roster'><item jid='b@localhost'/><item jid='c@localhost'/>"
+            "</query></iq>",
+            True,
+        ),
+        (
+            "<iq><query xmlns='jabber:iq:roster'><item jid='c@localhost'/><item jid='b@localhost'/>"
+            "</query></iq>",
+            False,
+        ),
         ("<iq><query xmlns='jabber:iq:roster'><item><group>Two</group></item></query></iq>", True),
         ("<iq><query xmlns='jabber:iq:roster'><item><group>Three</group></item></query></iq>", False),
     ],

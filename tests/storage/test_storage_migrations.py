@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,12 +14,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from roost.storage import StorageError, StorageManager
 from roost.storage.sql import migrate
-from roost.storage.sql.backend import _normalize_url
+from roost.storage.sql.backend import _USER_KV, _USER_MAP, _normalize_url
 from roost.storage.sql.schema import metadata
 
 
@@ -118,3 +121,20 @@ async def test_database_newer_than_the_code_is_refused(sql_url: str) -> None:
 def test_revisions_form_one_numbered_line() -> None:
     revisions = all_revisions()
     assert revisions == [f"{n:04d}" for n in range(1, len(revisions) + 1)]
+
+
+async def test_a_users_rows_are_found_by_index_not_by_scanning(tmp_path: Path) -> None:
+    """The login snapshot reads one user's rows across stores: a table scan per login would not scale."""
+    url = f"sqlite:///{tmp_path / 'roost.db'}"
+    storage = await StorageManager.open(url)
+    await storage.close()
+    connection = sqlite3.connect(tmp_path / "roost.db")
+    try:
+        for statement in (_USER_KV, _USER_MAP):
+            sql = str(statement.compile(dialect=sqlite_dialect()))
+            plan = " ".join(
+                str(row[-1]) for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", ("d", "u"))
+            )
+            assert "USING INDEX" in plan and "SCAN" not in plan, plan
+    finally:
+        connection.close()

@@ -46,7 +46,6 @@ def parse(xml: str) -> Element:
     raise AssertionError(f"no element in {xml!r}")
 
 
-
 class Peer:
     """A logged-in client and what it received, in order."""
 
@@ -60,8 +59,9 @@ class Peer:
             client.register_handler(Callback(f"test-{name}", MatchXPath(f"{{jabber:client}}{name}"), handler))
         for name in ("block", "unblock"):
             client.register_handler(
-                Callback(f"test-{name}", MatchXPath(f"{{jabber:client}}iq/{{urn:xmpp:blocking}}{name}"),
-                         self._push)
+                Callback(
+                    f"test-{name}", MatchXPath(f"{{jabber:client}}iq/{{urn:xmpp:blocking}}{name}"), self._push
+                )
             )
 
     def _message(self, stanza: Any) -> None:

@@ -33,7 +33,6 @@ MUC_CONFIG = "\n[muc]\nmessage_rate = 0\n"
 Predicate = Callable[[Element], bool]
 
 
-
 def codes(stanza: Element) -> set[str]:
     x = stanza.find("x", MUC_USER)
     return set() if x is None else {s.attrs.get("code", "") for s in x.elements("status", MUC_USER)}

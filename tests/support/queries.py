@@ -13,7 +13,6 @@ from tests.support.raw import RawClient
 _ids = itertools.count(1)
 
 
-
 async def ask(client: RawClient, payload: str, *, type_: str = "get", to: str | None = None) -> Element:
     """Send ``<iq>`` with ``payload`` (XML text) and return the answer with the same id."""
     iq_id = f"q{next(_ids)}"

@@ -29,12 +29,20 @@ class Contact(Peer):
     def __init__(self, client: Any) -> None:
         super().__init__(client)
         self.roster_pushes: asyncio.Queue[Element] = asyncio.Queue()
-        client.register_handler(Callback(
-            "test-roster-push", MatchXPath(f"{{jabber:client}}iq/{{{NS_ROSTER}}}query"), self._roster_push,
-        ))
-        client.register_handler(Callback(
-            "test-own-presence", MatchXPath("{jabber:client}presence"), self._own_presence,
-        ))
+        client.register_handler(
+            Callback(
+                "test-roster-push",
+                MatchXPath(f"{{jabber:client}}iq/{{{NS_ROSTER}}}query"),
+                self._roster_push,
+            )
+        )
+        client.register_handler(
+            Callback(
+                "test-own-presence",
+                MatchXPath("{jabber:client}presence"),
+                self._own_presence,
+            )
+        )
         #: Set when the server echoes this resource's own available presence (RFC 6121 §4.2.2).
         self.echoed = asyncio.Event()
         client.roster.auto_authorize = None  # never answer subscription requests by itself
@@ -55,8 +63,11 @@ class Contact(Peer):
             return {}
         entry = roster[jid]
         return {
-            "subscription": entry["subscription"], "pending_out": entry["pending_out"],
-            "name": entry["name"], "groups": sorted(entry["groups"]), "resources": sorted(entry.resources),
+            "subscription": entry["subscription"],
+            "pending_out": entry["pending_out"],
+            "name": entry["name"],
+            "groups": sorted(entry["groups"]),
+            "resources": sorted(entry.resources),
         }
 
     def drain(self) -> tuple[list[Element], list[Element]]:
@@ -69,8 +80,14 @@ class Contact(Peer):
         return parse(str(result))
 
 
-async def login(running: RunningServer, jid: str, *, roster: bool = True, available: bool = True,
-                priority: int | None = None) -> Contact:
+async def login(
+    running: RunningServer,
+    jid: str,
+    *,
+    roster: bool = True,
+    available: bool = True,
+    priority: int | None = None,
+) -> Contact:
     """Log in; by default get the roster, then send initial presence; wait until the server is done."""
     client = await connect(jid, PASSWORD, running.c2s_port, send_presence=False)
     contact = Contact(client)

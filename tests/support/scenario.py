@@ -114,7 +114,6 @@ def matches(expected: Element, actual: Element) -> bool:
     return True
 
 
-
 def show(el: Element) -> str:
     return serialize(el, CLIENT)
 
@@ -167,8 +166,10 @@ class ScriptedSession(Session):
         to_attr = f" to='{to}'" if to else ""
         await self.submit(f"<iq type='{type_}' id='{iq_id}'{to_attr}>{payload}</iq>")
         for stanza in list(self.received):
-            if stanza.name == "iq" and stanza.attrs.get("id") == iq_id and stanza.attrs.get("type") in (
-                "result", "error"
+            if (
+                stanza.name == "iq"
+                and stanza.attrs.get("id") == iq_id
+                and stanza.attrs.get("type") in ("result", "error")
             ):
                 self.received.remove(stanza)
                 return stanza

@@ -261,7 +261,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="create many users from a CSV file",
         description="Create users from a CSV file with one 'jid,password' per line. A header line "
         "'jid,password' is optional; blank lines and lines starting with '#' are ignored. Quote a "
-        "password that contains a comma or a double quote (\"pa,ss\"); it is otherwise taken exactly "
+        'password that contains a comma or a double quote ("pa,ss"); it is otherwise taken exactly '
         "as written after the comma. Existing users are skipped, not changed. Progress goes to standard "
         "error; exit code 1 if any line failed.",
         epilog="examples:\n"
@@ -467,7 +467,7 @@ def _check_listeners(config: Config, report: _Report) -> None:
     if all(address is None for _, address in addresses):
         report.problem(
             "every client listener is disabled (listen.c2s and listen.c2s_tls are empty)",
-            "set listen.c2s = \"0.0.0.0:5222\"",
+            'set listen.c2s = "0.0.0.0:5222"',
         )
     getuid: Callable[[], int] | None = getattr(os, "getuid", None)
     for key, address in addresses:
@@ -511,9 +511,7 @@ def _sqlite_path(url: str) -> Path | None:
 
 def _check_policy(config: Config, report: _Report) -> None:
     if not config.c2s.require_encryption:
-        report.warning(
-            "c2s.require_encryption is false: clients may log in over an unencrypted connection"
-        )
+        report.warning("c2s.require_encryption is false: clients may log in over an unencrypted connection")
     for admin in config.server.admins:
         domain = admin.rpartition("@")[2]
         if domain not in config.server.domains:

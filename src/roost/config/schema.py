@@ -226,7 +226,7 @@ class ListenSection(_Section):
     c2s: ListenAddress = Field(
         default="0.0.0.0:5222",
         description="Client connections with STARTTLS (RFC 6120). 'host:port', '[ipv6]:port' or ':port' "
-        "(every interface, IPv4 and IPv6); \"\" disables.",
+        '(every interface, IPv4 and IPv6); "" disables.',
         examples=[":5222"],
     )
     c2s_tls: ListenAddress = Field(
@@ -267,6 +267,7 @@ def _scram_hash(mechanism: str) -> str | None:
     if not mechanism.startswith("SCRAM-"):
         return None
     return mechanism.removeprefix("SCRAM-").removesuffix("-PLUS")
+
 
 _ALL_HASHES: tuple[ScramHash, ...] = ("SHA-1", "SHA-256", "SHA-512")
 
@@ -360,7 +361,6 @@ def redact_url(url: str) -> str:
     if at and ":" in userinfo:
         authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
     return f"{scheme}://{authority}{slash}{path}"
-
 
 
 class StorageSection(_Section):

@@ -52,9 +52,7 @@ Delivery = tuple[Session, StanzaEvent]
 class BlockingOptions(ModuleOptions):
     """Options of [blocking]."""
 
-    max_items: int = Field(
-        1000, ge=1, description="Most JIDs one account may block.", examples=[1000]
-    )
+    max_items: int = Field(1000, ge=1, description="Most JIDs one account may block.", examples=[1000])
 
 
 def blocks(blocklist: frozenset[str], jid: JID) -> bool:
@@ -345,8 +343,11 @@ class Blocking(Module):
         """§3.3-§3.5: to every session of the account that has retrieved the list."""
         for session in self.server.sessions.resources(user.domain, user.local or ""):
             if session.data.get("blocking"):
-                iq = Element("iq", CLIENT, {"type": "set", "id": self.server.iq_tracker.new_id(),
-                                            "to": session.jid_str})
+                iq = Element(
+                    "iq",
+                    CLIENT,
+                    {"type": "set", "id": self.server.iq_tracker.new_id(), "to": session.jid_str},
+                )
                 iq.append(payload.copy())
                 session.send(iq)
 
@@ -374,9 +375,15 @@ class Blocking(Module):
                     presence.attrs["to"] = str(contact)
                     self.server.router.send(presence)
                 else:
-                    presence = Element("presence", CLIENT, {
-                        "from": session.jid_str, "to": str(contact), "type": "unavailable",
-                    })
+                    presence = Element(
+                        "presence",
+                        CLIENT,
+                        {
+                            "from": session.jid_str,
+                            "to": str(contact),
+                            "type": "unavailable",
+                        },
+                    )
                     self._send_unfiltered(presence, contact)
 
     def _send_unfiltered(self, stanza: Element, to: JID) -> None:

@@ -81,8 +81,11 @@ class Carbons(Module):
     """XEP-0280 Message Carbons."""
 
     name = "carbons"
-    xeps = (Xep(280, "1.0.1"), Xep(297, "1.0", note="carbon copies"), Xep(334, "1.0.0", status="partial",
-            note="no-copy (carbons), store and no-store (offline storage)"))
+    xeps = (
+        Xep(280, "1.0.1"),
+        Xep(297, "1.0", note="carbon copies"),
+        Xep(334, "1.0.0", status="partial", note="no-copy (carbons), store and no-store (offline storage)"),
+    )
     features = (CARBONS, CARBONS_RULES)
 
     async def start(self) -> None:

@@ -10,7 +10,6 @@ client.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from roost.core import hooks
@@ -21,12 +20,9 @@ from roost.core.session import Session
 from roost.modules.contacts import may_see_presence, peek_roster_item, sees_presence
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
-from roost.storage.api import JSON
+from roost.storage.write_behind import WriteBehind
 from roost.xml.element import Element
 from roost.xml.ns import LAST
-
-#: Seconds logout records wait, so that many are written in one transaction.
-FLUSH_DELAY = 0.05  # like the archive writer: long enough to gather a burst of logouts
 
 
 class LastActivity(Module):
@@ -38,18 +34,14 @@ class LastActivity(Module):
     account_features = (LAST,)
 
     async def start(self) -> None:
-        self.store = self.server.storage.keyvalue("last")
+        #: Logout records are written behind, many in one transaction: a logout costs no storage
+        #: round trip of its own.
+        self.store = WriteBehind(self.server.storage.keyvalue("last"), "last", self.server.spawn)
         #: Full-JID queries this module let through (by stanza identity) while they are delivered.
         self._cleared: set[int] = set()
-        #: Logout records not yet written (username → record): written behind, many in one transaction,
-        #: so a logout costs no storage round trip of its own.
-        self._pending: dict[str, JSON] = {}
-        self._flusher: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-        await self._flush()
+        await self.store.close()
 
     @iq_handler("get", LAST, "query", to=Target.HOST)
     def uptime(self, event: StanzaEvent) -> Element:
@@ -67,9 +59,7 @@ class LastActivity(Module):
         if self.server.sessions.is_online(domain, username):
             # §3: with a connected or available resource, an empty <query/> with seconds='0'.
             return Element("query", LAST, {"seconds": "0"})
-        record = self._pending.get(username)
-        if record is None:
-            record = await self.store.get(domain, username)
+        record = await self.store.get(domain, username)
         stamp = record.get("time") if isinstance(record, dict) else None
         if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not isinstance(record, dict):
             raise StanzaError("item-not-found", "no activity recorded yet")
@@ -101,37 +91,16 @@ class LastActivity(Module):
         if not username or domain != self.host.domain or self.server.sessions.is_online(domain, username):
             return  # another resource is still connected
         status = session.data.get(self.name, "")
-        self._pending[username] = {"time": time.time(), "status": str(status)}
-        if self._flusher is None and not self.server.stopping:  # at shutdown, stop() writes them
-            self._flusher = self.server.spawn(self._flush_soon(), f"last-activity-{self.host.domain}")
+        self.store.put(domain, username, {"time": time.time(), "status": str(status)})
 
     @hook(hooks.SERVER_STOPPING)
     def stopping(self, event: ServerEvent) -> None:
         """Do not make shutdown wait for the batching delay: stop() writes what is pending."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-
-    async def _flush_soon(self) -> None:
-        try:
-            await asyncio.sleep(FLUSH_DELAY)
-        finally:
-            self._flusher = None
-        await self._flush()
-
-    async def _flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        if not pending:
-            return
-        try:
-            await self.store.set_users(self.host.domain, pending)
-        except Exception:
-            self.log.exception("cannot record %d logouts; keeping them for the next try", len(pending))
-            self._pending = {**pending, **self._pending}
+        self.store.stopping()
 
     @hook(hooks.USER_DELETED)
     def forget(self, event: UserEvent) -> None:
-        self._pending.pop(event.username, None)
+        self.store.forget(event.domain, event.username)
 
     # -- queries to a full JID (§4) -----------------------------------------------------------------------
     @hook(hooks.DELIVER_IQ, priority=1000)

@@ -200,9 +200,7 @@ class MessageDelivery(Module):
     """RFC 6121 §8.5 rules for message types chat, normal, headline, groupchat and error."""
 
     name = "message"
-    xeps = (
-        Xep(359, "0.7.0", note="stanza-id on messages delivered to or stored for local accounts"),
-    )
+    xeps = (Xep(359, "0.7.0", note="stanza-id on messages delivered to or stored for local accounts"),)
     #: XEP-0359 §6: the assigning entity (the account) announces it follows the business rules.
     account_features = (STANZA_ID,)
 

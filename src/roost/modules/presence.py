@@ -30,13 +30,14 @@ from pydantic import Field
 
 from roost.config.schema import ModuleOptions
 from roost.core import hooks
-from roost.core.hooks import SessionEvent, StanzaEvent
+from roost.core.hooks import ServerEvent, SessionEvent, StanzaEvent, UserEvent
 from roost.core.modules import Module, hook
 from roost.core.session import Session
 from roost.jid import JID
 from roost.modules.roster import Roster, RosterFull, RosterItem, UserRoster
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
+from roost.storage.write_behind import WriteBehind
 from roost.util.datetime import format_datetime
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, DELAY
@@ -195,12 +196,16 @@ class PresenceOptions(ModuleOptions):
     """Options of [presence]."""
 
     max_pending_requests: int = Field(
-        500, ge=1, le=100_000,
+        500,
+        ge=1,
+        le=100_000,
         description="Inbound subscription requests stored per account from people not in its roster "
         "(RFC 6121 §3.1.3 security warning); requests past it are dropped.",
     )
     max_directed: int = Field(
-        1000, ge=0, le=100_000,
+        1000,
+        ge=0,
+        le=100_000,
         description="Entities one session can send directed presence to and have it undone with "
         "unavailable presence when the session ends (RFC 6121 §4.6).",
     )
@@ -223,7 +228,22 @@ class Presence(Module):
         if not isinstance(roster, Roster):
             raise RuntimeError("the presence module needs the roster module (load it first)")
         self.roster: Roster = roster
-        self.store = self.server.storage.keyvalue("presence")
+        #: When each account's last resource went unavailable, written behind (one transaction for
+        #: a burst of logouts, none of its own per logout).
+        self.store = WriteBehind(self.server.storage.keyvalue("presence"), "presence", self.server.spawn)
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+    @hook(hooks.SERVER_STOPPING)
+    def stopping(self, event: ServerEvent) -> None:
+        self.store.stopping()  # shutdown does not wait for the batching delay; stop() writes
+
+    @hook(hooks.USER_DELETED)
+    def forget(self, event: UserEvent) -> None:
+        if event.domain == self.host.domain:
+            self._last_unavailable.pop(event.username, None)
+            self.store.forget(event.domain, event.username)
 
     def stream_features(self) -> tuple[Element, ...]:
         return (Element("sub", NS_PREAPPROVAL),)
@@ -435,19 +455,33 @@ class Presence(Module):
         # Contacts' presence (§4.3.1). Local contacts need no probe stanza (the server knows).
         for contact in roster.subscriptions():
             if not self._local_probe(contact, session):
-                probe = Element("presence", CLIENT, {
-                    "type": "probe", "from": str(user), "to": str(contact),
-                    "id": self.server.iq_tracker.new_id(),
-                })
+                probe = Element(
+                    "presence",
+                    CLIENT,
+                    {
+                        "type": "probe",
+                        "from": str(user),
+                        "to": str(contact),
+                        "id": self.server.iq_tracker.new_id(),
+                    },
+                )
                 self._send(probe)
         if not others:
             # §3.1.2: resend pending requests to remote contacts, whose servers may have lost them.
             for item in roster.items():
                 if item.ask and not self._is_account_domain(item.jid.domain):
-                    self._send(Element("presence", CLIENT, {
-                        "type": "subscribe", "from": str(user), "to": str(item.jid),
-                        "id": self.server.iq_tracker.new_id(),
-                    }))
+                    self._send(
+                        Element(
+                            "presence",
+                            CLIENT,
+                            {
+                                "type": "subscribe",
+                                "from": str(user),
+                                "to": str(item.jid),
+                                "id": self.server.iq_tracker.new_id(),
+                            },
+                        )
+                    )
         # §3.1.3 rule 4: stored subscription requests, to every new available resource until answered.
         router = self.server.router
         for pending in roster.pending_requests():
@@ -501,9 +535,7 @@ class Presence(Module):
     def _went_offline(self, user: JID) -> None:
         now = time.time()
         self._last_unavailable[user.local or ""] = now
-        self.server.spawn(
-            self.store.set(user.domain, user.local or "", {"unavailable": now}), f"presence-last-{user}"
-        )
+        self.store.put(user.domain, user.local or "", {"unavailable": now})
 
     # -- session end (§4.5.2: unavailable whatever the reason) -----------------------------------------------
     @hook(hooks.SESSION_CLOSED, priority=10)
@@ -611,9 +643,17 @@ class Presence(Module):
             if had_from:
                 # §3.3.3 rule 3: the unsubscribed user no longer sees us.
                 for session in self._available(local):
-                    self._send(Element("presence", CLIENT, {
-                        "type": "unavailable", "from": session.jid_str, "to": str(peer),
-                    }))
+                    self._send(
+                        Element(
+                            "presence",
+                            CLIENT,
+                            {
+                                "type": "unavailable",
+                                "from": session.jid_str,
+                                "to": str(peer),
+                            },
+                        )
+                    )
             if outcome.reply is not None:
                 self._reply(local, peer, outcome.reply, None)  # A.3.2: SHOULD auto-reply
 
@@ -669,9 +709,17 @@ class Presence(Module):
         if type_ == "unsubscribed" and outcome.forward and had_from:
             # §3.2.2: unavailable from every resource while the contact is still subscribed.
             for source in self._available(user):
-                self._send(Element("presence", CLIENT, {
-                    "type": "unavailable", "from": source.jid_str, "to": str(contact),
-                }))
+                self._send(
+                    Element(
+                        "presence",
+                        CLIENT,
+                        {
+                            "type": "unavailable",
+                            "from": source.jid_str,
+                            "to": str(contact),
+                        },
+                    )
+                )
         if outcome.changed:
             keep = in_roster or type_ == "subscribe" or type_ == "subscribed"
             try:
@@ -760,9 +808,20 @@ class Presence(Module):
                     self._send(Element("presence", CLIENT, {"from": s.jid_str, "to": reply_to}))
                 return
             # Rule 1 (and §8.5.1 for a missing account): from the bare JID, the probe's id mirrored.
-            self._send(_with_id(Element("presence", CLIENT, {
-                "type": "unsubscribed", "from": str(contact), "to": reply_to,
-            }), probe_id))
+            self._send(
+                _with_id(
+                    Element(
+                        "presence",
+                        CLIENT,
+                        {
+                            "type": "unsubscribed",
+                            "from": str(contact),
+                            "to": reply_to,
+                        },
+                    ),
+                    probe_id,
+                )
+            )
             return
         available = [s for s in sessions if s.available]
         if target.resource is not None:
@@ -783,9 +842,18 @@ class Presence(Module):
                 self._send(copy)
             return
         # Rule 3: unavailable from the bare JID, with the time of the last unavailable presence.
-        reply = _with_id(Element("presence", CLIENT, {
-            "type": "unavailable", "from": str(contact), "to": reply_to,
-        }), probe_id)
+        reply = _with_id(
+            Element(
+                "presence",
+                CLIENT,
+                {
+                    "type": "unavailable",
+                    "from": str(contact),
+                    "to": reply_to,
+                },
+            ),
+            probe_id,
+        )
         if last is not None:
             reply.add("delay", DELAY, {"from": contact.domain, "stamp": format_datetime(last)})
         self._send(reply)

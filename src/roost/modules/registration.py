@@ -48,7 +48,14 @@ _SESSION_END_TIMEOUT = 10.0
 UserKey = tuple[str, str]
 
 _DEFAULT_RESERVED = [
-    "abuse", "admin", "administrator", "hostmaster", "postmaster", "root", "security", "support",
+    "abuse",
+    "admin",
+    "administrator",
+    "hostmaster",
+    "postmaster",
+    "root",
+    "security",
+    "support",
     "webmaster",
 ]
 
@@ -95,7 +102,8 @@ class RegistrationOptions(ModuleOptions):
         True, description="Let logged-in users change their password in-band (§3.3).", examples=[False]
     )
     allow_cancel: bool = Field(
-        True, description="Let logged-in users remove their own account and all its data (§3.2).",
+        True,
+        description="Let logged-in users remove their own account and all its data (§3.2).",
         examples=[False],
     )
     instructions: str = Field(

@@ -206,9 +206,19 @@ class UserRoster:
                 if entry.in_roster:
                     changes.append((entry.version, entry.item.to_element()))
                 else:
-                    changes.append((entry.version, Element("item", NS_ROSTER, {
-                        "jid": str(jid), "subscription": "remove",
-                    })))
+                    changes.append(
+                        (
+                            entry.version,
+                            Element(
+                                "item",
+                                NS_ROSTER,
+                                {
+                                    "jid": str(jid),
+                                    "subscription": "remove",
+                                },
+                            ),
+                        )
+                    )
         changes.sort(key=lambda change: change[0])
         return changes
 
@@ -227,27 +237,38 @@ class RosterOptions(ModuleOptions):
     """Options of [roster]."""
 
     max_items: int = Field(
-        1000, ge=1, le=1_000_000,
+        1000,
+        ge=1,
+        le=1_000_000,
         description="Most items a roster may hold; adding one more is refused with <not-allowed/>.",
     )
     max_name_length: int = Field(
-        1023, ge=1, le=65536,
+        1023,
+        ge=1,
+        le=65536,
         description="Longest item 'name' (handle), in characters; longer is <not-acceptable/> "
         "(RFC 6121 §2.3.3).",
     )
     max_group_length: int = Field(
-        1023, ge=1, le=65536,
+        1023,
+        ge=1,
+        le=65536,
         description="Longest <group/> name, in characters; longer is <not-acceptable/> (RFC 6121 §2.3.3).",
     )
     max_groups: int = Field(
-        100, ge=1, le=10_000,
+        100,
+        ge=1,
+        le=10_000,
         description="Most groups one item may be in; more is <not-acceptable/>.",
     )
     versioning: bool = Field(
-        True, description="Roster versioning (RFC 6121 §2.6): advertise it and answer 'ver' with pushes.",
+        True,
+        description="Roster versioning (RFC 6121 §2.6): advertise it and answer 'ver' with pushes.",
     )
     version_history: int = Field(
-        250, ge=1, le=100_000,
+        250,
+        ge=1,
+        le=100_000,
         description="Removed items remembered for versioning; a client whose version predates the "
         "oldest one gets the full roster instead of pushes.",
     )
@@ -299,7 +320,7 @@ class Roster(Module):
         return result
 
     async def subscription(self, user: JID, contact: JID) -> str:
-        """"none", "to", "from" or "both" (also "none" when ``contact`` is not in the roster)."""
+        """ "none", "to", "from" or "both" (also "none" when ``contact`` is not in the roster)."""
         item = await self.get_item(user, contact)
         return "none" if item is None else item.subscription
 
@@ -437,8 +458,10 @@ class Roster(Module):
             raise RosterFull(self.options.max_items)
         if not state.pending_in:
             state.pending_stanza = None
-        visible_change = force or in_roster != was_in or (
-            in_roster and entry is not None and entry.item.visible() != state.visible()
+        visible_change = (
+            force
+            or in_roster != was_in
+            or (in_roster and entry is not None and entry.item.visible() != state.visible())
         )
         if entry is None:
             entry = Entry(state, in_roster)
@@ -462,9 +485,12 @@ class Roster(Module):
             changes[_META_KEY] = _encode_meta(roster.epoch, roster.ver, roster.floor)
         self._write(roster.user, changes)
         if visible_change:
-            self.push(roster, entry.item.to_element() if in_roster else Element(
-                "item", NS_ROSTER, {"jid": str(contact), "subscription": "remove"}
-            ))
+            self.push(
+                roster,
+                entry.item.to_element()
+                if in_roster
+                else Element("item", NS_ROSTER, {"jid": str(contact), "subscription": "remove"}),
+            )
 
     def remove(self, roster: UserRoster, contact: JID) -> RosterItem:
         """Remove ``contact`` from the roster (pending request included); its former state."""
@@ -512,8 +538,9 @@ class Roster(Module):
                     failures = 0
                 except Exception:
                     failures += 1
-                    self.log.exception("writing the roster of %s@%s failed (attempt %d)", key,
-                                       self.host.domain, failures)
+                    self.log.exception(
+                        "writing the roster of %s@%s failed (attempt %d)", key, self.host.domain, failures
+                    )
                     newer = self._pending_writes.get(key, {})
                     self._pending_writes[key] = {**batch, **newer}
                     if self.server.stopping and failures >= 3:
@@ -528,8 +555,13 @@ class Roster(Module):
         """Sessions that requested the roster (RFC 6121 §2.2 "interested resources")."""
         return [s for s in self.server.sessions.resources(self.host.domain, user.local or "") if s.interested]
 
-    def push(self, roster: UserRoster, item: Element, sessions: list[Session] | None = None,
-             version: int | None = None) -> None:
+    def push(
+        self,
+        roster: UserRoster,
+        item: Element,
+        sessions: list[Session] | None = None,
+        version: int | None = None,
+    ) -> None:
         """A roster push (§2.1.6) of ``item`` to the interested resources (or ``sessions``)."""
         targets = self.interested(roster.user) if sessions is None else sessions
         if not targets:
@@ -537,9 +569,16 @@ class Roster(Module):
         bare = str(roster.user)
         router = self.server.router
         for session in targets:
-            iq = Element("iq", CLIENT, {
-                "type": "set", "id": self.server.iq_tracker.new_id(), "from": bare, "to": session.jid_str,
-            })
+            iq = Element(
+                "iq",
+                CLIENT,
+                {
+                    "type": "set",
+                    "id": self.server.iq_tracker.new_id(),
+                    "from": bare,
+                    "to": session.jid_str,
+                },
+            )
             query = iq.add("query", NS_ROSTER)
             if self.options.versioning:
                 query.attrs["ver"] = roster.version_string(version)
@@ -706,11 +745,17 @@ def element_from_json(data: JSON) -> Element:
     if not (isinstance(data, list) and len(data) == 4):
         raise ValueError("not an encoded element")
     name, ns, attrs, children = data
-    if not (isinstance(name, str) and isinstance(ns, str) and isinstance(attrs, dict)
-            and isinstance(children, list)):
+    if not (
+        isinstance(name, str)
+        and isinstance(ns, str)
+        and isinstance(attrs, dict)
+        and isinstance(children, list)
+    ):
         raise ValueError("not an encoded element")
     return Element(
-        name, ns, {str(k): str(v) for k, v in attrs.items()},
+        name,
+        ns,
+        {str(k): str(v) for k, v in attrs.items()},
         [c if isinstance(c, str) else element_from_json(c) for c in children],
     )
 
@@ -719,10 +764,15 @@ def _encode_entry(entry: Entry) -> JSON:
     item = entry.item
     data: dict[str, JSON] = {"roster": entry.in_roster, "v": entry.version}
     if entry.in_roster:
-        data.update({
-            "name": item.name, "subscription": item.subscription, "ask": item.ask,
-            "approved": item.approved, "groups": list(item.groups),
-        })
+        data.update(
+            {
+                "name": item.name,
+                "subscription": item.subscription,
+                "ask": item.ask,
+                "approved": item.approved,
+                "groups": list(item.groups),
+            }
+        )
     if item.pending_in:
         data["pending"] = element_to_json(item.pending_stanza) if item.pending_stanza is not None else True
     return data
@@ -776,7 +826,8 @@ def _decode(user: JID, data: dict[str, JSON]) -> UserRoster:
         item = RosterItem(
             jid,
             name=name if isinstance(name, str) and name else None,
-            subscription=subscription if isinstance(subscription, str) and subscription in SUBSCRIPTIONS
+            subscription=subscription
+            if isinstance(subscription, str) and subscription in SUBSCRIPTIONS
             else "none",
             ask=value.get("ask") is True,
             approved=value.get("approved") is True,

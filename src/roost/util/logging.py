@@ -142,8 +142,10 @@ class LineFormatter(logging.Formatter):
                 record.exc_text = self.formatException(record.exc_info)
             extra = record.exc_text
         if record.stack_info:
-            extra = f"{extra}\n{self.formatStack(record.stack_info)}" if extra else self.formatStack(
-                record.stack_info
+            extra = (
+                f"{extra}\n{self.formatStack(record.stack_info)}"
+                if extra
+                else self.formatStack(record.stack_info)
             )
         if extra:
             line += "\n" + "\n".join("  | " + part for part in extra.splitlines())

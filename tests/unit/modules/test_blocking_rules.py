@@ -7,8 +7,9 @@ import pytest
 from roost.jid import JID
 from roost.modules.blocking import blocks
 
-LIST = frozenset({"tybalt@capulet.example/sword", "nurse@capulet.example", "montague.example",
-                  "capulet.example/gate"})
+LIST = frozenset(
+    {"tybalt@capulet.example/sword", "nurse@capulet.example", "montague.example", "capulet.example/gate"}
+)
 
 
 @pytest.mark.parametrize(

@@ -25,10 +25,16 @@ from tests.support.im import parse
         ("<message type='chat'><sent xmlns='urn:xmpp:carbons:2'/></message>", True, False),
         ("<message><x xmlns='jabber:x:conference' jid='r@c'/></message>", True, True),
         ("<message><x xmlns='http://jabber.org/protocol/muc#user'><invite/></x></message>", True, True),
-        ("<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
-         True, False),
-        ("<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
-         False, True),
+        (
+            "<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+            True,
+            False,
+        ),
+        (
+            "<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
+            False,
+            True,
+        ),
     ],
 )
 def test_eligibility(xml: str, inbound: bool, eligible: bool) -> None:

@@ -61,8 +61,10 @@ def test_assign_strips_forged_ids_keeps_others_and_adds_one() -> None:
 
 
 def test_assign_strips_without_adding_for_unarchivable_messages() -> None:
-    stanza = message(f"<gone xmlns='http://jabber.org/protocol/chatstates'/>"
-                     f"<stanza-id xmlns='{STANZA_ID}' id='f1' by='juliet@localhost'/>")
+    stanza = message(
+        f"<gone xmlns='http://jabber.org/protocol/chatstates'/>"
+        f"<stanza-id xmlns='{STANZA_ID}' id='f1' by='juliet@localhost'/>"
+    )
     assert assign_stanza_id(stanza, "juliet@localhost") is None
     assert list(stanza.elements("stanza-id", STANZA_ID)) == []
 
@@ -75,7 +77,10 @@ class FakeSession:
 
 def test_bare_targets_follow_rfc_6121_8_5_2() -> None:
     top1, top2, low, negative, away = (
-        FakeSession(True, 5), FakeSession(True, 5), FakeSession(True, 0), FakeSession(True, -1),
+        FakeSession(True, 5),
+        FakeSession(True, 5),
+        FakeSession(True, 0),
+        FakeSession(True, -1),
         FakeSession(False, 9),
     )
     sessions = [top1, top2, low, negative, away]

@@ -24,8 +24,13 @@ STATES = {
 
 def item(state: str, approved: bool = False) -> RosterItem:
     subscription, ask, pending_in = STATES[state]
-    return RosterItem(JID.parse("juliet@example.com"), subscription=subscription, ask=ask,
-                      pending_in=pending_in, approved=approved)
+    return RosterItem(
+        JID.parse("juliet@example.com"),
+        subscription=subscription,
+        ask=ask,
+        pending_in=pending_in,
+        approved=approved,
+    )
 
 
 def name(it: RosterItem) -> str:

@@ -209,6 +209,7 @@ class SqlDatabase:
         self.dialect = engine.dialect.name
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self.user_cache = UserReadCache()
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Insert] = {}
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Any]:
@@ -284,11 +285,17 @@ class SqlDatabase:
         return sqlite.insert(table) if self.dialect == "sqlite" else postgresql.insert(table)
 
     def upsert(self, table: Table, keys: Sequence[str], values: Sequence[str]) -> Insert:
-        stmt = self.insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c[name] for name in keys],
-            set_={name: stmt.excluded[name] for name in values},
-        )
+        """INSERT … ON CONFLICT (keys) DO UPDATE values; built once per shape (building one costs
+        more than SQLite takes to run it)."""
+        shape = (table.name, tuple(keys), tuple(values))
+        stmt = self._upserts.get(shape)
+        if stmt is None:
+            insert_ = self.insert(table)
+            stmt = self._upserts[shape] = insert_.on_conflict_do_update(
+                index_elements=[table.c[name] for name in keys],
+                set_={name: insert_.excluded[name] for name in values},
+            )
+        return stmt
 
 
 class SqlAccounts:

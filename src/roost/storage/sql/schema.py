@@ -67,6 +67,8 @@ kv = Table(
     Column("value", Text, nullable=False),
     PrimaryKeyConstraint("store", "domain", "username", name="pk_kv"),
 )
+# All of one user's rows (the login snapshot, account deletion) without scanning the table.
+Index("ix_kv_user", kv.c.domain, kv.c.username)
 
 map_ = Table(
     "map",
@@ -78,6 +80,7 @@ map_ = Table(
     Column("value", Text, nullable=False),
     PrimaryKeyConstraint("store", "domain", "username", "key", name="pk_map"),
 )
+Index("ix_map_user", map_.c.domain, map_.c.username)
 
 archive = Table(
     "archive",

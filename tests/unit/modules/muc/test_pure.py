@@ -9,8 +9,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[4] / "src" / "roost" / "modules" / "muc"
 PURE = ("model.py", "forms.py", "room.py", "service.py")
-FORBIDDEN = ("asyncio", "socket", "ssl", "roost.storage", "roost.transports", "roost.core", "sqlalchemy",
-             "roost.modules.muc.module")
+FORBIDDEN = (
+    "asyncio",
+    "socket",
+    "ssl",
+    "roost.storage",
+    "roost.transports",
+    "roost.core",
+    "sqlalchemy",
+    "roost.modules.muc.module",
+)
 
 
 @pytest.mark.parametrize("name", PURE)

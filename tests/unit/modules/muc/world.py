@@ -55,7 +55,6 @@ def item(stanza: Element) -> Element:
     return found
 
 
-
 def occupant_id(stanza: Element) -> str | None:
     el = stanza.find("occupant-id", OCCUPANT_ID)
     return None if el is None else el.attrs["id"]
