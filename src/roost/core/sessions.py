@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 from roost.core.session import Session
 from roost.jid import JID
 from roost.stanza.errors import StreamError
+from roost.util.ids import random_bytes
 
 
 class SessionManager:
@@ -48,9 +48,9 @@ class SessionManager:
         """
         resources = self._users.setdefault((domain, username), {})
         if resource is None:
-            resource = secrets.token_hex(6)
+            resource = random_bytes(6).hex()
             while resource in resources:
-                resource = secrets.token_hex(6)
+                resource = random_bytes(6).hex()
         old = resources.get(resource)
         if old is None and len(resources) >= self.max_resources:
             raise ValueError("too many resources")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import secrets
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from roost.stream.sasl.scram import (
     mechanism_name,
     parse_mechanism,
 )
+from roost.util.ids import random_token
 from roost.xml.element import Element
 from roost.xml.ns import BIND, CLIENT, LIMITS, REGISTER, REGISTER_FEATURE, SASL, SASL_CB, SESSION, STREAM, TLS
 from roost.xml.parser import StreamEnd, StreamOpen, StreamParser, XmlStreamError
@@ -328,7 +328,7 @@ class C2SStream:
         header = opened.header
         self.lang = header.attrs.get("xml:lang") or "en"
         to = header.attrs.get("to")
-        self.stream_id = secrets.token_urlsafe(12)
+        self.stream_id = random_token(12)
         if opened.content_ns != CLIENT:
             # RFC 6120 §4.9.3.10
             return self._close(StreamError("invalid-namespace", "the content namespace is jabber:client"))
@@ -637,7 +637,7 @@ class C2SStream:
                 if self.domain is None:
                     self.domain = next(iter(sorted(self.settings.domains)))
                 if not self.stream_id:
-                    self.stream_id = secrets.token_urlsafe(12)
+                    self.stream_id = random_token(12)
                 self._send_header()
             final.append(serialize(error.to_element(), CLIENT).encode())
         if self._header_sent:

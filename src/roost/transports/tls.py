@@ -16,7 +16,7 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import idna
@@ -370,21 +370,84 @@ def exporter_supported() -> bool:
 
 def channel_bindings(
     ssl_object: ssl.SSLObject | ssl.SSLSocket, own_cert_der: bytes | None
-) -> dict[str, bytes]:
+) -> ChannelBindings:
     """Binding type -> data for one connection.
 
     The server passes its own certificate (the one it sent on this connection); a client passes None and
     the peer's certificate is used, since tls-server-end-point always names the server's certificate.
     """
-    bindings: dict[str, bytes] = {}
-    cert_der = own_cert_der if own_cert_der is not None else ssl_object.getpeercert(binary_form=True)
-    if cert_der:
-        with contextlib.suppress(ValueError):
-            bindings["tls-server-end-point"] = tls_server_end_point(cert_der)
-    exported = tls_exporter(ssl_object)
-    if exported is not None:
-        bindings["tls-exporter"] = exported
-    return bindings
+    return ChannelBindings(ssl_object, own_cert_der)
+
+
+class ChannelBindings(Mapping[str, bytes]):
+    """The channel-binding types a connection supports, each value computed when first read.
+
+    Which types exist is known at once (it decides the mechanisms offered); the data is needed only by
+    a -PLUS login, so the common login does not pay for the exporter call or the certificate hash.
+    """
+
+    __slots__ = ("_cert_der", "_ssl_object", "_types", "_values")
+
+    def __init__(self, ssl_object: ssl.SSLObject | ssl.SSLSocket, own_cert_der: bytes | None) -> None:
+        self._ssl_object = ssl_object
+        self._values: dict[str, bytes] = {}
+        types: list[str] = []
+        cert_der = own_cert_der if own_cert_der is not None else ssl_object.getpeercert(binary_form=True)
+        self._cert_der = cert_der
+        if cert_der and _end_point_defined(cert_der):
+            types.append("tls-server-end-point")
+        if ssl_object.version() == "TLSv1.3" and _exporter() is not None:
+            types.append("tls-exporter")
+        self._types = tuple(types)
+
+    def __getitem__(self, kind: str) -> bytes:
+        value = self._values.get(kind)
+        if value is not None:
+            return value
+        if kind not in self._types:
+            raise KeyError(kind)
+        if kind == "tls-server-end-point":
+            assert self._cert_der is not None
+            value = _cached_end_point(self._cert_der)
+        else:
+            value = tls_exporter(self._ssl_object)
+            if value is None:  # the exporter failed on this connection: the type is not usable
+                raise KeyError(kind)
+        self._values[kind] = value
+        return value
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._types
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types)
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+
+# One server certificate serves every connection: hash it once (keyed by the DER bytes themselves).
+_end_points: dict[bytes, bytes | None] = {}
+
+
+def _cached_end_point(cert_der: bytes) -> bytes:
+    value = _end_points.get(cert_der)
+    if value is None:
+        value = tls_server_end_point(cert_der)
+        if len(_end_points) >= 16:
+            _end_points.clear()
+        _end_points[cert_der] = value
+    return value
+
+
+def _end_point_defined(cert_der: bytes) -> bool:
+    if _end_points.get(cert_der) is not None:
+        return True
+    try:
+        _cached_end_point(cert_der)
+    except ValueError:
+        return False
+    return True
 
 
 class _Exporter:

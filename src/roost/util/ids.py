@@ -14,6 +14,7 @@ order key and recover the timestamp without a lookup (:func:`id_timestamp`).
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from typing import Final
@@ -33,20 +34,34 @@ _random_at = 0
 
 def time_ordered_id(now_us: int | None = None) -> str:
     """A new id; ``now_us`` (microseconds since the epoch) defaults to the current time."""
-    global _last_us, _random, _random_at
+    global _last_us
     us = time.time_ns() // 1000 if now_us is None else now_us
     if us <= _last_us:
         us = _last_us + 1
     if not 0 <= us <= _MAX_US:
         raise ValueError(f"timestamp {us} µs is outside the id range")
     _last_us = us
+    n = (us << 64) | int.from_bytes(random_bytes(8), "big")
+    return "".join([_PAIRS[(n >> shift) & 1023] for shift in _SHIFTS])
+
+
+def random_bytes(count: int) -> bytes:
+    """``count`` bytes from the OS random source, read in batches (one system call per 4 KiB: stream
+    ids and SCRAM nonces are made several times per login)."""
+    global _random, _random_at
+    if count > _RANDOM_BATCH // 4:
+        return os.urandom(count)
     at = _random_at
-    if at + 8 > len(_random):
+    if at + count > len(_random):
         _random = os.urandom(_RANDOM_BATCH)
         at = 0
-    _random_at = at + 8
-    n = (us << 64) | int.from_bytes(_random[at : at + 8], "big")
-    return "".join([_PAIRS[(n >> shift) & 1023] for shift in _SHIFTS])
+    _random_at = at + count
+    return _random[at : at + count]
+
+
+def random_token(count: int) -> str:
+    """URL-safe text of ``count`` random bytes (like ``secrets.token_urlsafe``)."""
+    return base64.urlsafe_b64encode(random_bytes(count)).rstrip(b"=").decode("ascii")
 
 
 def id_timestamp(item_id: str) -> float | None:

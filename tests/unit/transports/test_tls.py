@@ -348,7 +348,7 @@ def test_exporter_over_real_sockets(cert_pair: tuple[Path, Path]) -> None:
     def serve() -> None:
         try:
             with server_ctx.wrap_socket(left, server_side=True) as tls:
-                results["server"] = channel_bindings(tls, certificate_der(cert_file))
+                results["server"] = dict(channel_bindings(tls, certificate_der(cert_file)))  # read while open
                 tls.recv(1)
         except Exception as exc:
             results["server_error"] = exc
@@ -357,7 +357,7 @@ def test_exporter_over_real_sockets(cert_pair: tuple[Path, Path]) -> None:
     thread.start()
     try:
         with client_ctx.wrap_socket(right, server_hostname="example.org") as tls:
-            results["client"] = channel_bindings(tls, None)
+            results["client"] = dict(channel_bindings(tls, None))
             tls.sendall(b"x")
     finally:
         thread.join(timeout=30)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from roost.util import ids as ids_module
-from roost.util.ids import ID_LENGTH, id_timestamp, time_ordered_id
+from roost.util.ids import ID_LENGTH, id_timestamp, random_bytes, random_token, time_ordered_id
 
 
 @pytest.fixture(autouse=True)
@@ -46,3 +47,15 @@ def test_foreign_ids_have_no_timestamp(text: str) -> None:
 def test_out_of_range_timestamps_are_refused() -> None:
     with pytest.raises(ValueError):
         time_ordered_id(now_us=1 << 56)
+
+
+def test_random_bytes_come_fresh_across_batches() -> None:
+    seen = {random_bytes(16) for _ in range(2000)}  # 32 KB: crosses several 4 KiB refills
+    assert len(seen) == 2000 and all(len(b) == 16 for b in seen)
+    assert len(random_bytes(5000)) == 5000  # larger than a batch: read directly
+
+
+def test_random_tokens_are_url_safe_text() -> None:
+    token = random_token(12)
+    assert len(token) == 16 and re.fullmatch(r"[A-Za-z0-9_-]+", token)
+    assert len({random_token(12) for _ in range(1000)}) == 1000

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from precis_i18n import get_profile
 
+from roost.util.ids import random_token
+
 HASH_NAMES = ("SHA-1", "SHA-256", "SHA-512")
 DEFAULT_ITERATIONS = 4096  # RFC 5802 §5.1 / RFC 7677 §3: "at least 4096"
 
@@ -150,11 +152,11 @@ class ScramServer:
         self._hash = _hashlib_name(hash_name)
         self.hash_name = hash_name
         self.plus = plus
-        self._channel_bindings = dict(channel_bindings)
+        self._channel_bindings = channel_bindings  # may compute values lazily: read only what is used
         self._cb_offered = cb_offered
         if nonce is not None and not _PRINTABLE.match(nonce):
             raise ValueError("the server nonce must be printable ASCII without ','")
-        self._server_nonce = nonce if nonce is not None else secrets.token_urlsafe(24)
+        self._server_nonce = nonce if nonce is not None else random_token(24)
         self._default_iterations = default_iterations
         self.username = ""
         self.authzid = None
@@ -207,9 +209,10 @@ class ScramServer:
         if cb_type is not None:
             if not self.plus:
                 raise SaslFailure("not-authorized", "channel binding requested with a non-PLUS mechanism")
-            if cb_type not in self._channel_bindings:
+            cb_data = self._channel_bindings.get(cb_type)
+            if cb_data is None:
                 raise SaslFailure("not-authorized", f"unsupported channel binding type {cb_type!r}")
-            self._cb_data = self._channel_bindings[cb_type]
+            self._cb_data = cb_data
             self.channel_binding = cb_type
         elif self.plus:
             raise SaslFailure("not-authorized", "a -PLUS mechanism requires channel binding")
@@ -331,7 +334,7 @@ class ScramClient:
             flag = "n"
         authz = "" if authzid is None else "a=" + _encode_saslname(authzid)
         self._gs2_header = f"{flag},{authz},".encode()
-        self._nonce = nonce if nonce is not None else secrets.token_urlsafe(24)
+        self._nonce = nonce if nonce is not None else random_token(24)
         self._client_first_bare = f"n={_encode_saslname(self.username)},r={self._nonce}".encode()
         self.salted_password = salted_password
         self.salt = None
