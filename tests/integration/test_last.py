@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from roost.modules import last_activity
+from roost.modules.last_activity import LastActivity
 from roost.stanza import error_condition
 from roost.xml.element import Element
 from roost.xml.ns import LAST
@@ -48,13 +49,21 @@ async def test_subscriber_learns_time_and_status_of_last_logout(tmp_path: Path) 
         assert seconds >= 0 and status == "Heading Home"
 
 
+async def logout_records_written(h: Harness) -> None:
+    """Let the module write its (batched) logout records before a test overwrites one."""
+    module = h.server.hosts["localhost"].modules.loaded["last"]
+    assert isinstance(module, LastActivity)
+    await module.store.flush()
+
+
 async def test_seconds_count_from_the_recorded_logout(tmp_path: Path) -> None:
     async with Harness.running(tmp_path) as h:
         romeo = await h.login("romeo")
         juliet = await h.login("juliet")
         await subscribe(romeo, juliet)
         await juliet.disconnect("logout")
-        # As if that logout had been long ago.
+        # As if that logout had been long ago (once the module has written its own record).
+        await logout_records_written(h)
         await h.server.storage.keyvalue("last").set(
             "localhost", "juliet", {"time": time.time() - 5000, "status": "gone"}
         )
@@ -91,6 +100,7 @@ async def test_own_account_and_never_logged_out(tmp_path: Path) -> None:
         juliet = await h.login("juliet")
         await subscribe(romeo, juliet)
         await juliet.disconnect("logout")
+        await logout_records_written(h)
         await h.server.storage.keyvalue("last").set("localhost", "juliet", None)  # as if never recorded
         assert error_condition(await romeo.iq(QUERY, to="juliet@localhost")) == "item-not-found"
 

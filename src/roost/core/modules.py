@@ -90,7 +90,10 @@ class Module:
         self.log = logging.getLogger(f"roost.mod.{self.name}")
 
     def stream_features(self) -> Sequence[Element]:
-        """Informative stream features this module adds after authentication (RFC 6121 §2.6.1, §3.4)."""
+        """Informative stream features this module adds after authentication (RFC 6121 §2.6.1, §3.4).
+
+        Read when the set of loaded modules changes, not at every login: keep them constant.
+        """
         return ()
 
     async def start(self) -> None:
@@ -107,6 +110,8 @@ class ModuleManager:
         self.host = host
         self.loaded: dict[str, Module] = {}
         self._undo: dict[str, list[Callable[[], None]]] = {}
+        #: Bumped whenever the set of loaded modules changes (what is derived from it is cached).
+        self.generation = 0
 
     async def load(self, cls: type[Module], options: ModuleOptions) -> Module:
         if cls.name in self.loaded:
@@ -124,6 +129,7 @@ class ModuleManager:
                 undo.append(self.host.bus.on(event, bound, priority))
         self.loaded[cls.name] = module
         self._undo[cls.name] = undo
+        self.generation += 1
         try:
             await module.start()
         except Exception:
@@ -145,6 +151,7 @@ class ModuleManager:
         for undo in self._undo.pop(name, ()):
             undo()
         self.loaded.pop(name, None)
+        self.generation += 1
 
     async def unload_all(self) -> None:
         for name in reversed(list(self.loaded)):

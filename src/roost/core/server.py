@@ -58,6 +58,8 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.stopping = False
+        self._features: tuple[Element, ...] = ()
+        self._features_key: tuple[int, ...] | None = None
         #: Addresses actually bound, by listener name (tests use port 0).
         self.addresses: dict[str, tuple[str, int]] = {}
 
@@ -130,17 +132,24 @@ class Server:
         host = self.hosts.get(domain)
         return host is not None and host.bus.has_handlers(hooks.C2S_REGISTER)
 
-    def stream_features(self) -> list[Element]:
-        """Post-authentication stream features of the loaded modules (one of each, any domain)."""
-        seen: set[tuple[str, str]] = set()
-        features: list[Element] = []
-        for host in self.hosts.values():
-            for module in host.modules.loaded.values():
-                for feature in module.stream_features():
-                    if (feature.ns, feature.name) not in seen:
-                        seen.add((feature.ns, feature.name))
-                        features.append(feature)
-        return features
+    def stream_features(self) -> tuple[Element, ...]:
+        """Post-authentication stream features of the loaded modules (one of each, any domain).
+
+        Built again only when modules are loaded or unloaded: the same tuple comes back otherwise,
+        so streams can cache what they make of it (every login asks for it).
+        """
+        key = tuple(host.modules.generation for host in self.hosts.values())
+        if key != self._features_key:
+            seen: set[tuple[str, str]] = set()
+            features: list[Element] = []
+            for host in self.hosts.values():
+                for module in host.modules.loaded.values():
+                    for feature in module.stream_features():
+                        if (feature.ns, feature.name) not in seen:
+                            seen.add((feature.ns, feature.name))
+                            features.append(feature)
+            self._features, self._features_key = tuple(features), key
+        return self._features
 
     def hosts_with_accounts(self) -> list[str]:
         return [d for d, h in self.hosts.items() if h.has_accounts]

@@ -38,7 +38,7 @@ from roost.util.ids import random_token
 from roost.xml.element import Element
 from roost.xml.ns import BIND, CLIENT, LIMITS, REGISTER, REGISTER_FEATURE, SASL, SASL_CB, SESSION, STREAM, TLS
 from roost.xml.parser import StreamEnd, StreamOpen, StreamParser, XmlStreamError
-from roost.xml.serializer import serialize, serialize_open_tag
+from roost.xml.serializer import escape_attr, serialize
 
 ALL_MECHANISMS: tuple[str, ...] = (
     *(mechanism_name(h, plus) for h in reversed(HASH_NAMES) for plus in (True, False)),
@@ -63,6 +63,11 @@ class C2SSettings:
     #: Whether unauthenticated clients may register an account on this domain (XEP-0077 §3.1.1).
     #: If so, the stream advertises the iq-register feature and emits :class:`RegisterRequest`.
     preauth_register: Callable[[str], bool] = field(default=lambda domain: False)
+    #: Serialized pre-authentication <stream:features/> by what they depend on (every login sends
+    #: three features elements; they hardly ever differ).
+    features_cache: dict[tuple[bool, tuple[str, ...], bool], bytes] = field(default_factory=dict)
+    #: The post-authentication ones, with the extra_features() result they were made from.
+    bound_features: tuple[Sequence[Element], bytes] | None = None
 
 
 class State(Enum):
@@ -359,15 +364,13 @@ class C2SStream:
 
     def _send_header(self) -> None:
         assert self.domain is not None
-        header = Element(
-            "stream",
-            STREAM,
-            {"from": self.domain, "id": self.stream_id, "version": "1.0", "xml:lang": self.lang},
-        )
-        if self.jid is not None:
-            header.attrs["to"] = str(self.jid.bare)
+        to = f" to='{escape_attr(str(self.jid.bare))}'" if self.jid is not None else ""
         self._out.append(
-            b"<?xml version='1.0'?>" + serialize_open_tag(header, {"": CLIENT, "stream": STREAM}).encode()
+            (
+                "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+                f" xmlns:stream='{STREAM}' from='{escape_attr(self.domain)}' id='{self.stream_id}'"
+                f" version='1.0' xml:lang='{escape_attr(self.lang)}'{to}>"
+            ).encode()
         )
         self._header_sent = True
 
@@ -387,6 +390,27 @@ class C2SStream:
         return offered
 
     def _send_features(self) -> None:
+        settings = self.settings
+        if self.username is None:
+            self.state = State.WAIT_STARTTLS_OR_AUTH
+            key = (self.secure, tuple(self.channel_bindings), self._may_register())
+            found = settings.features_cache.get(key)
+            if found is None:
+                if len(settings.features_cache) > 64:
+                    settings.features_cache.clear()
+                found = settings.features_cache[key] = serialize(self._features(), CLIENT).encode()
+        else:
+            self.state = State.WAIT_BIND
+            extras = settings.extra_features()
+            cached = settings.bound_features
+            if cached is not None and cached[0] is extras:
+                found = cached[1]
+            else:  # the first login, or modules were loaded or unloaded since
+                found = serialize(self._features(extras), CLIENT).encode()
+                settings.bound_features = (extras, found)
+        self._out.append(found)
+
+    def _features(self, extras: Sequence[Element] = ()) -> Element:
         features = Element("features", STREAM)
         if self.username is None:
             if not self.secure and self.settings.tls_available:
@@ -404,7 +428,6 @@ class C2SStream:
                     cb = features.add("sasl-channel-binding", SASL_CB)
                     for kind in sorted(self.channel_bindings):
                         cb.add("channel-binding", attrs={"type": kind})
-            self.state = State.WAIT_STARTTLS_OR_AUTH
         else:
             features.add("bind", BIND)
             session = features.add("session", SESSION)
@@ -412,10 +435,9 @@ class C2SStream:
             limits = features.add("limits", LIMITS)  # XEP-0478
             limits.add("max-bytes", text=str(self.settings.max_stanza_bytes))
             limits.add("idle-seconds", text=str(self.settings.idle_seconds))
-            for extra in self.settings.extra_features():
+            for extra in extras:
                 features.append(extra)
-            self.state = State.WAIT_BIND
-        self._out.append(serialize(features, CLIENT).encode())
+        return features
 
     def _on_starttls(self) -> list[StreamEvent]:
         if self.secure or not self.settings.tls_available:

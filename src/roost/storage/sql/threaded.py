@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -139,13 +140,66 @@ class ThreadedConnection:
             await self._db.call(conn.close)
 
 
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:  # event loop
+    if not future.done():
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class DatabaseThread:
+    """One worker thread fed by a queue; results come back as asyncio futures.
+
+    Lighter than ``run_in_executor`` on a ThreadPoolExecutor, which makes a concurrent.futures.Future
+    (with its own Condition and lock) per call and chains it to an asyncio future: a login makes a few
+    of these trips, and that bookkeeping cost more than the queries.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread.start()
+        self._stopped = False
+
+    def _work(self) -> None:  # database thread
+        while (item := self._queue.get()) is not None:
+            fn, future = item
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+                ok, value = False, exc
+            else:
+                ok, value = True, result
+            try:
+                future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
+            except RuntimeError:
+                pass  # that event loop is closed: nobody is waiting any more
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        if self._stopped:
+            raise RuntimeError("the database thread has stopped")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        """Finish the queued work, then end the thread (blocks until it has)."""
+        if not self._stopped:
+            self._stopped = True
+            self._queue.put(None)
+            self._thread.join()
+
+
 class ThreadedEngine:
     """A sync engine plus the one thread all its connections live in."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roost-sqlite")
+        self._thread = DatabaseThread("roost-sqlite")
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
         self._reader: Any = None  # a DB-API connection kept for fetch(); database thread only
 
@@ -191,10 +245,9 @@ class ThreadedEngine:
         return compiled
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        if kwargs:
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
-        return await loop.run_in_executor(self._executor, fn, *args)
+        if kwargs or args:
+            return await self._thread.submit(lambda: fn(*args, **kwargs))
+        return await self._thread.submit(fn)
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         """``fn(connection)`` with a pooled connection, checked out and returned in the same trip."""
@@ -221,4 +274,4 @@ class ThreadedEngine:
             self.engine.dispose()
 
         await self.call(close)
-        self._executor.shutdown(wait=True)
+        self._thread.stop()
