@@ -364,12 +364,12 @@ class C2SStream:
 
     def _send_header(self) -> None:
         assert self.domain is not None
-        to = f" to='{escape_attr(str(self.jid.bare))}'" if self.jid is not None else ""
+        to = f' to="{escape_attr(str(self.jid.bare))}"' if self.jid is not None else ""
         self._out.append(
             (
-                "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
-                f" xmlns:stream='{STREAM}' from='{escape_attr(self.domain)}' id='{self.stream_id}'"
-                f" version='1.0' xml:lang='{escape_attr(self.lang)}'{to}>"
+                '<?xml version="1.0"?><stream:stream xmlns="jabber:client"'
+                f' xmlns:stream="{STREAM}" from="{escape_attr(self.domain)}" id="{self.stream_id}"'
+                f' version="1.0" xml:lang="{escape_attr(self.lang)}"{to}>'
             ).encode()
         )
         self._header_sent = True

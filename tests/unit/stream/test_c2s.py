@@ -186,3 +186,27 @@ def test_header_reply_is_first_output() -> None:
     assert isinstance(parsed[0], StreamOpen)
     assert parsed[0].header.attrs["from"] == "example.org"
     assert parsed[0].header.attrs["id"]
+
+
+def test_header_escapes_the_clients_language_tag() -> None:
+    stream = C2SStream(settings(require_encryption=False))
+    peer = Peer()
+    header = HEADER.replace(b"version=", b"xml:lang='en&apos;&lt;x' version=")
+    assert stream.receive_data(header) == []
+    opened = [e for e in peer.parser.feed(stream.data_to_send()) if isinstance(e, StreamOpen)]
+    attrs = opened[0].header.attrs
+    assert attrs["xml:lang"] == "en'<x"
+    assert attrs["from"] == "example.org" and attrs["id"] == stream.stream_id
+
+
+def test_features_are_shared_between_streams_but_follow_their_state() -> None:
+    shared = settings()
+    first, second = C2SStream(shared), C2SStream(shared, secure=True)
+    first.receive_data(HEADER)
+    second.receive_data(HEADER)
+    plain, secure = Peer().read(first)[-1], Peer().read(second)[-1]
+    assert plain.find("starttls") is not None and secure.find("starttls") is None
+    assert secure.find("mechanisms") is not None and plain.find("mechanisms") is None
+    third = C2SStream(shared)
+    third.receive_data(HEADER)
+    assert Peer().read(third)[-1] == plain
