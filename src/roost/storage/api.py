@@ -247,9 +247,13 @@ def encode_json(value: JSON) -> str:
     NaN/Infinity and non-JSON objects raise ValueError/TypeError; text that is not valid Unicode (lone
     surrogates) raises ValueError, because no SQL backend can store it.
     """
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = _ENCODER.encode(value)
     check_text(text, "value")
     return text
+
+
+# One encoder for all values: json.dumps with options builds a new JSONEncoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def decode_json(text: str) -> JSON:
