@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from roost.core import control
 from tests.support.clients import connect
 from tests.support.raw import RawClient
+from tests.support.server import running_server
 
 ROOST = [sys.executable, "-m", "roost.cli.main"]
 
@@ -162,3 +164,91 @@ def test_run_refuses_bad_config(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "max_stanza_bytes" in result.stderr
+
+
+async def pong(client: RawClient, iq_id: str) -> bool:
+    """The server still answers this client's ping."""
+    client.send_raw(f"<iq type='get' id='{iq_id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while True:
+        reply = await client.element()
+        if reply.name == "iq" and reply.attrs.get("id") == iq_id:
+            return reply.attrs.get("type") == "result"
+
+
+async def test_user_del_while_running_ends_the_users_sessions(
+    config: tuple[Path, int, int], tmp_path: Path
+) -> None:
+    """`roost user del` asks the running server, which closes the user's streams (<not-authorized/>)."""
+    path, c2s, _ = config
+    run_cli("--config", str(path), "user", "add", "alice@localhost", "--password", "wonderland", cwd=tmp_path)
+    run_cli("--config", str(path), "user", "add", "bob@localhost", "--password", "builder", cwd=tmp_path)
+    proc = subprocess.Popen(
+        [*ROOST, "run", "--config", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        await wait_for_port(c2s, proc)
+        alice = await RawClient.login(c2s, "alice", "wonderland", "raw")
+        bob = await RawClient.login(c2s, "bob", "builder", "raw")
+        output = await asyncio.to_thread(
+            run_cli, "--config", str(path), "user", "del", "alice@localhost", cwd=tmp_path
+        )
+        assert "deleted alice@localhost" in output and "ended their sessions" in output
+        assert await alice.stream_error(timeout=10) == "not-authorized"
+        assert await alice.closed()
+        # Another user's session is untouched, and the account is gone for good.
+        assert await pong(bob, "p1")
+        assert "alice@localhost" not in run_cli("--config", str(path), "user", "list", cwd=tmp_path)
+        again = subprocess.run(
+            [*ROOST, "--config", str(path), "user", "del", "alice@localhost"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode != 0 and "no such user: alice@localhost" in again.stderr
+        # A second server on the same data directory refuses to start, and says why.
+        second = subprocess.run(
+            [
+                *ROOST,
+                "run",
+                "--config",
+                str(path),
+                "--set",
+                "listen.c2s=127.0.0.1:0",
+                "--set",
+                "listen.c2s_tls=",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0 and "another Roost server is running" in second.stdout + second.stderr
+        assert await pong(bob, "p2")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert await asyncio.to_thread(proc.wait, 20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    # The socket went away with the server; without a server the CLI works on storage directly.
+    assert not (tmp_path / "data" / "roost.sock").exists()
+    assert "deleted bob@localhost" in run_cli(
+        "--config", str(path), "user", "del", "bob@localhost", cwd=tmp_path
+    )
+
+
+async def test_a_socket_left_by_a_crashed_server_does_not_block_the_next(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    leftover = socket.socket(socket.AF_UNIX)
+    leftover.bind(str(data / "roost.sock"))  # bound, never listening: like after a crash
+    leftover.close()
+    async with running_server(tmp_path) as running:
+        assert (data / "roost.sock").exists()
+        reply = await control.request(data / "roost.sock", {"op": "ping"})
+        assert reply is not None and reply["ok"] is True and "localhost" in reply["domains"]
+        assert (await control.request(data / "roost.sock", {"op": "nope"}) or {}).get("ok") is False
+        assert running.server.control.path == data / "roost.sock"
+    assert not (data / "roost.sock").exists()

@@ -665,12 +665,29 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
 
 
 def _cmd_user_del(args: argparse.Namespace) -> int:
+    from roost.core import control
+
     config = _load(args)
     _cli_logging(args)
     jid = _user_jid(args.jid, config)
     local = _local(jid)
 
-    async def delete() -> None:
+    async def delete() -> str:
+        # A running server removes the account itself: it ends the user's sessions and forgets its
+        # caches. Without one, storage is changed directly.
+        try:
+            reply = await control.request(
+                control.socket_path(config.server.data_dir),
+                {"op": "remove-account", "domain": jid.domain, "username": local},
+            )
+        except OSError as e:
+            raise OperationFailed(f"the running server did not complete the removal: {e}") from None
+        if reply is not None:
+            if not reply.get("ok"):
+                raise OperationFailed(f"the running server refused: {reply.get('error', 'no reason given')}")
+            if not reply.get("removed"):
+                raise OperationFailed(f"no such user: {jid}")
+            return " (the running server ended their sessions)"
         storage = await _open_storage(config)
         try:
             if not await storage.accounts.exists(jid.domain, local):
@@ -678,9 +695,10 @@ def _cmd_user_del(args: argparse.Namespace) -> int:
             await storage.delete_user(jid.domain, local)
         finally:
             await storage.close()
+        return ""
 
-    asyncio.run(delete())
-    print(f"deleted {jid} and all of their data")
+    how = asyncio.run(delete())
+    print(f"deleted {jid} and all of their data{how}")
     return EXIT_OK
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from roost.config.schema import Config
 from roost.core import hooks
+from roost.core.accounts import AccountRemoval
+from roost.core.control import ControlChannel
 from roost.core.hooks import StanzaEvent
 from roost.core.host import Host
 from roost.core.iq import IqTracker
@@ -44,6 +46,8 @@ class Server:
         self.config = config
         self.started_at = time.time()
         self.sessions = SessionManager()
+        self.account_removal = AccountRemoval(self)
+        self.control = ControlChannel(self)
         self.hosts: dict[str, Host] = {}
         #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
         self.routes: dict[str, Callable[[StanzaEvent], None]] = {}
@@ -82,6 +86,8 @@ class Server:
         config = self.config
         data_dir = config.server.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        # First: it refuses to start a second server on the same data directory.
+        await self.control.start(data_dir)
         self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
         # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
         # real accounts (stable salt) from unknown ones (salt changes on restart).
@@ -98,6 +104,7 @@ class Server:
         for domain in config.server.domains:
             host = Host(self, domain)
             self.hosts[domain] = host
+            self.account_removal.attach(host)
         for host in list(self.hosts.values()):
             for cls in all_modules():
                 options = config.module_options(cls.name)
@@ -184,6 +191,7 @@ class Server:
         log.info("shutting down")
         for srv in self._servers:
             srv.close()
+        await self.control.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for host in list(self.hosts.values()):

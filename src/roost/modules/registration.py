@@ -25,13 +25,12 @@ from pydantic import Field, field_validator
 
 from roost.config.schema import ModuleOptions
 from roost.core import hooks
-from roost.core.hooks import RegisterEvent, SessionEvent, StanzaEvent, UserEvent
+from roost.core.hooks import RegisterEvent, StanzaEvent, UserEvent
 from roost.core.iq import Target
-from roost.core.modules import Module, Xep, hook, iq_handler
-from roost.core.session import Session
+from roost.core.modules import Module, Xep, iq_handler
 from roost.jid import JIDError, prepare_domain, prepare_localpart
 from roost.stanza import error_reply, iq_result
-from roost.stanza.errors import StanzaError, StreamError
+from roost.stanza.errors import StanzaError
 from roost.storage.api import AccountExists, NoSuchAccount
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials, derive_credentials
@@ -41,11 +40,6 @@ from roost.xml.ns import DATA_FORMS, REGISTER
 FORM_REGISTER = "jabber:iq:register"  # XEP-0077 §13.4 FORM_TYPEs
 FORM_CANCEL = "jabber:iq:register:cancel"
 FORM_CHANGE_PASSWORD = "jabber:iq:register:changepassword"
-
-#: How long account removal waits for the account's sessions to be wound up before deleting its data.
-_SESSION_END_TIMEOUT = 10.0
-
-UserKey = tuple[str, str]
 
 _DEFAULT_RESERVED = [
     "abuse",
@@ -160,8 +154,6 @@ class Registration(Module):
                 self.log.warning("reserved username %r is not a valid username; ignored", name)
         #: Successful registrations per client address (monotonic times), for max_per_ip.
         self._recent: dict[str, deque[float]] = {}
-        #: Accounts being removed: the sessions whose wind-up is still awaited.
-        self._removing: dict[UserKey, tuple[set[Session], asyncio.Event]] = {}
         self._unhook: Callable[[], None] | None = None
         if options.new_accounts and (not options.domains or self.domain in options.domains):
             # Registered by hand: only a host that takes new accounts makes c2s offer registration.
@@ -391,36 +383,6 @@ class Registration(Module):
             raise StanzaError("registration-required")
         self.log.info("%s@%s removed their account in-band", username, self.domain)
         # The IQ result is queued as soon as this handler returns, before the spawned task runs.
-        self.server.spawn(self._wind_up(username), f"unregister-{username}@{self.domain}")
-
-    async def _wind_up(self, username: str) -> None:
-        """End the sessions, let their close handlers run, then tell the modules and delete the data."""
-        key = (self.domain, username)
-        sessions = self.server.sessions.resources(self.domain, username)
-        if sessions:
-            ended = asyncio.Event()
-            self._removing[key] = (set(sessions), ended)
-            for session in sessions:
-                # §3.2: "the server SHOULD then return a <not-authorized/> stream error and terminate
-                # all active sessions for the entity".
-                session.close(StreamError("not-authorized", "the account has been removed"), reason="logout")
-            try:
-                await asyncio.wait_for(ended.wait(), _SESSION_END_TIMEOUT)
-            except TimeoutError:
-                self.log.warning("sessions of %s@%s did not wind up in time", username, self.domain)
-            finally:
-                self._removing.pop(key, None)
-        # Handlers may still read the account's data (e.g. a roster, to cancel subscriptions).
-        await self.host.bus.fire(hooks.USER_DELETED, UserEvent(self.domain, username))
-        await self.server.storage.delete_user(self.domain, username)
-
-    @hook(hooks.SESSION_CLOSED, priority=-1000)
-    def session_wound_up(self, event: SessionEvent) -> None:
-        """Runs after every other close handler of the session (lowest priority)."""
-        jid = event.session.jid
-        removing = self._removing.get((jid.domain, jid.local or ""))
-        if removing is not None:
-            pending, ended = removing
-            pending.discard(event.session)
-            if not pending:
-                ended.set()
+        self.server.spawn(
+            self.server.account_removal.wind_up(self.domain, username), f"unregister-{username}@{self.domain}"
+        )
