@@ -443,19 +443,40 @@ async def test_client_probe_of_a_contact(h: Harness) -> None:
 
 
 async def test_probe_without_subscription_is_answered_unsubscribed(h: Harness) -> None:
+    # The answer is addressed to mercutio's connected resource, but a subscription stanza is the
+    # server's business there (RFC 6121 §8.5.3.1 → §3): without a subscription to cancel, it ends there.
     await online(h, "romeo")
     await online(h, "mercutio")
     await h.play("""
         mercutio sends:
             <presence type='probe' to='romeo@localhost' id='xv291f38'/>
-        mercutio receives:
-            <presence from='romeo@localhost' id='xv291f38' type='unsubscribed'/>
         mercutio sends:
             <presence type='probe' to='nobody@localhost' id='p2'/>
-        mercutio receives:
-            <presence from='nobody@localhost' id='p2' type='unsubscribed'/>
+        mercutio receives nothing
         romeo receives nothing
     """)
+
+
+async def test_probe_answer_resynchronises_a_stale_subscription(h: Harness) -> None:
+    """§4.3.2 rule 1: romeo's server no longer knows mercutio as a subscriber; its <unsubscribed/>
+    answer cancels the subscription mercutio's roster still shows, with a roster push."""
+    romeo = await online(h, "romeo")
+    mercutio = await online(h, "mercutio")
+    await subscribe_both(h, romeo, mercutio)
+    roster = h.module(Roster)
+    romeo_roster = await roster.load(romeo.jid.bare)
+    roster.remove(romeo_roster, mercutio.jid.bare)  # lost on romeo's side, mercutio not told
+    roster.release(romeo.jid.bare)
+    romeo.clear()
+    await h.play(f"""
+        mercutio sends:
+            <presence type='probe' to='romeo@localhost' id='p3'/>
+        mercutio receives:
+            <presence from='romeo@localhost' id='p3' type='unsubscribed'/>
+        mercutio receives:
+            <iq type='set'><query {Q}><item jid='romeo@localhost' subscription='from'/></query></iq>
+    """)
+    assert (await item_of(h, "mercutio@localhost", "romeo@localhost") or ("",))[0] == "from"
 
 
 async def test_probe_of_an_offline_contact_says_when_it_left(tmp_path: Path) -> None:

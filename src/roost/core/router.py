@@ -33,6 +33,8 @@ _PRE = {"message": hooks.PRE_MESSAGE, "presence": hooks.PRE_PRESENCE, "iq": hook
 _DELIVER = {"message": hooks.DELIVER_MESSAGE, "presence": hooks.DELIVER_PRESENCE, "iq": hooks.DELIVER_IQ}
 _BARE = {"message": hooks.MESSAGE_BARE, "presence": hooks.PRESENCE_BARE, "iq": hooks.IQ_BARE}
 _FULL = {"message": hooks.MESSAGE_FULL, "presence": hooks.PRESENCE_FULL, "iq": hooks.IQ_FULL}
+#: Presence types a server handles itself even when addressed to a connected resource (RFC 6121 §8.5.3.1).
+_SERVER_PRESENCE_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed", "probe"))
 _VALID_TYPES = {"message": MESSAGE_TYPES, "presence": PRESENCE_TYPES, "iq": IQ_TYPES}
 
 _SELF_TARGETS = (Target.SELF, Target.ACCOUNT)
@@ -124,6 +126,8 @@ class Router:
             return self._to_bare(host, event, kind)
         session = self.sessions.get(to)
         if session is not None:
+            if kind == "presence" and event.stanza.attrs.get("type") in _SERVER_PRESENCE_TYPES:
+                return self._server_presence(host, event)
             self.to_session(session, event)
             return None
         # RFC 6120 §10.5.3.2 / RFC 6121 §8.5.3.2: no such resource.
@@ -133,6 +137,21 @@ class Router:
         if result is not False:
             return self._guard(result, event, lambda: self._unclaimed_full(host, event, kind))
         return self._unclaimed_full(host, event, kind)
+
+    def _server_presence(self, host: Host, event: StanzaEvent) -> Awaitable[None] | None:
+        """RFC 6121 §8.5.3.1: subscription stanzas and probes to a connected resource are not the
+        client's to see: subscription stanzas are processed as if sent to the bare JID (§3), probes
+        are answered by the server (§4.3, through the ``presence/full`` chain)."""
+        stanza = event.stanza
+        if stanza.attrs.get("type") == "probe":
+            result = self._fire(host, hooks.PRESENCE_FULL, event)
+            if result is True or result is False:
+                return None
+            return self._guard(result, event, None)
+        bare = event.to.bare
+        copy = stanza.shallow_copy()
+        copy.attrs["to"] = str(bare)
+        return self._to_bare(host, StanzaEvent(copy, event.origin, bare, event.frm), "presence")
 
     def _unclaimed_full(self, host: Host, event: StanzaEvent, kind: str) -> Awaitable[None] | None:
         if kind == "iq":
