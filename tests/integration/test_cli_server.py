@@ -252,3 +252,16 @@ async def test_a_socket_left_by_a_crashed_server_does_not_block_the_next(tmp_pat
         assert (await control.request(data / "roost.sock", {"op": "nope"}) or {}).get("ok") is False
         assert running.server.control.path == data / "roost.sock"
     assert not (data / "roost.sock").exists()
+
+
+async def test_without_a_control_socket_the_server_still_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "data"
+    (data / "roost.sock").mkdir(parents=True)  # something that is not a socket, and cannot be removed
+    async with running_server(tmp_path) as running:
+        assert running.server.control.path is None
+        await running.add_user("alice@localhost", "wonderland")
+        client = await RawClient.login(running.c2s_port, "alice", "wonderland", "raw")
+        assert await pong(client, "p1")
+    assert "control socket not opened" in caplog.text

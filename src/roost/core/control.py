@@ -77,10 +77,21 @@ class ControlChannel:
                     f"another Roost server is running on {data_dir} (its control socket {path} answers); "
                     "stop it first, or give this one its own data_dir"
                 )
-            path.unlink()  # left behind by a server that did not stop cleanly
+            try:
+                path.unlink()  # left behind by a server that did not stop cleanly
+            except OSError as e:
+                log.warning("control socket not opened: cannot remove %s (%s)", path, e)
+                return
         mask = os.umask(0o177)  # owner-only from the moment it exists
         try:
             self._listener = await asyncio.start_unix_server(self._serve, path=str(path))
+        except OSError as e:  # e.g. a file system without Unix sockets: serve anyway
+            log.warning(
+                "control socket not opened at %s (%s); 'roost user del' will not end the user's sessions",
+                path,
+                e,
+            )
+            return
         finally:
             os.umask(mask)
         self.path = path
