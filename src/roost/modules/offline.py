@@ -33,6 +33,7 @@ from roost.modules.blocking import Blocking
 from roost.modules.message import has_hint, is_archivable, is_transient, stanza_id
 from roost.stanza.errors import StanzaError
 from roost.storage.api import ArchiveItem, ArchiveStore
+from roost.util.bounded import BoundedDict
 from roost.util.datetime import format_datetime
 from roost.util.ids import time_ordered_id
 from roost.xml.element import Element
@@ -44,6 +45,8 @@ from roost.xml.serializer import serialize
 KIND: Final = "offline"
 MSGOFFLINE: Final = "msgoffline"  # XEP-0160 §5 disco feature
 
+#: Accounts whose stored-message count is kept in memory.
+COUNT_CACHE_SIZE: Final = 100_000
 _WRAPPER_OPEN: Final = b"<offline xmlns='jabber:client'>"
 _WRAPPER_CLOSE: Final = b"</offline>"
 
@@ -81,8 +84,9 @@ class OfflineStorage(Module):
 
     async def start(self) -> None:
         self.archive: ArchiveStore = self.server.storage.archive("offline")
-        #: Stored messages per account, counted once from storage then kept up to date here.
-        self._counts: dict[str, int] = {}
+        #: Stored messages per account, counted once from storage then kept up to date here (a
+        #: bounded cache: an entry it forgets is counted again from storage when needed).
+        self._counts: BoundedDict[str, int] = BoundedDict(COUNT_CACHE_SIZE)
 
     @hook(hooks.MESSAGE_BARE, priority=0)
     async def store(self, event: StanzaEvent) -> bool:

@@ -38,6 +38,7 @@ from roost.modules.roster import Roster, RosterFull, RosterItem, UserRoster
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
 from roost.storage.write_behind import WriteBehind
+from roost.util.bounded import BoundedDict
 from roost.util.datetime import format_datetime
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, DELAY
@@ -52,6 +53,8 @@ SUBSCRIPTION_TYPES: Final = frozenset(("subscribe", "subscribed", "unsubscribe",
 _PRIORITY = re.compile(r"[+-]?[0-9]{1,4}")
 #: Largest subscription request stored whole (bytes); a bigger one is kept without its children.
 MAX_STORED_REQUEST: Final = 8192
+#: Accounts whose last unavailable time is kept in memory (older ones are read from storage).
+LAST_UNAVAILABLE_CACHE_SIZE: Final = 100_000
 
 
 # -- the subscription state machine (pure) --------------------------------------------------------------
@@ -221,7 +224,7 @@ class Presence(Module):
     def __init__(self, host: Host, options: ModuleOptions) -> None:
         super().__init__(host, options)
         #: Username → time its last available resource went away (answers probes, §4.3.2 rule 3).
-        self._last_unavailable: dict[str, float] = {}
+        self._last_unavailable: BoundedDict[str, float] = BoundedDict(LAST_UNAVAILABLE_CACHE_SIZE)
 
     async def start(self) -> None:
         roster = self.host.modules.loaded.get("roster")
