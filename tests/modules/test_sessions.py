@@ -99,5 +99,6 @@ async def test_a_response_with_a_malformed_to_is_dropped(h: Harness) -> None:
     romeo.expect_nothing()  # RFC 6120 §8.2.3: never answered
     await romeo.submit("<iq type='get' id='g1' to='@@bad@@'><ping xmlns='urn:xmpp:ping'/></iq>")
     romeo.expect(
-        "<iq type='error' id='g1'><error><jid-malformed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+        "<iq type='error' id='g1'><error>"
+        "<jid-malformed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
     )
