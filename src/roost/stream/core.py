@@ -77,6 +77,8 @@ class Closed(Event):
 
     error: StreamError | None
     final: bytes = b""
+    #: ``final`` one element per item, for framings where each element is a message (RFC 7395).
+    final_items: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +430,9 @@ class Stream:
         return attrs
 
     def _send_header(self) -> None:
-        self._out.append(self.framing.header(self._header_attrs(), self.content_ns))
+        header = self.framing.header(self._header_attrs(), self.content_ns)
+        if header:
+            self._out.append(header)
         self._header_sent = True
 
     def _send_features(self) -> None:
@@ -487,6 +491,13 @@ class Stream:
         if self.phase is Phase.CLOSED:
             return []
         final: list[bytes] = []
+        if peer_error is not None:
+            condition = next(
+                (c.name for c in peer_error.elements() if c.name != "text"), "undefined-condition"
+            )
+            error_seen: StreamError | None = StreamError(condition, peer_error.find_text("text") or None)
+        else:
+            error_seen = error
         if error is not None:
             if not self._header_sent:
                 # RFC 6120 §4.9.1.2: open our stream first, then send the error.
@@ -497,15 +508,12 @@ class Stream:
                 self._send_header()
             final.append(self.framing.encode(error.to_element(), self.content_ns))
         if self._header_sent:
-            final.append(self.framing.closing(see_other_uri))
+            closing = self.framing.closing(see_other_uri)
+            if closing:
+                final.append(closing)
         self.phase = Phase.CLOSED
-        if peer_error is not None:
-            condition = next(
-                (c.name for c in peer_error.elements() if c.name != "text"), "undefined-condition"
-            )
-            error = StreamError(condition, peer_error.find_text("text") or None)
         # Not in _out: stanzas the peer sent before closing are still being answered (RFC 6120 §4.4).
-        return [Closed(error, b"".join(final))]
+        return [Closed(error_seen, b"".join(final), tuple(final))]
 
 
 def _bare_domain(to: str | None) -> str | None:

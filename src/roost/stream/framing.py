@@ -208,15 +208,18 @@ class BoshFraming(_OneElementFraming):
         super().__init__(max_stanza_bytes)
         #: The attributes of our last stream header (from, id, version, xml:lang), for the transport.
         self.header_attrs: dict[str, str] = {}
+        self._header_out = False
 
     @staticmethod
     def open_item(attrs: Mapping[str, str]) -> StreamOpen:
         """The open a session creation request or an ``xmpp:restart`` stands for (XEP-0206 §3, §5)."""
         header = Element("stream", STREAM)
-        for key in ("to", "from", "xml:lang"):
+        for key in ("to", "from", "xml:lang", "id"):
             value = attrs.get(key)
             if value is not None:
                 header.attrs[key] = value
+        if "authid" in attrs:  # XEP-0206 §3: the session creation response's stream id
+            header.attrs["id"] = attrs["authid"]
         version = attrs.get("{" + XBOSH + "}version") or attrs.get("xmpp:version") or attrs.get("version")
         if version is not None:
             header.attrs["version"] = version
@@ -241,7 +244,16 @@ class BoshFraming(_OneElementFraming):
 
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
         self.header_attrs = dict(attrs)
+        self._header_out = True
         return b""
+
+    def take_header(self) -> dict[str, str] | None:
+        """The attributes of a stream header written since the last call (for the transport's
+        ``<body/>``: the session creation request or response, or ``xmpp:restart``), or None."""
+        if not self._header_out:
+            return None
+        self._header_out = False
+        return self.header_attrs
 
     def encode(self, el: Element, content_ns: str) -> bytes:
         # XEP-0206 §4: stanzas carry xmlns='jabber:client'; stream elements declare their prefix.

@@ -73,7 +73,12 @@ class StartTls(Feature):
         return stream.resume(Phase.WAIT_HEADER)
 
     def select(self, stream: Stream, features: Element) -> list[StreamEvent] | None:
-        if stream.secure or not self.available or features.find("starttls", TLS) is None:
+        if stream.secure or not self.available:
+            return None
+        if features.find("starttls", TLS) is None:
+            if self.required and not stream.authenticated:
+                # We insist on encryption and the peer does not offer it: go no further.
+                return stream.close(StreamError("policy-violation", "encryption is required"))
             return None
         stream.send_raw(_STARTTLS)
         return []
