@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from roost.jid import JID
-from roost.stanza.errors import StanzaError, StreamError
+from roost.stanza.errors import StanzaError
 from roost.stream.core import Closed, Feature, Phase, Role, Stream, StreamEvent
 from roost.stream.events import (
     Authenticated,
@@ -78,7 +78,7 @@ class C2SSettings:
     features: Callable[[], Sequence[Feature]] = field(default=lambda: ())
     #: Serialized <stream:features/> by what they depend on (every login sends three features
     #: elements; they hardly ever differ).
-    features_cache: dict[Hashable, bytes] = field(default_factory=dict)
+    features_cache: dict[Hashable, tuple[bytes, bool]] = field(default_factory=dict)
 
 
 class State(Enum):
@@ -155,10 +155,6 @@ class C2SStream(Stream):
     def register_reply(self, reply: Element) -> list[StreamEvent]:
         """Answer a :class:`RegisterRequest` with the IQ result or error to write."""
         return self._register.reply(self, reply)
-
-    def close(self, error: StreamError | None = None, see_other_uri: str | None = None) -> list[StreamEvent]:
-        """Close the stream from our side, with a stream error if given (RFC 6120 §4.4, §4.9)."""
-        return self._close(error, see_other_uri=see_other_uri)
 
     # -- state, as the driver and the tests knew it ------------------------------------------------
     @property

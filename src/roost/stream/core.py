@@ -40,7 +40,7 @@ from roost.jid import JID
 from roost.stanza.errors import StreamError
 from roost.util.ids import random_token
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, STREAM
+from roost.xml.ns import CLIENT, STREAM, STREAMS_ERRORS
 from roost.xml.parser import ParseEvent, StreamEnd, StreamOpen, StreamParser, XmlStreamError
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class Closed(Event):
     final: bytes = b""
     #: ``final`` one element per item, for framings where each element is a message (RFC 7395).
     final_items: tuple[bytes, ...] = ()
+    #: The stream error the peer sent, if it closed with one (``error`` is ours).
+    peer_error: StreamError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,8 @@ class Stream:
         content_ns: str = CLIENT,
         domains: frozenset[str] = frozenset(),
         secure: bool = False,
-        features_cache: dict[Hashable, bytes] | None = None,
+        features_cache: dict[Hashable, tuple[bytes, bool]] | None = None,
+        versionless: bool = False,
     ) -> None:
         self.framing = framing
         self._feed = framing.feeder()
@@ -172,6 +175,10 @@ class Stream:
         #: Receiving role: the domains we serve (the header's 'to' must name one, RFC 6120 §4.7.2).
         self.domains = domains
         self.phase = Phase.WAIT_HEADER
+        #: XEP-0114 (jabber:component:accept): headers carry no version and there are no stream
+        #: features; the features' ``handle`` (receiving) and ``select`` (initiating, called with an
+        #: empty features element once the peer's header arrived) do the handshake.
+        self.versionless = versionless
         self.secure = secure
         #: Our domain (receiving) or the peer's (initiating).
         self.domain: str | None = None
@@ -341,6 +348,9 @@ class Stream:
             return self._on_peer_header(item)
         if isinstance(item, StreamEnd):
             return self._close(None, peer_closed=True)
+        if item.name == "error" and item.ns == STREAM:
+            # RFC 6120 §4.9.1.1: a stream error ends the stream; we close ours in turn.
+            return self._close(None, peer_error=item)
         phase = self.phase
         if phase is Phase.ESTABLISHED:
             if item.name in _STANZA_NAMES and item.ns == self.content_ns:
@@ -356,8 +366,6 @@ class Stream:
         if self.role is Role.INITIATING:
             if item.ns == STREAM and item.name == "features" and self.active is None:
                 return self._on_features(item)
-            if item.ns == STREAM and item.name == "error":
-                return self._close(None, peer_error=item)
             if self.active is not None:
                 handled = self.active.handle(self, item)
                 if handled is not None:
@@ -403,14 +411,17 @@ class Stream:
         if self.domain is not None and domain != self.domain:
             return self._close(StreamError("host-unknown", "the domain changed on stream restart"))
         self.domain = domain
+        if self.versionless:
+            self._send_header()
+            self.phase = Phase.NEGOTIATING
+            return []
         version = attrs.get("version", "0.9")
         major = version.split(".", 1)[0]
         if not major.isdigit() or int(major) != 1:
             # RFC 6120 §4.7.5: we speak 1.x only; pre-1.0 (no version) is refused too.
             return self._close(StreamError("unsupported-version", "XMPP 1.0 streams only"))
         self._send_header()
-        self._send_features()
-        return []
+        return self._send_features()
 
     def _header_attrs(self) -> dict[str, str]:
         attrs: dict[str, str] = {}
@@ -425,7 +436,8 @@ class Stream:
                 attrs["from"] = self._from
             if self.domain is not None:
                 attrs["to"] = self.domain
-        attrs["version"] = "1.0"
+        if not self.versionless:
+            attrs["version"] = "1.0"
         attrs["xml:lang"] = self.lang
         return attrs
 
@@ -435,8 +447,10 @@ class Stream:
             self._out.append(header)
         self._header_sent = True
 
-    def _send_features(self) -> None:
-        """``<stream:features/>`` for the stream's state: one bytes object per shape, shared."""
+    def _send_features(self) -> list[StreamEvent]:
+        """``<stream:features/>`` for the stream's state: one bytes object per shape, shared.
+
+        Empty features mean negotiation is complete (RFC 6120 §4.3.5): the stream is established."""
         features = self.features
         key = (self.framing.name, self.authenticated, *(f.cache_key(self) for f in features))
         cache = self._features_cache
@@ -451,9 +465,12 @@ class Stream:
                     el.append(child)
                 elif child:
                     el.children.extend(child)
-            found = cache[key] = self.framing.encode(el, self.content_ns)
-        self._out.append(found)
+            found = cache[key] = (self.framing.encode(el, self.content_ns), not el.children)
+        self._out.append(found[0])
+        if found[1]:
+            return self.establish()
         self.phase = Phase.NEGOTIATING
+        return []
 
     def _on_peer_header(self, opened: StreamOpen) -> list[StreamEvent]:
         """Initiating role: the receiving entity's header (RFC 6120 §4.7)."""
@@ -468,6 +485,8 @@ class Stream:
         self.peer_header = dict(attrs)
         self.stream_id = attrs.get("id", "")
         self.phase = Phase.NEGOTIATING
+        if self.versionless:
+            return [Opened(self.peer_header), *self._on_features(Element("features", STREAM))]
         return [Opened(self.peer_header)]
 
     def _on_features(self, features: Element) -> list[StreamEvent]:
@@ -491,13 +510,13 @@ class Stream:
         if self.phase is Phase.CLOSED:
             return []
         final: list[bytes] = []
+        theirs: StreamError | None = None
         if peer_error is not None:
             condition = next(
-                (c.name for c in peer_error.elements() if c.name != "text"), "undefined-condition"
+                (c.name for c in peer_error.elements() if c.ns == STREAMS_ERRORS and c.name != "text"),
+                "undefined-condition",
             )
-            error_seen: StreamError | None = StreamError(condition, peer_error.find_text("text") or None)
-        else:
-            error_seen = error
+            theirs = StreamError(condition, peer_error.find_text("text", STREAMS_ERRORS) or None)
         if error is not None:
             if not self._header_sent:
                 # RFC 6120 §4.9.1.2: open our stream first, then send the error.
@@ -513,7 +532,7 @@ class Stream:
                 final.append(closing)
         self.phase = Phase.CLOSED
         # Not in _out: stanzas the peer sent before closing are still being answered (RFC 6120 §4.4).
-        return [Closed(error_seen, b"".join(final), tuple(final))]
+        return [Closed(error, b"".join(final), tuple(final), theirs)]
 
 
 def _bare_domain(to: str | None) -> str | None:

@@ -163,9 +163,12 @@ def test_unknown_domain_reaches_the_client_as_a_stream_error() -> None:
     pair.initiating.stream.start("elsewhere.example")
     client_events, server_events = pair.pump()
     closed = client_events[-1]
-    assert isinstance(closed, Closed) and closed.error is not None
-    assert closed.error.condition == "host-unknown"
-    assert isinstance(server_events[-1], Closed)
+    assert isinstance(closed, Closed) and closed.error is None and closed.peer_error is not None
+    assert closed.peer_error.condition == "host-unknown"
+    assert closed.peer_error.text == "this server does not serve 'elsewhere.example'"
+    server_closed = server_events[-1]
+    assert isinstance(server_closed, Closed) and server_closed.error is not None
+    assert server_closed.error.condition == "host-unknown"
 
 
 def test_bind_refused_by_the_server_ends_the_clients_stream() -> None:
