@@ -79,6 +79,15 @@ class C2SSettings:
     #: Serialized <stream:features/> by what they depend on (every login sends three features
     #: elements; they hardly ever differ).
     features_cache: dict[Hashable, tuple[bytes, bool]] = field(default_factory=dict)
+    #: The advertise-only features, which keep no per-stream state: made once, shared by all streams.
+    shared_features: tuple[Feature, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        self.shared_features = (
+            LegacySession(),
+            Limits(self.max_stanza_bytes, self.idle_seconds),
+            ExtraFeatures(self.extra_features),
+        )
 
 
 class State(Enum):
@@ -120,9 +129,7 @@ class C2SStream(Stream):
                 self._sasl,
                 self._register,
                 self._bind,
-                LegacySession(),
-                Limits(settings.max_stanza_bytes, settings.idle_seconds),
-                ExtraFeatures(settings.extra_features),
+                *settings.shared_features,
                 *settings.features(),
             ],
             role=Role.RECEIVING,

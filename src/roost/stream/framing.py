@@ -33,12 +33,16 @@ FRAMING: Final = "urn:ietf:params:xml:ns:xmpp-framing"
 HTTPBIND: Final = "http://jabber.org/protocol/httpbind"
 XBOSH: Final = "urn:xmpp:xbosh"
 
-#: Header attributes in the order they are written.
-_HEADER_ATTRS: Final = ("from", "to", "id", "version", "xml:lang")
-
 
 def _header_attrs(attrs: Mapping[str, str]) -> str:
-    return "".join(f' {k}="{escape_attr(attrs[k])}"' for k in _HEADER_ATTRS if attrs.get(k) is not None)
+    """The header attributes as written (the stream builds them in :data:`_HEADER_ATTRS` order)."""
+    out = ""
+    for key, value in attrs.items():
+        if key == "id" or key == "version":  # ours, URL-safe base64 and "1.0"
+            out += f' {key}="{value}"'
+        else:
+            out += f' {key}="{escape_attr(value)}"'
+    return out
 
 
 def _self_declaring(el: Element, content_ns: str) -> bytes:
