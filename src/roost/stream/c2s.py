@@ -112,7 +112,10 @@ class C2SStream(Stream):
         self, settings: C2SSettings, *, secure: bool = False, framing: Framing | None = None
     ) -> None:
         self.settings = settings
-        self._tls = StartTls(available=settings.tls_available, required=settings.require_encryption)
+        framing = framing if framing is not None else XmlFraming(settings.max_stanza_bytes)
+        # STARTTLS exists on XML streams only: WebSocket and BOSH are secured by their HTTP layer.
+        tls_available = settings.tls_available and isinstance(framing, XmlFraming)
+        self._tls = StartTls(available=tls_available, required=settings.require_encryption)
         self._sasl = SaslServer(
             mechanisms=settings.mechanisms,
             require_encryption=settings.require_encryption,
@@ -123,7 +126,7 @@ class C2SStream(Stream):
         )
         self._bind = BindServer(max_failures=settings.max_bind_failures)
         super().__init__(
-            framing if framing is not None else XmlFraming(settings.max_stanza_bytes),
+            framing,
             [
                 self._tls,
                 self._sasl,

@@ -213,6 +213,14 @@ class BoshFraming(_OneElementFraming):
         #: The attributes of our last stream header (from, id, version, xml:lang), for the transport.
         self.header_attrs: dict[str, str] = {}
         self._header_out = False
+        self._session_attrs: dict[str, str] = {}
+
+    def restart_item(self, attrs: Mapping[str, str]) -> StreamOpen:
+        """The open an ``xmpp:restart`` body stands for; 'to' and 'xml:lang' default to the session
+        request's if the restart body leaves them out."""
+        merged = dict(self._session_attrs)
+        merged.update(attrs)
+        return self.open_item(merged)
 
     @staticmethod
     def open_item(attrs: Mapping[str, str]) -> StreamOpen:
@@ -233,7 +241,10 @@ class BoshFraming(_OneElementFraming):
         body = self._parse_body(data)
         items: list[ParseEvent] = []
         restart = body.attrs.get("{" + XBOSH + "}restart") in ("true", "1")
-        if "to" in body.attrs or restart:
+        if restart:
+            items.append(self.restart_item(body.attrs))
+        elif "to" in body.attrs:  # the session creation request (XEP-0124 §7.1)
+            self._session_attrs = {k: v for k, v in body.attrs.items() if k in ("to", "xml:lang")}
             items.append(self.open_item(body.attrs))
         items.extend(body.elements())
         if body.attrs.get("type") == "terminate":
