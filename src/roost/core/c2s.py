@@ -104,9 +104,9 @@ class C2SDriver:
 
     def release_parser(self) -> bool:
         """Give back an idle established stream's parser memory (rebuilt on the next byte)."""
-        if self.stream.parser.hibernating:
+        if self.stream.parser.released:
             return False
-        return self.stream.hibernate()
+        return self.stream.release_parser()
 
     # -- from the transport ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
