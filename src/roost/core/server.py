@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.config.schema import Config
-from roost.core import hooks
+from roost.core import gc_policy, hooks
 from roost.core.accounts import AccountRemoval
 from roost.core.control import ControlChannel
 from roost.core.hooks import StanzaEvent
@@ -119,6 +119,7 @@ class Server:
             ", ".join(config.server.domains),
             ", ".join(f"{k} on {a[0]}:{a[1]}" for k, a in self.addresses.items()) or "no listeners",
         )
+        gc_policy.start(self)  # last: freezes what start-up built (issue 15)
 
     def c2s_settings(self) -> C2SSettings:
         c2s = self.config.c2s
