@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from roost.config.schema import Config, ListenEntry
-from roost.core import hooks
+from roost.core import gc_policy, hooks
 from roost.core.accounts import AccountService
 from roost.core.control import ControlChannel
 from roost.core.hooks import StanzaEvent
@@ -145,6 +145,7 @@ class Server:
             ", ".join(config.server.domains),
             ", ".join(f"{k} on {a[0]}:{a[1]}" for k, a in self.addresses.items()) or "no listeners",
         )
+        gc_policy.start(self)  # last: freezes what start-up built (issue 15)
 
     def c2s_settings(self) -> C2SSettings:
         c2s = self.config.c2s
