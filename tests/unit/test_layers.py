@@ -17,6 +17,8 @@ PURE = [
     "modules/muc/service.py",
     "modules/muc/forms.py",
     "modules/muc/model.py",
+    "modules/pubsub/engine.py",
+    "modules/pubsub/config.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "ssl", "roost.storage", "roost.transports", "roost.core", "sqlalchemy"}
 
