@@ -19,6 +19,7 @@ PURE = [
     "modules/muc/model.py",
     "modules/pubsub/engine.py",
     "modules/pubsub/config.py",
+    "modules/pubsub/caps.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "ssl", "roost.storage", "roost.transports", "roost.core", "sqlalchemy"}
 

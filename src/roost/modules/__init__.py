@@ -25,6 +25,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.blocking:Blocking",
     "roost.modules.vcard:VCardTemp",
     "roost.modules.private:PrivateStorage",
+    "roost.modules.pubsub.pep:Pep",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
 )
