@@ -92,9 +92,9 @@ def tune(artist: str) -> str:
 async def publish(
     peer: Peer, node: str, payload: str, item_id: str = "current", options: str = ""
 ) -> Element:
-    return await peer.iq(
-        f"<pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{item_id}'>{payload}</item></publish>{options}</pubsub>"
-    )
+    item = f"<item id='{item_id}'>{payload}</item>"
+    body = f"<publish node='{node}'>{item}</publish>{options}"
+    return await peer.iq(f"<pubsub xmlns='{PUBSUB}'>{body}</pubsub>")
 
 
 @pytest.fixture
