@@ -26,6 +26,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.vcard:VCardTemp",
     "roost.modules.private:PrivateStorage",
     "roost.modules.pubsub.pep:Pep",
+    "roost.modules.pubsub.service:PubSub",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
 )

@@ -79,7 +79,6 @@ class NodeConfig:
     presence_based_delivery: bool = False
     send_last_published_item: str = "on_sub_and_presence"
     subscribe: bool = True
-    purge_offline: bool = False
     itemreply: str = "owner"
     notification_type: str = "headline"
     publish_full_node: str = "retract"
@@ -165,9 +164,6 @@ FIELDS: Final[dict[str, FieldSpec]] = {
         "send_last_published_item", "list-single", "When to send the last published item", SEND_LAST
     ),
     "pubsub#subscribe": FieldSpec("subscribe", "boolean", "Whether to allow subscriptions"),
-    "pubsub#purge_offline": FieldSpec(
-        "purge_offline", "boolean", "Purge all items when the publisher goes offline"
-    ),
     "pubsub#itemreply": FieldSpec(
         "itemreply", "list-single", "Whom to send replies to items", ("owner", "publisher")
     ),
