@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -40,8 +40,17 @@ from roost.core.hooks import (
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.jid import JID
+from roost.modules.muc.forms import add_field, new_form
 from roost.modules.pubsub.caps import HASHES, CapsCache, features_of, notify_nodes, read_caps, verify
-from roost.modules.pubsub.config import PUBSUB, PUBSUB_OWNER, Limits
+from roost.modules.pubsub.config import (
+    NODE_CONFIG,
+    PUBLISH_OPTIONS,
+    PUBSUB,
+    PUBSUB_OWNER,
+    Limits,
+    read_publish_options,
+    unmet_precondition,
+)
 from roost.modules.pubsub.engine import Node, Notice, Outcome, PubSubService, Requester
 from roost.modules.pubsub.store import NodeStore, Owner
 from roost.stanza.errors import StanzaError
@@ -202,6 +211,9 @@ class PepRuntime:
         #: (hash, ver) → sessions waiting for the answer of a query in flight.
         self._asking: dict[tuple[str, str], list[weakref.ref[Session]]] = {}
         self.users = 0
+        #: Called after an account's own pubsub request changed its PEP nodes (bridges such as
+        #: bookmarks and avatar conversion): ``await listener(owner, service, outcome)``.
+        self.listeners: list[Callable[[JID, PubSubService, Outcome], Awaitable[None]]] = []
 
     async def service(self, domain: str, user: str) -> PubSubService:
         key = (domain, user)
@@ -414,7 +426,49 @@ class Pep(Module):
         req = await self.requester(owner, event.frm)
         outcome = service.handle(req, type_, payload)
         await self.commit(service, outcome, event.frm)
+        if outcome.changed and owner == event.frm.bare:
+            for listener in self.runtime.listeners:
+                try:
+                    await listener(owner, service, outcome)
+                except Exception:
+                    log.exception("PEP listener %r failed for %s", listener, owner)
         return outcome.result
+
+    # -- the server publishing for an account (bridges) --------------------------------------------------
+    async def server_publish(
+        self, owner: JID, node: str, item_id: str, payload: Element, options: dict[str, str]
+    ) -> None:
+        """Publish as the account itself; ``options`` configure a new node, and an existing node is
+        reconfigured to them first (the bridge must not widen access, XEP-0411 §5)."""
+        service = await self.runtime.service(owner.domain, owner.local or "")
+        req = Requester(JID(owner.local, owner.domain, "roost", prepared=True), presence=True)
+        existing = service.nodes.get(node)
+        wanted = read_publish_options(
+            _form("submit", PUBLISH_OPTIONS, options), service.limits, service.access_models
+        )
+        if existing is not None and unmet_precondition(existing.config, wanted, service.limits) is not None:
+            configure = Element("configure", PUBSUB_OWNER, {"node": node})
+            configure.append(_form("submit", NODE_CONFIG, options))
+            await self.commit(service, service.set_config(req, configure))
+        publish = Element("publish", PUBSUB, {"node": node})
+        publish.add("item", attrs={"id": item_id}).append(payload)
+        publish_options = None
+        if existing is None and options:
+            publish_options = Element("publish-options", PUBSUB)
+            publish_options.append(_form("submit", PUBLISH_OPTIONS, options))
+        await self.commit(service, service.publish(req, publish, publish_options))
+
+    async def server_retract(self, owner: JID, node: str, item_ids: Iterable[str]) -> None:
+        service = await self.runtime.service(owner.domain, owner.local or "")
+        found = service.nodes.get(node)
+        ids = [i for i in item_ids if found is not None and i in found.items]
+        if not ids:
+            return
+        retract = Element("retract", PUBSUB, {"node": node, "notify": "true"})
+        for item_id in ids:
+            retract.add("item", attrs={"id": item_id})
+        req = Requester(JID(owner.local, owner.domain, "roost", prepared=True), presence=True)
+        await self.commit(service, service.retract(req, retract))
 
     async def commit(self, service: PubSubService, outcome: Outcome, publisher: JID | None = None) -> None:
         """Queue the writes of ``outcome`` and send its notifications."""
@@ -572,3 +626,10 @@ class Pep(Module):
     @hook(hooks.USER_DELETED)
     async def forget(self, event: UserEvent) -> None:
         await self.runtime.forget_account(event.domain, event.username)
+
+
+def _form(type_: str, form_type: str, values: dict[str, str]) -> Element:
+    x = new_form(type_, form_type)
+    for var, value in values.items():
+        add_field(x, var, values=[value])
+    return x
