@@ -12,6 +12,8 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
 
 from roost.modules.pubsub.config import PUBSUB, PUBSUB_EVENT
+from roost.modules.pubsub.pep import find_runtime as find_pep
+from roost.modules.pubsub.service import find_runtime as find_service
 from tests.support.clients import Client
 from tests.support.im import PASSWORD, Peer, add_users
 from tests.support.server import RunningServer, running_server
@@ -176,3 +178,31 @@ async def test_authorize_model_by_approval_message(server: RunningServer, opened
     approved = await fan.message()
     sub = approved.find("event", PUBSUB_EVENT).find("subscription")  # type: ignore[union-attr]
     assert sub.get("subscription") == "subscribed"  # type: ignore[union-attr]
+
+
+async def test_account_deletion_removes_pep_nodes_and_service_state(server: RunningServer) -> None:
+    await add_users(server, "juliet", "romeo")
+    juliet = await login(server, "juliet@localhost/balcony")
+    romeo = await login(server, "romeo@localhost/orchard")
+    try:
+        await pubsub(juliet).publish("juliet@localhost", "urn:example:diary", id="1", payload=reading("x"))
+        await pubsub(juliet).create_node(SERVICE, "juliet-feed")
+        await pubsub(romeo).create_node(SERVICE, "romeo-feed")
+        await pubsub(juliet).subscribe(SERVICE, "romeo-feed")
+        await juliet.sync()
+        assert await server.server.account_removal.remove("localhost", "juliet")
+        await romeo.sync()
+        storage = server.server.storage
+        assert await storage.map("pubsub_nodes").items("localhost", "juliet") == {}
+        assert await storage.map("pubsub_items").items("localhost", "juliet") == {}
+        runtime = find_service(server.server)
+        assert runtime is not None
+        assert "juliet-feed" not in runtime.service.nodes  # she alone owned it
+        assert not runtime.service.nodes["romeo-feed"].subscriptions
+        await runtime.store.flush()
+        stored = await storage.map("pubsub_nodes").items(SERVICE, "")
+        assert set(stored) == {"romeo-feed"}
+        pep = find_pep(server.server)
+        assert pep is not None and pep.cached("localhost", "juliet") is None
+    finally:
+        romeo.client.disconnect()
