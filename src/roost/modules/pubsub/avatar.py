@@ -17,6 +17,7 @@ import binascii
 import hashlib
 from typing import Final
 
+from roost.config.schema import ModuleOptions
 from roost.core.modules import Module, Xep
 from roost.jid import JID
 from roost.modules.pubsub.engine import Outcome, PubSubService
@@ -32,6 +33,11 @@ CONVERSION: Final = "urn:xmpp:pep-vcard-conversion:0"
 OPTIONS: Final = {"pubsub#max_items": "1"}
 
 
+class AvatarOptions(ModuleOptions):
+    """XEP-0398: PEP avatars (XEP-0084) and the vCard photo kept as one (docs/pubsub.md). Needs the pep
+    and vcard modules."""
+
+
 class AvatarConversion(Module):
     """Avatars: PEP (XEP-0084) ⇄ vCard (XEP-0054/0153)."""
 
@@ -40,6 +46,7 @@ class AvatarConversion(Module):
         Xep(398, "1.0.0", status="partial", note="the hash in presence follows the vcard module's rules"),
     )
     account_features = (CONVERSION,)
+    Options = AvatarOptions
 
     async def start(self) -> None:
         pep = self.host.modules.loaded.get("pep")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from roost.config.schema import ModuleOptions
 from roost.core import hooks
 from roost.core.hooks import SessionEvent
 from roost.core.modules import Module, Xep, hook
@@ -132,6 +133,11 @@ def to_legacy(marks: dict[str, Bookmark], others: list[Element]) -> Element:
     return storage
 
 
+class BookmarksOptions(ModuleOptions):
+    """Bookmarks conversion between XEP-0402, XEP-0048 in PEP and XEP-0048 in private XML (XEP-0411;
+    docs/pubsub.md). Needs the pep and private modules."""
+
+
 class Bookmarks(Module):
     """XEP-0402 compat and XEP-0411 conversion between the three bookmark stores."""
 
@@ -142,6 +148,7 @@ class Bookmarks(Module):
         Xep(48, "1.2", note="in private XML and in PEP, converted both ways"),
     )
     account_features = (BOOKMARKS2 + "#compat", BOOKMARKS2 + "#compat-pep", CONVERSION)
+    Options = BookmarksOptions
 
     async def start(self) -> None:
         pep = self.host.modules.loaded.get("pep")

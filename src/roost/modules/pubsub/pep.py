@@ -129,20 +129,20 @@ class PepOptions(ModuleOptions):
         ge=1024,
         le=16 * 1024 * 1024,
         description="Largest item payload (bytes of XML) an account may publish; larger ones get "
-        "<not-acceptable/> with <payload-too-big/>. Avatars are the large ones; c2s.max_stanza_bytes "
+        "`<not-acceptable/>` with `<payload-too-big/>`. Avatars are the large ones; c2s.max_stanza_bytes "
         "bounds it too.",
     )
     max_nodes: int = Field(
         256,
         ge=1,
         le=100_000,
-        description="Most PEP nodes one account may have (<max-nodes-exceeded/> beyond).",
+        description="Most PEP nodes one account may have (`<max-nodes-exceeded/>` beyond).",
     )
     max_subscriptions: int = Field(
         1000,
         ge=1,
         le=1_000_000,
-        description="Most explicit subscriptions one PEP node accepts (<too-many-subscriptions/>).",
+        description="Most explicit subscriptions one PEP node accepts (`<too-many-subscriptions/>`).",
     )
     caps_cache_size: int = Field(
         10_000,
@@ -359,7 +359,7 @@ class Pep(Module):
         Xep(384, "0.9.1", note="device lists and bundles in PEP with open access"),
         Xep(84, "1.1.4"),
         Xep(172, "1.1"),
-        Xep(292, "0.12.0", note="vCard4 in PEP"),
+        Xep(292, "0.12.0", status="partial", note="vCard4 kept in PEP; not mapped to vcard-temp"),
     )
     account_features = PEP_FEATURES
     Options = PepOptions

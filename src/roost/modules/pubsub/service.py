@@ -111,11 +111,11 @@ class PubSubOptions(ModuleOptions):
         65_536,
         ge=256,
         le=16 * 1024 * 1024,
-        description="Largest item payload (bytes of XML); larger ones get <not-acceptable/> with "
-        "<payload-too-big/>.",
+        description="Largest item payload (bytes of XML); larger ones get `<not-acceptable/>` with "
+        "`<payload-too-big/>`.",
     )
     max_nodes: int = Field(
-        10_000, ge=1, le=10_000_000, description="Most nodes on the service (<max-nodes-exceeded/> beyond)."
+        10_000, ge=1, le=10_000_000, description="Most nodes on the service (`<max-nodes-exceeded/>` beyond)."
     )
     max_nodes_per_user: int = Field(
         100,
@@ -127,7 +127,7 @@ class PubSubOptions(ModuleOptions):
         10_000,
         ge=1,
         le=10_000_000,
-        description="Most subscriptions one node accepts (<too-many-subscriptions/>).",
+        description="Most subscriptions one node accepts (`<too-many-subscriptions/>`).",
     )
 
     @field_validator("domain")
