@@ -233,3 +233,15 @@ async def test_nodes_survive_a_restart(tmp_path: Path) -> None:
         reply = await juliet.iq(f"<pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub>", "get")
         juliet.client.disconnect()
     assert "Verdi" in serialize(reply), reply
+
+
+async def test_no_notification_to_a_blocked_contact(server: RunningServer, users: None, opened: list[Peer]) -> None:
+    juliet = await pep_login(server, JULIET + "/balcony", (TUNE,))
+    romeo = await pep_login(server, ROMEO + "/orchard", (TUNE,))
+    opened += [juliet, romeo]
+    await mutual(juliet, romeo)
+    blocked = await juliet.iq(f"<block xmlns='urn:xmpp:blocking'><item jid='{ROMEO}'/></block>")
+    assert blocked.attrs["type"] == "result"
+    await publish(juliet, TUNE, tune("Gluck"))
+    await juliet.event(TUNE)  # her own resource still gets it
+    await romeo.no_event(TUNE)

@@ -39,7 +39,7 @@ from roost.core.hooks import (
 )
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook, iq_handler
-from roost.jid import JID
+from roost.jid import JID, JIDError
 from roost.modules.muc.forms import add_field, new_form
 from roost.modules.pubsub.caps import HASHES, CapsCache, features_of, notify_nodes, read_caps, verify
 from roost.modules.pubsub.config import (
@@ -169,6 +169,10 @@ class UserRosterLike(Protocol):
     def item(self, contact: JID) -> RosterItemLike | None: ...
     def subscribers(self) -> frozenset[JID]: ...
     def subscriptions(self) -> Iterable[JID]: ...
+
+
+class BlockingLike(Protocol):
+    def is_blocked(self, user: JID, other: JID) -> bool: ...
 
 
 class RosterLike(Protocol):
@@ -519,11 +523,20 @@ class Pep(Module):
         return out
 
     def send(self, owner: str, notice: Notice, recipients: Iterable[str]) -> None:
-        """One ``<message/>`` per recipient, from the owner's bare JID (§4.3.1 rule 1), built once."""
+        """One ``<message/>`` per recipient, from the owner's bare JID (§4.3.1 rule 1), built once;
+        none to a JID the owner blocks (§4.3.3 rule 3, XEP-0191)."""
         template = Element("message", CLIENT, {"from": owner, "type": notice.message_type})
         template.append(notice.event)
         router = self.server.router
+        blocking = cast(BlockingLike | None, self.host.modules.loaded.get("blocking"))
+        owner_jid = JID.parse(owner)
         for to in recipients:
+            if blocking is not None and hasattr(blocking, "is_blocked"):
+                try:
+                    if blocking.is_blocked(owner_jid, JID.parse(to)):
+                        continue
+                except JIDError:
+                    continue
             message = template.shallow_copy()
             message.attrs["to"] = to
             message.attrs["id"] = self.server.iq_tracker.new_id()
