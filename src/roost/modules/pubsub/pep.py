@@ -486,19 +486,19 @@ class Pep(Module):
         owner = service.jid
         interested: list[tuple[Session, Requester]] | None = None
         for notice in notices:
-            recipients: list[str] = []
+            recipients: dict[str, JID | None] = {}
             if notice.to_notify and notice.config is not None:
                 if interested is None:
                     interested = await self._interested(owner)
                 node = service.nodes.get(notice.node) or Node(notice.node, notice.config)
                 for session, req in interested:
                     if notice.node in _state(session).notify and service.may_access(node, req):
-                        recipients.append(session.jid_str)
+                        recipients[session.jid_str] = session.jid
             covered = {r.split("/", 1)[0] for r in recipients}
             for jid in notice.recipients:
-                if "/" in jid or jid not in covered:
-                    recipients.append(jid)
-            self.send(str(owner), notice, dict.fromkeys(recipients))
+                if ("/" in jid or jid not in covered) and jid not in recipients:
+                    recipients[jid] = None
+            self.send(owner, notice, recipients)
 
     async def _interested(self, owner: JID) -> list[tuple[Session, Requester]]:
         """Available local resources that may get +notify events of ``owner``: its own, and those of
@@ -522,18 +522,20 @@ class Pep(Module):
                     out.append((session, Requester(session.jid, presence=True, groups=groups)))
         return out
 
-    def send(self, owner: str, notice: Notice, recipients: Iterable[str]) -> None:
-        """One ``<message/>`` per recipient, from the owner's bare JID (§4.3.1 rule 1), built once;
-        none to a JID the owner blocks (§4.3.3 rule 3, XEP-0191)."""
-        template = Element("message", CLIENT, {"from": owner, "type": notice.message_type})
+    def send(self, owner: JID, notice: Notice, recipients: dict[str, JID | None]) -> None:
+        """One ``<message/>`` per recipient (JID text → parsed JID if known), from the owner's bare JID
+        (§4.3.1 rule 1), built once; none to a JID the owner blocks (§4.3.3 rule 3, XEP-0191)."""
+        template = Element("message", CLIENT, {"from": str(owner), "type": notice.message_type})
         template.append(notice.event)
         router = self.server.router
-        blocking = cast(BlockingLike | None, self.host.modules.loaded.get("blocking"))
-        owner_jid = JID.parse(owner)
-        for to in recipients:
-            if blocking is not None and hasattr(blocking, "is_blocked"):
+        module = self.host.modules.loaded.get("blocking")
+        blocking = (
+            cast(BlockingLike, module) if module is not None and hasattr(module, "is_blocked") else None
+        )
+        for to, jid in recipients.items():
+            if blocking is not None:
                 try:
-                    if blocking.is_blocked(owner_jid, JID.parse(to)):
+                    if blocking.is_blocked(owner, jid or JID.parse(to)):
                         continue
                 except JIDError:
                     continue
@@ -602,7 +604,7 @@ class Pep(Module):
             if last is None or not service.may_access(node, req):
                 continue
             notice = Notice(node.name, service.item_event(node, [last]), [], node.config.notification_type)
-            pep.send(str(owner), notice, [session.jid_str])
+            pep.send(owner, notice, {session.jid_str: session.jid})
 
     @hook(hooks.SESSION_CLOSED)
     def closed(self, event: SessionEvent) -> None:
