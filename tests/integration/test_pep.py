@@ -235,7 +235,9 @@ async def test_nodes_survive_a_restart(tmp_path: Path) -> None:
     assert "Verdi" in serialize(reply), reply
 
 
-async def test_no_notification_to_a_blocked_contact(server: RunningServer, users: None, opened: list[Peer]) -> None:
+async def test_no_notification_to_a_blocked_contact(
+    server: RunningServer, users: None, opened: list[Peer]
+) -> None:
     juliet = await pep_login(server, JULIET + "/balcony", (TUNE,))
     romeo = await pep_login(server, ROMEO + "/orchard", (TUNE,))
     opened += [juliet, romeo]
