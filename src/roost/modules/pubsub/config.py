@@ -74,7 +74,7 @@ class NodeConfig:
     deliver_payloads: bool = True
     notify_config: bool = False
     notify_delete: bool = False
-    notify_retract: bool = False
+    notify_retract: bool = True
     notify_sub: bool = False
     presence_based_delivery: bool = False
     send_last_published_item: str = "on_sub_and_presence"

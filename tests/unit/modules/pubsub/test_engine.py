@@ -639,10 +639,13 @@ def test_notify_retract_and_the_notify_attribute() -> None:
     )
 
 
-def test_no_retract_notice_by_default() -> None:
+def test_retract_notices_by_default_unless_configured_off() -> None:
     svc, owner = subscribed_service()
     publish(svc, owner, "n", "1")
-    assert not svc.handle(owner, "set", x("<retract node='n'><item id='1'/></retract>")).notices
+    assert svc.handle(owner, "set", x("<retract node='n'><item id='1'/></retract>")).notices
+    quiet, owner = subscribed_service(notify_retract="0")
+    publish(quiet, owner, "n", "1")
+    assert not quiet.handle(owner, "set", x("<retract node='n'><item id='1'/></retract>")).notices
 
 
 def test_notify_delete_with_redirect() -> None:
