@@ -247,3 +247,45 @@ async def test_no_notification_to_a_blocked_contact(
     await publish(juliet, TUNE, tune("Gluck"))
     await juliet.event(TUNE)  # her own resource still gets it
     await romeo.no_event(TUNE)
+
+
+async def test_caps_that_do_not_match_their_hash_serve_only_that_client(
+    server: RunningServer, users: None, opened: list[Peer]
+) -> None:
+    """XEP-0115 §5.4: the server asks the client (from its domain, to the full JID), checks the answer
+    against the hash, and does not cache a mismatch — yet that client still gets what it asked for."""
+    from roost.modules.pubsub.pep import find_runtime
+    from tests.support.raw import RawClient
+
+    juliet = await pep_login(server, JULIET + "/balcony", (TUNE,))
+    opened.append(juliet)
+    raw = await RawClient.login(server.c2s_port, "juliet", PASSWORD, "raw")
+    try:
+        raw.send_raw(
+            "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='bogus='/></presence>"
+        )
+        while True:
+            query = await raw.element()
+            if query.name == "iq" and query.attrs.get("type") == "get":
+                break
+        assert query.attrs["from"] == "localhost" and query.attrs["to"] == raw.jid
+        disco = query.find("query", "http://jabber.org/protocol/disco#info")
+        assert disco is not None and disco.attrs["node"] == "urn:test#bogus="
+        raw.send_raw(
+            f"<iq type='result' id='{query.attrs['id']}' to='localhost'>"
+            "<query xmlns='http://jabber.org/protocol/disco#info' node='urn:test#bogus='>"
+            "<identity category='client' type='pc'/>"
+            f"<feature var='{TUNE}+notify'/></query></iq>"
+        )
+        await juliet.sync()
+        await asyncio.sleep(0.1)
+        runtime = find_runtime(server.server)
+        assert runtime is not None and runtime.caps.get("sha-1", "bogus=") is None
+        await publish(juliet, TUNE, tune("Rossini"))
+        while True:
+            message = await raw.element()
+            if message.name == "message":
+                break
+        assert "Rossini" in serialize(message)
+    finally:
+        raw.close()

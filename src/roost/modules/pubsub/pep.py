@@ -150,6 +150,14 @@ class PepOptions(ModuleOptions):
         le=10_000_000,
         description="Verified entity capabilities (XEP-0115 hashes) kept in memory.",
     )
+    caps_queries: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most disco#info queries for unknown caps hashes in flight at once; a client's "
+        "unknown hash beyond that is ignored until its next presence (bounds what clients inventing "
+        "hashes can cost).",
+    )
     cached_accounts: int = Field(
         10_000,
         ge=16,
@@ -276,6 +284,10 @@ class PepRuntime:
         waiting = self._asking.get((algo, ver))
         if waiting is not None:
             waiting.append(weakref.ref(session))
+            return
+        if len(self._asking) >= self.options.caps_queries:
+            state.caps = None  # asked again at its next presence
+            log.warning("too many caps queries in flight; %s %s of %s not asked", algo, ver, session.jid_str)
             return
         self._asking[(algo, ver)] = [weakref.ref(session)]
         self.server.spawn(self._ask(algo, ver, node, on_change), f"caps-{session.id}")
