@@ -262,7 +262,8 @@ async def test_caps_that_do_not_match_their_hash_serve_only_that_client(
     raw = await RawClient.login(server.c2s_port, "juliet", PASSWORD, "raw")
     try:
         raw.send_raw(
-            "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='bogus='/></presence>"
+            "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='bogus='/>"
+            "</presence>"
         )
         while True:
             query = await raw.element()
