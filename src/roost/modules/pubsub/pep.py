@@ -185,7 +185,7 @@ class BlockingLike(Protocol):
 
 class RosterLike(Protocol):
     async def load(self, user: JID) -> UserRosterLike: ...
-    def cached(self, user: JID) -> UserRosterLike | None: ...
+    def release(self, user: JID) -> None: ...
 
 
 @dataclass(slots=True)
@@ -411,6 +411,7 @@ class Pep(Module):
         if roster is None:
             return Requester(jid)
         item = (await roster.load(owner.bare)).item(jid.bare)
+        roster.release(owner.bare)  # an offline owner's roster does not stay in memory
         if item is None:
             return Requester(jid)
         return Requester(jid, presence=item.subscription in ("from", "both"), groups=frozenset(item.groups))
@@ -524,6 +525,7 @@ class Pep(Module):
         if roster is None:
             return out
         user_roster = await roster.load(owner.bare)
+        roster.release(owner.bare)
         for contact in user_roster.subscribers():
             if contact.domain not in self.server.hosts:
                 continue  # remote contacts: with s2s, from the presence they send us
@@ -584,6 +586,7 @@ class Pep(Module):
         roster = self._roster(self.host)
         if roster is not None:
             owners += [c for c in (await roster.load(user)).subscriptions() if c.domain in self.server.hosts]
+            roster.release(user)
         for owner in owners:
             await self._last_items(owner, session, nodes)
 
