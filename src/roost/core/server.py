@@ -95,6 +95,11 @@ class Server:
         #: Addresses actually bound, by listener name (tests use port 0).
         self.addresses: dict[str, tuple[str, int]] = {}
 
+    @property
+    def account_removal(self) -> AccountService:
+        """Former name of :attr:`accounts`."""
+        return self.accounts
+
     # -- tasks ---------------------------------------------------------------------------------------
     def spawn(self, awaitable: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Run ``awaitable`` as an owned, named task; its failure is logged, never lost."""
