@@ -27,6 +27,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.private:PrivateStorage",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
+    "roost.modules.mam.module:MessageArchive",  # after muc: attaches the room archives
 )
 
 

@@ -40,6 +40,8 @@ _PM_LABELS: Final = {
 }
 _MAXUSERS_CHOICES: Final = (10, 20, 30, 50, 100, 200, 500, 1000, 2000, 5000)
 PREFIX: Final = "muc#roomconfig_"
+#: The room's message archive on or off (XEP-0313), as ejabberd names it.
+MAM_FIELD: Final = "mam"
 
 
 # -- generic form building and reading ----------------------------------------------------------------
@@ -223,6 +225,7 @@ def config_form(
     add_field(
         x, PREFIX + "enablelogging", "boolean", "Enable Public Logging?", values=[_b(config.enable_logging)]
     )
+    add_field(x, MAM_FIELD, "boolean", "Archive messages (XEP-0313)?", values=[_b(config.archiving)])
     add_field(
         x,
         PREFIX + "historylength",
@@ -288,6 +291,12 @@ def read_config(form: SubmittedForm, current: RoomConfig, policy: ServicePolicy)
     boolean(PREFIX + "changesubject", "change_subject")
     boolean(PREFIX + "passwordprotectedroom", "password_protected")
     boolean(PREFIX + "enablelogging", "enable_logging")
+    if MAM_FIELD in v:
+        # Clients send the whole form back: a value equal to what the form showed leaves the choice
+        # to 'persistent' (the default); only a changed value becomes the owner's own choice.
+        wanted = parse_bool(v[MAM_FIELD][0] if v[MAM_FIELD] else "", MAM_FIELD)
+        if wanted != current.archiving:
+            changes["mam"] = wanted
     if PREFIX + "roomsecret" in v:
         changes["password"] = "".join(v[PREFIX + "roomsecret"])
     for var, attr, allowed in (
