@@ -225,7 +225,9 @@ def config_form(
     add_field(
         x, PREFIX + "enablelogging", "boolean", "Enable Public Logging?", values=[_b(config.enable_logging)]
     )
-    add_field(x, MAM_FIELD, "boolean", "Archive messages (XEP-0313)?", values=[_b(config.archiving)])
+    add_field(
+        x, MAM_FIELD, "boolean", "Archive messages (persistent rooms, XEP-0313)?", values=[_b(config.mam)]
+    )
     add_field(
         x,
         PREFIX + "historylength",
@@ -291,12 +293,7 @@ def read_config(form: SubmittedForm, current: RoomConfig, policy: ServicePolicy)
     boolean(PREFIX + "changesubject", "change_subject")
     boolean(PREFIX + "passwordprotectedroom", "password_protected")
     boolean(PREFIX + "enablelogging", "enable_logging")
-    if MAM_FIELD in v:
-        # Clients send the whole form back: a value equal to what the form showed leaves the choice
-        # to 'persistent' (the default); only a changed value becomes the owner's own choice.
-        wanted = parse_bool(v[MAM_FIELD][0] if v[MAM_FIELD] else "", MAM_FIELD)
-        if wanted != current.archiving:
-            changes["mam"] = wanted
+    boolean(MAM_FIELD, "mam")
     if PREFIX + "roomsecret" in v:
         changes["password"] = "".join(v[PREFIX + "roomsecret"])
     for var, attr, allowed in (

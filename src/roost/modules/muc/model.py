@@ -120,13 +120,13 @@ class RoomConfig:
     enable_logging: bool = False
     #: Messages kept for discussion history on join (§7.2.13).
     history_length: int = 20
-    #: Message archive (XEP-0313) on the room's JID: None follows ``persistent`` (on for persistent
-    #: rooms, off for temporary ones); True/False once an owner chose.
-    mam: bool | None = None
+    #: Message archive (XEP-0313) on the room's JID, on by default; only persistent rooms keep one
+    #: (a temporary room's archive would go with the room).
+    mam: bool = True
 
     @property
     def archiving(self) -> bool:
-        return self.persistent if self.mam is None else self.mam
+        return self.persistent and self.mam
 
     @property
     def non_anonymous(self) -> bool:
