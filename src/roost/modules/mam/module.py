@@ -366,26 +366,30 @@ class MessageArchive(Module):
             self.store, event.domain, event.username, batch=self.options.retention_batch
         )
 
-    async def _retention_loop(self) -> None:
+    async def sweep_now(self) -> int:
+        """One retention pass over the user and room archives; returns how many messages went."""
         opts = self.options
-        stores: list[tuple[ArchiveStore, retention.RetentionPolicy]] = [
+        total = 0
+        for store, policy in (
             (self.store, _policy(opts, rooms=False)),
             (self.server.storage.archive(ROOM_STORE), _policy(opts, rooms=True)),
-        ]
+        ):
+            if policy.active:
+                total += await retention.sweep(store, policy, time.time(), batch=opts.retention_batch)
+        return total
+
+    async def _retention_loop(self) -> None:
         while True:
-            for store, policy in stores:
-                if not policy.active:
-                    continue
-                try:
-                    deleted = await retention.sweep(store, policy, time.time(), batch=opts.retention_batch)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.log.exception("mam: retention sweep failed; trying again next time")
-                    continue
+            try:
+                deleted = await self.sweep_now()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("mam: retention sweep failed; trying again next time")
+            else:
                 if deleted:
                     self.log.info("mam: retention deleted %d old messages", deleted)
-            await asyncio.sleep(opts.retention_interval_seconds)
+            await asyncio.sleep(self.options.retention_interval_seconds)
 
 
 def _strip_ids(stanza: Element, by: str) -> None:
