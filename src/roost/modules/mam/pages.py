@@ -38,13 +38,13 @@ async def fetch_page(
         count = await store.count(domain, user, q) if with_count else None
     except NoSuchItem as exc:
         raise StanzaError("item-not-found", f"no message with id {exc.item_id!r} in this archive") from None
-    # XEP-0059 §2.6 'index' where it costs nothing: a page at either end of the result set.
+    # XEP-0059 §2.6 'index' where it costs nothing: the first page going forward. Not on the last page
+    # going backward (count - len(page)): clients such as slixmpp take "index + page == count" for the
+    # end of the walk whatever its direction, and would stop paging back after one page.
     index: int | None = None
     if items:
         if parsed.from_start and not q.reverse:
             index = 0
-        elif parsed.from_end and q.reverse and count is not None:
-            index = count - len(items)
     elif count is None and complete and (parsed.from_start or parsed.from_end):
         count = 0
     return Page(items, complete, count, index)
