@@ -181,6 +181,8 @@ class MessageArchive(Module):
         self.store: ArchiveStore = storage.archive(USER_STORE)
         self.prefs_store = storage.keyvalue("mam_prefs")
         self._prefs: BoundedDict[str, Prefs] = BoundedDict(PREFS_CACHE_SIZE)
+        #: The last stanza archived and its stored form (see _stored_form).
+        self._memo: tuple[Element, list[Element | str], dict[str, str], str, str] | None = None
         self.archiver = Archiver(
             self.store,
             prefs=lambda owner: self._prefs.get(owner.bare_str),
@@ -266,9 +268,33 @@ class MessageArchive(Module):
         return is_archivable(stanza) and not only_receipts(stanza) and not refused_by_hints(stanza)
 
     def _pending(self, owner: JID, with_jid: JID, stanza: Element, item_id: str, *, check: bool) -> Pending:
-        search = body_text(stanza, self.options.max_search_chars) if self.options.search else ""
-        item = ArchiveItem(item_id, time.time(), str(with_jid), serialize(stanza, CLIENT), "chat")
+        payload, search = self._stored_form(stanza)
+        item = ArchiveItem(item_id, time.time(), str(with_jid), payload, "chat")
         return Pending(owner, with_jid, item, search, check)
+
+    def _stored_form(self, stanza: Element) -> tuple[str, str]:
+        """The stanza as archived — without stanza-ids, which differ per archive and come back from the
+        item's id at query time — and its search text. A message between two local accounts goes into
+        both archives: the second time (same stanza, same content) the first serialization is reused."""
+        kept = [
+            c
+            for c in stanza.children
+            if not (isinstance(c, Element) and c.ns == STANZA_ID and c.name == "stanza-id")
+        ]
+        memo = self._memo
+        if (
+            memo is not None
+            and memo[0] is stanza
+            and len(memo[1]) == len(kept)
+            and all(a is b for a, b in zip(memo[1], kept, strict=True))
+            and memo[2] == stanza.attrs
+        ):
+            return memo[3], memo[4]
+        bare = Element(stanza.name, stanza.ns, dict(stanza.attrs), kept)
+        payload = serialize(bare, CLIENT)
+        search = body_text(stanza, self.options.max_search_chars) if self.options.search else ""
+        self._memo = (stanza, kept, dict(stanza.attrs), payload, search)
+        return payload, search
 
     @hook(hooks.PRE_MESSAGE, priority=60)
     def sent(self, event: StanzaEvent) -> StanzaEvent:
@@ -347,9 +373,15 @@ class MessageArchive(Module):
             else:
                 router.send(msg)
 
-        return send_page(
-            page, parsed, to=str(event.frm), archive=owner.bare_str, show=lambda _item, s: s, send=send
-        )
+        archive = owner.bare_str
+
+        def show(item: ArchiveItem, stanza: Element) -> Element:
+            # XEP-0313 §2.5: the archive id, as the owner's clients saw it (stored without it).
+            if stanza_id(stanza, archive) is None:
+                stanza.children.append(Element("stanza-id", STANZA_ID, {"id": item.id, "by": archive}))
+            return stanza
+
+        return send_page(page, parsed, to=str(event.frm), archive=archive, show=show, send=send)
 
     @iq_handler("get", MAM, "metadata", to=Target.SELF)
     async def metadata(self, event: StanzaEvent) -> Element:

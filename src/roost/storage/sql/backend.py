@@ -778,6 +778,31 @@ def _pg_tsvector(text: Any) -> Any:
     return func.to_tsvector(literal_column("'simple'"), func.nullif(text, ""))
 
 
+_SQLITE_INSERT: Final = (
+    "INSERT INTO archive (store, domain, username, id, ts, with_jid, with_bare, kind, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_INSERT_FTS: Final = f"INSERT INTO {SQLITE_FTS_TABLE} (rowid, body) VALUES (?, ?)"
+
+
+def _sqlite_append(connection: Any, rows: list[tuple[Any, ...]]) -> None:
+    """The archive's hot write on SQLite, in the caller's (BEGIN IMMEDIATE) transaction: plain DB-API
+    statements, which SQLite caches, instead of SQLAlchemy's per-row parameter processing; a row with
+    search text also gets its full-text row, keyed by the archive row's rowid."""
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        plain = [row[:9] for row in rows if not row[9]]
+        if len(plain) == len(rows):
+            cursor.executemany(_SQLITE_INSERT, plain)
+            return
+        for row in rows:
+            cursor.execute(_SQLITE_INSERT, row[:9])
+            if row[9]:
+                cursor.execute(_SQLITE_INSERT_FTS, (cursor.lastrowid, row[9]))
+    finally:
+        cursor.close()
+
+
 _PG_APPEND = insert(archive_pg).values(tsv=_pg_tsvector(bindparam("search_text")))
 
 
@@ -804,7 +829,28 @@ class SqlBackend:
         return SqlArchive(self._db, name)
 
     async def append_archive(self, entries: Sequence[QueuedAppend]) -> None:
-        rows = [
+        if not entries:
+            return
+        if self._db.dialect == "sqlite":
+            rows = [
+                (
+                    e.store,
+                    e.domain,
+                    e.user,
+                    e.item.id,
+                    timestamp_to_us(e.item.timestamp),
+                    e.item.with_jid,
+                    bare_jid(e.item.with_jid),
+                    e.item.kind,
+                    e.item.payload,
+                    e.search,
+                )
+                for e in entries
+            ]
+            async with self._db.write() as conn:
+                await conn.run_sync(_sqlite_append, rows)
+            return
+        pg_rows = [
             {
                 "store": e.store,
                 "domain": e.domain,
@@ -815,23 +861,12 @@ class SqlBackend:
                 "with_bare": bare_jid(e.item.with_jid),
                 "kind": e.item.kind,
                 "payload": e.item.payload,
+                "search_text": e.search,
             }
             for e in entries
         ]
-        if not rows:
-            return
-        searchable = [(i, e.search) for i, e in enumerate(entries) if e.search]
         async with self._db.write() as conn:
-            if self._db.dialect != "sqlite":
-                for row, e in zip(rows, entries, strict=True):
-                    row["search_text"] = e.search
-                await conn.execute(_PG_APPEND, rows)
-            elif not searchable:
-                await conn.execute(insert(archive), rows)
-            else:
-                stmt = insert(archive).returning(archive.c.seq, sort_by_parameter_order=True)
-                seqs = (await conn.execute(stmt, rows)).scalars()
-                await conn.execute(insert(_FTS), [{"rowid": seqs[i], "body": text} for i, text in searchable])
+            await conn.execute(_PG_APPEND, pg_rows)
 
     async def delete_user(self, domain: str, username: str) -> None:
         async with self._db.writing_user(domain, username), self._db.write() as conn:
