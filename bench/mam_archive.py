@@ -154,7 +154,7 @@ async def _timed(
     return times
 
 
-async def query(args: argparse.Namespace) -> None:
+async def query(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     storage = await StorageManager.open(args.url)
     mam = storage.archive("mam")
     rooms = storage.archive("muc_mam")
@@ -205,9 +205,8 @@ async def query(args: argparse.Namespace) -> None:
     }
     rng = random.Random(args.seed)
     results: dict[str, dict[str, float]] = {}
-    print(
-        f"{'query':<14} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}   ({args.runs} runs, {args.url.split(':')[0]})"
-    )
+    engine = args.url.split(":")[0]
+    print(f"{'query':<14} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}   ({args.runs} runs, {engine})")
     for name, fn in scenarios.items():
         await _timed(min(5, args.runs), fn, rng)  # warm caches and statements
         times = await _timed(args.runs, fn, rng)
@@ -220,11 +219,8 @@ async def query(args: argparse.Namespace) -> None:
         print(f"{name:<14} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['mean_ms']:>9.2f}")
     rows = await storage.archive("mam").count(DOMAIN, user(0))
     print(f"(archive of {user(0)}: {rows:,} rows)")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"url": args.url.split("@")[-1], "runs": args.runs, "results": results}, indent=2)
-        )
     await storage.close()
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,7 +246,10 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("--users must be at least 2")
         asyncio.run(fill(args))
     else:
-        asyncio.run(query(args))
+        results = asyncio.run(query(args))
+        if args.json:
+            summary = {"url": args.url.split("@")[-1], "runs": args.runs, "results": results}
+            Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
