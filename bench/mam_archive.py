@@ -39,6 +39,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from sqlalchemy import text
+
 from roost.storage import ArchiveItem, ArchiveQuery, StorageManager
 from roost.storage.backend import QueuedAppend
 from roost.storage.sql.backend import SqlBackend
@@ -134,6 +136,9 @@ async def fill(args: argparse.Namespace) -> None:
         await flush()
     elapsed = time.perf_counter() - started
     print(f"filled {written:,} rows in {elapsed:.1f} s ({written / elapsed:,.0f} rows/s)")
+    # Planner statistics for the new rows, as autovacuum (PostgreSQL) or PRAGMA optimize would do later.
+    async with backend.database.write() as conn:
+        await conn.execute(text("ANALYZE archive"))
     await storage.close()
 
 
