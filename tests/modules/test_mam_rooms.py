@@ -67,6 +67,22 @@ async def test_persistent_rooms_archive_groupchat_once_as_relayed(h: Harness) ->
     assert item is not None and item.attrs["jid"] == "hag@localhost"
 
 
+async def test_subject_changes_are_archived_but_are_not_join_history(h: Harness) -> None:
+    owner = await h.login("crone")
+    await make_room(h, owner)
+    await say(h, owner, "coven", "before")
+    await owner.submit(f"<message to='coven@{SERVICE}' type='groupchat'><subject>Spells</subject></message>")
+    await h.server.storage.flush()
+    items, _ = await query(owner, to=f"coven@{SERVICE}")
+    assert [m.find_text("subject") for m in items] == [None, "Spells"]
+    hag = await h.login("hag")
+    await join(hag, "coven", "thirdwitch")
+    history = [
+        m for m in hag.received if m.name == "message" and m.find("delay", "urn:xmpp:delay") is not None
+    ]
+    assert [m.find_text("body") for m in history] == ["before", None]  # the message, then the subject
+
+
 async def test_with_filters_real_jids_only_for_those_who_may_see_them(h: Harness) -> None:
     owner = await h.login("crone")
     hag = await h.login("hag")

@@ -35,6 +35,7 @@ BODIES = [
     "",  # nothing to search (a receipt)
     "ROMEO, doff thy NAME",
     "Ромео, где ты?",
+    "snake_case and cafe\u0301",  # '_' separates words; a decomposed é is found as the composed one
 ]
 
 
@@ -51,6 +52,8 @@ async def fill_search(mam: ArchiveStore, user: str = USER) -> None:
         ("name thy", ["m001", "m004"]),  # every word, in any order
         ("name rose", ["m002"]),
         ("ромео", ["m005"]),
+        ("snake_case", ["m006"]),
+        ("CASE café", ["m006"]),
         ("juliet", []),
         ("   ", []),  # no words: nothing matches
     ],
@@ -95,7 +98,7 @@ async def test_deleted_items_leave_the_search_index(mam: ArchiveStore) -> None:
 
 
 def test_search_words_are_case_folded_unique_words() -> None:
-    assert search_words("Hello, hello WORLD! ß") == ["hello", "world", "ss"]
+    assert search_words("Hello, hello WORLD! ß snake_case") == ["hello", "world", "ss", "snake", "case"]
 
 
 async def test_ends_are_the_first_and_last_items(mam: ArchiveStore) -> None:

@@ -16,6 +16,7 @@ import builtins
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -356,13 +357,14 @@ def bare_jid(jid: str) -> str:
     return jid.split("/", 1)[0]
 
 
-_WORD = re.compile(r"\w+")
+#: Runs of letters and digits (not '_', which FTS5's unicode61 tokenizer treats as a separator).
+_WORD = re.compile(r"[^\W_]+")
 
 
 def search_words(text: str) -> builtins.list[str]:
-    """The words of a search text or query, case-folded, in order, without repeats.
+    """The words of a search text or query: NFC, case-folded, in order, without repeats.
 
     Every backend tokenizes roughly like this (FTS5 unicode61, PostgreSQL's 'simple' parser), so a
     query of whole words finds the same items everywhere.
     """
-    return list(dict.fromkeys(_WORD.findall(text.casefold())))
+    return list(dict.fromkeys(_WORD.findall(unicodedata.normalize("NFC", text).casefold())))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
@@ -242,12 +243,12 @@ class _BatchedArchive:
 
     async def append(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> None:
         check_archive_item(item)
-        check_text(search, "search text")
+        search = _search_text(search)
         await self._writer.append(QueuedAppend(self._name, domain, user, item, search))
 
     def offer(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> bool:
         check_archive_item(item)
-        check_text(search, "search text")
+        search = _search_text(search)
         return self._writer.offer(QueuedAppend(self._name, domain, user, item, search))
 
     async def query(self, domain: str, user: str, q: ArchiveQuery) -> tuple[builtins.list[ArchiveItem], bool]:
@@ -276,7 +277,7 @@ class _BatchedArchive:
 
     async def replace(self, domain: str, user: str, item_id: str, payload: str, *, search: str = "") -> bool:
         check_text(payload, "archive item payload")
-        check_text(search, "search text")
+        search = _search_text(search)
         await self._writer.settle((self._name, domain, user))
         return await self._backend.replace(domain, user, item_id, payload, search=search)
 
@@ -310,6 +311,13 @@ class _BatchedArchive:
     ) -> builtins.list[tuple[str, str]]:
         await self._writer.flush()
         return await self._backend.owners(after, max(limit, 0))
+
+
+def _search_text(text: str) -> str:
+    """Search text as every backend indexes it: valid, and NFC (so that a decomposed "é" is found by
+    the composed one the query is normalized to)."""
+    check_text(text, "search text")
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def _check_store_name(name: str) -> None:

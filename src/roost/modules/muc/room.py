@@ -880,8 +880,12 @@ class Room:
         self.subject = Subject(text, occ.nick, now, occ.occupant_id)
         msg = self._relay(stanza, occ, now)
         msg.attrs.setdefault("id", self.ids.token())
+        stanza_id = self.ids.stanza_id(now)
+        msg.add("stanza-id", STANZA_ID, {"id": stanza_id, "by": self.jid_str})
         msg.add("occupant-id", OCCUPANT_ID, {"id": occ.occupant_id})
         out = Outcome(save=True)
+        # XEP-0313 §6.1.2: subject changes belong in the archive (not in the discussion history).
+        out.archive.append(HistoryEntry(msg, now, stanza_id, occ.bare_str, occ.nick))
         out.broadcast(msg, self.all_sessions(), occ.jid)
         return out
 
