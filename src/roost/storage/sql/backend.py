@@ -787,14 +787,25 @@ _SQLITE_INSERT_FTS: Final = f"INSERT INTO {SQLITE_FTS_TABLE} (rowid, body) VALUE
 
 def _sqlite_append(connection: Any, rows: list[tuple[Any, ...]]) -> None:
     """The archive's hot write on SQLite, in the caller's (BEGIN IMMEDIATE) transaction: plain DB-API
-    statements, which SQLite caches, instead of SQLAlchemy's per-row parameter processing; a row with
-    search text also gets its full-text row, keyed by the archive row's rowid."""
+    statements, which SQLite caches, instead of SQLAlchemy's per-row parameter processing. Rows with
+    search text also get a full-text row keyed by the archive row's rowid."""
     cursor = connection.connection.driver_connection.cursor()
     try:
-        plain = [row[:9] for row in rows if not row[9]]
-        if len(plain) == len(rows):
-            cursor.executemany(_SQLITE_INSERT, plain)
+        if not any(row[9] for row in rows):
+            cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
             return
+        # This transaction is the only writer, and SQLite gives a new row max(rowid) + 1 (below the
+        # largest rowid, which it never nears here): the batch's rowids are the range after `before`.
+        # Should that ever not hold, the rows are inserted one by one, reading each rowid.
+        before = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0] or 0
+        cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
+        after = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0] or 0
+        if after - before == len(rows):
+            cursor.executemany(
+                _SQLITE_INSERT_FTS, [(before + 1 + i, row[9]) for i, row in enumerate(rows) if row[9]]
+            )
+            return
+        cursor.execute(f"DELETE FROM archive WHERE seq > {int(before)}")  # undo, then one by one
         for row in rows:
             cursor.execute(_SQLITE_INSERT, row[:9])
             if row[9]:
