@@ -343,6 +343,10 @@ def _error(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, overrides=_overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for item in [*getattr(args, "overrides_top", []), *getattr(args, "overrides_sub", [])]:
         key, sep, value = item.partition("=")
@@ -351,7 +355,7 @@ def _load(args: argparse.Namespace) -> Config:
         overrides[key.strip()] = value
     if args.log_level is not None:
         overrides["log.level"] = args.log_level
-    return load_config(args.config, overrides=overrides)
+    return overrides
 
 
 def _cli_logging(args: argparse.Namespace) -> None:
@@ -366,7 +370,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     from roost.core.server import serve  # sets up logging from config.log
 
-    return serve(config)
+    return serve(config, _overrides(args))
 
 
 # --- check -------------------------------------------------------------------------------------

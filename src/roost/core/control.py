@@ -12,6 +12,10 @@ object per line each way::
     → {"op": "remove-account", "domain": "example.org", "username": "juliet"}
     ← {"ok": true, "removed": true}
 
+Other operations: ``reload`` (:mod:`roost.core.reload`), ``command`` (an admin command of
+:mod:`roost.admin.commands`: status, sessions, kick, announce, lock …) and ``note`` (the CLI tells
+the server what it changed in storage, for the server's log).
+
 The socket also keeps two servers from running on one data directory by mistake: a second one finds
 the first one's socket answering and refuses to start.
 """
@@ -147,7 +151,44 @@ class ControlChannel:
                 log.exception("control socket: removing %s@%s failed", username, domain)
                 return {"ok": False, "error": f"removal failed: {e}"}
             return {"ok": True, "removed": removed}
+        if op == "reload":
+            from roost.core.reload import reload
+
+            log.info("control socket: reload requested")
+            return (await reload(self.server)).as_dict()
+        if op == "command":
+            return await self._command(request)
+        if op == "note":
+            # The CLI changed storage directly (user add/passwd/import): say so in the server's log.
+            text = request.get("text")
+            if not isinstance(text, str) or not text or len(text) > 500:
+                return {"ok": False, "error": "note needs a 'text' (up to 500 characters)"}
+            log.info("roost CLI: %s", text.replace("\n", " "))
+            return {"ok": True}
         return {"ok": False, "error": f"unknown operation {op!r}"}
+
+    async def _command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An admin command (:mod:`roost.admin.commands`) run for the CLI."""
+        from roost.admin import commands
+
+        name, domain, values = request.get("name"), request.get("domain"), request.get("values", {})
+        if not isinstance(name, str) or name not in commands.BY_NAME:
+            return {"ok": False, "error": f"unknown command {name!r}"}
+        if domain is not None and not isinstance(domain, str):
+            return {"ok": False, "error": "'domain' is a string"}
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in values.items()
+        ):
+            return {"ok": False, "error": "'values' maps field names to lists of strings"}
+        try:
+            result = await commands.run(self.server, name, domain, values, "the roost CLI")
+        except commands.CommandError as e:
+            return {"ok": False, "error": str(e)}
+        except Exception as e:
+            log.exception("control socket: command %s failed", name)
+            return {"ok": False, "error": f"{name} failed: {e}"}
+        return {"ok": True, **result.as_dict()}
 
 
 def _peer_allowed(sock: socket.socket | None) -> bool:

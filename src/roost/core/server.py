@@ -66,6 +66,10 @@ class Server:
         self._features_key: tuple[int, ...] | None = None
         #: Addresses actually bound, by listener name (tests use port 0).
         self.addresses: dict[str, tuple[str, int]] = {}
+        #: --set/--log-level overrides from the command line, applied again by a reload.
+        self.config_overrides: dict[str, str] = {}
+        #: The c2s settings the listeners give new streams (a reload updates them in place).
+        self.listen_settings: C2SSettings | None = None
 
     # -- tasks ---------------------------------------------------------------------------------------
     def spawn(self, awaitable: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -167,6 +171,7 @@ class Server:
 
         loop = asyncio.get_running_loop()
         settings = self.c2s_settings()
+        self.listen_settings = settings  # changed in place by a reload (roost.core.reload)
         listen = self.config.listen
         # c2s starts in the clear (STARTTLS); c2s_tls is direct TLS (XEP-0368).
         for kind, address, direct_tls in (("c2s", listen.c2s, False), ("c2s_tls", listen.c2s_tls, True)):
@@ -295,6 +300,12 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    try:  # SIGHUP (logrotate, certbot hooks, a closed terminal) reloads, never kills
+        from roost.core.reload import reload_in_background
+
+        loop.add_signal_handler(signal.SIGHUP, reload_in_background, server)
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
     try:
         await server.start()
     except OSError as e:
@@ -308,8 +319,8 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
     return 0
 
 
-def serve(config: Config) -> int:
-    """Run the server until SIGTERM/SIGINT (the ``roost run`` command)."""
+def serve(config: Config, overrides: dict[str, str] | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT (the ``roost run`` command); SIGHUP reloads."""
     setup_logging(config.log.level, config.log.file)
     runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
@@ -318,4 +329,6 @@ def serve(config: Config) -> int:
         runner = uvloop.run
     except ImportError:
         pass
-    return runner(run_until_signalled(Server(config)))
+    server = Server(config)
+    server.config_overrides = dict(overrides or {})  # a reload applies them again
+    return runner(run_until_signalled(server))

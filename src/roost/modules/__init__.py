@@ -27,6 +27,8 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.private:PrivateStorage",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
+    "roost.modules.adhoc:AdhocCommands",
+    "roost.modules.admin:AdminCommands",
 )
 
 

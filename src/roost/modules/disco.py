@@ -55,7 +55,8 @@ class Disco(Module):
         node = event.stanza.first().get("node")  # type: ignore[union-attr]
         collected = DiscoItemsEvent(event.to, node, event.frm, [])
         await self.host.bus.fire(hooks.DISCO_ITEMS_HOST, collected)
-        if node and not collected.items:
+        # A node named after an advertised feature (XEP-0050's commands node) exists even when empty.
+        if node and not collected.items and node not in self.host.features():
             raise StanzaError("item-not-found", "no such node")
         return _items(node, collected.items)
 
