@@ -278,6 +278,36 @@ def _build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", metavar="FILE", help="the CSV file, or - for standard input")
     importing.set_defaults(handler=_cmd_user_import)
 
+    lock = user_commands.add_parser(
+        "lock",
+        help="lock an account: it cannot log in, and is told why",
+        description="Lock an account (XEP-0133 disable user): its sessions end and it cannot log in "
+        "until unlocked; its data is kept. Works with or without a running server.",
+        epilog="examples:\n  roost user lock mallory@example.org --reason 'spam'\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    lock.add_argument("jid", metavar="JID")
+    lock.add_argument("--reason", default="", help="shown to the user when they try to log in")
+    lock.set_defaults(handler=_cmd_user_lock)
+    unlock = user_commands.add_parser(
+        "unlock",
+        help="unlock a locked account",
+        description="Let a locked account log in again.",
+        epilog="examples:\n  roost user unlock mallory@example.org\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    unlock.add_argument("jid", metavar="JID")
+    unlock.set_defaults(handler=_cmd_user_unlock)
+
+    from roost.cli import admin
+
+    admin.add_commands(commands, common_sub, _HELP_FORMATTER, _run_admin_command, _cmd_reload)
+    from roost.cli import backup
+
+    backup.add_commands(commands, common_sub, _HELP_FORMATTER)
+
     parser.set_defaults(handler=_usage_of(parser))
     return parser
 
@@ -326,7 +356,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(file=sys.stderr)
+        _error("cancelled")
         return 130
+    except _admin_no_server() as e:
+        _error(str(e))
+        return EXIT_FAILED
+
+
+def _admin_no_server() -> type[Exception]:
+    from roost.cli.admin import NoServer
+
+    return NoServer
 
 
 def _exit_code(code: object) -> int:
@@ -569,8 +609,12 @@ def _read_password(args: argparse.Namespace, stdin: IO[str] | None = None) -> st
     elif args.password_stdin or not _is_tty(stdin):
         password = _strip_newline(stdin.readline())
     else:
-        password = getpass.getpass("Password: ")
-        again = getpass.getpass("Password (again): ")
+        try:
+            password = getpass.getpass("Password: ")
+            again = getpass.getpass("Password (again): ")
+        except EOFError:  # Ctrl-D
+            print(file=sys.stderr)
+            raise UsageError("no password given (end of input); nothing was changed") from None
         if password != again:
             raise UsageError("the passwords do not match")
     if not password:
@@ -617,28 +661,54 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _database(config: Config) -> str:
+    """How outputs name the database a command acted on (password masked)."""
+    return f"database {redact_url(config.storage_url)}"
+
+
+def _user_config(args: argparse.Namespace) -> Config:
+    """The configuration for a user command, refusing to create a database in an unexpected place.
+
+    Without a configuration file, the built-in defaults put the database in ./roost-data: run from
+    another directory, that would silently be a new, empty database beside the real one.
+    """
+    config = _load(args)
+    _cli_logging(args)
+    if config.path is None and config.storage_url.startswith("sqlite"):
+        path = _sqlite_path(config.storage_url)
+        if path is not None and not path.exists():
+            raise OperationFailed(
+                f"no configuration file given and no database at {path} (the built-in default, "
+                "relative to the current directory); nothing was created.\n"
+                "Run this command in the directory where 'roost run' runs, or give the server's "
+                "configuration with --config FILE or ROOST_CONFIG=FILE."
+            )
+    return config
+
+
 def _cmd_user_add(args: argparse.Namespace) -> int:
-    jid = _store_password(args, new_account=True)
-    print(f"created {jid}")
+    jid, config = _store_password(args, new_account=True)
+    print(f"created {jid} ({_database(config)})")
     return EXIT_OK
 
 
 def _cmd_user_passwd(args: argparse.Namespace) -> int:
-    jid = _store_password(args, new_account=False)
-    print(f"password changed for {jid}")
+    jid, config = _store_password(args, new_account=False)
+    print(f"password changed for {jid} ({_database(config)})")
     return EXIT_OK
 
 
-def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
+def _store_password(args: argparse.Namespace, *, new_account: bool) -> tuple[JID, Config]:
     """Read a password and store credentials for ``args.jid``: a new account, or an existing one's.
 
     Whether the account exists is checked before the password is asked for; one created or deleted
-    in between (another process) gets the same answer.
+    in between (another process) gets the same answer. The prompt runs outside the event loop, so
+    Ctrl-C and Ctrl-D end it at once, with a message and no traceback.
     """
+    from roost.cli.admin import tell
     from roost.storage.api import AccountExists, NoSuchAccount
 
-    config = _load(args)
-    _cli_logging(args)
+    config = _user_config(args)
     jid = _user_jid(args.jid, config)
     local = _local(jid)
     if new_account:
@@ -648,13 +718,21 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
         refused = OperationFailed(f"no such user: {jid}")
         lost_race = NoSuchAccount
 
+    async def exists() -> bool:
+        storage = await _open_storage(config)
+        try:
+            return await storage.accounts.exists(jid.domain, local)
+        finally:
+            await storage.close()
+
+    if asyncio.run(exists()) == new_account:
+        raise refused
+    password = _read_password(args)
+    credentials = _derive_or_usage_error(password, config)
+
     async def store() -> None:
         storage = await _open_storage(config)
         try:
-            if await storage.accounts.exists(jid.domain, local) == new_account:
-                raise refused
-            password = _read_password(args)
-            credentials = await asyncio.to_thread(_derive_or_usage_error, password, config)
             if new_account:
                 await storage.accounts.create(jid.domain, local, credentials)
             else:
@@ -665,14 +743,14 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
             await storage.close()
 
     asyncio.run(store())
-    return jid
+    tell(config, f"user {jid} {'created' if new_account else 'password changed'}")
+    return jid, config
 
 
 def _cmd_user_del(args: argparse.Namespace) -> int:
     from roost.core import control
 
-    config = _load(args)
-    _cli_logging(args)
+    config = _user_config(args)
     jid = _user_jid(args.jid, config)
     local = _local(jid)
 
@@ -702,19 +780,24 @@ def _cmd_user_del(args: argparse.Namespace) -> int:
         return ""
 
     how = asyncio.run(delete())
-    print(f"deleted {jid} and all of their data{how}")
+    print(f"deleted {jid} and all of their data{how} ({_database(config)})")
     return EXIT_OK
 
 
 def _cmd_user_list(args: argparse.Namespace) -> int:
-    config = _load(args)
-    _cli_logging(args)
+    config = _user_config(args)
     domain: str | None = None
     if args.domain is not None:
         try:
             domain = prepare_domain(args.domain.strip())
         except JIDError as e:
             raise UsageError(f"{args.domain!r} is not a valid domain: {e}") from None
+        if domain not in config.server.domains:
+            where = str(config.path) if config.path is not None else "the configuration"
+            raise UsageError(
+                f"{domain!r} is not a domain of this server (server.domains: "
+                f"{', '.join(config.server.domains)}); add it to [server] domains in {where}"
+            )
 
     async def listing() -> list[tuple[str, str]]:
         storage = await _open_storage(config)
@@ -723,9 +806,105 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
         finally:
             await storage.close()
 
-    for user_domain, username in asyncio.run(listing()):
+    found = asyncio.run(listing())
+    for user_domain, username in found:
         print(f"{username}@{user_domain}")
+    print(f"{len(found)} user{'s' if len(found) != 1 else ''} in {_database(config)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _cmd_user_lock(args: argparse.Namespace) -> int:
+    return _lock_or_unlock(args, lock=True)
+
+
+def _cmd_user_unlock(args: argparse.Namespace) -> int:
+    return _lock_or_unlock(args, lock=False)
+
+
+def _lock_or_unlock(args: argparse.Namespace, *, lock: bool) -> int:
+    """Through the running server (it also ends the sessions), else directly in storage."""
+    from roost.admin import locks
+    from roost.cli.admin import NoServer, ask, command_request
+
+    config = _user_config(args)
+    jid = _user_jid(args.jid, config)
+    values = {"accountjids": [str(jid)]}
+    if lock and args.reason:
+        values["reason"] = [args.reason]
+    try:
+        reply = ask(config, command_request("lock" if lock else "unlock", values))
+    except NoServer:
+        reply = None
+    except OSError as e:
+        raise OperationFailed(f"the running server did not answer: {e}") from None
+    if reply is not None:
+        if not reply.get("ok"):
+            raise OperationFailed(str(reply.get("error", "the running server refused")))
+        print(f"{reply.get('note', '')} (through the running server; {_database(config)})")
+        return EXIT_OK
+
+    async def offline() -> str:
+        storage = await _open_storage(config)
+        try:
+            if not await storage.accounts.exists(jid.domain, _local(jid)):
+                raise OperationFailed(f"no such user: {jid}")
+            if lock:
+                await locks.lock(storage, jid.domain, _local(jid), args.reason, "the roost CLI")
+                return f"locked {jid}"
+            done = await locks.unlock(storage, jid.domain, _local(jid))
+            return f"unlocked {jid}" if done else f"{jid} was not locked"
+        finally:
+            await storage.close()
+
+    print(f"{asyncio.run(offline())} ({_database(config)})")
+    return EXIT_OK
+
+
+# --- administration through the control socket ----------------------------------------------------
+
+
+def _run_admin_command(args: argparse.Namespace, name: str, values: dict[str, list[str]]) -> int:
+    from roost.cli.admin import ask, command_request, print_result
+
+    config = _load(args)
+    _cli_logging(args)
+    try:
+        reply = ask(config, command_request(name, values, getattr(args, "domain", None)))
+    except OSError as e:
+        raise OperationFailed(f"the running server did not answer: {e}") from None
+    if not reply.get("ok"):
+        raise OperationFailed(str(reply.get("error", "the running server refused")))
+    print_result(reply)
+    return EXIT_OK
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from roost.cli.admin import ask
+
+    try:
+        config = _load(args)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"problem: {problem}")
+        print("reload not requested: the running server would refuse this configuration")
+        return EXIT_FAILED
+    _cli_logging(args)
+    try:
+        reply = ask(config, {"op": "reload"})
+    except OSError as e:
+        raise OperationFailed(f"the running server did not answer: {e}") from None
+    from roost.core.reload import ReloadReport
+
+    report = ReloadReport(
+        ok=bool(reply.get("ok")),
+        error=str(reply.get("error", "")),
+        changed=list(reply.get("changed", [])),
+        needs_restart=list(reply.get("needs_restart", [])),
+        failed=list(reply.get("failed", [])),
+    )
+    for line in report.lines():
+        print(line)
+    return EXIT_OK if report.ok and not report.failed else EXIT_FAILED
 
 
 # --- user import -------------------------------------------------------------------------------
@@ -812,8 +991,9 @@ def _read_import_file(name: str) -> list[str]:
 
 
 def _cmd_user_import(args: argparse.Namespace) -> int:
-    config = _load(args)
-    _cli_logging(args)
+    from roost.cli.admin import tell
+
+    config = _user_config(args)
     lines = _read_import_file(args.file)
     result = _ImportResult()
     rows = _parse_import(lines, config, result)
@@ -823,6 +1003,9 @@ def _cmd_user_import(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-import") as pool:
         asyncio.run(_import_rows(rows, config, result, pool, window=workers * 32))
     _report_import(result, final=True)
+    print(f"import: {_database(config)}", file=sys.stderr)
+    if result.created:
+        tell(config, f"user import: {result.created} users created")
     return EXIT_FAILED if result.errors else EXIT_OK
 
 

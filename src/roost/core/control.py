@@ -158,6 +158,10 @@ class ControlChannel:
             return (await reload(self.server)).as_dict()
         if op == "command":
             return await self._command(request)
+        if op == "flush":
+            # roost backup: queued writes reach the database before the snapshot is taken.
+            await self.server.storage.flush()
+            return {"ok": True}
         if op == "note":
             # The CLI changed storage directly (user add/passwd/import): say so in the server's log.
             text = request.get("text")

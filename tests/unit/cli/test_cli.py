@@ -317,7 +317,7 @@ def test_run_passes_config_with_overrides_to_serve(
 ) -> None:
     seen: list[Config] = []
 
-    def fake_serve(config: Config) -> int:
+    def fake_serve(config: Config, overrides: dict[str, str] | None = None) -> int:
         seen.append(config)
         return 0
 
