@@ -29,6 +29,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.privacy:Privacy",
     "roost.modules.adhoc:AdhocCommands",
     "roost.modules.admin:AdminCommands",
+    "roost.modules.metrics:Metrics",
 )
 
 

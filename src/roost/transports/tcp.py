@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
+from roost.admin.metrics import observe_login
 from roost.core import hooks
 from roost.core.session import Session, new_session_id
 from roost.stanza import error_reply
@@ -199,8 +200,10 @@ class C2SConnection(Session, asyncio.Protocol):
         elif isinstance(event, Authenticated):
             self.auth_done = True
             self.log.info("authenticated as %s@%s (%s)", event.username, event.domain, event.mechanism)
+            observe_login(self.server, event.mechanism, True)
         elif isinstance(event, AuthFailed):
             self.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
+            observe_login(self.server, getattr(self.stream, "_mechanism", ""), False)
         elif isinstance(event, Closed):
             if event.error is None and self._busy:
                 # RFC 6120 §4.4: what the client sent before closing is handled first, in order.
