@@ -160,7 +160,7 @@ def add_commands(
     def motd_handler(a: argparse.Namespace) -> int:
         if a.action == "set":
             if not a.text:
-                from roost.cli.main import UsageError
+                from roost.cli.errors import UsageError
 
                 raise UsageError("roost motd set needs the TEXT")
             return run_command(a, "set-motd", {"motd": [a.text]})
@@ -181,7 +181,7 @@ def add_commands(
     def room_handler(a: argparse.Namespace) -> int:
         if a.action == "destroy":
             if not a.jid:
-                from roost.cli.main import UsageError
+                from roost.cli.errors import UsageError
 
                 raise UsageError("roost room destroy needs the ROOM's JID")
             values = {"roomjid": [a.jid], "reason": [a.reason] if a.reason else []}

@@ -100,7 +100,8 @@ def _flush_running_server(config: Config) -> bool:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from roost.cli.main import EXIT_FAILED, EXIT_OK, OperationFailed, _cli_logging, _load
+    from roost.cli.errors import OperationFailed
+    from roost.cli.main import EXIT_FAILED, EXIT_OK, _cli_logging, _load
     from roost.config.schema import redact_url
 
     config = _load(args)
@@ -176,7 +177,8 @@ def _sqlite_snapshot(source: Path, target: Path) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from roost.cli.main import EXIT_OK, OperationFailed, UsageError, _cli_logging, _load
+    from roost.cli.errors import OperationFailed, UsageError
+    from roost.cli.main import EXIT_OK, _cli_logging, _load
 
     config = _load(args)
     _cli_logging(args)

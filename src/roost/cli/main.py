@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from roost.cli.errors import OperationFailed, UsageError
 from roost.config import Config, ConfigError, load_config
 from roost.config.schema import redact_url
 from roost.jid import JID, JIDError, prepare_domain
@@ -40,14 +41,6 @@ PROG = "roost"
 IMPORT_PROGRESS_EVERY = 1000
 
 log = logging.getLogger("roost.cli")
-
-
-class UsageError(Exception):
-    """Bad arguments or input: exit code 2."""
-
-
-class OperationFailed(Exception):
-    """The command was understood but could not be done: exit code 1."""
 
 
 # --- argument parsing --------------------------------------------------------------------------
