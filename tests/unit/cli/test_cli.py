@@ -457,3 +457,54 @@ def test_check_hides_database_password(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "postgresql://roost:***@db/roost" in out
     assert "hunter2" not in out
+
+
+# --- operators' safety: prompts, data directory, domains -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "message"), [(EOFError, 2, "no password given"), (KeyboardInterrupt, 130, "cancelled")]
+)
+def test_password_prompt_ctrl_d_and_ctrl_c_end_cleanly(
+    config_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: type[BaseException],
+    code: int,
+    message: str,
+) -> None:
+    def interrupted(prompt: str = "") -> str:
+        raise raised
+
+    monkeypatch.setattr("sys.stdin", _Tty())
+    monkeypatch.setattr(cli.getpass, "getpass", interrupted)
+    assert main(["-c", str(config_file), "user", "add", "hal@example.org"]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert users(config_file, capsys) == []
+
+
+def test_user_commands_name_the_database(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-c", str(config_file), "user", "add", "ida@example.org", "--password", "pw"]) == 0
+    db = config_file.parent / "data" / "roost.db"
+    assert f"created ida@example.org (database sqlite:///{db})" in capsys.readouterr().out
+    assert main(["-c", str(config_file), "user", "list"]) == 0
+    assert f"1 user in database sqlite:///{db}" in capsys.readouterr().err
+
+
+def test_without_config_no_new_database_in_an_unexpected_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["user", "add", "jo@localhost", "--password", "pw"]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "roost-data" / "roost.db") in err and "nothing was created" in err
+    assert not (tmp_path / "roost-data").exists()
+    assert main(["user", "list"]) == 1
+
+
+def test_user_list_of_an_unhosted_domain_is_an_error(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-c", str(config_file), "user", "list", "elsewhere.com"]) == 2
+    assert "'elsewhere.com' is not a domain of this server" in capsys.readouterr().err
