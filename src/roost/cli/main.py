@@ -406,137 +406,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return serve(config, _overrides(args))
 
 
-# --- check -------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Report:
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def problem(self, message: str, fix: str | None = None) -> None:
-        self.problems.append(message if fix is None else f"{message}\n    fix: {fix}")
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
+# --- check: see roost.cli.check ---------------------------------------------------------------
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args)
-    except ConfigError as e:
-        for config_problem in e.problems:
-            print(f"problem: {config_problem}")
-        print(f"{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''} in the configuration")
-        return EXIT_FAILED
-    report = _Report()
-    _check_tls(config, report)
-    _check_writable_dir(config.server.data_dir, "server.data_dir", report)
-    _check_listeners(config, report)
-    _check_storage(config, report)
-    if config.log.file is not None:
-        _check_writable_dir(config.log.file.parent, "log.file's directory", report)
-    _check_policy(config, report)
+    from roost.cli.check import cmd_check
 
-    print(f"config: {config.path if config.path is not None else 'built-in defaults (no file)'}")
-    for note in report.notes:
-        print(f"note: {note}")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
-    for problem in report.problems:
-        print(f"problem: {problem}")
-    if report.problems:
-        count = len(report.problems)
-        print(f"{count} problem{'s' if count != 1 else ''} found")
-        return EXIT_FAILED
-    print(f"config OK: {_summary(config)}")
-    return EXIT_OK
-
-
-def _check_tls(config: Config, report: _Report) -> None:
-    from roost.transports.tls import CERT_FILE_NAME, KEY_FILE_NAME, certificate_problems
-
-    domains = config.server.domains
-    if config.tls.cert is not None and config.tls.key is not None:
-        for message in certificate_problems(config.tls.cert, config.tls.key, domains):
-            report.problem(message)
-        return
-    cert, key = config.tls_dir / CERT_FILE_NAME, config.tls_dir / KEY_FILE_NAME
-    if cert.exists() and not certificate_problems(cert, key, domains):
-        report.notes.append(f"using the self-signed certificate {cert} (clients will warn)")
-    else:
-        report.notes.append(
-            f"no [tls] cert/key: a self-signed certificate for {', '.join(domains)} will be generated in "
-            f"{config.tls_dir} (clients will warn; set [tls] cert and key for production)"
-        )
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def _check_writable_dir(directory: Path, what: str, report: _Report) -> None:
-    if directory.exists():
-        if not directory.is_dir():
-            report.problem(f"{what} {directory} is not a directory", "point it at a directory")
-        elif not os.access(directory, os.W_OK | os.X_OK):
-            report.problem(
-                f"{what} {directory} is not writable by this user",
-                f"chown it to the user running Roost, or choose another {what}",
-            )
-        return
-    existing = _nearest_existing(directory)
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        report.problem(
-            f"{what} {directory} does not exist and cannot be created ({existing} is not writable)",
-            f"create it (mkdir -p {directory}) and give it to the user running Roost",
-        )
-    else:
-        report.notes.append(f"{what} {directory} will be created")
-
-
-def _check_listeners(config: Config, report: _Report) -> None:
-    listen = config.listen
-    addresses = [("listen.c2s", listen.c2s_address), ("listen.c2s_tls", listen.c2s_tls_address)]
-    if all(address is None for _, address in addresses):
-        report.problem(
-            "every client listener is disabled (listen.c2s and listen.c2s_tls are empty)",
-            'set listen.c2s = "0.0.0.0:5222"',
-        )
-    getuid: Callable[[], int] | None = getattr(os, "getuid", None)
-    for key, address in addresses:
-        if address is not None and 0 < address[1] < 1024 and getuid is not None and getuid() != 0:
-            report.warning(
-                f"{key} uses port {address[1]}: binding a port below 1024 needs root or CAP_NET_BIND_SERVICE"
-            )
-
-
-def _check_storage(config: Config, report: _Report) -> None:
-    url = config.storage_url
-    scheme = url.split(":", 1)[0].lower()
-    base = scheme.split("+", 1)[0]
-    if base == "sqlite":
-        path = _sqlite_path(url)
-        if path is not None and path.parent != config.server.data_dir:
-            _check_writable_dir(path.parent, "the SQLite database directory", report)
-    elif base in ("postgresql", "postgres"):
-        import importlib.util
-
-        if importlib.util.find_spec("asyncpg") is None:
-            report.problem(
-                "storage.url is a PostgreSQL URL but the asyncpg driver is not installed",
-                "pip install 'roost[postgres]'",
-            )
-    elif base == "memory":
-        report.warning("storage.url is memory://: every account and message is lost when the server stops")
-    else:
-        report.problem(
-            f"storage.url scheme {scheme!r} is not supported",
-            "use sqlite:///path/to/roost.db or postgresql://user:password@host/database",
-        )
+    return cmd_check(args)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -544,27 +420,6 @@ def _sqlite_path(url: str) -> Path | None:
     if not sep or not rest or rest.startswith(":memory:"):
         return None
     return Path(rest.split("?", 1)[0])
-
-
-def _check_policy(config: Config, report: _Report) -> None:
-    if not config.c2s.require_encryption:
-        report.warning("c2s.require_encryption is false: clients may log in over an unencrypted connection")
-    for admin in config.server.admins:
-        domain = admin.rpartition("@")[2]
-        if domain not in config.server.domains:
-            report.warning(f"admin {admin} is not on a domain this server hosts")
-
-
-def _summary(config: Config) -> str:
-    domains = config.server.domains
-    parts = [f"{len(domains)} domain{'s' if len(domains) != 1 else ''} ({', '.join(domains)})"]
-    if config.listen.c2s is not None:
-        parts.append(f"c2s on {config.listen.c2s}")
-    if config.listen.c2s_tls is not None:
-        parts.append(f"direct TLS on {config.listen.c2s_tls}")
-    parts.append(f"storage {redact_url(config.storage_url)}")
-    parts.append("TLS " + ("from " + str(config.tls.cert) if config.tls.cert else "self-signed"))
-    return ", ".join(parts)
 
 
 # --- users -------------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ class Server:
     async def start(self) -> None:
         config = self.config
         data_dir = config.server.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys, secrets, the database
         # First: it refuses to start a second server on the same data directory.
         await self.control.start(data_dir)
         self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
@@ -166,7 +166,7 @@ class Server:
         return [d for d, h in self.hosts.items() if h.has_accounts]
 
     async def _listen(self) -> None:
-        from roost.config.schema import parse_address
+        from roost.config.schema import listen_hosts, parse_address
         from roost.transports.tcp import C2SConnection
 
         loop = asyncio.get_running_loop()
@@ -180,7 +180,7 @@ class Server:
             host, port = parse_address(address)
             srv = await loop.create_server(
                 functools.partial(C2SConnection, self, settings, direct_tls=direct_tls),
-                host or None,
+                listen_hosts(host, port),
                 port,
                 backlog=1024,
                 reuse_address=True,
