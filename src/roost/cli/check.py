@@ -227,7 +227,8 @@ def _port_in_use(host: str, port: int) -> str:
     from roost.config.schema import listen_hosts
 
     infos = []
-    names: list[str | None] = list(listen_hosts(host, port) or [None])
+    bound = listen_hosts(host, port)
+    names: list[str | None] = [None] if bound is None else list(bound)
     try:
         for name in names:
             infos += socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
