@@ -472,8 +472,15 @@ class LogSection(_Section):
     )
     file: ConfigPath | None = Field(
         default=None,
-        description="Append the log to this file instead of standard error.",
+        description="Append the log to this file instead of standard error. 'roost reload' (SIGHUP) "
+        "reopens it, for log rotation.",
         examples=["/var/log/roost/roost.log"],
+    )
+    trace_bodies: bool = Field(
+        default=False,
+        description="At debug level, show message bodies, subjects and threads in stanza traces "
+        "(otherwise only their length).",
+        examples=[True],
     )
 
 

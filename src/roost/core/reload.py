@@ -130,7 +130,7 @@ async def reload(server: Server) -> ReloadReport:
     server.config = new
 
     await _apply_domains(server, old, new, report)
-    await _apply_modules(server, new, report)
+    await _apply_modules(server, new, report, old.log)
     _apply_c2s(server, old, new, report)
     if old.server.admins != new.server.admins:
         report.changed.append("[server] admins")
@@ -192,7 +192,7 @@ async def _apply_domains(server: Server, old: Config, new: Config, report: Reloa
         pass
 
 
-async def _apply_modules(server: Server, new: Config, report: ReloadReport) -> None:
+async def _apply_modules(server: Server, new: Config, report: ReloadReport, old_log: Any = None) -> None:
     from roost.modules import all_modules
 
     classes = all_modules()
@@ -209,6 +209,10 @@ async def _apply_modules(server: Server, new: Config, report: ReloadReport) -> N
                 elif loaded is not None and not options.enabled:
                     await host.modules.unload(cls.name)
                     report.changed.append(f"module {cls.name} unloaded from {domain}")
+                elif loaded is not None and cls.name == "trace" and new.log != old_log:
+                    # Its filters exist only while debug logging is on: it follows [log].
+                    await host.modules.unload(cls.name)
+                    await host.modules.load(cls, options)
                 elif loaded is not None and loaded.options != options:
                     if cls.name in RESTART_TO_CHANGE:
                         note = f"[{cls.name}] options"

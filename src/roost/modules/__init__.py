@@ -30,6 +30,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.adhoc:AdhocCommands",
     "roost.modules.admin:AdminCommands",
     "roost.modules.metrics:Metrics",
+    "roost.modules.trace:StanzaTrace",
 )
 
 
