@@ -53,7 +53,9 @@ def print_result(reply: dict[str, Any]) -> None:
         print(reply["note"])
     for f in reply.get("fields", []):
         values = f.get("values", [])
-        if len(values) == 1 and "\n" not in values[0]:
+        if not values:
+            print(f"{f.get('label', f.get('var'))}: -")
+        elif len(values) == 1 and "\n" not in values[0]:
             print(f"{f.get('label', f.get('var'))}: {values[0]}")
         else:
             print(f"{f.get('label', f.get('var'))}:")
