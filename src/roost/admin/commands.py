@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -233,11 +234,29 @@ async def _announce(server: Server, domain: str | None, values: Values, actor: s
     return Result(note=f"sent to {sent} session{'s' if sent != 1 else ''}")
 
 
+#: Messages of the day by server and domain, read once (every login asks).
+_motd_cache: weakref.WeakKeyDictionary[Server, dict[str, str | None]] = weakref.WeakKeyDictionary()
+
+
 async def motd(server: Server, domain: str) -> str | None:
     """The message of the day of ``domain`` (None: there is none)."""
+    cache = _motd_cache.setdefault(server, {})
+    if domain in cache:
+        return cache[domain]
     row = await server.storage.keyvalue(MOTD_STORE).get(domain, "")
     text = row.get("text") if isinstance(row, dict) else None
-    return text if isinstance(text, str) and text else None
+    found = text if isinstance(text, str) and text else None
+    cache[domain] = found
+    return found
+
+
+async def _store_motd(server: Server, domain: str, text: str | None, actor: str) -> None:
+    store = server.storage.keyvalue(MOTD_STORE)
+    if text is None:
+        await store.set(domain, "", None)
+    else:
+        await store.set(domain, "", {"text": text, "by": actor, "at": time.time()})
+    _motd_cache.setdefault(server, {})[domain] = text
 
 
 def motd_message(domain: str, to: str, text: str) -> Element:
@@ -249,7 +268,7 @@ async def _set_motd(server: Server, domain: str | None, values: Values, actor: s
     if not text:
         raise CommandError("the message of the day is empty (delete it instead)")
     for d in _domains(server, domain):
-        await server.storage.keyvalue(MOTD_STORE).set(d, "", {"text": text, "by": actor, "at": time.time()})
+        await _store_motd(server, d, text, actor)
     # XEP-0133 §4.23: users who are online now get it too.
     sent = 0
     for session in list(server.sessions):
@@ -262,7 +281,7 @@ async def _set_motd(server: Server, domain: str | None, values: Values, actor: s
 
 async def _delete_motd(server: Server, domain: str | None, values: Values, actor: str) -> Result:
     for d in _domains(server, domain):
-        await server.storage.keyvalue(MOTD_STORE).set(d, "", None)
+        await _store_motd(server, d, None, actor)
     log.info("message of the day deleted by %s", actor)
     return Result(note="message of the day deleted")
 
