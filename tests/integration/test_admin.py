@@ -100,6 +100,15 @@ async def test_adhoc_commands_are_listed_for_admins_only(server: RunningServer) 
         assert "urn:roost:admin#status" in nodes
         info = await boss.plugin["xep_0030"].get_info(jid="localhost")
         assert "http://jabber.org/protocol/commands" in info["disco_info"]["features"]
+        # XEP-0050 §2.3: information about a command node.
+        info = await boss.plugin["xep_0030"].get_info(jid="localhost", node=f"{ADMIN}#announce")
+        assert ("automation", "command-node", None, "Send announcement to online users") in info[
+            "disco_info"
+        ]["identities"]
+        assert {"http://jabber.org/protocol/commands", "jabber:x:data"} <= set(info["disco_info"]["features"])
+        with pytest.raises(IqError) as hidden:
+            await alice.plugin["xep_0030"].get_info(jid="localhost", node=f"{ADMIN}#announce")
+        assert hidden.value.iq["error"]["condition"] == "forbidden"
         items = await alice.plugin["xep_0030"].get_items(
             jid="localhost", node="http://jabber.org/protocol/commands"
         )

@@ -86,6 +86,17 @@ class AdhocCommands(Module):
             for command in self.commands_for(event.requester):
                 event.items.append((self.host.domain, command.node, command.title))
 
+    def node_info(
+        self, node: str, requester: JID
+    ) -> tuple[list[tuple[str, str, str | None]], set[str]] | None:
+        """§2.3: disco#info of a command node (the disco module asks); 403 for a command not offered."""
+        for command in self.commands_for(requester):
+            if command.node == node:
+                return [("automation", "command-node", command.title)], {COMMANDS, DATA_FORMS}
+        if node.startswith((ADMIN, "urn:roost:admin")):
+            raise StanzaError("forbidden", "only the server's administrators may run this command")
+        return None
+
     @iq_handler("set", COMMANDS, "command", to=Target.HOST)
     async def command(self, event: StanzaEvent) -> Element:
         payload = event.stanza.first()

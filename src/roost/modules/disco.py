@@ -47,6 +47,14 @@ class Disco(Module):
     def host_info(self, event: StanzaEvent) -> Element:
         node = event.stanza.first().get("node")  # type: ignore[union-attr]
         if node:
+            # Nodes of the domain belong to modules: one that defines node_info(node, requester) answers
+            # for its own (e.g. XEP-0050 command nodes, §2.3), None for others.
+            for module in self.host.modules.loaded.values():
+                answer = getattr(module, "node_info", None)
+                found = answer(node, event.frm) if callable(answer) else None
+                if found is not None:
+                    identities, features = found
+                    return info_element(node, identities, features, [])
             raise StanzaError("item-not-found", "no such node")
         return info_element(None, [("server", "im", "Roost")], self.host.features(), [])
 
