@@ -10,6 +10,7 @@ from pathlib import Path
 from roost.core import control
 from roost.core.reload import reload
 from roost.transports import tls
+from roost.xml.ns import REGISTER_FEATURE
 from tests.integration.test_cli_server import ROOST, free_port, run_cli, wait_for_port
 from tests.support.raw import RawClient
 from tests.support.server import running_server, write_config
@@ -171,3 +172,25 @@ async def test_sighup_reloads_and_roost_reload_reports(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def test_module_enabled_live_reaches_new_connections(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        path = running.server.config.path
+        assert path is not None
+        before = await RawClient.connect(running.c2s_port)
+        await before.open()
+        await before.starttls()
+        assert before.features is not None and before.features.find("register", REGISTER_FEATURE) is None
+        path.write_text(path.read_text() + "\n[registration]\nenabled = true\n")
+        report = await reload(running.server)
+        assert "module registration loaded on localhost" in report.changed
+        after = await RawClient.connect(running.c2s_port)
+        await after.open()
+        await after.starttls()
+        assert after.features is not None and after.features.find("register", REGISTER_FEATURE) is not None
+        path.write_text(path.read_text().replace("enabled = true", "enabled = false"))
+        report = await reload(running.server)
+        assert "module registration unloaded from localhost" in report.changed
+        before.close()
+        after.close()
