@@ -127,6 +127,7 @@ async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
     """No config file: localhost, ./roost-data; ports from --set so that no fixed port is needed."""
     c2s, c2s_tls = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "ROOST_CONFIG"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")  # this test's own default-server link
     ports = ["--set", f"listen.c2s=localhost:{c2s}", "--set", f"listen.c2s_tls=localhost:{c2s_tls}"]
     proc = subprocess.Popen(
         [*ROOST, "run", *ports], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -149,6 +150,17 @@ async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
             capture_output=True,
             timeout=60,
         )
+        # From another directory, without a config: the CLI finds the running server's data through the
+        # link to its control socket, instead of creating ./roost-data there.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        listed = subprocess.run(
+            [*ROOST, "user", "list"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines() == ["bob@localhost"]
+        assert f"using the data of the Roost server running on {tmp_path / 'roost-data'}" in listed.stderr
+        assert not (elsewhere / "roost-data").exists()
         client = await connect("bob@localhost/default", "builder", c2s)
         tls_client = await connect("bob@localhost/tls", "builder", c2s_tls, direct_tls=True)
         client.disconnect()
@@ -172,6 +184,7 @@ async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+    assert not (tmp_path / "run" / "roost" / "default.sock").exists()  # the link goes with the server
 
 
 def port_busy_on(host: str, port: int) -> bool:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import csv
 import getpass
+import json
 import logging
 import os
 import sys
@@ -525,6 +526,12 @@ def _user_config(args: argparse.Namespace) -> Config:
     if config.path is None and config.storage_url.startswith("sqlite"):
         path = _sqlite_path(config.storage_url)
         if path is not None and not path.exists():
+            running = _running_default_server()
+            if running is not None:
+                print(f"using the data of the Roost server running on {running}", file=sys.stderr)
+                override = f"server.data_dir={json.dumps(str(running))}"
+                args.overrides_top = [*getattr(args, "overrides_top", []), override]
+                return _load(args)
             raise OperationFailed(
                 f"no configuration file given and no database at {path} (the built-in default, "
                 "relative to the current directory); nothing was created.\n"
@@ -532,6 +539,24 @@ def _user_config(args: argparse.Namespace) -> Config:
                 "configuration with --config FILE or ROOST_CONFIG=FILE."
             )
     return config
+
+
+def _running_default_server() -> Path | None:
+    """The data_dir of a server running on built-in defaults, found through its control socket link."""
+    from roost.core import control
+
+    pointer = control.default_pointer()
+    try:
+        target = Path(os.readlink(pointer))
+    except OSError:
+        return None
+    try:
+        reply = asyncio.run(control.request(target, {"op": "ping"}, timeout=5))
+    except (OSError, ValueError):
+        return None
+    if reply is None or reply.get("config") is not None or not isinstance(reply.get("data_dir"), str):
+        return None
+    return Path(reply["data_dir"])
 
 
 def _cmd_user_add(args: argparse.Namespace) -> int:

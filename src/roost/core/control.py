@@ -54,6 +54,28 @@ def socket_path(data_dir: Path) -> Path:
     return data_dir / SOCKET_NAME
 
 
+def default_pointer() -> Path:
+    """Where a server on built-in defaults (no config file) leaves a link to its control socket.
+
+    Run from another directory, ``roost user …`` without a config would otherwise look for
+    ``./roost-data`` there; through this link it finds the running server's data instead.
+    ``$XDG_RUNTIME_DIR/roost/default.sock``, else ``/tmp/roost-UID/default.sock``.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    base = Path(runtime) / "roost" if runtime else Path(f"/tmp/roost-{os.getuid()}")
+    return base / "default.sock"
+
+
+def _private_dir(path: Path) -> bool:
+    """Create ``path`` 0700, or accept it only when it is ours and private (not a planted one)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError:
+        return False
+    return not path.is_symlink() and st.st_uid == os.getuid() and st.st_mode & 0o077 == 0
+
+
 def usable(path: Path) -> bool:
     return len(os.fsencode(path)) <= _MAX_PATH_BYTES
 
@@ -65,6 +87,8 @@ class ControlChannel:
         self.server = server
         self.path: Path | None = None
         self._listener: asyncio.AbstractServer | None = None
+        #: The default-server link this server made (built-in defaults only).
+        self._pointer: Path | None = None
 
     async def start(self, data_dir: Path) -> None:
         path = socket_path(data_dir)
@@ -99,6 +123,21 @@ class ControlChannel:
         finally:
             os.umask(mask)
         self.path = path
+        if self.server.config.path is None:
+            self._point_to(path)
+
+    def _point_to(self, path: Path) -> None:
+        pointer = default_pointer()
+        if not _private_dir(pointer.parent):
+            return
+        try:
+            tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(path.absolute())
+            tmp.replace(pointer)
+            self._pointer = pointer
+        except OSError as e:
+            log.debug("no default-server link at %s: %s", pointer, e)
 
     async def stop(self) -> None:
         if self._listener is None:
@@ -107,6 +146,11 @@ class ControlChannel:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listener.wait_closed(), 2)
         self._listener = None
+        pointer = self._pointer
+        if pointer is not None and self.path is not None:
+            with contextlib.suppress(OSError):
+                if os.readlink(pointer) == str(self.path.absolute()):
+                    pointer.unlink()
         if self.path is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink()
@@ -137,7 +181,13 @@ class ControlChannel:
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "ping":
-            return {"ok": True, "domains": sorted(self.server.hosts)}
+            config = self.server.config
+            return {
+                "ok": True,
+                "domains": sorted(self.server.hosts),
+                "data_dir": str(config.server.data_dir),
+                "config": str(config.path) if config.path is not None else None,
+            }
         if op == "remove-account":
             domain, username = request.get("domain"), request.get("username")
             if not isinstance(domain, str) or not isinstance(username, str) or not username:

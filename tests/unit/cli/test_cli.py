@@ -22,9 +22,11 @@ PASSWORD = "s3cret-Pa55word"
 
 
 @pytest.fixture(autouse=True)
-def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No $ROOST_CONFIG from the environment; root logger restored after commands reconfigure it."""
     monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    # No default server of this machine's (its control socket link) is found by these tests.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     # `roost check` probes its listen ports; the default ones may be taken by anything on a test
     # machine. The probe itself is tested below with a port this test holds.
     monkeypatch.setattr("roost.cli.check._port_in_use", lambda host, port: "")
