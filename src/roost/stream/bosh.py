@@ -449,7 +449,11 @@ class BoshSession:
         """Answer held requests whose 'wait' is over (§8); end a session idle past 'inactivity' (§10)."""
         while self._held and self._held[0].deadline <= now:
             self._respond_oldest(now)
-        if self._held or self.closed:
+        if self.closed:
+            if self._final is not None and now - self._idle_since > self._current_inactivity:
+                self._final = None  # nobody came back for it
+            return
+        if self._held:
             return
         if self._waiting:
             # A gap in the rids that nobody fills: the client is gone as surely as an idle one.
@@ -472,7 +476,7 @@ class BoshSession:
         if self._held:
             return self._held[0].deadline
         if self.closed:
-            return None
+            return self._idle_since + self._current_inactivity if self._final is not None else None
         if self._waiting:
             return min(w.arrived for w in self._waiting.values()) + self.wait + self._current_inactivity
         return self._idle_since + self._current_inactivity

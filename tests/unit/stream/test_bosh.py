@@ -401,3 +401,11 @@ def test_terminal_response_for_unknown_sessions() -> None:
     attrs, _ = parsed(terminal_response(5, "item-not-found"))
     assert (attrs["type"], attrs["condition"]) == ("terminate", "item-not-found")
     assert terminal_response(5, "item-not-found", legacy=True).status == 404
+
+
+def test_an_unclaimed_terminate_is_dropped_after_inactivity() -> None:
+    s = started()
+    s.close(None, now=0)
+    assert s.awaiting_final and s.next_deadline() == 30
+    s.tick(31)
+    assert not s.awaiting_final and s.next_deadline() is None
