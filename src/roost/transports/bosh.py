@@ -16,12 +16,15 @@ import dataclasses
 import logging
 import secrets
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from roost.core.c2s import C2SDriver
 from roost.jid import JIDError, prepare_domain
 from roost.stream.bosh import (
+    XBOSH,
     BoshBody,
     BoshError,
     BoshSession,
@@ -37,11 +40,10 @@ from roost.stream.c2s import C2SStream
 from roost.stream.framing import BoshFraming
 from roost.transports.http import BOSH_PATH, ClientInfo, client_of
 from roost.xml.element import Element
-from roost.xml.parser import ParseEvent, StreamEnd
+from roost.xml.parser import ParseEvent, StreamEnd, StreamOpen
 from roost.xml.serializer import serialize
 
 if TYPE_CHECKING:
-    from roost.core.c2s import C2SDriver
     from roost.core.server import Server
 
 log = logging.getLogger("roost.bosh")
@@ -70,6 +72,8 @@ class BoshConnection:
         self._flush_pending = False
         self._stream_error = b""
         self._driver_closed = False  # the driver ended the stream: it needs no news of the end
+        #: The XMPP version of the creation request; restart requests usually omit it (XEP-0206 §5).
+        self.version = "1.0"
         self._told_lost = False
         self._limit = self.server.config.c2s.max_send_queue_bytes
         self._loop = asyncio.get_running_loop()
@@ -143,7 +147,7 @@ class BoshConnection:
                 if isinstance(item, Payloads):
                     self._forward(item.elements)
                 elif isinstance(item, Restart):
-                    self._forward([BoshFraming.open_item(item.attrs)])
+                    self._forward([_open(item.attrs, self.version)])
                 elif isinstance(item, Terminate):
                     self._driver_closed = True  # the driver ends the session when the stream ends
                     self._forward([StreamEnd()])
@@ -157,11 +161,10 @@ class BoshConnection:
                 if not waiting:
                     del self._waiters[rid]
 
-    def _forward(self, items: list[ParseEvent] | list[Element]) -> None:
+    def _forward(self, items: Sequence[ParseEvent]) -> None:
         driver = self.driver
         if driver is not None and items:
-            receive_items = driver.receive_items  # type: ignore[attr-defined]
-            receive_items(list(items))
+            driver.receive_items(items)
 
     def _deliver(self) -> None:
         """Hand the engine's answers to the waiting HTTP requests; re-arm the timer; end if over."""
@@ -280,15 +283,24 @@ class BoshService:
         stream = C2SStream(settings, secure=info.secure, framing=BoshFraming(settings.max_stanza_bytes))
         connection.stream = stream
         connection.driver = _new_driver(self.server, connection, stream)
+        connection.version = body.attrs.get("{" + XBOSH + "}version") or "1.0"
         self.sessions[sid] = connection
-        return await connection.request(body, [BoshFraming.open_item(body.attrs)])
+        return await connection.request(body, [_open(body.attrs, connection.version)])
+
+
+def _open(attrs: dict[str, str], version: str) -> StreamOpen:
+    """The stream open a creation or restart request stands for. A client that names no XMPP version
+    speaks 1.0: a BOSH body has no stream header whose missing version would mean pre-1.0."""
+    opened = BoshFraming.open_item(attrs)
+    opened.header.attrs.setdefault("version", version)
+    return opened
 
 
 def _http(response: Response) -> web.Response:
-    return web.Response(status=response.status, body=response.body, headers={"Content-Type": response.content_type})
+    return web.Response(
+        status=response.status, body=response.body, headers={"Content-Type": response.content_type}
+    )
 
 
 def _new_driver(server: Server, connection: BoshConnection, stream: C2SStream) -> C2SDriver:
-    from roost.core.c2s import C2SDriver
-
-    return C2SDriver(server, connection, stream)  # type: ignore[arg-type]
+    return C2SDriver(server, connection, stream)

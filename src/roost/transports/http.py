@@ -37,9 +37,6 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 WEBSOCKET_PATH = "/xmpp-websocket"
 BOSH_PATH = "/http-bind"
 
-#: Where the dispatcher leaves the request's :class:`ClientInfo` (``request[CLIENT_KEY]``).
-CLIENT_KEY = "roost.client"
-
 
 # -- who the client is --------------------------------------------------------------------------------
 
@@ -162,11 +159,13 @@ def client_info(
     return ClientInfo(address, secure, tls, asked)
 
 
+#: Where the dispatcher leaves the request's :class:`ClientInfo`.
+CLIENT_KEY = web.RequestKey("roost.client", ClientInfo)
+
+
 def client_of(request: web.Request) -> ClientInfo:
     """The :class:`ClientInfo` the listener worked out for ``request``."""
-    info = request.get(CLIENT_KEY)
-    assert isinstance(info, ClientInfo), "request did not come through an HttpListener"
-    return info
+    return request[CLIENT_KEY]
 
 
 # -- routes ---------------------------------------------------------------------------------------------
@@ -257,7 +256,7 @@ class HttpListener:
         self._listener: asyncio.Server | None = None
         self.address: tuple[str, int] | None = None
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, backlog: int = 1024) -> tuple[str, int]:
         """Listen on ``host:port`` ("" = every interface; port 0 = any free port); the bound address."""
         await self._runner.setup()
         context: ssl.SSLContext | None = self.server.tls_context if self.tls else None
@@ -265,24 +264,23 @@ class HttpListener:
         handler = self._runner.server
         assert handler is not None
         self._listener = await loop.create_server(
-            handler, host or None, port, ssl=context, backlog=1024, reuse_address=True
+            handler, host or None, port, ssl=context, backlog=backlog, reuse_address=True
         )
         sockname = self._listener.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))
         log.info("%s listener on %s:%d", "HTTPS" if self.tls else "HTTP", *self.address)
         return self.address
 
-    def stop_listening(self) -> None:
+    def close(self) -> None:
         """Accept no new connections (the first step of an ordered shutdown)."""
         if self._listener is not None:
             self._listener.close()
 
-    async def stop(self) -> None:
-        """Stop listening, then end the open HTTP connections (give held requests 2 s to finish)."""
-        self.stop_listening()
+    async def wait_closed(self) -> None:
+        """End the open HTTP connections (held requests get 1 s to finish) and release the app."""
         server = self._runner.server
         if server is not None:
-            await server.shutdown(2.0)
+            await server.shutdown(1.0)
         await self._runner.cleanup()
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from roost.core.c2s import C2SDriver
 from roost.stanza.errors import StreamError
 from roost.stream.c2s import C2SStream
 from roost.stream.framing import FRAMING, WebSocketFraming
@@ -28,7 +29,6 @@ from roost.transports import tls as tls_util
 from roost.transports.http import WEBSOCKET_PATH, client_of
 
 if TYPE_CHECKING:
-    from roost.core.c2s import C2SDriver
     from roost.core.server import Server
     from roost.transports.http import ClientInfo
 
@@ -55,8 +55,8 @@ class WebSocketConnection:
         self._queued = 0
         self._limit = server.config.c2s.max_send_queue_bytes
         self._wake = asyncio.Event()
-        self._readable = asyncio.Event()
-        self._readable.set()
+        self.readable = asyncio.Event()
+        self.readable.set()
         self._closing = False
         self._aborted = False
         self.writer: asyncio.Task[None] | None = None
@@ -95,10 +95,10 @@ class WebSocketConnection:
 
     # -- flow control (the session pauses reading while its backlog is full) ---------------------------
     def pause_reading(self) -> None:
-        self._readable.clear()
+        self.readable.clear()
 
     def resume_reading(self) -> None:
-        self._readable.set()
+        self.readable.set()
 
     # -- output -----------------------------------------------------------------------------------------
     def _enqueue(self, data: bytes) -> None:
@@ -172,15 +172,14 @@ async def handle_websocket(server: Server, request: web.Request) -> web.StreamRe
         _feed(driver, first)
         if redirect is not None and not driver.stream.closed:
             driver.close(StreamError("policy-violation", redirect), reason="error")
-        while not driver.stream.closed or not ws.closed:
-            await connection._readable.wait()
+        while True:
+            await connection.readable.wait()
             msg = await ws.receive()
-            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
-                if msg.type is WSMsgType.BINARY:
-                    # RFC 7395 §3.2: text messages only.
-                    driver.close(StreamError("bad-format", "XMPP over WebSocket uses text messages"), "error")
-                    continue
+            if msg.type is WSMsgType.TEXT:
                 _feed(driver, msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                # RFC 7395 §3.2: text messages only.
+                driver.close(StreamError("bad-format", "XMPP over WebSocket uses text messages"), "error")
             elif msg.type is WSMsgType.ERROR:
                 log.info("WebSocket from %s failed: %s", info.address, ws.exception())
                 break
@@ -229,9 +228,9 @@ def _insecure(server: Server, info: ClientInfo) -> str | None:
     return "this server requires TLS: connect with wss://"
 
 
-def _new_driver(server: Server, connection: WebSocketConnection, request: web.Request, info: ClientInfo) -> C2SDriver:
-    from roost.core.c2s import C2SDriver
-
+def _new_driver(
+    server: Server, connection: WebSocketConnection, request: web.Request, info: ClientInfo
+) -> C2SDriver:
     settings = dataclasses.replace(server.c2s_settings(), tls_available=False)  # RFC 7395 §3.9
     stream = C2SStream(settings, secure=info.secure, framing=WebSocketFraming(settings.max_stanza_bytes))
     transport = request.transport
@@ -239,20 +238,4 @@ def _new_driver(server: Server, connection: WebSocketConnection, request: web.Re
     if info.direct_tls and ssl_object is not None:
         # TLS ends here, on this very connection: SCRAM-*-PLUS can bind to it.
         stream.channel_bindings = tls_util.channel_bindings(ssl_object, server.certificate_der)
-    return _FramedDriver(server, connection, stream)
-
-
-def _framed_driver_class() -> type[C2SDriver]:
-    from roost.core.c2s import C2SDriver
-
-    class FramedDriver(C2SDriver):
-        """The c2s driver writing the stream's output one element per message (RFC 7395 §3.3.3)."""
-
-        __slots__ = ()
-
-        def _flush_stream(self) -> None:
-            for item in self.stream.items_to_send():
-                if item:
-                    self.connection.send_raw(item)
-
-    return FramedDriver
+    return C2SDriver(server, connection, stream)

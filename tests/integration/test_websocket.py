@@ -1,0 +1,120 @@
+"""XMPP over WebSocket (RFC 7395) against a real server: login, chat with a TCP client, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from roost.stream.framing import FRAMING
+from roost.xml.element import Element
+from roost.xml.ns import CLIENT, STREAM
+from tests.support.raw import RawClient
+from tests.support.web import WsClient, http_url, web_server
+
+
+def chat(to: str, text: str) -> Element:
+    m = Element("message", CLIENT, {"to": to, "type": "chat", "id": "m1"})
+    m.add("body", text=text)
+    return m
+
+
+async def test_websocket_login_and_chat_with_a_tcp_client(tmp_path: Path) -> None:
+    async with web_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw-alice")
+        await running.add_user("bob@localhost", "pw-bob")
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        bob = await RawClient.login(running.c2s_port, "bob", "pw-bob", "tcp")
+        try:
+            await ws.login("alice", "pw-alice", "web")
+            assert ws.jid == "alice@localhost/web"
+            await ws.send(chat("bob@localhost/tcp", "over the web"))
+            got = await bob.element()
+            assert got.attrs["from"] == "alice@localhost/web" and got.find_text("body") == "over the web"
+            bob.send(chat("alice@localhost/web", "over TCP"))
+            reply = await ws.element()
+            assert reply.name == "message" and reply.find_text("body") == "over TCP"
+            assert reply.attrs["from"] == "bob@localhost/tcp"
+            # RFC 7395 §3.6: <close/> is answered with <close/>, then the WebSocket closes.
+            await ws.send(f'<close xmlns="{FRAMING}"/>')
+            closing = await ws.element()
+            assert (closing.name, closing.ns) == ("close", FRAMING)
+            assert await ws.closed() is not None
+        finally:
+            bob.close()
+            await ws.aclose()
+
+
+async def test_host_unknown_gets_open_then_error_then_close_each_its_own_message(tmp_path: Path) -> None:
+    async with web_server(tmp_path) as running:
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        try:
+            await ws.send(f'<open xmlns="{FRAMING}" to="elsewhere.example" version="1.0"/>')
+            opened = await ws.element()
+            assert opened.name == "open"
+            error = await ws.element()  # RFC 7395 §3.5
+            assert (error.name, error.ns) == ("error", STREAM) and error.first().name == "host-unknown"  # type: ignore[union-attr]
+            closing = await ws.element()
+            assert closing.name == "close"
+            assert await ws.closed() is not None
+        finally:
+            await ws.aclose()
+
+
+async def test_subprotocol_xmpp_is_required(tmp_path: Path) -> None:
+    async with web_server(tmp_path) as running:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+            await WsClient.connect(http_url(running, "/xmpp-websocket"), protocols=("chat",))
+        assert e.value.status == 400
+
+
+async def test_oversized_message_is_a_policy_violation(tmp_path: Path) -> None:
+    async with web_server(tmp_path, "[c2s]\nmax_stanza_bytes = 4096\n") as running:
+        await running.add_user("alice@localhost", "pw")
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        try:
+            await ws.login("alice", "pw")
+            await ws.send(chat("alice@localhost", "x" * 5000))
+            error = await ws.element()
+            assert error.name == "error" and error.first().name == "policy-violation"  # type: ignore[union-attr]
+            assert (await ws.element()).name == "close"
+        finally:
+            await ws.aclose()
+
+
+async def test_binary_messages_are_refused(tmp_path: Path) -> None:
+    async with web_server(tmp_path) as running:
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        try:
+            await ws.open()
+            await ws.ws.send_bytes(b"<presence/>")
+            error = await ws.element()
+            assert error.name == "error" and error.first().name == "bad-format"  # type: ignore[union-attr]
+        finally:
+            await ws.aclose()
+
+
+async def test_plain_http_with_encryption_required_is_sent_to_the_secure_endpoint(tmp_path: Path) -> None:
+    extra = '[http]\npublic_url = "https://xmpp.example.org"\n'
+    async with web_server(tmp_path, extra) as running:
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket", tls=False))
+        try:
+            await ws.send(f'<open xmlns="{FRAMING}" to="localhost" version="1.0"/>')
+            closing = await ws.element()  # RFC 7395 §3.6.1
+            assert closing.name == "close"
+            assert closing.attrs["see-other-uri"] == "wss://xmpp.example.org/xmpp-websocket"
+            assert await ws.closed() is not None
+        finally:
+            await ws.aclose()
+
+
+async def test_plain_http_allowed_when_encryption_is_not_required(tmp_path: Path) -> None:
+    async with web_server(tmp_path, "[c2s]\nrequire_encryption = false\n") as running:
+        await running.add_user("alice@localhost", "pw")
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket", tls=False))
+        try:
+            await ws.login("alice", "pw", "plain")
+            assert ws.jid == "alice@localhost/plain"
+        finally:
+            await ws.aclose()
