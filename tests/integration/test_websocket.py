@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import shutil
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import aiohttp
@@ -118,3 +123,49 @@ async def test_plain_http_allowed_when_encryption_is_not_required(tmp_path: Path
             assert ws.jid == "alice@localhost/plain"
         finally:
             await ws.aclose()
+
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+
+
+async def test_xmpp_js_client_logs_in_and_chats_over_websocket(tmp_path: Path) -> None:
+    """A real library client: @xmpp/client (xmpp.js) from npm, installed by scripts/install-node-clients."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed (scripts/install-node-clients installs it)")
+    assert (JS_DIR / "node_modules" / "@xmpp" / "client").is_dir(), "run scripts/install-node-clients"
+    async with web_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw-alice")
+        await running.add_user("bob@localhost", "pw-bob")
+        bob = await RawClient.login(running.c2s_port, "bob", "pw-bob", "tcp")
+        url = http_url(running, "/xmpp-websocket").replace("https://", "wss://")
+        env = {**os.environ, "NODE_TLS_REJECT_UNAUTHORIZED": "0", "NODE_NO_WARNINGS": "1"}
+        args = [url, "localhost", "alice", "pw-alice", "js", "bob@localhost/tcp", "hello from xmpp.js"]
+        proc = await asyncio.create_subprocess_exec(
+            node, str(JS_DIR / "chat.mjs"), *args, cwd=JS_DIR, env=env, stdout=PIPE, stderr=PIPE
+        )
+        try:
+            first = await bob.element(timeout=20)
+            assert first.name == "presence" or first.name == "message"
+            while first.name != "message":
+                first = await bob.element(timeout=20)
+            assert (
+                first.attrs["from"] == "alice@localhost/js"
+                and first.find_text("body") == "hello from xmpp.js"
+            )
+            bob.send(chat("alice@localhost/js", "hi from TCP"))
+            echo = await bob.element(timeout=20)
+            while echo.name != "message":
+                echo = await bob.element(timeout=20)
+            assert echo.find_text("body") == "echo: hi from TCP"
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            bob.close()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+        assert proc.returncode == 0, (out, err)
+        assert [e["event"] for e in events] == ["online", "message", "offline"], events
+        assert events[0]["jid"] == "alice@localhost/js"
+        assert events[1] == {"event": "message", "from": "bob@localhost/tcp", "body": "hi from TCP"}
