@@ -110,10 +110,12 @@ class WsClient:
         self.jid = ""
 
     @classmethod
-    async def connect(cls, url: str, protocols: tuple[str, ...] = ("xmpp",)) -> WsClient:
+    async def connect(
+        cls, url: str, protocols: tuple[str, ...] = ("xmpp",), headers: dict[str, str] | None = None
+    ) -> WsClient:
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(url, protocols=protocols, ssl=False)
+            ws = await session.ws_connect(url, protocols=protocols, ssl=False, headers=headers)
         except BaseException:
             await session.close()
             raise
