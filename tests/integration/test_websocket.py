@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -13,8 +14,10 @@ import aiohttp
 import pytest
 
 from roost.stream.framing import FRAMING
+from roost.stream.sasl.scram import ScramClient
+from roost.transports import tls
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, STREAM
+from roost.xml.ns import CLIENT, SASL, STREAM
 from tests.support.raw import RawClient
 from tests.support.web import WsClient, http_url, web_server
 
@@ -169,3 +172,31 @@ async def test_xmpp_js_client_logs_in_and_chats_over_websocket(tmp_path: Path) -
         assert [e["event"] for e in events] == ["online", "message", "offline"], events
         assert events[0]["jid"] == "alice@localhost/js"
         assert events[1] == {"event": "message", "from": "bob@localhost/tcp", "body": "hi from TCP"}
+
+
+async def test_scram_plus_binds_to_the_websocket_tls_connection(tmp_path: Path) -> None:
+    async with web_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw")
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        try:
+            features = await ws.open()
+            mechanisms = [m.text for m in features.find("mechanisms", SASL).elements("mechanism")]  # type: ignore[union-attr]
+            assert "SCRAM-SHA-256-PLUS" in mechanisms  # TLS ends in the server: channel binding works
+            ssl_object = ws.ws.get_extra_info("ssl_object")
+            assert ssl_object is not None
+            cb_data = tls.channel_bindings(ssl_object, None)["tls-exporter"]
+            client = ScramClient("SHA-256", "alice", "pw", plus=True, cb_type="tls-exporter", cb_data=cb_data)
+            auth = Element("auth", SASL, {"mechanism": "SCRAM-SHA-256-PLUS"})
+            auth.children.append(base64.b64encode(client.first()).decode())
+            await ws.send(auth)
+            challenge = await ws.element()
+            response = Element("response", SASL)
+            response.children.append(
+                base64.b64encode(client.respond(base64.b64decode(challenge.text))).decode()
+            )
+            await ws.send(response)
+            success = await ws.element()
+            assert success.name == "success", success
+            client.verify(base64.b64decode(success.text))
+        finally:
+            await ws.aclose()
