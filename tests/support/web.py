@@ -247,8 +247,9 @@ class BoshClient:
             assert el.name == name, serialize(el)
         return el
 
-    async def restart(self) -> Element:
-        data = self.body(to="localhost", xml__lang="en")
+    async def restart(self, **attrs: str) -> Element:
+        """XEP-0206 §5; 'to' and 'xml:lang' only if given (they SHOULD be there, but may not)."""
+        data = self.body(**attrs)
         data = data.replace(b"<body ", f'<body xmlns:xmpp="{XBOSH}" xmpp:restart="true" '.encode(), 1)
         status, body = await self.post(data)
         assert status == 200 and body is not None

@@ -12,7 +12,6 @@ per event-loop turn.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import secrets
 from collections import deque
@@ -36,7 +35,7 @@ from roost.stream.bosh import (
     parse_body,
     terminal_response,
 )
-from roost.stream.c2s import C2SStream
+from roost.stream.c2s import C2SSettings, C2SStream
 from roost.stream.framing import BoshFraming
 from roost.transports.http import BOSH_PATH, ClientInfo, client_of
 from roost.xml.element import Element
@@ -72,8 +71,9 @@ class BoshConnection:
         self._flush_pending = False
         self._stream_error = b""
         self._driver_closed = False  # the driver ended the stream: it needs no news of the end
-        #: The XMPP version of the creation request; restart requests usually omit it (XEP-0206 §5).
-        self.version = "1.0"
+        #: What a restart request may leave out (XEP-0206 §5): the creation request's 'to', 'xml:lang'
+        #: and XMPP version.
+        self.session_attrs: dict[str, str] = {}
         self._told_lost = False
         self._limit = self.server.config.c2s.max_send_queue_bytes
         self._loop = asyncio.get_running_loop()
@@ -147,7 +147,7 @@ class BoshConnection:
                 if isinstance(item, Payloads):
                     self._forward(item.elements)
                 elif isinstance(item, Restart):
-                    self._forward([_open(item.attrs, self.version)])
+                    self._forward([_open({**self.session_attrs, **item.attrs})])
                 elif isinstance(item, Terminate):
                     self._driver_closed = True  # the driver ends the session when the stream ends
                     self._forward([StreamEnd()])
@@ -220,8 +220,11 @@ class BoshConnection:
 class BoshService:
     """The ``/http-bind`` endpoint and the table of live BOSH sessions (one per server)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, settings: C2SSettings) -> None:
         self.server = server
+        #: Shared by every BOSH stream (its caches make logins cheap); no STARTTLS (XEP-0206 §4):
+        #: the stream core offers it on XML streams only.
+        self.c2s_settings = settings
         http = server.config.http
         self.settings = BoshSettings(
             max_wait=http.bosh_max_wait,
@@ -260,7 +263,7 @@ class BoshService:
         to = body.attrs.get("to")
         if not to:
             return terminal_response(rid, "improper-addressing", legacy=legacy)
-        settings = dataclasses.replace(self.server.c2s_settings(), tls_available=False)  # XEP-0206 §4
+        settings = self.c2s_settings
         try:
             domain = prepare_domain(to)
         except JIDError:
@@ -283,16 +286,17 @@ class BoshService:
         stream = C2SStream(settings, secure=info.secure, framing=BoshFraming(settings.max_stanza_bytes))
         connection.stream = stream
         connection.driver = _new_driver(self.server, connection, stream)
-        connection.version = body.attrs.get("{" + XBOSH + "}version") or "1.0"
+        kept = ("to", "xml:lang", "{" + XBOSH + "}version")
+        connection.session_attrs = {k: v for k, v in body.attrs.items() if k in kept}
         self.sessions[sid] = connection
-        return await connection.request(body, [_open(body.attrs, connection.version)])
+        return await connection.request(body, [_open(body.attrs)])
 
 
-def _open(attrs: dict[str, str], version: str) -> StreamOpen:
+def _open(attrs: dict[str, str]) -> StreamOpen:
     """The stream open a creation or restart request stands for. A client that names no XMPP version
     speaks 1.0: a BOSH body has no stream header whose missing version would mean pre-1.0."""
     opened = BoshFraming.open_item(attrs)
-    opened.header.attrs.setdefault("version", version)
+    opened.header.attrs.setdefault("version", "1.0")
     return opened
 
 

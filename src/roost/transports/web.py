@@ -32,10 +32,12 @@ def http_routes(server: Server) -> HttpRoutes:
     if routes is None:
         routes = _routes[server] = HttpRoutes()
         http = server.config.http
+        settings = server.c2s_settings()  # one per server, like one per TCP listener: shared caches
         if http.websocket:
-            routes.mount(WEBSOCKET_PATH, functools.partial(handle_websocket, server), owner="websocket")
+            handler = functools.partial(handle_websocket, server, settings)
+            routes.mount(WEBSOCKET_PATH, handler, owner="websocket")
         if http.bosh:
-            bosh = _bosh[server] = BoshService(server)
+            bosh = _bosh[server] = BoshService(server, settings)
             routes.mount(BOSH_PATH, bosh.handle, methods=("GET", "POST"), cors=True, owner="bosh")
         if http.host_meta:
             HostMeta(routes, http).mount()

@@ -14,7 +14,6 @@ stream is refused with ``<policy-violation/>``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
@@ -23,7 +22,7 @@ from aiohttp import WSMsgType, web
 
 from roost.core.c2s import C2SDriver
 from roost.stanza.errors import StreamError
-from roost.stream.c2s import C2SStream
+from roost.stream.c2s import C2SSettings, C2SStream
 from roost.stream.framing import FRAMING, WebSocketFraming
 from roost.transports import tls as tls_util
 from roost.transports.http import WEBSOCKET_PATH, client_of
@@ -132,8 +131,8 @@ class WebSocketConnection:
             pass  # the peer went away; the read loop reports it
 
 
-async def handle_websocket(server: Server, request: web.Request) -> web.StreamResponse:
-    """The ``/xmpp-websocket`` endpoint."""
+async def handle_websocket(server: Server, settings: C2SSettings, request: web.Request) -> web.StreamResponse:
+    """The ``/xmpp-websocket`` endpoint (``settings``: the c2s settings shared by its streams)."""
     info = client_of(request)
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
     if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -168,7 +167,7 @@ async def handle_websocket(server: Server, request: web.Request) -> web.StreamRe
             connection.send_raw(WebSocketFraming().closing(redirect))
             connection.close()
             return ws
-        driver = _new_driver(server, connection, request, info)
+        driver = _new_driver(server, settings, connection, request, info)
         _feed(driver, first)
         if redirect is not None and not driver.stream.closed:
             driver.close(StreamError("policy-violation", redirect), reason="error")
@@ -229,9 +228,13 @@ def _insecure(server: Server, info: ClientInfo) -> str | None:
 
 
 def _new_driver(
-    server: Server, connection: WebSocketConnection, request: web.Request, info: ClientInfo
+    server: Server,
+    settings: C2SSettings,
+    connection: WebSocketConnection,
+    request: web.Request,
+    info: ClientInfo,
 ) -> C2SDriver:
-    settings = dataclasses.replace(server.c2s_settings(), tls_available=False)  # RFC 7395 §3.9
+    # No STARTTLS here (RFC 7395 §3.9): the stream core offers it on XML streams only.
     stream = C2SStream(settings, secure=info.secure, framing=WebSocketFraming(settings.max_stanza_bytes))
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
