@@ -160,3 +160,20 @@ async def test_cors_preflight_and_headers(tmp_path: Path) -> None:
                 assert "POST" in r.headers["Access-Control-Allow-Methods"]
         finally:
             await bosh.aclose()
+
+
+async def test_inactivity_ends_the_session_and_the_xmpp_session(tmp_path: Path) -> None:
+    async with web_server(tmp_path, "[http]\nbosh_inactivity = 5\n") as running:
+        await running.add_user("alice@localhost", "pw")
+        bosh = await BoshClient.start(http_url(running, "/http-bind"))
+        try:
+            await bosh.login("alice", "pw")
+            body = await bosh.request()  # answered empty after the 1 s wait asked for at creation
+            assert list(body.elements()) == []
+            assert running.server.sessions.is_online("localhost", "alice")
+            await asyncio.sleep(5.5)  # XEP-0124 §10: no request for longer than 'inactivity'
+            assert not running.server.sessions.is_online("localhost", "alice")
+            _, after = await bosh.post(bosh.body())
+            assert after is not None and after.attrs.get("condition") == "item-not-found"
+        finally:
+            await bosh.aclose()

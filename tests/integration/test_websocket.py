@@ -200,3 +200,15 @@ async def test_scram_plus_binds_to_the_websocket_tls_connection(tmp_path: Path) 
             client.verify(base64.b64decode(success.text))
         finally:
             await ws.aclose()
+
+
+async def test_message_over_the_websocket_limit_closes_with_1009(tmp_path: Path) -> None:
+    extra = "[c2s]\nmax_stanza_bytes = 4096\n[http]\nwebsocket_max_message_bytes = 2048\n"
+    async with web_server(tmp_path, extra) as running:
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        try:
+            await ws.open()
+            await ws.send("<presence xmlns='jabber:client'><status>" + "x" * 3000 + "</status></presence>")
+            assert await ws.closed() == 1009  # RFC 6455 §7.4.1: message too big
+        finally:
+            await ws.aclose()

@@ -150,7 +150,9 @@ class WsClient:
         """Read until the WebSocket closes; its close code."""
         while True:
             msg = await self.ws.receive(timeout=timeout)
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                return int(msg.data)  # the code in the server's close frame
+            if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                 return self.ws.close_code
             if msg.type is aiohttp.WSMsgType.ERROR:
                 return self.ws.close_code
@@ -224,7 +226,7 @@ class BoshClient:
         return body
 
     async def create(self, to: str = "localhost", **attrs: str) -> Element:
-        params = {"to": to, "wait": "5", "hold": "1", "ver": "1.11", "xml__lang": "en"}
+        params = {"to": to, "wait": "1", "hold": "1", "ver": "1.11", "xml__lang": "en"}
         params.update(attrs)
         data = self.body(**params).replace(
             b"<body ", f'<body xmlns:xmpp="{XBOSH}" xmpp:version="1.0" '.encode(), 1
