@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+from asyncio.subprocess import PIPE
 from pathlib import Path
+
+import pytest
 
 from roost.stream.bosh import HTTPBIND, XBOSH
 from roost.xml.element import Element
@@ -177,3 +183,50 @@ async def test_inactivity_ends_the_session_and_the_xmpp_session(tmp_path: Path) 
             assert after is not None and after.attrs.get("condition") == "item-not-found"
         finally:
             await bosh.aclose()
+
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+
+
+async def test_strophe_js_client_logs_in_and_chats_over_bosh(tmp_path: Path) -> None:
+    """A real library client: Strophe.js from npm over BOSH, installed by scripts/install-node-clients."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed (scripts/install-node-clients installs it)")
+    assert (JS_DIR / "node_modules" / "strophe.js").is_dir(), "run scripts/install-node-clients"
+    async with web_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw-alice")
+        await running.add_user("bob@localhost", "pw-bob")
+        bob = await RawClient.login(running.c2s_port, "bob", "pw-bob", "tcp")
+        env = {**os.environ, "NODE_TLS_REJECT_UNAUTHORIZED": "0", "NODE_NO_WARNINGS": "1"}
+        args = [
+            http_url(running, "/http-bind"),
+            "alice@localhost/strophe",
+            "pw-alice",
+            "bob@localhost/tcp",
+            "hi",
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            node, str(JS_DIR / "bosh-chat.mjs"), *args, cwd=JS_DIR, env=env, stdout=PIPE, stderr=PIPE
+        )
+        try:
+            got = await bob.element(timeout=20)
+            while got.name != "message":
+                got = await bob.element(timeout=20)
+            assert got.attrs["from"] == "alice@localhost/strophe" and got.find_text("body") == "hi"
+            bob.send(chat("alice@localhost/strophe", "hello Strophe"))
+            echo = await bob.element(timeout=20)
+            while echo.name != "message":
+                echo = await bob.element(timeout=20)
+            assert echo.find_text("body") == "echo: hello Strophe"
+            out, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            bob.close()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        events = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+        assert proc.returncode == 0, (out, err)
+        assert [e["event"] for e in events] == ["online", "message", "offline"], events
+        assert events[0]["jid"] == "alice@localhost/strophe"
+        assert events[1] == {"event": "message", "from": "bob@localhost/tcp", "body": "hello Strophe"}
