@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
@@ -38,8 +37,23 @@ SUBPROTOCOL = "xmpp"
 _CLOSE_MARK = f'<close xmlns="{FRAMING}"'.encode()
 
 
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame (RFC 6455 §5.2; a server never masks)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
 class WebSocketConnection:
-    """One WebSocket carrying one c2s stream (the :class:`~roost.core.connection.Connection` of it)."""
+    """One WebSocket carrying one c2s stream (the :class:`~roost.core.connection.Connection` of it).
+
+    Output is framed here and written like TCP output: every message of one event-loop turn in one
+    ``transport.write`` (one TLS record, one syscall), through the server's write batcher. Only the
+    closing handshake goes through aiohttp's WebSocket object, which owns the input side.
+    """
 
     kind = "websocket"
     stanza_ns: str | None = None  # RFC 7395 §3.3.3: every message declares its namespaces
@@ -50,15 +64,14 @@ class WebSocketConnection:
         self.ws = ws
         self.peer = info.address
         self._secure = info.secure
-        self._out: deque[bytes] = deque()
-        self._queued = 0
+        self._wbuf: list[bytes] = []
+        self._flush_pending = False
+        self._closed = False
         self._limit = server.config.c2s.max_send_queue_bytes
-        self._wake = asyncio.Event()
         self.readable = asyncio.Event()
         self.readable.set()
-        self._closing = False
-        self._aborted = False
-        self.writer: asyncio.Task[None] | None = None
+        #: The closing handshake, once started (the handler waits for it before it returns).
+        self.closing: asyncio.Task[object] | None = None
 
     @property
     def secure(self) -> bool:
@@ -66,28 +79,30 @@ class WebSocketConnection:
 
     # -- Connection ---------------------------------------------------------------------------------------
     def send_stanza(self, data: bytes) -> None:
-        self._enqueue(data)
+        self._write(text_frame(data))
 
     def send_raw(self, data: bytes) -> None:
         # The stream core joins a stream error and the closing <close/> into one unit; on WebSocket each
         # is a message of its own (RFC 7395 §3.5).
         cut = data.rfind(_CLOSE_MARK)
         if cut > 0:
-            self._enqueue(data[:cut])
+            self._write(text_frame(data[:cut]))
             data = data[cut:]
         if data:
-            self._enqueue(data)
+            self._write(text_frame(data))
 
     def close(self) -> None:
         """Send what is queued, then close the WebSocket (RFC 7395 §3.6)."""
-        self._closing = True
-        self._wake.set()
+        if self._closed:
+            return
+        self.flush_output()
+        self._closed = True
+        if not self.ws.closed:
+            self.closing = self.server.spawn(self._close_handshake(), "ws-close")
 
     def abort(self) -> None:
-        self._aborted = True
-        self._closing = True
-        self._out.clear()
-        self._wake.set()
+        self._closed = True
+        self._wbuf.clear()
         transport = self.request.transport
         if transport is not None:
             transport.abort()
@@ -100,35 +115,34 @@ class WebSocketConnection:
         self.readable.set()
 
     # -- output -----------------------------------------------------------------------------------------
-    def _enqueue(self, data: bytes) -> None:
-        if self._closing:
+    def _write(self, frame: bytes) -> None:
+        if self._closed:
             return
-        self._out.append(data)
-        self._queued += len(data)
-        if self._queued > self._limit:
+        self._wbuf.append(frame)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.server.writes.schedule(self)
+
+    def flush_output(self) -> None:
+        """Write every frame queued this loop turn at once (called by the server's write batcher)."""
+        self._flush_pending = False
+        transport = self.request.transport
+        if not self._wbuf or transport is None or transport.is_closing():
+            self._wbuf.clear()
+            return
+        data = b"".join(self._wbuf) if len(self._wbuf) > 1 else self._wbuf[0]
+        self._wbuf.clear()
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._limit:
             # A client that does not read must not make the server hold unbounded data.
             log.warning("closing WebSocket from %s: client is not reading (send queue over limit)", self.peer)
             self.abort()
-            return
-        self._wake.set()
 
-    async def write_loop(self) -> None:
-        """Write queued messages in order, one element each; close when asked."""
-        ws = self.ws
+    async def _close_handshake(self) -> None:
         try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._out and not self._aborted:
-                    data = self._out.popleft()
-                    self._queued -= len(data)
-                    await ws.send_frame(data, WSMsgType.TEXT)
-                if self._closing:
-                    break
-            if not self._aborted and not ws.closed:
-                await ws.close()
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            pass  # the peer went away; the read loop reports it
+            await self.ws.close()
+        except (ConnectionError, RuntimeError):
+            pass  # the peer is gone already
 
 
 async def handle_websocket(server: Server, settings: C2SSettings, request: web.Request) -> web.StreamResponse:
@@ -155,7 +169,6 @@ async def handle_websocket(server: Server, settings: C2SSettings, request: web.R
     )
     await ws.prepare(request)
     connection = WebSocketConnection(server, request, ws, info)
-    connection.writer = asyncio.get_running_loop().create_task(connection.write_loop(), name="ws-writer")
     driver: C2SDriver | None = None
     try:
         first = await _first_message(ws, server)
@@ -188,12 +201,12 @@ async def handle_websocket(server: Server, settings: C2SSettings, request: web.R
         if driver is not None:
             driver.connection_lost()
         connection.close()
-        writer = connection.writer
-        if writer is not None and not writer.done():
+        closing = connection.closing
+        if closing is not None and not closing.done():
             try:
-                await asyncio.wait_for(asyncio.shield(writer), 5)
+                await asyncio.wait_for(asyncio.shield(closing), 5)
             except (TimeoutError, asyncio.CancelledError):
-                writer.cancel()
+                closing.cancel()
     return ws
 
 
