@@ -285,7 +285,9 @@ class BoshService:
         connection = BoshConnection(self, engine, info)
         stream = C2SStream(settings, secure=info.secure, framing=BoshFraming(settings.max_stanza_bytes))
         connection.stream = stream
-        connection.driver = _new_driver(self.server, connection, stream)
+        connection.driver = driver = _new_driver(self.server, connection, stream)
+        secure = ", TLS" if info.direct_tls else (", TLS at the proxy" if info.secure else "")
+        driver.session.log.info("connected from %s (BOSH%s)", info.address or "?", secure)
         kept = ("to", "xml:lang", "{" + XBOSH + "}version")
         connection.session_attrs = {k: v for k, v in body.attrs.items() if k in kept}
         self.sessions[sid] = connection

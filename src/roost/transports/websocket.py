@@ -181,6 +181,7 @@ async def handle_websocket(server: Server, settings: C2SSettings, request: web.R
             connection.close()
             return ws
         driver = _new_driver(server, settings, connection, request, info)
+        driver.session.log.info("connected from %s (WebSocket%s)", info.address or "?", _how(info))
         _feed(driver, first)
         if redirect is not None and not driver.stream.closed:
             driver.close(StreamError("policy-violation", redirect), reason="error")
@@ -223,6 +224,12 @@ async def _first_message(ws: web.WebSocketResponse, server: Server) -> bytes | N
     if not ws.closed:
         await ws.close()
     return None
+
+
+def _how(info: ClientInfo) -> str:
+    if info.direct_tls:
+        return ", TLS"
+    return ", TLS at the proxy" if info.secure else ""
 
 
 def _feed(driver: C2SDriver, data: bytes | str) -> None:
