@@ -25,6 +25,10 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.blocking:Blocking",
     "roost.modules.vcard:VCardTemp",
     "roost.modules.private:PrivateStorage",
+    "roost.modules.pubsub.pep:Pep",
+    "roost.modules.pubsub.service:PubSub",
+    "roost.modules.pubsub.bookmarks:Bookmarks",
+    "roost.modules.pubsub.avatar:AvatarConversion",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
 )
