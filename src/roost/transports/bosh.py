@@ -215,6 +215,9 @@ class BoshConnection:
                     future.set_result(terminal_response(0, "item-not-found"))
         self._waiters.clear()
         self.service.forget(self)
+        # Break the connection ⇄ driver cycle: freed by reference counting, not by the collector.
+        self.driver = None
+        self.stream = None
 
 
 class BoshService:

@@ -10,7 +10,6 @@ table from their modules.
 from __future__ import annotations
 
 import functools
-import weakref
 from typing import TYPE_CHECKING
 
 from roost.transports.bosh import BoshService
@@ -22,22 +21,25 @@ if TYPE_CHECKING:
     from roost.config.schema import ListenEntry
     from roost.core.server import Server
 
-_routes: weakref.WeakKeyDictionary[Server, HttpRoutes] = weakref.WeakKeyDictionary()
-_bosh: weakref.WeakKeyDictionary[Server, BoshService] = weakref.WeakKeyDictionary()
+#: Where a server keeps its web services (they live and die with it; the core does not know them).
+_ROUTES = "_roost_http_routes"
+_BOSH = "_roost_bosh_service"
 
 
 def http_routes(server: Server) -> HttpRoutes:
     """The server's HTTP route table, with the built-in web services mounted (made on first use)."""
-    routes = _routes.get(server)
+    routes: HttpRoutes | None = getattr(server, _ROUTES, None)
     if routes is None:
-        routes = _routes[server] = HttpRoutes()
+        routes = HttpRoutes()
+        setattr(server, _ROUTES, routes)
         http = server.config.http
         settings = server.c2s_settings()  # one per server, like one per TCP listener: shared caches
         if http.websocket:
             handler = functools.partial(handle_websocket, server, settings)
             routes.mount(WEBSOCKET_PATH, handler, owner="websocket")
         if http.bosh:
-            bosh = _bosh[server] = BoshService(server, settings)
+            bosh = BoshService(server, settings)
+            setattr(server, _BOSH, bosh)
             routes.mount(BOSH_PATH, bosh.handle, methods=("GET", "POST"), cors=True, owner="bosh")
         if http.host_meta:
             HostMeta(routes, http).mount()
@@ -46,7 +48,8 @@ def http_routes(server: Server) -> HttpRoutes:
 
 def bosh_service(server: Server) -> BoshService | None:
     """The server's BOSH sessions (None when BOSH is off or no HTTP listener started)."""
-    return _bosh.get(server)
+    bosh: BoshService | None = getattr(server, _BOSH, None)
+    return bosh
 
 
 async def start_http(server: Server, entry: ListenEntry) -> tuple[HttpListener, tuple[str, int]]:
