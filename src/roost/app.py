@@ -16,6 +16,7 @@ from roost.config.schema import Config, ListenEntry, listen_hosts
 from roost.core.server import Listener, ListenerStarter, Server, run_until_signalled
 from roost.modules import all_modules
 from roost.transports.tcp import TcpConnection
+from roost.transports.web import start_http
 from roost.util.logging import setup_logging
 
 
@@ -37,7 +38,7 @@ async def start_tcp_c2s(server: Server, entry: ListenEntry) -> tuple[Listener, t
 
 def listener_starters() -> Mapping[str, ListenerStarter]:
     """How each kind of listener starts."""
-    return {"c2s": start_tcp_c2s, "c2s_tls": start_tcp_c2s}
+    return {"c2s": start_tcp_c2s, "c2s_tls": start_tcp_c2s, "http": start_http, "https": start_http}
 
 
 def create_server(config: Config) -> Server:

@@ -12,6 +12,7 @@ from roost.admin.metrics import allowed, metrics_handler, metrics_of, parse_allo
 from tests.support.clients import connect
 from tests.support.raw import RawClient
 from tests.support.server import running_server
+from tests.support.web import http_url, web_server
 
 
 async def serve(handler: object) -> tuple[web.AppRunner, int]:
@@ -34,7 +35,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_metrics_scraped_and_parsed(tmp_path: Path) -> None:
-    async with running_server(tmp_path, "[metrics]\nenabled = true\n") as running:
+    async with web_server(tmp_path, "[metrics]\nenabled = true\n") as running:
         await running.add_user("alice@localhost", "wonderland")
         await running.add_user("bob@localhost", "builder")
         alice = await connect("alice@localhost/a", "wonderland", running.c2s_port)
@@ -46,14 +47,14 @@ async def test_metrics_scraped_and_parsed(tmp_path: Path) -> None:
         alice.send_message(mto="bob@localhost", mbody="hi")
         received = await bob.received.get()
         assert received["body"] == "hi"
-        runner, port = await serve(metrics_handler(running.server))
         try:
-            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as reply:
+            # From the server's own HTTP listener ([[listen]] kind = "http").
+            url = http_url(running, "/metrics", tls=False)
+            async with aiohttp.ClientSession() as http, http.get(url) as reply:
                 assert reply.status == 200
                 assert reply.headers["Content-Type"].startswith("text/plain")
                 text = await reply.text()
         finally:
-            await runner.cleanup()
             alice.disconnect()
             bob.disconnect()
         found = samples(text)

@@ -1,40 +1,26 @@
-"""What an operator sees of a session: one place that knows where the transport details live.
-
-Sessions and connections are being pulled apart (a session may outlive its connection with stream
-management); everything admin tools read about a session's transport goes through :func:`describe`
-so that only this file changes with them.
-"""
+"""What an operator sees of a session: its transport and address come from its current connection
+(a session may outlive its connection with stream management: it is then "detached")."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from roost.core.session import ClientSession
+
 #: XEP-0115 entity capabilities.
 CAPS = "http://jabber.org/protocol/caps"
 
 
-def peer_address(session: Any) -> str:
-    """The client's IP address, or "" when the session has no network peer (yet)."""
-    peer = getattr(session, "peer", None)
-    if isinstance(peer, str):
-        return peer
-    transport = getattr(session, "transport", None)
-    get = getattr(transport, "get_extra_info", None)
-    if get is None:
-        return ""
-    name = get("peername")
-    if isinstance(name, tuple) and name:
-        return str(name[0])
-    return str(name or "")
+def peer_address(session: ClientSession) -> str:
+    """The client's IP address, or "" when the session has no connection (detached) or no peer."""
+    return session.peer
 
 
-def transport_name(session: Any) -> str:
-    """ "tcp" (STARTTLS port), "tcp+tls" (direct TLS), or what a newer transport calls itself."""
-    name = getattr(session, "transport_name", None)
-    if isinstance(name, str) and name:
-        return name
-    return "tcp+tls" if getattr(session, "direct_tls", False) else "tcp"
+def transport_name(session: ClientSession) -> str:
+    """What carries the session: "tcp" (STARTTLS port), "tls" (direct TLS), "websocket", "bosh", or
+    "detached" (kept for stream-management resumption, no connection now)."""
+    return session.transport
 
 
 def client_name(session: Any) -> str:
@@ -46,7 +32,7 @@ def client_name(session: Any) -> str:
     return str(caps.attrs.get("node", "")) if caps is not None else ""
 
 
-def describe(session: Any) -> dict[str, Any]:
+def describe(session: ClientSession) -> dict[str, Any]:
     """One session as plain data (control socket JSON, ad-hoc result forms)."""
     bound_at = float(getattr(session, "bound_at", 0.0) or 0.0)
     return {
@@ -57,4 +43,5 @@ def describe(session: Any) -> dict[str, Any]:
         "client": client_name(session),
         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(bound_at)) if bound_at else "",
         "available": bool(getattr(session, "available", False)),
+        "state": session.state.value,
     }

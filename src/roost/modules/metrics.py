@@ -14,6 +14,7 @@ from roost.core import hooks
 from roost.core.hooks import StanzaEvent
 from roost.core.modules import Module, hook
 from roost.core.session import Session
+from roost.transports.web import http_routes
 
 Delivery = tuple[Session, StanzaEvent]
 
@@ -40,6 +41,9 @@ class MetricsOptions(ModuleOptions):
         return value
 
 
+METRICS_PATH = "/metrics"
+
+
 class Metrics(Module):
     """Counts stanzas in and out of local sessions for Prometheus."""
 
@@ -54,11 +58,16 @@ class Metrics(Module):
         self.metrics.start_lag_monitor(self.options.lag_interval_seconds)
         self._in = {k: self.metrics.stanzas_in.labels(k) for k in ("message", "presence", "iq")}
         self._out = {k: self.metrics.stanzas_out.labels(k) for k in ("message", "presence", "iq")}
+        routes = http_routes(self.server)
+        if routes.find(METRICS_PATH) is None:
+            # Served on every http/https listener ([[listen]]); the allow-list guards it.
+            routes.mount(METRICS_PATH, server_metrics.metrics_handler(self.server), owner=self.name)
 
     async def stop(self) -> None:
         self.metrics.users -= 1
         if self.metrics.users <= 0:
             server_metrics.detach(self.server)
+            http_routes(self.server).unmount(METRICS_PATH)
 
     # Lowest priority: counts what the other filters let through.
     @hook(hooks.PRE_MESSAGE, priority=-10_000)
