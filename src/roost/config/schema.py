@@ -414,6 +414,28 @@ class C2SSection(_Section):
         "keeps them in order); past this, the server stops reading that connection until it catches up.",
         examples=[256],
     )
+    fast: bool = Field(
+        default=True,
+        description="Offer FAST token authentication (XEP-0484) in SASL2: a client logs back in with a "
+        "token in one round trip instead of its password.",
+        examples=[True],
+    )
+    fast_token_days: float = Field(
+        default=21.0,
+        gt=0,
+        le=3650,
+        description="Lifetime of a FAST token, in days; a device offline for longer logs in with "
+        "its password again.",
+        examples=[21.0],
+    )
+    fast_rotate_days: float = Field(
+        default=7.0,
+        ge=0,
+        le=3650,
+        description="A FAST token used with less than this many days left is replaced by a new one in "
+        "the <success/> (XEP-0484 §4.3); the old one stays valid until the new one is used.",
+        examples=[7.0],
+    )
     sasl_mechanisms: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SASL_MECHANISMS),
         min_length=1,

@@ -59,6 +59,8 @@ class AccountService:
     ) -> None:
         """Replace the account's SCRAM keys (a new password); ``NoSuchAccount`` if there is none."""
         await self.server.storage.accounts.set_credentials(domain, username, credentials)
+        # XEP-0484 §6: tokens issued under the old password are no longer trusted.
+        await self.server.fast.revoke_all(domain, username)
         log.info("password of %s@%s changed", username, domain)
 
     async def remove(self, domain: str, username: str) -> bool:

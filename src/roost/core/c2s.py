@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from roost.admin.metrics import observe_login
-from roost.core import hooks
+from roost.core import hooks, sasl2
 from roost.core.session import ClientSession, SessionState, new_session_id
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError, StreamError
@@ -27,7 +27,9 @@ from roost.stream.c2s import (
     NeedBind,
     NeedCredentials,
     NeedTls,
+    NeedToken,
     RegisterRequest,
+    Sasl2Login,
     StreamEvent,
 )
 from roost.stream.sasl.plain import verify_password
@@ -105,6 +107,15 @@ class C2SDriver:
     def id(self) -> str:
         return self.session.id
 
+    @property
+    def closed(self) -> bool:
+        """The stream has ended (answers to its events arrive too late)."""
+        return self._closed
+
+    def handle_events(self, events: list[StreamEvent]) -> None:
+        """Write the stream's output and act on its events (answers from helpers like core.sasl2)."""
+        self._handle(events)
+
     def release_parser(self) -> bool:
         """Give back an idle established stream's parser memory (rebuilt on the next byte)."""
         if self.stream.parser.released:
@@ -169,6 +180,10 @@ class C2SDriver:
             self.server.spawn(self._lookup(event), f"{session.id}-auth")
         elif isinstance(event, NeedBind):
             self._bind(event)
+        elif isinstance(event, NeedToken):
+            self.server.spawn(sasl2.lookup_tokens(self, event), f"{session.id}-fast")
+        elif isinstance(event, Sasl2Login):
+            self.server.spawn(sasl2.complete_login(self, event), f"{session.id}-sasl2")
         elif isinstance(event, RegisterRequest):
             self.server.spawn(self._register(event), f"{session.id}-register")
         elif isinstance(event, Authenticated):

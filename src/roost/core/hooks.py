@@ -145,6 +145,23 @@ PRESENCE_INITIAL: Final = FireHook[SessionEvent]("presence/initial")
 
 
 @dataclass(frozen=True, slots=True)
+class Bind2Event:
+    """A Bind2 request (XEP-0386 §3.3) bound ``session``: enable what ``request`` asks inline.
+
+    Fired on the session's host right after binding, before ``<success/>`` is written. A handler
+    appends its answer elements (e.g. XEP-0198 ``<enabled/>``) to ``bound``; features that need no
+    answer (Carbons) append nothing. A module lists the namespaces it handles in ``bind2_inline``.
+    """
+
+    session: Session
+    request: Element
+    bound: list[Element]
+
+
+BIND2_INLINE: Final = FireHook[Bind2Event]("c2s/bind2")
+
+
+@dataclass(frozen=True, slots=True)
 class UserEvent:
     """An account was created or deleted."""
 

@@ -21,6 +21,7 @@ from roost.config.schema import Config, ListenEntry
 from roost.core import gc_policy, hooks
 from roost.core.accounts import AccountService
 from roost.core.control import ControlChannel
+from roost.core.fast import FastTokens
 from roost.core.hooks import StanzaEvent
 from roost.core.host import Host
 from roost.core.iq import IqTracker
@@ -74,6 +75,7 @@ class Server:
         self.listener_starters: Mapping[str, ListenerStarter] = listeners or {}
         self.sessions = SessionManager(self, max_resources=config.c2s.max_resources)
         self.accounts = AccountService(self)
+        self.fast = FastTokens(self)
         self.control = ControlChannel(self)
         self.hosts: dict[str, Host] = {}
         #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
@@ -168,7 +170,23 @@ class Server:
             idle_seconds=int(c2s.idle_ping_seconds),
             extra_features=self.stream_features,
             preauth_register=self._preauth_register,
+            bind2_features=self.bind2_features,
+            fast=c2s.fast,
         )
+
+    def bind2_features(self) -> tuple[str, ...]:
+        """What a Bind2 request may enable inline (XEP-0386 §3.3): the namespaces handled on the
+        ``BIND2_INLINE`` hook by loaded modules (declared as their ``bind2_inline``)."""
+        key = tuple(host.modules.generation for host in self.hosts.values())
+        cached = self.__dict__.get("_bind2_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]  # type: ignore[no-any-return]
+        found: dict[str, None] = {}
+        for host in self.hosts.values():
+            for module in host.modules.loaded.values():
+                found.update(dict.fromkeys(getattr(module, "bind2_inline", ())))
+        self.__dict__["_bind2_cache"] = (key, tuple(found))
+        return tuple(found)
 
     def _preauth_register(self, domain: str) -> bool:
         """Whether a module takes account registrations on unauthenticated streams (XEP-0077 §3.1.1)."""

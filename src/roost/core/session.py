@@ -35,6 +35,7 @@ from roost.xml.serializer import serialize
 if TYPE_CHECKING:
     from roost.core.connection import Connection
     from roost.core.server import Server
+    from roost.stream.features.sasl2 import UserAgent
 
 _ids = itertools.count(1)
 
@@ -99,6 +100,7 @@ class ClientSession:
         "server",
         "sm",
         "state",
+        "user_agent",
     )
 
     def __init__(self, server: Server, session_id: str, connection: Connection | None = None) -> None:
@@ -126,6 +128,8 @@ class ClientSession:
         self.data: dict[str, Any] = {}
         #: Stream management (XEP-0198) of this session, when the client enabled it.
         self.sm: StanzaExit | None = None
+        #: The SASL2 <user-agent/> (XEP-0388 §2.3) the client logged in with, if any.
+        self.user_agent: UserAgent | None = None
         #: Client state indication (XEP-0352) while the client is inactive.
         self.csi: StanzaExit | None = None
         self.max_backlog = server.config.c2s.max_backlog

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Final
 
 from roost.core import hooks
-from roost.core.hooks import SessionEvent, StanzaEvent
+from roost.core.hooks import Bind2Event, SessionEvent, StanzaEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session
@@ -97,10 +97,21 @@ class Carbons(Module):
     # -- enable / disable ------------------------------------------------------------------------------
     @iq_handler("set", CARBONS, "enable", to=Target.SELF)
     def enable(self, event: StanzaEvent) -> None:
-        session = self._own_session(event)
+        self._enable(self._own_session(event))
+
+    def _enable(self, session: Session) -> None:
         if not session.data.get("carbons"):
             session.data["carbons"] = True
             self._enabled.setdefault(session.jid.bare_str, []).append(session)
+
+    #: XEP-0386 §3.3: a Bind2 request may enable Carbons inline.
+    bind2_inline = (CARBONS,)
+
+    @hook(hooks.BIND2_INLINE)
+    def bind2(self, event: Bind2Event) -> None:
+        """Carbons "MUST be enabled at this point"; no answer goes into <bound/>."""
+        if event.request.find("enable", CARBONS) is not None:
+            self._enable(event.session)
 
     @iq_handler("set", CARBONS, "disable", to=Target.SELF)
     def disable(self, event: StanzaEvent) -> None:

@@ -34,6 +34,7 @@ from roost.stream.events import (
 from roost.stream.features.bind import BindServer, ExtraFeatures, LegacySession, Limits
 from roost.stream.features.register import PreAuthRegister
 from roost.stream.features.sasl import ALL_MECHANISMS, SaslServer
+from roost.stream.features.sasl2 import NeedToken, Sasl2Login, Sasl2Server, StoredToken
 from roost.stream.features.tls import StartTls
 from roost.stream.framing import Framing, XmlFraming
 from roost.stream.sasl.scram import ScramCredentials
@@ -50,7 +51,9 @@ __all__ = [
     "NeedBind",
     "NeedCredentials",
     "NeedTls",
+    "NeedToken",
     "RegisterRequest",
+    "Sasl2Login",
     "State",
     "StreamEvent",
 ]
@@ -76,6 +79,10 @@ class C2SSettings:
     #: More features for each stream (negotiation steps or nonza handlers, e.g. stream management):
     #: called once per stream, after the built-in ones.
     features: Callable[[], Sequence[Feature]] = field(default=lambda: ())
+    #: XEP-0386: the namespaces of features a Bind2 request may enable inline (carbons, CSI, SM).
+    bind2_features: Callable[[], Sequence[str]] = field(default=lambda: ())
+    #: XEP-0484: offer FAST token authentication in SASL2.
+    fast: bool = True
     #: Serialized <stream:features/> by what they depend on (every login sends three features
     #: elements; they hardly ever differ).
     features_cache: dict[Hashable, tuple[bytes, bool]] = field(default_factory=dict)
@@ -121,6 +128,13 @@ class C2SStream(Stream):
             require_encryption=settings.require_encryption,
             max_failures=settings.max_auth_failures,
         )
+        self._sasl2 = Sasl2Server(
+            mechanisms=settings.mechanisms,
+            require_encryption=settings.require_encryption,
+            max_failures=settings.max_auth_failures,
+            bind_features=settings.bind2_features,
+            fast=settings.fast,
+        )
         self._register = PreAuthRegister(
             settings.preauth_register, require_encryption=settings.require_encryption
         )
@@ -130,6 +144,7 @@ class C2SStream(Stream):
             [
                 self._tls,
                 self._sasl,
+                self._sasl2,
                 self._register,
                 self._bind,
                 *settings.shared_features,
@@ -152,7 +167,22 @@ class C2SStream(Stream):
 
     def credentials(self, creds: ScramCredentials | None, password_ok: bool = False) -> list[StreamEvent]:
         """Answer a :class:`NeedCredentials` (``creds`` None: no such account)."""
-        return self._sasl.credentials(self, creds, password_ok)
+        sasl = self._sasl2 if self.pending_on is self._sasl2 else self._sasl
+        return sasl.credentials(self, creds, password_ok)
+
+    def tokens(self, stored: Sequence[StoredToken]) -> list[StreamEvent]:
+        """Answer a :class:`NeedToken` with the client's stored FAST tokens."""
+        return self._sasl2.tokens(self, stored)
+
+    def sasl2_complete(
+        self, jid: JID | None, extra: Sequence[Element] = (), bound: Sequence[Element] = ()
+    ) -> list[StreamEvent]:
+        """Answer a :class:`Sasl2Login`: ``<success/>`` (bound to ``jid`` if the client asked)."""
+        return self._sasl2.complete(self, jid, extra, bound)
+
+    def sasl2_refuse(self, condition: str, text: str | None = None) -> list[StreamEvent]:
+        """Answer a :class:`Sasl2Login` with a SASL failure (RFC 6120 §6.5 ``condition``)."""
+        return self._sasl2.refuse(self, condition, text)
 
     def bound(self, jid: JID) -> list[StreamEvent]:
         """Answer a :class:`NeedBind` with the session's full JID."""
@@ -180,18 +210,22 @@ class C2SStream(Stream):
                 return State.TLS_PENDING
             if waiting is self._register:
                 return State.REGISTER_PENDING
-            if waiting is self._bind:
+            if waiting is self._bind or (waiting is self._sasl2 and self.authenticated):
                 return State.BIND_PENDING
             return State.LOOKUP_PENDING
         if phase is Phase.WAIT_HEADER:
             return State.WAIT_HEADER
         if self.authenticated:
             return State.WAIT_BIND
-        return State.SASL_CHALLENGE if self._sasl.challenging else State.WAIT_STARTTLS_OR_AUTH
+        return (
+            State.SASL_CHALLENGE
+            if self._sasl.challenging or self._sasl2.challenging
+            else State.WAIT_STARTTLS_OR_AUTH
+        )
 
     @property
     def auth_failures(self) -> int:
-        return self._sasl.failures
+        return self._sasl.failures + self._sasl2.failures
 
     @property
     def bind_failures(self) -> int:

@@ -316,6 +316,10 @@ class Stream:
         if self.role is Role.INITIATING:
             self._send_header()
 
+    def send_features(self) -> list[StreamEvent]:
+        """Write ``<stream:features/>`` now, without a restart (SASL2, XEP-0388 §2.5)."""
+        return self._send_features()
+
     def establish(self) -> list[StreamEvent]:
         """Negotiation is complete (a feature says so, e.g. bind): stanzas may flow."""
         self.active = None

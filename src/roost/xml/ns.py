@@ -17,6 +17,9 @@ BIND: Final = "urn:ietf:params:xml:ns:xmpp-bind"
 SESSION: Final = "urn:ietf:params:xml:ns:xmpp-session"
 SASL_CB: Final = "urn:xmpp:sasl-cb:0"  # XEP-0440
 LIMITS: Final = "urn:xmpp:stream-limits:0"  # XEP-0478
+SASL2: Final = "urn:xmpp:sasl:2"  # XEP-0388
+BIND2: Final = "urn:xmpp:bind:0"  # XEP-0386
+FAST: Final = "urn:xmpp:fast:0"  # XEP-0484
 
 DISCO_INFO: Final = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS: Final = "http://jabber.org/protocol/disco#items"

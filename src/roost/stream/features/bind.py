@@ -33,7 +33,8 @@ class BindServer(Feature):
         self._iq: Element | None = None
 
     def advertise(self, stream: Stream) -> Element | None:
-        return Element("bind", BIND) if stream.authenticated else None
+        # Not once Bind2 (XEP-0386) bound the stream inside SASL2.
+        return Element("bind", BIND) if stream.authenticated and stream.jid is None else None
 
     def handle(self, stream: Stream, stanza: Element) -> list[StreamEvent] | None:
         if not stream.authenticated or stanza.name not in _STANZAS or stanza.ns != stream.content_ns:

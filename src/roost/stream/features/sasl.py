@@ -159,7 +159,7 @@ class SaslServer(Feature):
                 challenge = self._scram.challenge(creds)
             except SaslFailure as e:
                 return self._failure(stream, e) + stream.resume()
-            stream.send_raw(_sasl_element("challenge", challenge))
+            self._send_challenge(stream, challenge)
             self.challenging = True
             stream.active = self
             return stream.resume()
@@ -167,10 +167,15 @@ class SaslServer(Feature):
         if creds is None or not password_ok:
             return self._failure(stream, SaslFailure("not-authorized")) + stream.resume()
         events = self._success(stream, b"")
+        if self.pending:
+            return events  # SASL2: the driver sets the session up first
         return events + stream.resume(Phase.WAIT_HEADER)
 
     def _on_auth(self, stream: Stream, el: Element) -> list[StreamEvent]:
-        mech = el.attrs.get("mechanism", "")
+        return self._start(stream, el.attrs.get("mechanism", ""), _decode(el))
+
+    def _start(self, stream: Stream, mech: str, data: bytes | None) -> list[StreamEvent]:
+        """Begin an exchange with ``mech`` and the initial response (None: it was not valid base64)."""
         self._scram = None
         self._scram_started = False
         self._mechanism = mech
@@ -179,7 +184,6 @@ class SaslServer(Feature):
             if mech == "PLAIN" and not stream.secure and "PLAIN" in self.mechanisms:
                 return self._failure(stream, SaslFailure("encryption-required"))
             return self._failure(stream, SaslFailure("invalid-mechanism"))
-        data = _decode(el)
         if data is None:
             return self._failure(stream, SaslFailure("incorrect-encoding"))
         if mech == "PLAIN":
@@ -206,7 +210,7 @@ class SaslServer(Feature):
         stream.active = self
         if not data:
             # No initial response: empty challenge, the client-first message follows (RFC 6120 §6.4.2).
-            stream.send_raw(_EMPTY_CHALLENGE)
+            self._send_challenge(stream, b"")
             return []
         return self._scram_start(stream, data)
 
@@ -249,11 +253,7 @@ class SaslServer(Feature):
         self._pending_user = None
         self.challenging = False
         stream.active = None
-        el = Element("failure", SASL)
-        el.add(failure.condition)
-        if failure.text:
-            el.add("text", attrs={"xml:lang": "en"}, text=failure.text)
-        stream.send_raw(serialize(el).encode())
+        stream.send_raw(serialize(self._failure_element(failure)).encode())
         events: list[StreamEvent] = [AuthFailed(user, failure.condition, self._mechanism)]
         if failure.condition != "aborted":
             self.failures += 1
@@ -262,6 +262,16 @@ class SaslServer(Feature):
             too_many = StreamError("policy-violation", "too many failed authentication attempts")
             return events + stream.close(too_many)
         return events
+
+    def _send_challenge(self, stream: Stream, data: bytes) -> None:
+        stream.send_raw(_sasl_element("challenge", data) if data else _EMPTY_CHALLENGE)
+
+    def _failure_element(self, failure: SaslFailure) -> Element:
+        el = Element("failure", SASL)
+        el.add(failure.condition)
+        if failure.text:
+            el.add("text", attrs={"xml:lang": "en"}, text=failure.text)
+        return el
 
     def _success(self, stream: Stream, additional: bytes) -> list[StreamEvent]:
         assert stream.domain is not None and self._pending_user is not None

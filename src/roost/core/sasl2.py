@@ -1,0 +1,109 @@
+"""The driver's half of SASL2 (XEP-0388), Bind2 (XEP-0386) and FAST (XEP-0484) on a c2s stream.
+
+The stream feature (:mod:`roost.stream.features.sasl2`) runs the mechanisms; what needs storage or
+the session table happens here: looking up a client's FAST tokens, recording the user agent,
+issuing and rotating tokens, binding the stable per-device resource and letting modules enable
+their inline features (``BIND2_INLINE``), before ``<success/>`` is written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from roost.core import hooks
+from roost.core.fast import expiry_text
+from roost.jid import JIDError, prepare_resource
+from roost.stanza.errors import StreamError
+from roost.stream.features.sasl2 import NeedToken, Sasl2Login, bind2_resource
+from roost.util.ids import random_token
+from roost.util.logging import bind_conn_id
+from roost.xml.element import Element
+from roost.xml.ns import BIND2, FAST
+
+if TYPE_CHECKING:
+    from roost.core.c2s import C2SDriver
+
+#: Longest client tag kept in a resource (XEP-0386 §3.2; the rest of the resource is ours).
+MAX_TAG = 32
+
+
+async def lookup_tokens(driver: C2SDriver, event: NeedToken) -> None:
+    """Answer :class:`NeedToken` with the client's live tokens."""
+    session = driver.session
+    with bind_conn_id(session.id):
+        try:
+            tokens = await driver.server.fast.lookup(event.domain, event.username, event.client_id)
+        except Exception:
+            session.log.exception("FAST token lookup failed")
+            driver.close(StreamError("internal-server-error"), reason="error")
+            return
+        if driver.closed:
+            return
+        driver.handle_events(driver.stream.tokens(tokens))
+
+
+def _tag(request: Element) -> str:
+    text = (request.find_text("tag", BIND2) or "").strip()[:MAX_TAG].replace("/", "")
+    if not text:
+        return ""
+    try:
+        return prepare_resource(text)
+    except JIDError:
+        return ""
+
+
+async def complete_login(driver: C2SDriver, event: Sasl2Login) -> None:
+    """Answer :class:`Sasl2Login`: tokens, then the inline bind, then ``<success/>``."""
+    server = driver.server
+    session = driver.session
+    stream = driver.stream
+    agent = event.user_agent
+    with bind_conn_id(session.id):
+        session.user_agent = agent
+        extra: list[Element] = []
+        fast = server.fast
+        try:
+            used = event.token_used
+            if used is not None and agent is not None:
+                if event.invalidate:
+                    await fast.invalidate(event.domain, event.username, agent.id, used)
+                else:
+                    await fast.used(event.domain, event.username, agent.id, used)
+            mechanism = event.token_request
+            if mechanism is None and used is not None and not event.invalidate and fast.due(used):
+                mechanism = used.mechanism  # §4.3: rotation, asked for or not
+            if mechanism is not None and agent is not None and agent.id:
+                token, expiry = await fast.issue(event.domain, event.username, agent, mechanism)
+                extra.append(Element("token", FAST, {"token": token, "expiry": expiry_text(expiry)}))
+        except Exception:
+            session.log.exception("FAST token update failed")
+            driver.close(StreamError("internal-server-error"), reason="error")
+            return
+        if driver.closed:
+            return
+        if event.bind is None:
+            driver.handle_events(stream.sasl2_complete(None, extra))
+            return
+        # §3.2: stable per client installation, so a new login replaces that client's old session.
+        resource = bind2_resource(
+            event.domain, event.username, agent.id if agent else None, _tag(event.bind), random_token(10)
+        )
+        manager = server.sessions
+        try:
+            jid = manager.bind(session, event.domain, event.username, resource)
+        except ValueError:
+            driver.handle_events(stream.sasl2_refuse("temporary-auth-failure", "too many resources"))
+            return
+        session.log.info(
+            "bound %s with Bind2 (%s from %s)", jid, driver.connection.kind, driver.connection.peer or "?"
+        )
+        ready = manager.announce(session)
+        if ready is not None:
+            session.hold(ready)
+        bound: list[Element] = []
+        host = server.hosts.get(event.domain)
+        if host is not None:
+            enabled = host.bus.fire_sync(hooks.BIND2_INLINE, hooks.Bind2Event(session, event.bind, bound))
+            if not isinstance(enabled, bool):
+                session.hold(enabled)
+        driver.handle_events(stream.sasl2_complete(jid, extra, bound))

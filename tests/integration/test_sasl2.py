@@ -1,0 +1,300 @@
+"""SASL2 (XEP-0388), Bind2 (XEP-0386) and FAST (XEP-0484) with a raw client over real TLS."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from roost.core.fast import DAY
+from roost.stream.sasl.scram import derive_credentials
+from roost.util.datetime import parse_datetime
+from roost.xml.element import Element
+from roost.xml.ns import BIND, BIND2, SASL2
+from tests.support import sasl2
+from tests.support.raw import RawClient
+from tests.support.sasl2 import Agent
+from tests.support.server import RunningServer, running_server
+
+CARBONS = "urn:xmpp:carbons:2"
+
+
+async def connect(server: RunningServer) -> RawClient:
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open()
+    await raw.starttls()
+    return raw
+
+
+async def test_features_offer_sasl2_bind2_and_fast(server: RunningServer) -> None:
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open()
+    assert sasl2.offered(raw)[0] == [], "§5: SASL2 only after TLS"
+    await raw.starttls()
+    mechs, fast, bind = sasl2.offered(raw)
+    assert "SCRAM-SHA-256-PLUS" in mechs and "SCRAM-SHA-256" in mechs and "PLAIN" in mechs
+    assert "HT-SHA-256-NONE" in fast and "HT-SHA-256-EXPR" in fast and "HT-SHA-256-ENDP" in fast
+    assert "HT-SHA-256-UNIQ" not in fast, "TLS 1.3 has no tls-unique"
+    assert bind is not None
+    inline = bind.find("inline", BIND2)
+    assert inline is not None and CARBONS in {f.attrs["var"] for f in inline.elements("feature")}
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    ("mech", "cb_type"),
+    [
+        ("SCRAM-SHA-1", None),
+        ("SCRAM-SHA-256", None),
+        ("SCRAM-SHA-512", None),
+        ("SCRAM-SHA-1-PLUS", "tls-exporter"),
+        ("SCRAM-SHA-256-PLUS", "tls-exporter"),
+        ("SCRAM-SHA-512-PLUS", "tls-server-end-point"),
+    ],
+)
+async def test_scram_login_with_inline_bind(server: RunningServer, mech: str, cb_type: str | None) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    agent = Agent()
+    result = await sasl2.scram(raw, "romeo", "s3cret", mech, cb_type=cb_type, agent=agent, tag="Awesome")
+    assert result.ok, result.element
+    jid = result.authzid
+    assert jid.startswith("romeo@localhost/Awesome/")
+    assert agent.id not in jid, "XEP-0386 §3.2: the user-agent id is never exposed"
+    assert result.bound is not None
+    # §2.5: features follow without a restart; the stream is bound, so no <bind/> is offered.
+    assert result.features is not None and result.features.find("bind", BIND) is None
+    # The stream is established: stanzas flow at once.
+    raw.send_raw("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    reply = await raw.element()
+    assert reply.attrs["type"] == "result" and reply.attrs["to"] == jid
+    (session,) = server.server.sessions.resources("localhost", "romeo")
+    assert session.user_agent is not None
+    assert (session.user_agent.id, session.user_agent.software, session.user_agent.device) == (
+        agent.id,
+        agent.software,
+        agent.device,
+    )
+    raw.close()
+
+
+async def test_resource_is_stable_per_device_and_replaces_the_old_session(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    first = await connect(server)
+    r1 = await sasl2.scram(first, "romeo", "s3cret", agent=agent)
+    second = await connect(server)
+    r2 = await sasl2.scram(second, "romeo", "s3cret", agent=agent)
+    assert r1.authzid == r2.authzid
+    assert await first.stream_error() == "conflict"  # §3.2: the earlier session of this client ends
+    other = await connect(server)
+    r3 = await sasl2.scram(other, "romeo", "s3cret", agent=Agent())
+    assert r3.authzid != r2.authzid
+    no_agent = await connect(server)
+    r4 = await sasl2.scram(no_agent, "romeo", "s3cret", agent=None, tag="")
+    assert r4.ok and r4.authzid.startswith("romeo@localhost/")
+    for raw in (second, other, no_agent):
+        raw.close()
+
+
+async def test_plain_login_and_legacy_bind_after_sasl2(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    result = await sasl2.plain(raw, "romeo", "s3cret", Agent(), bind=False)
+    assert result.ok
+    assert result.authzid == "romeo@localhost"
+    assert result.bound is None
+    # Without Bind2 the client binds the RFC 6120 way, on the same stream (no restart).
+    assert result.features is not None and result.features.find("bind", BIND) is not None
+    reply = await raw.bind("legacy")
+    assert reply.attrs["type"] == "result"
+    raw.close()
+
+
+async def test_failures_map_sasl_conditions(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    bad = await sasl2.scram(raw, "romeo", "wrong", agent=Agent())
+    assert bad.element.ns == SASL2 and bad.element.name == "failure"
+    assert bad.condition == "not-authorized"
+    unknown = await sasl2.plain(raw, "nobody", "x", Agent())
+    assert unknown.condition == "not-authorized"
+    raw.send(Element("authenticate", SASL2, {"mechanism": "DIGEST-MD5"}))
+    invalid = await sasl2.finish(raw)
+    assert invalid.condition == "invalid-mechanism"
+    # Third failure: RFC 6120 §6.4.5 applies to SASL2 as well.
+    assert await raw.stream_error() == "policy-violation"
+
+
+async def test_abort_and_retry(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    raw.send(sasl2.authenticate("SCRAM-SHA-256", None, Agent()))
+    challenge = await raw.element()
+    assert challenge.name == "challenge" and challenge.ns == SASL2 and not challenge.text.strip()
+    raw.send(Element("abort", SASL2))
+    aborted = await sasl2.finish(raw)
+    assert aborted.condition == "aborted"
+    result = await sasl2.scram(raw, "romeo", "s3cret", agent=Agent())
+    assert result.ok
+    raw.close()
+
+
+async def test_authenticate_after_success_is_a_stream_error(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    assert (await sasl2.plain(raw, "romeo", "s3cret", Agent(), bind=False)).ok
+    raw.send(sasl2.authenticate("PLAIN", b"\0romeo\0s3cret", Agent()))
+    assert await raw.stream_error() == "policy-violation"
+
+
+async def test_inline_carbons(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    result = await sasl2.scram(raw, "romeo", "s3cret", agent=Agent(), inline=[Element("enable", CARBONS)])
+    assert result.ok
+    (session,) = server.server.sessions.resources("localhost", "romeo")
+    assert session.data.get("carbons") is True
+    plain = await connect(server)
+    result = await sasl2.scram(plain, "romeo", "s3cret", agent=Agent())
+    sessions = server.server.sessions.resources("localhost", "romeo")
+    assert [s.data.get("carbons") for s in sessions if str(s.jid) == result.authzid] == [None]
+    raw.close()
+    plain.close()
+
+
+# -- FAST -------------------------------------------------------------------------------------------
+
+
+async def _token(server: RunningServer, agent: Agent, mech: str = "HT-SHA-256-NONE") -> str:
+    raw = await connect(server)
+    result = await sasl2.scram(raw, "romeo", "s3cret", agent=agent, request_token=mech)
+    assert result.ok and result.token is not None
+    expiry = parse_datetime(result.token.attrs["expiry"]).timestamp()
+    assert expiry > time.time() + 20 * DAY
+    raw.close()
+    return result.token.attrs["token"]
+
+
+@pytest.mark.parametrize("mech", ["HT-SHA-256-NONE", "HT-SHA-256-EXPR", "HT-SHA-256-ENDP"])
+async def test_fast_token_login(server: RunningServer, mech: str) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    token = await _token(server, agent, mech)
+    raw = await connect(server)
+    result = await sasl2.ht(raw, "romeo", token, agent, mech)
+    assert result.ok, result.element
+    assert result.token is None, "not due for rotation"
+    assert result.authzid.startswith("romeo@localhost/test/")
+    raw.close()
+    # Stored hashed: the database holds no usable token.
+    stored = await server.server.storage.map("fast_tokens").items("localhost", "romeo")
+    assert token not in repr(stored)
+    assert sasl2.token_hash(token).hex() in repr(stored)
+
+
+async def test_fast_token_is_bound_to_its_client_and_mechanism(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    token = await _token(server, agent, "HT-SHA-256-EXPR")
+    raw = await connect(server)
+    assert (await sasl2.ht(raw, "romeo", token, Agent())).condition == "not-authorized"
+    assert (await sasl2.ht(raw, "romeo", token, agent, "HT-SHA-256-NONE")).condition == "not-authorized"
+    raw.close()
+    raw = await connect(server)
+    assert (await sasl2.ht(raw, "romeo", token + "x", agent, "HT-SHA-256-EXPR")).condition == "not-authorized"
+    assert (await sasl2.ht(raw, "romeo", token, agent, "HT-SHA-256-EXPR")).ok
+    raw.close()
+
+
+async def test_fast_rotation_keeps_the_old_token_until_the_new_one_is_used(tmp_path: Path) -> None:
+    # A token younger than its rotation window: every use rotates it (fast_rotate_days > lifetime).
+    extra = "[c2s]\nfast_token_days = 1.0\nfast_rotate_days = 2.0\n"
+    async with running_server(tmp_path, extra) as server:
+        await server.add_user("romeo@localhost", "s3cret")
+        agent = Agent()
+        old = await _token_short(server, agent)
+        raw = await connect(server)
+        first = await sasl2.ht(raw, "romeo", old, agent)
+        assert first.ok and first.token is not None, "§4.3: rotated without being asked"
+        new = first.token.attrs["token"]
+        assert new != old
+        raw.close()
+        # The client lost the new token: the old one still works (and rotates again).
+        raw = await connect(server)
+        again = await sasl2.ht(raw, "romeo", old, agent)
+        assert again.ok and again.token is not None
+        newest = again.token.attrs["token"]
+        raw.close()
+        # Using the newest invalidates every earlier one.
+        raw = await connect(server)
+        assert (await sasl2.ht(raw, "romeo", newest, agent)).ok
+        raw.close()
+        raw = await connect(server)
+        assert (await sasl2.ht(raw, "romeo", old, agent)).condition == "not-authorized"
+        raw.close()
+
+
+async def _token_short(server: RunningServer, agent: Agent) -> str:
+    raw = await connect(server)
+    result = await sasl2.scram(raw, "romeo", "s3cret", agent=agent, request_token="HT-SHA-256-NONE")
+    assert result.ok and result.token is not None
+    raw.close()
+    return result.token.attrs["token"]
+
+
+async def test_fast_expired_token_is_refused(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    token = await _token(server, agent)
+    fast = server.server.fast
+    (stored,) = await fast.lookup("localhost", "romeo", agent.id)
+    record = await fast.store.get("localhost", "romeo", agent.id)
+    assert isinstance(record, dict)
+    record["tokens"] = [{"key": stored.key.hex(), "mechanism": stored.mechanism, "expiry": time.time() - 1}]
+    await fast.store.set("localhost", "romeo", agent.id, record)
+    raw = await connect(server)
+    result = await sasl2.ht(raw, "romeo", token, agent)
+    assert result.condition == "not-authorized"
+    # The password still works, and can ask for a fresh token.
+    fresh = await sasl2.scram(raw, "romeo", "s3cret", agent=agent, request_token="HT-SHA-256-NONE")
+    assert fresh.ok and fresh.token is not None
+    raw.close()
+
+
+async def test_fast_invalidate_on_request(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    token = await _token(server, agent)
+    raw = await connect(server)
+    result = await sasl2.ht(raw, "romeo", token, agent, invalidate=True)
+    assert result.ok and result.token is None
+    raw.close()
+    raw = await connect(server)
+    assert (await sasl2.ht(raw, "romeo", token, agent)).condition == "not-authorized"
+    raw.close()
+
+
+async def test_fast_tokens_revoked_on_password_change(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    token = await _token(server, agent)
+    devices = await server.server.fast.devices("localhost", "romeo")
+    assert [(d.client_id, d.software, d.device, len(d.tokens)) for d in devices] == [
+        (agent.id, agent.software, agent.device, 1)
+    ]
+    creds = [derive_credentials("n3w", h, 4096) for h in ("SHA-1", "SHA-256", "SHA-512")]
+    await server.server.accounts.set_credentials("localhost", "romeo", creds)
+    assert await server.server.fast.devices("localhost", "romeo") == []
+    raw = await connect(server)
+    assert (await sasl2.ht(raw, "romeo", token, agent)).condition == "not-authorized"
+    raw.close()
+
+
+async def test_fast_needs_a_user_agent_id(server: RunningServer) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    result = await sasl2.scram(raw, "romeo", "s3cret", agent=None, request_token="HT-SHA-256-NONE")
+    assert result.ok and result.token is None, "a token belongs to a client installation"
+    raw.close()
