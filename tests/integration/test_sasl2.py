@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from pathlib import Path
 
 import pytest
 
 from roost.core.fast import DAY
-from roost.stream.sasl.scram import derive_credentials
+from roost.stream.sasl.scram import SaslFailure, ScramClient, derive_credentials, ssdp_string
 from roost.util.datetime import parse_datetime
 from roost.xml.element import Element
-from roost.xml.ns import BIND, BIND2, SASL2
+from roost.xml.ns import BIND, BIND2, SASL, SASL2, SASL_CB
 from tests.support import sasl2
 from tests.support.raw import RawClient
 from tests.support.sasl2 import Agent
@@ -297,4 +298,60 @@ async def test_fast_needs_a_user_agent_id(server: RunningServer) -> None:
     raw = await connect(server)
     result = await sasl2.scram(raw, "romeo", "s3cret", agent=None, request_token="HT-SHA-256-NONE")
     assert result.ok and result.token is None, "a token belongs to a client installation"
+    raw.close()
+
+
+# -- downgrade protection (XEP-0474 SSDP) ------------------------------------------------------------
+
+
+async def _scram_with_ssdp(raw: RawClient, mechs: list[str], cbs: list[str] | None, *, sasl2_: bool) -> str:
+    """A SCRAM-SHA-256 exchange whose client believes the server offered ``mechs``/``cbs``:
+    "ok" if the server's hash matched, else the client's failure text."""
+    client = ScramClient("SHA-256", "romeo", "s3cret", ssdp=ssdp_string(mechs, cbs))
+    if sasl2_:
+        raw.send(sasl2.authenticate("SCRAM-SHA-256", client.first(), Agent()))
+    else:
+        auth = Element("auth", SASL, {"mechanism": "SCRAM-SHA-256"})
+        auth.children.append(base64.b64encode(client.first()).decode())
+        raw.send(auth)
+    challenge = await raw.element()
+    assert challenge.name == "challenge"
+    server_first = base64.b64decode(challenge.text)
+    assert b",h=" in server_first
+    try:
+        client.respond(server_first)
+    except SaslFailure as e:
+        return e.text or e.condition
+    return "ok"
+
+
+def _advertised(raw: RawClient) -> tuple[list[str], list[str]]:
+    assert raw.features is not None
+    cb = raw.features.find("sasl-channel-binding", SASL_CB)
+    assert cb is not None
+    return raw.mechanisms(), [c.attrs["type"] for c in cb.elements()]
+
+
+@pytest.mark.parametrize("use_sasl2", [False, True])
+async def test_stripped_mechanism_list_is_detected(server: RunningServer, use_sasl2: bool) -> None:
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    mechs, cbs = _advertised(raw)
+    assert sasl2.offered(raw)[0] == mechs, "SASL1 and SASL2 offer the same list"
+    # What the server really offered: the hash matches.
+    assert await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2) == "ok"
+    raw.close()
+    # A MITM removed the -PLUS mechanisms (no channel binding) and SCRAM-SHA-512.
+    raw = await connect(server)
+    stripped = [m for m in mechs if not m.endswith("-PLUS") and "512" not in m]
+    assert "downgrade" in await _scram_with_ssdp(raw, stripped, cbs, sasl2_=use_sasl2)
+    raw.close()
+    # A MITM removed tls-exporter from the channel-binding types.
+    raw = await connect(server)
+    fewer = [c for c in cbs if c != "tls-exporter"]
+    assert "downgrade" in await _scram_with_ssdp(raw, mechs, fewer, sasl2_=use_sasl2)
+    raw.close()
+    # ... or the whole XEP-0440 list.
+    raw = await connect(server)
+    assert "downgrade" in await _scram_with_ssdp(raw, mechs, None, sasl2_=use_sasl2)
     raw.close()

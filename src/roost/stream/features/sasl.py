@@ -28,6 +28,7 @@ from roost.stream.sasl.scram import (
     ScramServer,
     mechanism_name,
     parse_mechanism,
+    ssdp_string,
 )
 from roost.xml.element import Element
 from roost.xml.ns import SASL, SASL_CB
@@ -205,6 +206,7 @@ class SaslServer(Feature):
             plus=plus,
             channel_bindings=stream.channel_bindings,
             cb_offered=any(m.endswith("-PLUS") for m in offered),
+            ssdp=ssdp_string(offered, sorted(stream.channel_bindings) if stream.channel_bindings else None),
         )
         self.challenging = True
         stream.active = self
@@ -336,6 +338,7 @@ class SaslClient(Feature):
                 cb_type=cb_type,
                 cb_data=stream.channel_bindings.get(cb_type, b"") if cb_type else b"",
                 server_supports_plus=any(m.endswith("-PLUS") for m in offered),
+                ssdp=ssdp_string(offered, cb_types if cb_offer is not None else None),
             )
             return self._auth(stream, self._scram.first())
         return stream.close(StreamError("policy-violation", "no usable SASL mechanism offered"))

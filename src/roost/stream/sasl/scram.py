@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from precis_i18n import get_profile
@@ -111,6 +111,20 @@ def parse_mechanism(name: str) -> tuple[str, bool] | None:
     return rest, plus
 
 
+def ssdp_string(mechanisms: Sequence[str], channel_bindings: Sequence[str] | None) -> bytes:
+    """XEP-0474 §5.1: the advertised mechanisms (and XEP-0440 channel-binding types, if that list
+    was advertised at all), each sorted by octets, joined with %x1E; %x1F between the two lists."""
+    text = "\x1e".join(sorted(mechanisms, key=str.encode))
+    if channel_bindings is not None:
+        text += "\x1f" + "\x1e".join(sorted(channel_bindings, key=str.encode))
+    return text.encode()
+
+
+def ssdp_hash(hash_name: str, ssdp: bytes) -> str:
+    """The ``h`` attribute: the SCRAM hash of the SSDP string, base64."""
+    return _b64(hashlib.new(_hashlib_name(hash_name), ssdp).digest())
+
+
 def salted_password(password: str, hash_name: str, salt: bytes, iterations: int) -> bytes:
     """SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 §3), with OpaqueString as Normalize.
 
@@ -148,8 +162,12 @@ class ScramServer:
         cb_offered: bool,
         nonce: str | None = None,
         default_iterations: int = DEFAULT_ITERATIONS,
+        ssdp: bytes | None = None,
     ) -> None:
         self._hash = _hashlib_name(hash_name)
+        #: XEP-0474: what was advertised (ssdp_string), hashed into the server-first-message, where the
+        #: client compares it with what it saw; the proof signs it, so a MITM cannot rewrite it.
+        self._ssdp = ssdp
         self.hash_name = hash_name
         self.plus = plus
         self._channel_bindings = channel_bindings  # may compute values lazily: read only what is used
@@ -250,7 +268,10 @@ class ScramServer:
                 raise ValueError(f"credentials are for {creds.hash_name}, exchange uses {self.hash_name}")
             salt, iterations = creds.salt, creds.iterations
             self._stored_key, self._server_key = creds.stored_key, creds.server_key
-        self._server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}".encode()
+        server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}"
+        if self._ssdp is not None:
+            server_first += f",h={ssdp_hash(self.hash_name, self._ssdp)}"
+        self._server_first = server_first.encode()
         self._state = "challenged"
         return self._server_first
 
@@ -310,6 +331,7 @@ class ScramClient:
         authzid: str | None = None,
         nonce: str | None = None,
         salted_password: bytes | None = None,
+        ssdp: bytes | None = None,
     ) -> None:
         self._hash = _hashlib_name(hash_name)
         self.hash_name = hash_name
@@ -337,6 +359,8 @@ class ScramClient:
         self._nonce = nonce if nonce is not None else random_token(24)
         self._client_first_bare = f"n={_encode_saslname(self.username)},r={self._nonce}".encode()
         self.salted_password = salted_password
+        #: XEP-0474: the SSDP string of what the server advertised; its hash must match the server's.
+        self._ssdp = ssdp
         self.salt = None
         self.iterations = None
         self._server_signature: bytes | None = None
@@ -359,6 +383,13 @@ class ScramClient:
         ):
             raise SaslFailure("malformed-request", "server-first-message must be r=, s=, i=")
         _check_extensions(attrs[3:])
+        if self._ssdp is not None:
+            offered = next((a[2:] for a in attrs[3:] if a.startswith("h=")), None)
+            # XEP-0474 §5.2: a mismatch means the advertised lists were tampered with.
+            if offered is not None and not hmac.compare_digest(
+                offered.encode(), ssdp_hash(self.hash_name, self._ssdp).encode()
+            ):
+                raise SaslFailure("not-authorized", "downgrade detected: the offered mechanisms were altered")
         nonce = attrs[0][2:]
         # RFC 5802 §5.1: the server's nonce must extend ours
         if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce) or not _PRINTABLE.match(nonce):

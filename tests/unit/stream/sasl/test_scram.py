@@ -14,6 +14,7 @@ from roost.stream.sasl.scram import (
     mechanism_name,
     parse_mechanism,
     salted_password,
+    ssdp_string,
 )
 
 # Few iterations keep the round trips quick; the RFC vectors use the real 4096.
@@ -400,3 +401,41 @@ def test_sasl_failure_rejects_unknown_condition() -> None:
         SaslFailure("bad-password")
     failure = SaslFailure("temporary-auth-failure", "database down")
     assert failure.condition == "temporary-auth-failure" and failure.text == "database down"
+
+
+# -- XEP-0474 SSDP ------------------------------------------------------------------------------------
+
+
+def test_ssdp_string_follows_the_xep_0474_algorithm() -> None:
+    s = ssdp_string(["SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"], ["tls-server-end-point", "tls-exporter"])
+    assert s == b"SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1eSCRAM-SHA-256\x1ftls-exporter\x1etls-server-end-point"
+    assert ssdp_string(["SCRAM-SHA-1"], None) == b"SCRAM-SHA-1"
+    assert ssdp_string(["SCRAM-SHA-1"], []) == b"SCRAM-SHA-1\x1f"
+
+
+def _ssdp_exchange(server_lists: bytes, client_lists: bytes | None) -> None:
+    server = ScramServer("SHA-256", plus=False, channel_bindings={}, cb_offered=False, ssdp=server_lists)
+    client = ScramClient("SHA-256", "user", "pencil", ssdp=client_lists)
+    server.start(client.first())
+    final = client.respond(server.challenge(derive_credentials("pencil", "SHA-256", FAST)))
+    client.verify(server.finish(final))
+
+
+def test_ssdp_hash_matches_when_nothing_was_stripped() -> None:
+    offered = ssdp_string(["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], ["tls-exporter"])
+    _ssdp_exchange(offered, offered)
+    _ssdp_exchange(offered, None)  # a client without SSDP ignores the attribute
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [
+        (["SCRAM-SHA-256"], ["tls-exporter"]),  # -PLUS stripped
+        (["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], []),  # channel-binding types stripped
+        (["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], None),  # the XEP-0440 element removed
+    ],
+)
+def test_ssdp_detects_a_stripped_list(seen: tuple[list[str], list[str] | None]) -> None:
+    offered = ssdp_string(["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], ["tls-exporter"])
+    with pytest.raises(SaslFailure, match="downgrade"):
+        _ssdp_exchange(offered, ssdp_string(*seen))
