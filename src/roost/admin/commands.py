@@ -213,6 +213,62 @@ async def _kick(server: Server, domain: str | None, values: Values, actor: str) 
     return Result(note=f"{ended} session{'s' if ended != 1 else ''} ended")
 
 
+def _account(server: Server, domain: str | None, values: Values) -> JID:
+    jids = _jids(server, domain, values.get("accountjid", []), bare=True)
+    if len(jids) != 1:
+        raise CommandError("give one account JID")
+    return jids[0]
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "never"
+
+
+async def _user_sessions(server: Server, domain: str | None, values: Values, actor: str) -> Result:
+    """One account's sessions (resource, client, IP, since, stream management) and the devices
+    holding FAST tokens (XEP-0484), each with the id to revoke it by."""
+    jid = _account(server, domain, values)
+    username = jid.local or ""
+    lines = []
+    for session in sorted(server.sessions.resources(jid.domain, username), key=lambda s: s.jid_str):
+        d = describe(session)
+        client = " / ".join(x for x in (d["software"], d["device"]) if x) or d["client"] or "?"
+        lines.append(
+            f"{d['resource']}: {client}, {d['transport']} from {d['ip'] or '?'} since {d['since']}, "
+            f"sm {d['sm']}"
+        )
+    devices = []
+    for device in await server.fast.devices(jid.domain, username):
+        expiry = max((t.expiry for t in device.tokens), default=0.0)
+        devices.append(
+            f"{device.client_id}: {device.software or '?'} ({device.device or '?'}), "
+            f"{len(device.tokens)} token(s) valid until {_when(expiry)}, last used {_when(device.last_used)}"
+        )
+    return Result(
+        note=f"{len(lines)} sessions, {len(devices)} devices with login tokens",
+        fields=[
+            ResultField("sessions", "Sessions", tuple(lines)),
+            ResultField("devices", "Devices with FAST login tokens", tuple(devices)),
+        ],
+    )
+
+
+async def _revoke_token(server: Server, domain: str | None, values: Values, actor: str) -> Result:
+    """Forget a device's FAST tokens (its next login needs the password); its sessions go on
+    unless ended too (roost user kick)."""
+    jid = _account(server, domain, values)
+    client = _text(values, "client")
+    username = jid.local or ""
+    devices = await server.fast.devices(jid.domain, username)
+    chosen = [d for d in devices if client in ("*", d.client_id)]
+    if not chosen:
+        raise CommandError(f"{jid} has no device {client!r} with login tokens")
+    for device in chosen:
+        await server.fast.invalidate(jid.domain, username, device.client_id)
+        log.info("FAST tokens of %s device %s revoked by %s", jid, device.client_id, actor)
+    return Result(note=f"revoked the login tokens of {len(chosen)} device{'s' if len(chosen) != 1 else ''}")
+
+
 def _message(frm: str, to: str, body: str, subject: str = "") -> Element:
     msg = Element("message", CLIENT, {"from": frm, "to": to, "type": "normal"})
     if subject:
@@ -364,6 +420,23 @@ COMMANDS: tuple[Command, ...] = (
         _sessions,
     ),
     Command("kick", f"{ADMIN}#end-user-session", "End user session", (_JIDS, _REASON), _kick),
+    Command(
+        "user-sessions",
+        f"{ROOST}#user-sessions",
+        "List a user's sessions and devices",
+        (Field("accountjid", "jid-single", "The user", required=True),),
+        _user_sessions,
+    ),
+    Command(
+        "revoke-token",
+        f"{ROOST}#revoke-token",
+        "Revoke a device's login tokens",
+        (
+            Field("accountjid", "jid-single", "The user", required=True),
+            Field("client", "text-single", "The device id (* for all)", required=True),
+        ),
+        _revoke_token,
+    ),
     Command(
         "announce",
         f"{ADMIN}#announce",

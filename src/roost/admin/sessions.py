@@ -32,9 +32,18 @@ def client_name(session: Any) -> str:
     return str(caps.attrs.get("node", "")) if caps is not None else ""
 
 
+def sm_state(session: ClientSession) -> str:
+    """Stream management (XEP-0198) of the session: "off", "on", or "detached" (resumable, no
+    connection now)."""
+    if session.state.value == "detached":
+        return "detached"
+    return "on" if getattr(session, "sm", None) is not None else "off"
+
+
 def describe(session: ClientSession) -> dict[str, Any]:
     """One session as plain data (control socket JSON, ad-hoc result forms)."""
     bound_at = float(getattr(session, "bound_at", 0.0) or 0.0)
+    agent = getattr(session, "user_agent", None)
     return {
         "jid": str(getattr(session, "jid_str", "") or getattr(session, "jid", "")),
         "id": str(getattr(session, "id", "")),
@@ -44,4 +53,9 @@ def describe(session: ClientSession) -> dict[str, Any]:
         "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(bound_at)) if bound_at else "",
         "available": bool(getattr(session, "available", False)),
         "state": session.state.value,
+        "resource": session.jid.resource or "",
+        "sm": sm_state(session),
+        # XEP-0388 <user-agent/>: for the account's owner and the operator only (§2.3).
+        "software": agent.software if agent is not None else "",
+        "device": agent.device if agent is not None else "",
     }

@@ -295,6 +295,50 @@ def _build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("jid", metavar="JID")
     unlock.set_defaults(handler=_cmd_user_unlock)
 
+    user_sessions = user_commands.add_parser(
+        "sessions",
+        help="a user's sessions (resource, client, IP, since, stream management) and token devices",
+        description="List one account's sessions on the running server, and the devices that hold FAST "
+        "login tokens (XEP-0484), each with the id that revokes it.",
+        epilog="examples:\n  roost user sessions alice@example.org\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    user_sessions.add_argument("jid", metavar="JID")
+    user_sessions.set_defaults(
+        handler=lambda a: _run_admin_command(a, "user-sessions", {"accountjid": [a.jid]})
+    )
+    user_kick = user_commands.add_parser(
+        "kick",
+        help="end one session of a user, or all of them",
+        description="End a session (with RESOURCE) or all of the user's sessions on the running server, "
+        "with a <policy-violation/> stream error. Add --revoke to also forget the login tokens of "
+        "all the user's devices, so that they need the password again.",
+        epilog="examples:\n  roost user kick alice@example.org phone\n"
+        "  roost user kick alice@example.org --revoke\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    user_kick.add_argument("jid", metavar="JID")
+    user_kick.add_argument("resource", metavar="RESOURCE", nargs="?")
+    user_kick.add_argument("--reason", default="", help="text shown to the user")
+    user_kick.add_argument("--revoke", action="store_true", help="also revoke every device's login tokens")
+    user_kick.set_defaults(handler=_cmd_user_kick)
+    revoke = user_commands.add_parser(
+        "revoke-token",
+        help="revoke a device's login tokens (see roost user sessions)",
+        description="Forget the FAST login tokens of one device (or * for all): its next login needs "
+        "the password. Sessions go on (end them with roost user kick).",
+        epilog="examples:\n  roost user revoke-token alice@example.org 3f1c…\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    revoke.add_argument("jid", metavar="JID")
+    revoke.add_argument("client", metavar="DEVICE")
+    revoke.set_defaults(
+        handler=lambda a: _run_admin_command(a, "revoke-token", {"accountjid": [a.jid], "client": [a.client]})
+    )
+
     from roost.cli import admin
 
     admin.add_commands(commands, common_sub, _HELP_FORMATTER, _run_admin_command, _cmd_reload)
@@ -734,6 +778,16 @@ def _lock_or_unlock(args: argparse.Namespace, *, lock: bool) -> int:
 
 
 # --- administration through the control socket ----------------------------------------------------
+
+
+def _cmd_user_kick(args: argparse.Namespace) -> int:
+    target = f"{args.jid}/{args.resource}" if args.resource else args.jid
+    code = _run_admin_command(
+        args, "kick", {"accountjids": [target], "reason": [args.reason] if args.reason else []}
+    )
+    if args.revoke:
+        code = _run_admin_command(args, "revoke-token", {"accountjid": [args.jid], "client": ["*"]})
+    return code
 
 
 def _run_admin_command(args: argparse.Namespace, name: str, values: dict[str, list[str]]) -> int:

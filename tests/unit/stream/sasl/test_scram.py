@@ -407,7 +407,8 @@ def test_sasl_failure_rejects_unknown_condition() -> None:
 
 
 def test_ssdp_string_follows_the_xep_0474_algorithm() -> None:
-    s = ssdp_string(["SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"], ["tls-server-end-point", "tls-exporter"])
+    mechs = ["SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"]
+    s = ssdp_string(mechs, ["tls-server-end-point", "tls-exporter"])
     assert s == b"SCRAM-SHA-1\x1eSCRAM-SHA-1-PLUS\x1eSCRAM-SHA-256\x1ftls-exporter\x1etls-server-end-point"
     assert ssdp_string(["SCRAM-SHA-1"], None) == b"SCRAM-SHA-1"
     assert ssdp_string(["SCRAM-SHA-1"], []) == b"SCRAM-SHA-1\x1f"
