@@ -16,7 +16,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
+from roost.jid import JID
 from roost.stanza.errors import STANZA_ERROR_TYPES, StanzaError, StreamError
+from roost.stream.core import Event, Feature, Phase, Stream, StreamEvent
 from roost.util.ids import random_token
 from roost.xml.element import Element
 from roost.xml.ns import SM, STANZA_ERRORS
@@ -315,3 +317,82 @@ class StreamManagement:
         self._unrequested = 0
         self._awaiting_ack = False
         return items
+
+
+# -- the stream feature -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class EnableRequested(Event):
+    """``<enable/>`` on an established stream: the driver enables SM for the session and writes
+    ``<enabled/>`` (or ``<failed/>``)."""
+
+    request: EnableRequest
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested(Event):
+    """``<resume/>`` after authentication, instead of binding: the stream holds further input until
+    the driver answers with :meth:`SmFeature.resumed` or :meth:`SmFeature.resume_failed`."""
+
+    request: ResumeRequest
+    feature: SmFeature
+
+
+@dataclass(frozen=True, slots=True)
+class AckNonza(Event):
+    """``<r/>`` or ``<a h/>`` on an established stream (``element.name`` says which)."""
+
+    element: Element
+
+
+class SmFeature(Feature):
+    """XEP-0198 on a receiving stream: where each nonza is allowed (§3, §5), and resumption in place
+    of resource binding. The ``<sm/>`` advertisement comes with the module's stream features."""
+
+    nonza_namespaces = frozenset((SM,))
+
+    def handle(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
+        """Negotiation: after authentication a client may resume instead of binding (§5)."""
+        if el.ns != SM or not stream.authenticated:
+            return None  # before authentication: refused like any unexpected element (§9)
+        if el.name == "resume":
+            try:
+                request = parse_resume(el)
+            except SmFailure as e:
+                stream.send(e.to_element())
+                return []
+            stream.wait(self)
+            return [ResumeRequested(request, self)]
+        if el.name == "enable":
+            # §3: not before resource binding; the server SHALL answer <failed/>.
+            stream.send(failed("unexpected-request", "bind a resource first"))
+            return []
+        return None
+
+    def nonza(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
+        """Established: enable, acks; a second resumption is refused (the session is bound)."""
+        name = el.name
+        if name == "r" or name == "a":
+            return [AckNonza(el)]
+        if name == "enable":
+            return [EnableRequested(parse_enable(el))]
+        if name == "resume":
+            stream.send(failed("unexpected-request", "this stream already has a session"))
+            return []
+        return None
+
+    def resumed(
+        self, stream: Stream, jid: JID, previd: str, h: int, again: list[Element]
+    ) -> list[StreamEvent]:
+        """The driver moved the session to this stream: ``<resumed/>``, what the client missed, then
+        the held input (§5)."""
+        stream.jid = jid
+        stream.send(resumed(previd, h))
+        for stanza in again:
+            stream.send(stanza)
+        stream.establish()
+        return stream.resume(Phase.ESTABLISHED)
+
+    def resume_failed(self, stream: Stream, failure: SmFailure) -> list[StreamEvent]:
+        """§5: ``<failed/>``; the client may still bind a resource on this stream."""
+        stream.send(failure.to_element())
+        return stream.resume()

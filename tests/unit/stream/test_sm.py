@@ -6,12 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from roost.jid import JID
 from roost.stream import sm
-from roost.stream.sm import AckPolicy, HandledCountTooHigh, SmFailure, StreamManagement
+from roost.stream.c2s import C2SSettings, C2SStream, Closed, NeedBind, State
+from roost.stream.core import Feature
+from roost.stream.csi import ClientState, CsiFeature
+from roost.stream.sm import AckPolicy, HandledCountTooHigh, SmFailure, SmFeature, StreamManagement
 from roost.xml.element import Element
 from roost.xml.ns import SM, STANZA_ERRORS, STREAM, STREAMS_ERRORS
 from roost.xml.parser import StreamParser
 from roost.xml.serializer import serialize
+from tests.unit.stream.test_c2s import HEADER, Peer, negotiate_to_auth, scram_login
 
 
 def msg(n: int) -> Element:
@@ -236,3 +241,89 @@ def test_nonzas_on_the_wire() -> None:
 def test_failure_needs_a_stanza_condition() -> None:
     with pytest.raises(ValueError):
         SmFailure("no-such-condition")
+
+
+# -- the stream feature, driven through a c2s stream ----------------------------------------------------
+def _authenticated(*features: Feature) -> tuple[C2SStream, Peer]:
+    stream = C2SStream(C2SSettings(domains=frozenset({"example.org"}), features=lambda: features))
+    peer = Peer()
+    negotiate_to_auth(stream, peer)
+    scram_login(stream, peer)
+    stream.receive_data(HEADER)
+    peer.read(stream)
+    return stream, peer
+
+
+def _bind(stream: C2SStream, peer: Peer) -> None:
+    bind = b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    assert stream.receive_data(bind) == [NeedBind(None)]
+    stream.bound(JID("juliet", "example.org", "r"))
+    peer.read(stream)
+
+
+def test_enable_before_bind_fails_and_the_client_may_still_bind() -> None:
+    stream, peer = _authenticated(SmFeature())
+    assert stream.receive_data(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>") == []
+    answer = peer.read(stream)[-1]
+    assert answer.name == "failed" and answer.find("unexpected-request", STANZA_ERRORS) is not None  # §3
+    _bind(stream, peer)
+    assert stream.state is State.ESTABLISHED
+
+
+def test_nonzas_once_established_become_events_in_order_with_stanzas() -> None:
+    stream, peer = _authenticated(SmFeature())
+    _bind(stream, peer)
+    events = stream.receive_data(
+        b"<enable xmlns='urn:xmpp:sm:3' resume='1' max='60'/><message to='romeo@example.org'/>"
+        b"<r xmlns='urn:xmpp:sm:3'/><a xmlns='urn:xmpp:sm:3' h='3'/>"
+    )
+    assert events[0] == sm.EnableRequested(sm.EnableRequest(True, 60))
+    assert isinstance(events[1], Element) and events[1].name == "message"
+    assert [e.element.name for e in events[2:] if isinstance(e, sm.AckNonza)] == ["r", "a"]
+    # A <resume/> on a bound stream is refused without ending it.
+    assert stream.receive_data(b"<resume xmlns='urn:xmpp:sm:3' previd='x' h='0'/>") == []
+    assert peer.read(stream)[-1].name == "failed"
+    assert stream.state is State.ESTABLISHED
+
+
+def test_resume_holds_input_until_the_driver_answers() -> None:
+    feature = SmFeature()
+    stream, peer = _authenticated(feature)
+    events = stream.receive_data(
+        b"<resume xmlns='urn:xmpp:sm:3' previd='abc' h='2'/><message to='romeo@example.org' id='m1'/>"
+    )
+    assert events == [sm.ResumeRequested(sm.ResumeRequest("abc", 2), feature)]
+    again = [Element("message", "jabber:client", {"id": "lost"})]
+    after = feature.resumed(stream, JID("juliet", "example.org", "r"), "abc", 7, again)
+    assert [e.attrs.get("id") for e in after if isinstance(e, Element)] == ["m1"]  # held input, then
+    out = peer.read(stream)
+    assert [e.name for e in out] == ["resumed", "message"]
+    assert out[0].attrs == {"previd": "abc", "h": "7"} and out[1].attrs["id"] == "lost"
+    assert stream.state is State.ESTABLISHED
+
+
+def test_failed_resume_lets_the_client_bind() -> None:
+    feature = SmFeature()
+    stream, peer = _authenticated(feature)
+    stream.receive_data(b"<resume xmlns='urn:xmpp:sm:3' previd='abc' h='2'/>")
+    feature.resume_failed(stream, SmFailure("item-not-found", h=4))
+    answer = peer.read(stream)[-1]
+    assert answer.name == "failed" and answer.attrs == {"h": "4"}
+    _bind(stream, peer)
+    assert stream.state is State.ESTABLISHED
+
+
+def test_resume_with_bad_attributes_is_answered_failed_bad_request() -> None:
+    stream, peer = _authenticated(SmFeature())
+    assert stream.receive_data(b"<resume xmlns='urn:xmpp:sm:3' h='2'/>") == []
+    answer = peer.read(stream)[-1]
+    assert answer.name == "failed" and answer.find("bad-request", STANZA_ERRORS) is not None
+
+
+def test_csi_nonzas() -> None:
+    stream, peer = _authenticated(CsiFeature())
+    _bind(stream, peer)
+    events = stream.receive_data(b"<inactive xmlns='urn:xmpp:csi:0'/><active xmlns='urn:xmpp:csi:0'/>")
+    assert events == [ClientState(False), ClientState(True)]
+    closed = stream.receive_data(b"<bogus xmlns='urn:xmpp:csi:0'/>")
+    assert isinstance(closed[-1], Closed) and closed[-1].error is not None
