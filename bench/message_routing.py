@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.inprocess import CountingSession
+from bench.inprocess import CountingSession, bind
+from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
 from roost.xml.element import Element
@@ -27,12 +28,7 @@ from roost.xml.ns import CLIENT
 
 
 async def _bind(server: Server, user: str, resource: str) -> CountingSession:
-    session = CountingSession(server)
-    server.sessions.bind(session, "localhost", user, resource)
-    host = server.hosts["localhost"]
-    from roost.core import hooks
-
-    await host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(session))
+    session = await bind(server, user, resource)
     session.available = True
     return session
 
@@ -44,7 +40,7 @@ async def run(messages: int, full: bool, carbons: bool) -> None:
             f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
             '[storage]\nurl = "memory://"\n'
         )
-        server = Server(load_config(path))
+        server = create_server(load_config(path))
         await server.start()
         try:
             for user in ("romeo", "juliet"):

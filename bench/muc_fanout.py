@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.inprocess import CountingSession
+from bench.inprocess import bind
+from roost.app import create_server
 from roost.config.loader import load_config
-from roost.core.server import Server
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT
 
@@ -33,13 +33,12 @@ async def run(occupants: int, messages: int, filters: bool) -> None:
             f'[storage]\nurl = "memory://"\n[muc]\nmessage_rate = 0\nmax_occupants = {occupants + 10}\n'
             f"default_max_occupants = {occupants + 10}\nlock_new_rooms = false\n{extra}"
         )
-        server = Server(load_config(path))
+        server = create_server(load_config(path))
         await server.start()
         try:
             sessions = []
             for i in range(occupants):
-                s = CountingSession(server)
-                server.sessions.bind(s, "localhost", f"user{i}", "bench")
+                s = await bind(server, f"user{i}", "bench")
                 s.available = True
                 sessions.append(s)
             room = "bench@conference.localhost"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from roost.app import create_server
 from roost.config.loader import load_config
-from roost.core.server import Server
 from roost.modules.muc.module import find_runtime
 from tests.support.scenario import Harness
 
@@ -154,7 +154,7 @@ async def test_service_domain_must_not_be_a_served_domain(tmp_path: Path) -> Non
         f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp_path}/data"\n[listen]\nc2s = ""\n'
         'c2s_tls = ""\n[storage]\nurl = "memory://"\n[muc]\ndomain = "localhost"\n'
     )
-    server = Server(load_config(path))
+    server = create_server(load_config(path))
     with pytest.raises(ValueError, match=r"also in server\.domains"):
         await server.start()
     await server.stop()

@@ -55,11 +55,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from roost.app import create_server
 from roost.config.loader import load_config
-from roost.core import hooks
 from roost.core.modules import Module
 from roost.core.server import Server
-from roost.core.session import Session, new_session_id
+from roost.core.session import ClientSession, new_session_id
 from roost.jid import JID
 from roost.stanza.errors import StreamError
 from roost.stream.sasl.scram import derive_credentials
@@ -118,47 +118,60 @@ def show(el: Element) -> str:
     return serialize(el, CLIENT)
 
 
-class ScriptedSession(Session):
+class ScriptedConnection:
+    """The connection of a :class:`ScriptedSession`: what the server writes is parsed back into
+    elements; closing it ends the session the way a transport's close does."""
+
+    kind = "test"
+    peer = "127.0.0.1"
+    stanza_ns: str | None = CLIENT
+    secure = True
+
+    def __init__(self, session: ScriptedSession) -> None:
+        self.session = session
+        self._parser = StreamParser(max_stanza_bytes=10_000_000, root=(CLIENT, "wrap"))
+        self._parser.feed(f"<wrap xmlns='{CLIENT}'>".encode())
+
+    def send_stanza(self, data: bytes) -> None:
+        for event in self._parser.feed(data):
+            if isinstance(event, Element):
+                self.session.received.append(event)
+
+    def send_raw(self, data: bytes) -> None:
+        self.send_stanza(data)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class ScriptedSession(ClientSession):
     """A bound session driven by the test: ``submit`` what the client sends, read ``received``."""
 
-    __slots__ = ("_parser", "closed", "harness", "received")
+    __slots__ = ("harness", "received")
 
     def __init__(self, harness: Harness) -> None:
         super().__init__(harness.server, new_session_id("test"))
         self.harness = harness
         self.received: deque[Element] = deque()
-        self.closed = False
-        self._parser = StreamParser(max_stanza_bytes=10_000_000, root=(CLIENT, "wrap"))
-        self._parser.feed(f"<wrap xmlns='{CLIENT}'>".encode())
+        self.connection = ScriptedConnection(self)
 
-    # -- server side (the Session API) --------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        if self.closed:
-            return
-        for event in self._parser.feed(data):
-            if isinstance(event, Element):
-                self.received.append(event)
+    @property
+    def closed(self) -> bool:
+        return not self.bound
 
     def close(self, error: StreamError | None = None, reason: str = "logout") -> None:
-        """Unbind and announce the end, as a transport does (``session/closed`` with ``reason``)."""
-        if self.closed:
-            return
-        self.closed = True
-        server = self.server
-        if server.sessions.unbind(self):
-            host = server.hosts.get(self.jid.domain)
-            if host is not None:
-                closed = hooks.SessionEvent(self, reason)
-                server.spawn(host.bus.fire(hooks.SESSION_CLOSED, closed), "test-closed")
+        """End the session as the c2s driver does (``session/closed`` with ``reason``)."""
+        self.server.sessions.end(self, reason)
 
     # -- client side --------------------------------------------------------------------------------
     async def submit(self, xml: str | Element) -> None:
         """Process stanzas as if this session's client had sent them, then settle."""
         stanzas = parse_stanzas(xml) if isinstance(xml, str) else [xml]
         for stanza in stanzas:
-            pending = self.server.router.process(self, stanza)
-            if pending is not None:
-                await pending
+            self.receive(stanza)  # the session's ordered queue, as from any transport
         await self.harness.settle()
 
     async def iq(self, payload: str, type_: str = "get", to: str | None = None, iq_id: str = "q1") -> Element:
@@ -255,7 +268,7 @@ class Harness:
                 f'[server]\ndomains = ["{DOMAIN}"]\ndata_dir = "{data_dir}"\n\n'
                 f'[listen]\nc2s = ""\nc2s_tls = ""\n\n[storage]\nurl = "{storage}"\n\n{extra}\n'
             )
-        server = Server(load_config(path))
+        server = create_server(load_config(path))
         await server.start()
         return cls(server, path)
 
@@ -269,7 +282,7 @@ class Harness:
         """Stop the server (every session ends) and start a new one on the same configuration."""
         await self.stop()
         self.sessions.clear()
-        self.server = Server(load_config(self.config_path))
+        self.server = create_server(load_config(self.config_path))
         await self.server.start()
 
     async def settle(self) -> None:
@@ -312,9 +325,11 @@ class Harness:
         jid = self.full_jid(name)
         await self.add_user(str(jid.bare))
         session = ScriptedSession(self)
-        self.server.sessions.bind(session, jid.domain, jid.local or "", jid.resource)
-        host = self.server.hosts[jid.domain]
-        await host.bus.fire(hooks.SESSION_BOUND, hooks.SessionEvent(session))
+        manager = self.server.sessions
+        manager.bind(session, jid.domain, jid.local or "", jid.resource)
+        ready = manager.announce(session)
+        if ready is not None:
+            session.hold(ready)
         short = (jid.local or "") if jid.domain == DOMAIN else str(jid.bare)
         first = self.sessions.get(short)
         if first is None or first.closed:

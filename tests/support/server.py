@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
 from roost.stream.sasl.scram import HASH_NAMES, derive_credentials
@@ -65,7 +66,7 @@ url = "{url}"
 
 async def start_server(tmp_path: Path, extra: str = "", **kwargs: Any) -> RunningServer:
     config = load_config(write_config(tmp_path, extra, **kwargs))
-    server = Server(config)
+    server = create_server(config)
     await server.start()
     return RunningServer(server, config.server.data_dir)
 

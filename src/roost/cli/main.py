@@ -364,7 +364,7 @@ def _cli_logging(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
-    from roost.core.server import serve  # sets up logging from config.log
+    from roost.app import serve  # sets up logging from config.log
 
     return serve(config)
 
@@ -462,12 +462,16 @@ def _check_writable_dir(directory: Path, what: str, report: _Report) -> None:
 
 
 def _check_listeners(config: Config, report: _Report) -> None:
-    listen = config.listen
-    addresses = [("listen.c2s", listen.c2s_address), ("listen.c2s_tls", listen.c2s_tls_address)]
-    if all(address is None for _, address in addresses):
+    entries = config.listeners
+    table = not isinstance(config.listen, list)
+    addresses = [
+        (f"listen.{e.kind}" if table else f"listen[{i}] ({e.kind})", e.host_port)
+        for i, e in enumerate(entries)
+    ]
+    if not any(e.kind in ("c2s", "c2s_tls", "http", "https") for e in entries):
         report.problem(
-            "every client listener is disabled (listen.c2s and listen.c2s_tls are empty)",
-            'set listen.c2s = "0.0.0.0:5222"',
+            "every client listener is disabled (no c2s, c2s_tls, http or https listener)",
+            'set listen.c2s = "0.0.0.0:5222", or add a [[listen]] entry with kind = "c2s"',
         )
     getuid: Callable[[], int] | None = getattr(os, "getuid", None)
     for key, address in addresses:
@@ -521,10 +525,9 @@ def _check_policy(config: Config, report: _Report) -> None:
 def _summary(config: Config) -> str:
     domains = config.server.domains
     parts = [f"{len(domains)} domain{'s' if len(domains) != 1 else ''} ({', '.join(domains)})"]
-    if config.listen.c2s is not None:
-        parts.append(f"c2s on {config.listen.c2s}")
-    if config.listen.c2s_tls is not None:
-        parts.append(f"direct TLS on {config.listen.c2s_tls}")
+    names = {"c2s": "c2s", "c2s_tls": "direct TLS", "http": "HTTP", "https": "HTTPS"}
+    for entry in config.listeners:
+        parts.append(f"{names.get(entry.kind, entry.kind)} on {entry.address}")
     parts.append(f"storage {redact_url(config.storage_url)}")
     parts.append("TLS " + ("from " + str(config.tls.cert) if config.tls.cert else "self-signed"))
     return ", ".join(parts)

@@ -111,6 +111,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ConfigError.single(source, "", f"line {line}: not UTF-8 text (TOML files are UTF-8)")
+    if _LISTEN_TABLE.search(text) and _LISTEN_ARRAY.search(text):
+        raise ConfigError.single(
+            source,
+            "listen",
+            "uses both the [listen] table (c2s = …, c2s_tls = …) and [[listen]] entries; keep one "
+            "form: either [listen] with c2s/c2s_tls, or one [[listen]] entry per listener "
+            '(kind = "c2s", address = …)',
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -121,6 +129,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             where = f"line {match.group(1)}, column {match.group(2)}"
             raise ConfigError.single(source, "", f"{where}: invalid TOML: {reason}")
         raise ConfigError.single(source, "", f"invalid TOML: {message}")
+
+
+_LISTEN_TABLE = re.compile(r"^[ \t]*\[[ \t]*listen[ \t]*\][ \t]*(#.*)?$", re.M)
+_LISTEN_ARRAY = re.compile(r"^[ \t]*\[\[[ \t]*listen[ \t]*\]\][ \t]*(#.*)?$", re.M)
 
 
 def _parse_override_value(text: str) -> Any:
@@ -289,6 +301,10 @@ _KIND = {
 }
 
 
+#: How pydantic names the two forms of ``listen`` in error locations.
+_LISTEN_FORMS = ("ListenSection", "list[ListenEntry]")
+
+
 def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
     """The model that owns the last element of ``loc`` (for "did you mean" on unknown keys)."""
     current: Any = model
@@ -314,6 +330,11 @@ def _explain(
     out: list[tuple[str, str]] = []
     for err in error.errors(include_url=False):
         loc = tuple(err["loc"])
+        if len(loc) >= 2 and loc[1] in _LISTEN_FORMS:
+            # [listen] is a table or an array of tables: report only the form the file used.
+            if len(loc) == 2 and err["type"] in ("list_type", "model_type", "model_attributes_type"):
+                continue
+            loc = (loc[0], *loc[2:])
         key = _dotted(prefix + tuple(loc))
         kind = err["type"]
         found = _describe(err.get("input"))

@@ -246,6 +246,47 @@ class ListenSection(_Section):
         return None if self.c2s_tls is None else parse_address(self.c2s_tls)
 
 
+#: What a ``[[listen]]`` entry accepts. Federation adds "s2s" and "component".
+ListenerKind = Literal["c2s", "c2s_tls", "http", "https"]
+
+
+class ListenEntry(_Section):
+    """One ``[[listen]]`` entry: a listener of some kind on one address.
+
+    ```toml
+    [[listen]]
+    kind = "c2s"          # STARTTLS; "c2s_tls": direct TLS (XEP-0368); "http"/"https": WebSocket, BOSH, …
+    address = "[::]:5222"
+    ```
+    """
+
+    kind: ListenerKind = Field(
+        description="What is served: 'c2s' (client connections with STARTTLS), 'c2s_tls' (direct TLS, "
+        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services)."
+    )
+    address: str = Field(
+        description="'host:port', '[ipv6]:port' or ':port' (every interface, IPv4 and IPv6). Port 0 picks a "
+        "free port.",
+        examples=["127.0.0.1:5222", "[::1]:5222", ":5280"],
+    )
+    backlog: int = Field(1024, ge=1, le=65535, description="Connections waiting to be accepted (listen(2)).")
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        parse_address(value)
+        return value.strip()
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return parse_address(self.address)
+
+    @property
+    def name(self) -> str:
+        """How logs and ``Server.addresses`` name it: the kind, numbered from the second one on."""
+        return self.kind
+
+
 # --- [c2s] -------------------------------------------------------------------------------------
 
 #: Strongest first: the order is the server's preference as advertised in <mechanisms/>.
@@ -320,6 +361,22 @@ class C2SSection(_Section):
         le=1024 * MiB,
         description="A session whose unsent output exceeds this (a client that stopped reading) is closed.",
         examples=[8388608],
+    )
+    max_resources: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="Sessions (resources) one account may have bound at once; one more is refused with "
+        "<resource-constraint/> (RFC 6120 §7.6.2.1).",
+        examples=[20],
+    )
+    max_backlog: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Stanzas from one client held while an earlier one waits for storage (RFC 6120 §10.1 "
+        "keeps them in order); past this, the server stops reading that connection until it catches up.",
+        examples=[256],
     )
     sasl_mechanisms: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SASL_MECHANISMS),
@@ -521,7 +578,8 @@ class Config(BaseModel):
 
     server: ServerSection = Field(default_factory=lambda: ServerSection())
     tls: TLSSection = Field(default_factory=lambda: TLSSection())
-    listen: ListenSection = Field(default_factory=lambda: ListenSection())
+    #: Either the ``[listen]`` shorthand table or a ``[[listen]]`` array of entries.
+    listen: ListenSection | list[ListenEntry] = Field(default_factory=lambda: ListenSection())
     c2s: C2SSection = Field(default_factory=lambda: C2SSection())
     storage: StorageSection = Field(default_factory=lambda: StorageSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
@@ -547,6 +605,19 @@ class Config(BaseModel):
             offered = [m for m in self.c2s.sasl_mechanisms if _scram_hash(m) in (None, *hashes)]
             object.__setattr__(self, "c2s", self.c2s.model_copy(update={"sasl_mechanisms": offered}))
         return self
+
+    @property
+    def listeners(self) -> list[ListenEntry]:
+        """Every listener, whichever form the file used (the shorthand's empty addresses left out)."""
+        listen = self.listen
+        if isinstance(listen, list):
+            return list(listen)
+        entries = []
+        if listen.c2s is not None:
+            entries.append(ListenEntry.model_validate({"kind": "c2s", "address": listen.c2s}))
+        if listen.c2s_tls is not None:
+            entries.append(ListenEntry.model_validate({"kind": "c2s_tls", "address": listen.c2s_tls}))
+        return entries
 
     @property
     def storage_url(self) -> str:
@@ -602,10 +673,11 @@ class Config(BaseModel):
                     "drop the mechanism",
                 )
             )
-        if (
-            self.listen.c2s is not None
-            and self.listen.c2s == self.listen.c2s_tls
-            and not self.listen.c2s.endswith(":0")  # port 0: each listener gets its own free port
-        ):
-            problems.append(("listen.c2s_tls", f"same address as listen.c2s ({self.listen.c2s})"))
+        seen: dict[str, str] = {}
+        for i, entry in enumerate(self.listeners):
+            key = f"listen[{i}]" if isinstance(self.listen, list) else f"listen.{entry.kind}"
+            if entry.address in seen and not entry.address.endswith(":0"):
+                # Port 0: each listener gets its own free port.
+                problems.append((key, f"same address as {seen[entry.address]} ({entry.address})"))
+            seen.setdefault(entry.address, key)
         return problems

@@ -1,6 +1,9 @@
-"""Removing an account while the server runs, the same way whoever asks (the user in-band, an operator).
+"""The account service: creating, re-keying and removing accounts, the same way whoever asks — the
+user in-band (XEP-0077), an operator through the CLI or the control socket, an admin command.
 
-The order matters: first nobody can log in any more (credentials gone), then the account's sessions
+Creating fires ``USER_CREATED`` on the account's host (modules set up the new account's data);
+removal fires ``USER_DELETED``. The order of a removal matters: first nobody can log in any more
+(credentials gone), then the account's sessions
 end with ``<not-authorized/>`` (XEP-0077 §3.2), their close handlers run (unavailable presence to
 contacts, which still needs the roster), the modules hear ``USER_DELETED`` (forget caches, cancel
 subscriptions), and only then is the account's data deleted.
@@ -10,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from roost.core import hooks
 from roost.core.hooks import SessionEvent, UserEvent
 from roost.core.session import Session
 from roost.stanza.errors import StreamError
+from roost.storage.api import StoredCredentialsLike
 
 if TYPE_CHECKING:
     from roost.core.host import Host
@@ -27,7 +32,7 @@ log = logging.getLogger(__name__)
 SESSION_END_TIMEOUT = 10.0
 
 
-class AccountRemoval:
+class AccountService:
     """One per server; watches every host's session closes for the accounts being removed."""
 
     def __init__(self, server: Server) -> None:
@@ -38,6 +43,23 @@ class AccountRemoval:
     def attach(self, host: Host) -> None:
         # Lowest priority: runs after every other close handler of the session.
         host.bus.on(hooks.SESSION_CLOSED, self._session_wound_up, -1000)
+
+    async def create(
+        self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]
+    ) -> None:
+        """Create the account (``AccountExists`` if it exists) and tell the host's modules."""
+        await self.server.storage.accounts.create(domain, username, credentials)
+        log.info("account %s@%s created", username, domain)
+        host = self.server.hosts.get(domain)
+        if host is not None:
+            await host.bus.fire(hooks.USER_CREATED, UserEvent(domain, username))
+
+    async def set_credentials(
+        self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]
+    ) -> None:
+        """Replace the account's SCRAM keys (a new password); ``NoSuchAccount`` if there is none."""
+        await self.server.storage.accounts.set_credentials(domain, username, credentials)
+        log.info("password of %s@%s changed", username, domain)
 
     async def remove(self, domain: str, username: str) -> bool:
         """Remove the account now (False: there is no such account)."""
@@ -78,3 +100,7 @@ class AccountRemoval:
             pending.discard(event.session)
             if not pending:
                 ended.set()
+
+
+#: The name the server and the control socket knew it by.
+AccountRemoval = AccountService

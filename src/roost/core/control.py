@@ -142,7 +142,7 @@ class ControlChannel:
                 return {"ok": False, "error": f"this server does not serve {domain}"}
             log.info("control socket: removing account %s@%s", username, domain)
             try:
-                removed = await self.server.account_removal.remove(domain, username)
+                removed = await self.server.accounts.remove(domain, username)
             except Exception as e:
                 log.exception("control socket: removing %s@%s failed", username, domain)
                 return {"ok": False, "error": f"removal failed: {e}"}

@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 from roost.core.hooks import StanzaEvent
+from roost.jid import JID, JIDError
+from roost.util.ids import random_token
 from roost.xml.element import Element
 
 
@@ -65,26 +67,49 @@ class IqTable:
 
 
 class IqTracker:
-    """IQs the server sent (pings, module queries), awaiting their result or error."""
+    """IQs the server sent (pings, module queries), awaiting their result or error.
+
+    Ids are unpredictable, and a response resolves a query only if it comes from the entity the
+    query was sent to: nobody else can answer on its behalf (a spoofed result for a caps or PEP
+    query would otherwise poison what the server learns).
+    """
 
     def __init__(self) -> None:
-        self._pending: dict[str, asyncio.Future[Element]] = {}
-        self._counter = 0
+        self._pending: dict[str, tuple[str, asyncio.Future[Element]]] = {}
 
     def new_id(self) -> str:
-        self._counter += 1
-        return f"roost-{self._counter:x}"
+        return "roost-" + random_token(12)
 
-    def expect(self, iq_id: str) -> asyncio.Future[Element]:
-        """A future resolved with the response to the IQ with ``iq_id``."""
+    def expect(self, iq_id: str, responder: str | JID) -> asyncio.Future[Element]:
+        """A future resolved with the response to the IQ ``iq_id`` sent to ``responder``."""
         future: asyncio.Future[Element] = asyncio.get_running_loop().create_future()
-        self._pending[iq_id] = future
+        self._pending[iq_id] = (str(responder), future)
         future.add_done_callback(lambda _: self._pending.pop(iq_id, None))
         return future
 
     def resolve(self, response: Element) -> bool:
-        future = self._pending.pop(response.attrs.get("id", ""), None)
-        if future is None or future.done():
+        """Resolve the query ``response`` answers; False (and nothing resolved) if there is none or
+        the response does not come from the queried entity."""
+        iq_id = response.attrs.get("id", "")
+        entry = self._pending.get(iq_id)
+        if entry is None:
+            return False
+        responder, future = entry
+        if not _same_entity(response.attrs.get("from"), responder):
+            return False
+        del self._pending[iq_id]
+        if future.done():
             return False
         future.set_result(response)
         return True
+
+
+def _same_entity(frm: str | None, responder: str) -> bool:
+    if frm is None:
+        return False
+    if frm == responder:
+        return True
+    try:
+        return str(JID.parse(frm)) == responder
+    except JIDError:
+        return False

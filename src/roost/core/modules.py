@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from roost.config.schema import ModuleOptions, register_section
+from roost.core.hooks import Hook
 from roost.core.iq import Target
 
 if TYPE_CHECKING:
@@ -47,11 +48,11 @@ def iq_handler(type_: str, ns: str, name: str, to: Target = Target.HOST) -> Call
     return mark
 
 
-def hook(event: str, priority: int = 0) -> Callable[[F], F]:
-    """Mark a method as a handler of ``event`` (a name from :mod:`roost.core.hooks`)."""
+def hook(event: Hook[Any] | str, priority: int = 0) -> Callable[[F], F]:
+    """Mark a method as a handler of ``event`` (a hook declared in :mod:`roost.core.hooks` or by a module)."""
 
     def mark(func: F) -> F:
-        marks: list[tuple[str, int]] = func.__dict__.setdefault("_roost_hooks", [])
+        marks: list[tuple[Hook[Any] | str, int]] = func.__dict__.setdefault("_roost_hooks", [])
         marks.append((event, priority))
         return func
 

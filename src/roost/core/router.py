@@ -6,18 +6,24 @@ recipient's session (serialized once, written in a batch) or to the handler chai
 target. Work that must wait for storage is returned as an awaitable; the caller (the session) keeps
 its stanzas in order (§10.1) by holding later ones until it completes. Everything else is synchronous:
 no task, no coroutine, no extra object per routed message.
+
+Error boundary: a filter or handler that fails fails that stanza alone. Its sender gets an error
+(``internal-server-error`` unless the failure was a :class:`StanzaError`); no other session, and not
+the sender's connection, notices. Delivery filters that wait keep each recipient's stanzas in order
+(``ClientSession.delivery_queue``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from roost.core import hooks
-from roost.core.hooks import StanzaEvent
+from roost.core.hooks import FireHook, Origin, StanzaEvent
 from roost.core.iq import Target
-from roost.core.session import Session
+from roost.core.session import ClientSession as Session
 from roost.jid import JID, JIDError
 from roost.stanza import IQ_TYPES, MESSAGE_TYPES, PRESENCE_TYPES, error_reply
 from roost.stanza.errors import StanzaError, StreamError
@@ -40,6 +46,9 @@ _VALID_TYPES = {"message": MESSAGE_TYPES, "presence": PRESENCE_TYPES, "iq": IQ_T
 _SELF_TARGETS = (Target.SELF, Target.ACCOUNT)
 _ACCOUNT_TARGETS = (Target.ACCOUNT,)
 _HOST_TARGETS = (Target.HOST,)
+#: RFC 6120 §10.3.3: an IQ without 'to' is handled on behalf of the account — by the account's own
+#: handlers first, else the server's (a ping with no 'to' gets a result, as from Prosody and ejabberd).
+_NO_TO_TARGETS = (Target.SELF, Target.ACCOUNT, Target.HOST)
 
 
 class Router:
@@ -52,7 +61,7 @@ class Router:
 
     # -- entry points --------------------------------------------------------------------------------
     def process(self, origin: Session, stanza: Element) -> Awaitable[None] | None:
-        """A stanza from a bound local client session."""
+        """A stanza from a bound local client session (``from_client``)."""
         attrs = stanza.attrs
         frm_attr = attrs.get("from")
         if frm_attr is not None and frm_attr != origin.jid_str:
@@ -69,6 +78,7 @@ class Router:
         attrs["from"] = origin.jid_str
         kind = stanza.name
         to_attr = attrs.get("to")
+        type_ = attrs.get("type")
         if to_attr is None:
             # RFC 6120 §10.3: no 'to' means the account itself (presence: broadcast, RFC 6121 §4.2.2).
             to = origin.jid.bare
@@ -76,25 +86,72 @@ class Router:
             try:
                 to = JID.parse(to_attr)
             except JIDError:
+                if kind == "iq" and (type_ == "result" or type_ == "error"):
+                    return None  # RFC 6120 §8.2.3: a response is never answered; nowhere to go
                 return self._bounce(
                     stanza, StanzaError("jid-malformed", "the 'to' address is not a valid JID")
                 )
-        type_ = attrs.get("type")
         if type_ is not None and type_ not in _VALID_TYPES[kind]:
             return self._bounce(stanza, StanzaError("bad-request", f"invalid type {type_!r} for <{kind}/>"))
         if kind == "iq":
             error = self._check_iq(stanza, type_)
             if error is not None:
                 return self._bounce(stanza, error)
-        event = StanzaEvent(stanza, origin, to, origin.jid)
+        event = StanzaEvent(stanza, origin, to, origin.jid, Origin.CLIENT)
         host = self.hosts.get(origin.jid.domain)
         if host is not None:
             pre = _PRE[kind]
             if host.bus.has_handlers(pre):
-                event = host.bus.fold(pre, event)
-                if event is None:
+                try:
+                    folded = host.bus.fold(pre, event)
+                except StanzaError as e:
+                    return self._bounce_event(event, e)
+                except Exception:
+                    log.exception("filter failed on %r", stanza)
+                    return self._bounce_event(event, StanzaError("internal-server-error"))
+                if folded is None:
                     return None
-        return self.deliver(event)
+                if folded.__class__ is not StanzaEvent and not isinstance(folded, StanzaEvent):
+                    return self._after_filters(folded, event)  # a filter is waiting for storage
+                event = folded
+        return self._deliver_guarded(event)
+
+    async def _after_filters(self, pending: Awaitable[StanzaEvent | None], event: StanzaEvent) -> None:
+        try:
+            folded = await pending
+        except StanzaError as e:
+            self._bounce_event(event, e)
+            return
+        except Exception:
+            log.exception("filter failed on %r", event.stanza)
+            self._bounce_event(event, StanzaError("internal-server-error"))
+            return
+        if folded is not None:
+            more = self._deliver_guarded(folded)
+            if more is not None:
+                await more
+
+    def _deliver_guarded(self, event: StanzaEvent) -> Awaitable[None] | None:
+        """:meth:`deliver` inside the error boundary: a failure answers this stanza only."""
+        try:
+            pending = self.deliver(event)
+        except StanzaError as e:
+            return self._bounce_event(event, e)
+        except Exception:
+            log.exception("routing failed on %r", event.stanza)
+            return self._bounce_event(event, StanzaError("internal-server-error"))
+        if pending is None:
+            return None
+        return self._guard_pending(pending, event)
+
+    async def _guard_pending(self, pending: Awaitable[None], event: StanzaEvent) -> None:
+        try:
+            await pending
+        except StanzaError as e:
+            self._bounce_event(event, e)
+        except Exception:
+            log.exception("routing failed on %r", event.stanza)
+            self._bounce_event(event, StanzaError("internal-server-error"))
 
     def route(self, stanza: Element, origin: Session | None = None) -> Awaitable[None] | None:
         """A stanza generated by the server or a module (``from`` and ``to`` already set, trusted)."""
@@ -161,16 +218,85 @@ class Router:
         return None  # presence to an unavailable resource: silently dropped
 
     def to_session(self, session: Session, event: StanzaEvent) -> None:
-        """Write a stanza to one session, through the ``deliver/<kind>`` filters."""
+        """Write a stanza to one session, through the ``deliver/<kind>`` filters.
+
+        A filter may wait (storage): that stanza, and every later one to the same session, then
+        goes out when it is done, in order. A filter that fails answers the sender with an error.
+        """
+        queue = session.delivery_queue
+        if queue is not None:
+            queue.append(event)
+            return
         host = self.hosts.get(session.jid.domain)
         if host is not None:
             name = _DELIVER[event.stanza.name]
             if host.bus.has_handlers(name):
-                filtered = host.bus.fold(name, (session, event))
+                try:
+                    filtered = host.bus.fold(name, (session, event))
+                except StanzaError as e:
+                    self._bounce_event(event, e)
+                    return
+                except Exception:
+                    log.exception("delivery filter failed on %r", event.stanza)
+                    self._bounce_event(event, StanzaError("internal-server-error"))
+                    return
                 if filtered is None:
+                    return
+                if filtered.__class__ is not tuple:
+                    session.delivery_queue = deque()
+                    self.server.spawn(
+                        self._deliver_later(session, filtered, event),  # type: ignore[arg-type]
+                        f"{session.id}-deliver",
+                    )
                     return
                 session, event = filtered
         session.send(event.stanza)
+
+    async def _deliver_later(
+        self, session: Session, pending: Awaitable[tuple[Session, StanzaEvent] | None], event: StanzaEvent
+    ) -> None:
+        """Finish a delivery whose filters waited, then the stanzas that queued behind it."""
+        while True:
+            try:
+                filtered = await pending
+            except StanzaError as e:
+                self._bounce_event(event, e)
+                filtered = None
+            except Exception:
+                log.exception("delivery filter failed on %r", event.stanza)
+                self._bounce_event(event, StanzaError("internal-server-error"))
+                filtered = None
+            if filtered is not None:
+                target, out = filtered
+                target.send(out.stanza)
+            queue = session.delivery_queue
+            while queue:
+                event = queue.popleft()
+                host = self.hosts.get(session.jid.domain)
+                name = _DELIVER[event.stanza.name]
+                if host is None or not host.bus.has_handlers(name):
+                    session.send(event.stanza)
+                    continue
+                try:
+                    result = host.bus.fold(name, (session, event))
+                except StanzaError as e:
+                    self._bounce_event(event, e)
+                    continue
+                except Exception:
+                    log.exception("delivery filter failed on %r", event.stanza)
+                    self._bounce_event(event, StanzaError("internal-server-error"))
+                    continue
+                if result is None:
+                    continue
+                if result.__class__ is tuple:
+                    target, out = result
+                    target.send(out.stanza)
+                    continue
+                pending = result  # type: ignore[assignment]
+                break
+            else:
+                session.delivery_queue = None
+                return
 
     def _to_host(self, host: Host, event: StanzaEvent, kind: str) -> Awaitable[None] | None:
         if kind == "iq":
@@ -190,7 +316,11 @@ class Router:
 
     def _to_bare(self, host: Host, event: StanzaEvent, kind: str) -> Awaitable[None] | None:
         if kind == "iq":
-            targets = _SELF_TARGETS if event.frm.bare == event.to else _ACCOUNT_TARGETS
+            targets: tuple[Target, ...]
+            if event.frm.bare == event.to:
+                targets = _NO_TO_TARGETS if "to" not in event.stanza.attrs else _SELF_TARGETS
+            else:
+                targets = _ACCOUNT_TARGETS
             return self._iq(host, event, targets)
         result = self._fire(host, _BARE[kind], event)
         if result is True:
@@ -334,7 +464,7 @@ class Router:
             return None
         return self._bounce_event(event, StanzaError("remote-server-not-found"))
 
-    def _fire(self, host: Host, name: str, event: StanzaEvent) -> bool | Awaitable[bool]:
+    def _fire(self, host: Host, name: FireHook[StanzaEvent], event: StanzaEvent) -> bool | Awaitable[bool]:
         """Run a delivery chain; a StanzaError from a synchronous handler is answered here."""
         try:
             return host.bus.fire_sync(name, event)

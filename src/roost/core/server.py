@@ -1,22 +1,25 @@
-"""The server: storage, hosts and their modules, listeners, timers, and an ordered shutdown."""
+"""The server core: storage, hosts and their modules, listeners, timers, and an ordered shutdown.
+
+It imports no transport and no module: the composition root (:mod:`roost.app`) hands it the module
+classes to load and a starter per listener kind.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import secrets
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from roost.config.schema import Config
+from roost.config.schema import Config, ListenEntry
 from roost.core import hooks
-from roost.core.accounts import AccountRemoval
+from roost.core.accounts import AccountService
 from roost.core.control import ControlChannel
 from roost.core.hooks import StanzaEvent
 from roost.core.host import Host
@@ -29,36 +32,61 @@ from roost.stream.c2s import C2SSettings
 from roost.stream.sasl.scram import set_unknown_user_secret
 from roost.transports import tls
 from roost.transports.batching import WriteBatcher
-from roost.util.logging import setup_logging
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, PING
+
+if TYPE_CHECKING:
+    from roost.core.c2s import C2SDriver
+    from roost.core.modules import Module
+
+
+class Listener(Protocol):
+    """A started listener (an ``asyncio.Server`` or an HTTP site)."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+#: Starts one ``[[listen]]`` entry; returns the listener and the address it really bound.
+ListenerStarter = Callable[["Server", ListenEntry], Awaitable[tuple[Listener, tuple[str, int]]]]
 
 log = logging.getLogger("roost.server")
 
 #: Sessions silent this long give back their XML parser's memory until they speak again.
-HIBERNATE_AFTER_SECONDS = 20.0
+RELEASE_PARSER_AFTER_SECONDS = 20.0
 
 
 class Server:
     """One Roost process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        modules: Sequence[type[Module]] = (),
+        listeners: Mapping[str, ListenerStarter] | None = None,
+    ) -> None:
         self.config = config
         self.started_at = time.time()
-        self.sessions = SessionManager()
-        self.account_removal = AccountRemoval(self)
+        #: Module classes loaded on every served domain (in this order), and listener starters by kind.
+        self.module_classes = tuple(modules)
+        self.listener_starters: Mapping[str, ListenerStarter] = listeners or {}
+        self.sessions = SessionManager(self, max_resources=config.c2s.max_resources)
+        self.accounts = AccountService(self)
         self.control = ControlChannel(self)
         self.hosts: dict[str, Host] = {}
         #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
         self.routes: dict[str, Callable[[StanzaEvent], None]] = {}
         self.router = Router(self)
         self.iq_tracker = IqTracker()
-        self.connections: set[Any] = set()
+        #: Live c2s connections (their drivers), for liveness checks and shutdown.
+        self.connections: set[C2SDriver] = set()
         self.writes = WriteBatcher()
         self.storage: StorageManager = None  # type: ignore[assignment]  # set in start()
         self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
         self.certificate_der: bytes | None = None
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.stopping = False
@@ -99,14 +127,12 @@ class Server:
         self.tls_context = tls.server_context(cert, key)
         self.certificate_der = tls.certificate_der(cert)
 
-        from roost.modules import all_modules
-
         for domain in config.server.domains:
             host = Host(self, domain)
             self.hosts[domain] = host
-            self.account_removal.attach(host)
+            self.accounts.attach(host)
         for host in list(self.hosts.values()):
-            for cls in all_modules():
+            for cls in self.module_classes:
                 options = config.module_options(cls.name)
                 if options.enabled:
                     await host.modules.load(cls, options)
@@ -162,26 +188,16 @@ class Server:
         return [d for d, h in self.hosts.items() if h.has_accounts]
 
     async def _listen(self) -> None:
-        from roost.config.schema import parse_address
-        from roost.transports.tcp import C2SConnection
-
-        loop = asyncio.get_running_loop()
-        settings = self.c2s_settings()
-        listen = self.config.listen
-        # c2s starts in the clear (STARTTLS); c2s_tls is direct TLS (XEP-0368).
-        for kind, address, direct_tls in (("c2s", listen.c2s, False), ("c2s_tls", listen.c2s_tls, True)):
-            if not address:
-                continue
-            host, port = parse_address(address)
-            srv = await loop.create_server(
-                functools.partial(C2SConnection, self, settings, direct_tls=direct_tls),
-                host or None,
-                port,
-                backlog=1024,
-                reuse_address=True,
-            )
-            self._servers.append(srv)
-            self.addresses[kind] = srv.sockets[0].getsockname()[:2]
+        counts: dict[str, int] = {}
+        for entry in self.config.listeners:
+            starter = self.listener_starters.get(entry.kind)
+            if starter is None:
+                raise OSError(f"no transport for listeners of kind {entry.kind!r}")
+            listener, address = await starter(self, entry)
+            self._servers.append(listener)
+            n = counts.get(entry.kind, 0)
+            counts[entry.kind] = n + 1
+            self.addresses[entry.kind if n == 0 else f"{entry.kind}.{n}"] = address
 
     async def stop(self) -> None:
         """Ordered shutdown: stop listening, <system-shutdown/> to every stream, drain, close storage."""
@@ -196,8 +212,11 @@ class Server:
             self._sweeper.cancel()
         for host in list(self.hosts.values()):
             await host.bus.fire(hooks.SERVER_STOPPING, hooks.ServerEvent())
+        shutdown = StreamError("system-shutdown", "the server is shutting down")
         for conn in list(self.connections):
-            conn.close(StreamError("system-shutdown", "the server is shutting down"), reason="shutdown")
+            conn.close(shutdown, reason="shutdown")
+        for session in list(self.sessions):
+            session.close(shutdown, reason="shutdown")  # detached ones, and any without a driver
         # Let SESSION_CLOSED handlers (unavailable presence, offline state) and writes finish.
         deadline = time.monotonic() + 5
         while self._tasks and time.monotonic() < deadline:
@@ -228,20 +247,21 @@ class Server:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            hibernated = 0
+            released = 0
             for conn in list(self.connections):
                 try:
-                    hibernated += self._check_liveness(conn, now)
+                    released += self._check_liveness(conn, now)
                 except Exception:
                     log.exception("liveness check failed for %s", conn.id)
-            if hibernated:
-                log.debug("%d idle sessions released their parser memory", hibernated)
+            if released:
+                log.debug("%d idle sessions released their parser memory", released)
 
-    def _check_liveness(self, conn: Any, now: float) -> bool:
-        """Ping, time out or hibernate one connection; True if it was hibernated just now."""
+    def _check_liveness(self, conn: C2SDriver, now: float) -> bool:
+        """Ping, time out or release the parser of one connection; True if released just now."""
         c2s = self.config.c2s
-        if not conn.jid_str:
-            if now - conn.connected_at > c2s.auth_timeout_seconds:
+        session = conn.session
+        if not session.jid_str:
+            if now - session.connected_at > c2s.auth_timeout_seconds:
                 timeout = StreamError("connection-timeout", "authentication took too long")
                 conn.close(timeout, reason="timeout")
             return False
@@ -249,22 +269,22 @@ class Server:
             if now - conn.ping_sent_at > c2s.ping_timeout_seconds:
                 conn.close(StreamError("connection-timeout", "no answer to ping"), reason="timeout")
             return False
-        idle = now - conn.last_received
-        hibernated = False
-        if idle > HIBERNATE_AFTER_SECONDS and not conn.stream.parser.hibernating:
-            hibernated = conn.stream.hibernate()
+        idle = now - session.last_received
+        released = False
+        if idle > RELEASE_PARSER_AFTER_SECONDS:
+            released = conn.release_parser()
         if c2s.idle_ping_seconds and idle > c2s.idle_ping_seconds:
             conn.ping_sent_at = now
             attrs = {
                 "type": "get",
                 "id": self.iq_tracker.new_id(),
-                "from": conn.jid.domain,
-                "to": conn.jid_str,
+                "from": session.jid.domain,
+                "to": session.jid_str,
             }
             ping = Element("iq", CLIENT, attrs)
             ping.add("ping", PING)
-            conn.send(ping)
-        return hibernated
+            session.send(ping)
+        return released
 
 
 def _load_secret(path: Path) -> bytes:
@@ -306,16 +326,3 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
     await stop.wait()
     await server.stop()
     return 0
-
-
-def serve(config: Config) -> int:
-    """Run the server until SIGTERM/SIGINT (the ``roost run`` command)."""
-    setup_logging(config.log.level, config.log.file)
-    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        pass
-    return runner(run_until_signalled(Server(config)))

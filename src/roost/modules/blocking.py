@@ -7,7 +7,8 @@ only, ``user@domain`` any of its resources, ``domain`` the domain and everything
 resources are never blocked from one another.
 
 Enforcement, on the hot path and synchronous — the lists of online accounts are in memory, loaded
-when a session binds; stanzas a new session sends or gets before its list is loaded wait for it:
+when a session binds (its own stanzas wait for that); a filter that meets an account whose list is
+not in memory waits for it (the chain goes on after, in order):
 
 * inbound from a blocked JID (§3.3): presence dropped without a word; a message answered with
   ``service-unavailable``; an IQ get/set answered with ``service-unavailable``, other IQs dropped.
@@ -22,7 +23,8 @@ when a session binds; stanzas a new session sends or gets before its list is loa
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import asyncio
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 from pydantic import Field
@@ -43,9 +45,6 @@ from roost.xml.ns import CLIENT
 BLOCKING: Final = "urn:xmpp:blocking"
 BLOCKING_ERRORS: Final = "urn:xmpp:blocking:errors"
 
-_PRE: Final = {"message": hooks.PRE_MESSAGE, "presence": hooks.PRE_PRESENCE, "iq": hooks.PRE_IQ}
-
-Thunk = Callable[[], Awaitable[None] | None]
 Delivery = tuple[Session, StanzaEvent]
 
 
@@ -78,10 +77,8 @@ class Blocking(Module):
         self.store: MapStore = self.server.storage.map("blocklist")
         #: Lists of accounts with a session, by bare JID (the hot path reads only this).
         self._lists: dict[str, frozenset[str]] = {}
-        #: Accounts whose list is being loaded (or whose held stanzas are being replayed): what waits.
-        self._held: dict[str, list[Thunk]] = {}
-        #: The held stanza being replayed, which the filters let through.
-        self._bypass: object = None
+        #: Lists being read from storage, by bare JID (everyone who needs one awaits the same read).
+        self._loading: dict[str, asyncio.Future[frozenset[str]]] = {}
 
     # -- queries for other modules -------------------------------------------------------------------
     def is_blocked(self, user: JID, other: JID) -> bool:
@@ -96,52 +93,43 @@ class Blocking(Module):
 
     # -- loading ---------------------------------------------------------------------------------------
     @hook(hooks.SESSION_BOUND, priority=100)
-    def bound(self, event: SessionEvent) -> None:
+    def bound(self, event: SessionEvent) -> Awaitable[frozenset[str]] | None:
+        """The session's own stanzas wait until its list is in memory."""
         jid = event.session.jid
-        if jid.bare_str not in self._lists:
-            self._load(jid)
+        if jid.bare_str in self._lists:
+            return None
+        return self._loaded(jid)
 
     @hook(hooks.SESSION_CLOSED)
     def closed(self, event: SessionEvent) -> None:
         jid = event.session.jid
         key = jid.bare_str
-        if key not in self._held and not self.server.sessions.is_online(jid.domain, jid.local or ""):
+        if key not in self._loading and not self.server.sessions.is_online(jid.domain, jid.local or ""):
             self._lists.pop(key, None)
 
     @hook(hooks.USER_DELETED)
     def forget(self, event: UserEvent) -> None:
         self._lists.pop(f"{event.username}@{event.domain}", None)
 
-    def _load(self, jid: JID, thunk: Thunk | None = None) -> None:
-        """Start loading ``jid``'s list (once); ``thunk`` runs when it is there, after those before it."""
+    async def _loaded(self, jid: JID) -> frozenset[str]:
+        """``jid``'s list, read once from storage however many wait for it; kept while it is online."""
         key = jid.bare_str
-        held = self._held.get(key)
-        if held is None:
-            held = self._held[key] = []
-            self.server.spawn(self._load_and_replay(jid), f"blocklist-load-{key}")
-        if thunk is not None:
-            held.append(thunk)
-
-    async def _load_and_replay(self, jid: JID) -> None:
-        key = jid.bare_str
-        try:
-            blocklist = await self._read(jid)
-        except Exception:
-            self.log.exception("cannot load the blocklist of %s; treating it as empty", key)
-            blocklist = frozenset()
-        self._lists.setdefault(key, blocklist)
-        queue = self._held[key]
-        while queue:
-            thunk = queue.pop(0)
+        future = self._loading.get(key)
+        if future is None:
+            future = self._loading[key] = asyncio.get_running_loop().create_future()
             try:
-                pending = thunk()
-                if pending is not None:
-                    await pending
+                blocklist = await self._read(jid)
             except Exception:
-                self.log.exception("replaying a stanza held for %s's blocklist failed", key)
-        del self._held[key]
-        if not self.server.sessions.is_online(jid.domain, jid.local or ""):
-            self._lists.pop(key, None)
+                self.log.exception("cannot load the blocklist of %s; treating it as empty", key)
+                blocklist = frozenset()
+            finally:
+                del self._loading[key]
+            blocklist = self._lists.setdefault(key, blocklist)
+            if not self.server.sessions.is_online(jid.domain, jid.local or ""):
+                self._lists.pop(key, None)
+            future.set_result(blocklist)
+            return blocklist
+        return await asyncio.shield(future)
 
     async def _read(self, jid: JID) -> frozenset[str]:
         return frozenset(await self.store.items(jid.domain, jid.local or ""))
@@ -156,18 +144,22 @@ class Blocking(Module):
     @hook(hooks.PRE_MESSAGE, priority=10_000)
     @hook(hooks.PRE_PRESENCE, priority=10_000)
     @hook(hooks.PRE_IQ, priority=10_000)
-    def outbound(self, event: StanzaEvent) -> StanzaEvent | None:
+    def outbound(self, event: StanzaEvent) -> StanzaEvent | Awaitable[StanzaEvent | None] | None:
         origin = event.origin
         if origin is None:
             return event
-        key = origin.jid.bare_str
-        if self._held and key in self._held and event is not self._bypass:
-            self._held[key].append(lambda: self._resume_outbound(event))
-            return None
-        blocklist = self._lists.get(key)
+        blocklist = self._lists.get(origin.jid.bare_str)
         if blocklist is None:
-            self._load(origin.jid, lambda: self._resume_outbound(event))
-            return None
+            return self._outbound_later(origin, event)
+        return self._check_outbound(origin, event, blocklist)
+
+    async def _outbound_later(self, origin: Session, event: StanzaEvent) -> StanzaEvent | None:
+        return self._check_outbound(origin, event, await self._loaded(origin.jid))
+
+    def _check_outbound(
+        self, origin: Session, event: StanzaEvent, blocklist: frozenset[str]
+    ) -> StanzaEvent | None:
+        key = origin.jid.bare_str
         to = event.to
         to_key = to.bare_str
         if to_key == key:
@@ -184,17 +176,6 @@ class Blocking(Module):
                 return None
         return event
 
-    def _resume_outbound(self, event: StanzaEvent) -> Awaitable[None] | None:
-        host = self.host
-        self._bypass = event
-        try:
-            folded: StanzaEvent | None = host.bus.fold(_PRE[event.stanza.name], event)
-        finally:
-            self._bypass = None
-        if folded is None:
-            return None
-        return self.server.router.deliver(folded)
-
     def _refuse(self, origin: Session, stanza: Element) -> None:
         """§3.3: the user tried to reach a JID they block."""
         type_ = stanza.attrs.get("type")
@@ -208,17 +189,20 @@ class Blocking(Module):
     @hook(hooks.DELIVER_MESSAGE, priority=10_000)
     @hook(hooks.DELIVER_PRESENCE, priority=10_000)
     @hook(hooks.DELIVER_IQ, priority=10_000)
-    def inbound(self, value: Delivery) -> Delivery | None:
+    def inbound(self, value: Delivery) -> Delivery | Awaitable[Delivery | None] | None:
+        session = value[0]
+        blocklist = self._lists.get(session.jid.bare_str)
+        if blocklist is None:
+            return self._inbound_later(value)
+        return self._check_inbound(value, blocklist)
+
+    async def _inbound_later(self, value: Delivery) -> Delivery | None:
+        return self._check_inbound(value, await self._loaded(value[0].jid))
+
+    def _check_inbound(self, value: Delivery, blocklist: frozenset[str]) -> Delivery | None:
         session, event = value
         jid = session.jid
         key = jid.bare_str
-        if self._held and key in self._held and event is not self._bypass:
-            self._held[key].append(lambda: self._resume_inbound(session, event))
-            return None
-        blocklist = self._lists.get(key)
-        if blocklist is None:
-            self._load(jid, lambda: self._resume_inbound(session, event))
-            return None
         frm = event.frm
         frm_key = frm.bare_str
         if frm_key == key:
@@ -232,13 +216,6 @@ class Blocking(Module):
         if theirs and event.stanza.attrs.get("type") != "error" and blocks(theirs, jid):
             return None
         return value
-
-    def _resume_inbound(self, session: Session, event: StanzaEvent) -> None:
-        self._bypass = event
-        try:
-            self.server.router.to_session(session, event)
-        finally:
-            self._bypass = None
 
     @hook(hooks.MESSAGE_BARE, priority=300)
     def inbound_message(self, event: StanzaEvent) -> bool:

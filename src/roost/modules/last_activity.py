@@ -11,6 +11,7 @@ client.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from roost.core import hooks
 from roost.core.hooks import ServerEvent, SessionEvent, StanzaEvent, UserEvent
@@ -37,8 +38,6 @@ class LastActivity(Module):
         #: Logout records are written behind, many in one transaction: a logout costs no storage
         #: round trip of its own.
         self.store = WriteBehind(self.server.storage.keyvalue("last"), "last", self.server.spawn)
-        #: Full-JID queries this module let through (by stanza identity) while they are delivered.
-        self._cleared: set[int] = set()
 
     async def stop(self) -> None:
         await self.store.close()
@@ -104,7 +103,9 @@ class LastActivity(Module):
 
     # -- queries to a full JID (§4) -----------------------------------------------------------------------
     @hook(hooks.DELIVER_IQ, priority=1000)
-    def guard_full_jid(self, item: tuple[Session, StanzaEvent]) -> tuple[Session, StanzaEvent] | None:
+    def guard_full_jid(
+        self, item: tuple[Session, StanzaEvent]
+    ) -> tuple[Session, StanzaEvent] | Awaitable[tuple[Session, StanzaEvent] | None] | None:
         """§4: a query from someone not allowed to see the user's presence never reaches the client."""
         session, event = item
         stanza = event.stanza
@@ -113,7 +114,7 @@ class LastActivity(Module):
         payload = stanza.first()
         if payload is None or payload.name != "query" or payload.ns != LAST:
             return item
-        if event.frm.bare == session.jid.bare or id(stanza) in self._cleared:
+        if event.frm.bare == session.jid.bare:
             return item
         known, roster_item = peek_roster_item(self.host, session.jid, event.frm)
         if known:
@@ -121,28 +122,14 @@ class LastActivity(Module):
                 return item
             self._refuse(event, StanzaError("forbidden", "you may not see this user's presence"))
             return None
-        self.server.spawn(self._check_full_jid(session, event), f"last-check-{session.id}")
-        return None
+        return self._check_full_jid(item)
 
-    async def _check_full_jid(self, session: Session, event: StanzaEvent) -> None:
-        try:
-            allowed = await may_see_presence(self.host, session.jid.bare, event.frm)
-        except Exception:
-            self.log.exception("roster check for a last-activity query failed")
-            allowed = False
-        if allowed:
-            if self.server.sessions.get(session.jid) is session:
-                marker = id(event.stanza)
-                self._cleared.add(marker)
-                try:
-                    self.server.router.to_session(session, event)
-                finally:
-                    self._cleared.discard(marker)
-                return
-            error = StanzaError("service-unavailable")  # the resource went away meanwhile
-        else:
-            error = StanzaError("forbidden", "you may not see this user's presence")
-        self._refuse(event, error)
+    async def _check_full_jid(self, item: tuple[Session, StanzaEvent]) -> tuple[Session, StanzaEvent] | None:
+        session, event = item
+        if await may_see_presence(self.host, session.jid.bare, event.frm):
+            return item
+        self._refuse(event, StanzaError("forbidden", "you may not see this user's presence"))
+        return None
 
     def _refuse(self, event: StanzaEvent, error: StanzaError) -> None:
         reply = error_reply(event.stanza, error)

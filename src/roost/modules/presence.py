@@ -4,11 +4,11 @@ The RFC describes every subscription stanza twice: *outbound* processing at the 
 *inbound* processing at the recipient's. Both halves are kept apart here even though both parties are
 local today, so that server-to-server links can feed remote stanzas into the inbound half unchanged:
 
-* outbound — stanzas from a local session. The ``pre/presence`` filter turns subscription stanzas (and
-  client probes of full JIDs) into an :class:`OutboundPresence` event that the router delivers back to
-  this module (so the session's later stanzas wait for it, RFC 6120 §10.1); :meth:`Presence._outbound`
-  updates the sender's roster (Appendix A.2, pre-approvals §3.4) and routes the stanza, stamped with the
-  bare JID (§3 implementation note), towards the contact. Broadcast presence (no 'to') is handled in the
+* outbound — stanzas from a local session. The ``pre/presence`` filter takes subscription stanzas (and
+  client probes of full JIDs) out of the chain and handles them itself, returning an awaitable so that
+  the session's later stanzas wait for it (RFC 6120 §10.1): :meth:`Presence._outbound` updates the
+  sender's roster (Appendix A.2, pre-approvals §3.4) and routes the stanza, stamped with the bare JID
+  (§3 implementation note), towards the contact. Broadcast presence (no 'to') is handled in the
   ``presence/bare`` chain: to subscribers (from/both), to the user's own available resources, and on
   initial presence the contacts' presence comes back (probes, §4.3).
 * inbound — presence addressed to a local account (``presence/bare`` and ``presence/full`` chains):
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Set
+from collections.abc import Awaitable, Iterable, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -152,18 +152,6 @@ def inbound(type_: str, item: RosterItem) -> Outcome:
 
 
 # -- events and per-session state ----------------------------------------------------------------------------
-@dataclass(slots=True)
-class OutboundPresence(StanzaEvent):
-    """A subscription stanza or client probe from a local session, awaiting outbound processing.
-
-    The ``pre/presence`` filter addresses it (``to``) to the sender's own bare JID so that the router
-    brings it to this module's ``presence/bare`` handler; ``target`` is where it is really going (the
-    bare contact for subscription stanzas, §3.1.2 rule 1; the probed full JID for probes).
-    """
-
-    target: JID
-
-
 class SessionPresence:
     """Presence state of one session beyond what :class:`Session` holds."""
 
@@ -292,7 +280,7 @@ class Presence(Module):
 
     # -- outbound: the pre/presence filter --------------------------------------------------------------
     @hook(hooks.PRE_PRESENCE, priority=-100)
-    def outbound_filter(self, event: StanzaEvent) -> StanzaEvent | None:
+    def outbound_filter(self, event: StanzaEvent) -> StanzaEvent | Awaitable[None] | None:
         """Stanzas from local sessions, after other filters (blocking, privacy) have had their say."""
         session = event.origin
         if session is None:
@@ -307,10 +295,10 @@ class Presence(Module):
             if "to" not in stanza.attrs or event.to.bare == session.jid.bare:
                 return None  # about one's own presence: an account is implicitly subscribed to itself
             # §3.1.2 rule 1: a full JID is treated as the bare JID.
-            return OutboundPresence(stanza, session, session.jid.bare, session.jid, event.to.bare)
+            return self._outbound(session, stanza, event.to.bare)
         if type_ == "probe" and event.to.resource is not None and self._is_account_domain(event.to.domain):
             # A probe of a local full JID would otherwise reach the client; the server answers it (§4.3).
-            return OutboundPresence(stanza, session, session.jid.bare, session.jid, event.to)
+            return self._outbound(session, stanza, event.to)
         return event
 
     def _track_directed(self, session: Session, target: JID, available: bool) -> None:
@@ -329,8 +317,6 @@ class Presence(Module):
     @hook(hooks.PRESENCE_BARE, priority=-100)
     def on_bare(self, event: StanzaEvent) -> bool:
         """The synchronous cases; declines (False) what needs storage, for :meth:`on_bare_async`."""
-        if event.__class__ is OutboundPresence:
-            return False
         stanza = event.stanza
         type_ = stanza.attrs.get("type")
         session = event.origin
@@ -362,9 +348,6 @@ class Presence(Module):
     @hook(hooks.PRESENCE_BARE, priority=-101)
     async def on_bare_async(self, event: StanzaEvent) -> bool:
         """What :meth:`on_bare` declined: the same work after loading what it needs."""
-        if isinstance(event, OutboundPresence):
-            await self._outbound(event)
-            return True
         stanza = event.stanza
         type_ = stanza.attrs.get("type")
         session = event.origin
@@ -681,17 +664,15 @@ class Presence(Module):
                 self._send(copy)
 
     # -- outbound subscription stanzas (Appendix A.2) --------------------------------------------------------
-    async def _outbound(self, event: OutboundPresence) -> None:
-        session = event.origin
-        assert session is not None
-        stanza = event.stanza
+    async def _outbound(self, session: Session, stanza: Element, target: JID) -> None:
+        """A subscription stanza or probe from a local session, taken out of the ``pre/presence``
+        chain (None: the router has nothing more to do with it)."""
         type_ = stanza.attrs["type"]
-        target = event.target
         if type_ == "probe":
             owner = self._presence_module(target.domain)
             if owner is not None:
-                await owner.inbound_probe(StanzaEvent(stanza, session, target, event.frm))
-            return
+                await owner.inbound_probe(StanzaEvent(stanza, session, target, session.jid))
+            return None
         user = session.jid.bare
         contact = target
         if type_ == "subscribe":

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 
 from roost.config.schema import ModuleOptions
 from roost.core import hooks
-from roost.core.hooks import RegisterEvent, StanzaEvent, UserEvent
+from roost.core.hooks import RegisterEvent, StanzaEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, iq_handler
 from roost.jid import JIDError, prepare_domain, prepare_localpart
@@ -224,13 +224,12 @@ class Registration(Module):
             raise StanzaError("conflict", "this username is taken")  # §3.1
         credentials = await self._derive(password)
         try:
-            await accounts.create(self.domain, username, credentials)
+            await self.server.accounts.create(self.domain, username, credentials)
         except AccountExists:
             raise StanzaError("conflict", "this username is taken") from None
         self._note_registration(request.peer)
         request.session.data[self.name] = True
         self.log.info("registered %s@%s in-band from %s", username, self.domain, request.peer or "?")
-        await self.host.bus.fire(hooks.USER_CREATED, UserEvent(self.domain, username))
 
     def _submitted(self, query: Element) -> tuple[str | None, str | None, dict[str, str]]:
         """(username, password, all form values) from a data form if there is one (§6), else legacy fields."""
@@ -355,7 +354,7 @@ class Registration(Module):
         self._check_password(password)
         credentials = await self._derive(password)
         try:
-            await self.server.storage.accounts.set_credentials(self.domain, username, credentials)
+            await self.server.accounts.set_credentials(self.domain, username, credentials)
         except NoSuchAccount:
             raise StanzaError("registration-required") from None
         self.log.info("%s@%s changed their password in-band", username, self.domain)
@@ -384,5 +383,5 @@ class Registration(Module):
         self.log.info("%s@%s removed their account in-band", username, self.domain)
         # The IQ result is queued as soon as this handler returns, before the spawned task runs.
         self.server.spawn(
-            self.server.account_removal.wind_up(self.domain, username), f"unregister-{username}@{self.domain}"
+            self.server.accounts.wind_up(self.domain, username), f"unregister-{username}@{self.domain}"
         )

@@ -321,9 +321,9 @@ def test_run_passes_config_with_overrides_to_serve(
         seen.append(config)
         return 0
 
-    import roost.core.server
+    import roost.app
 
-    monkeypatch.setattr(roost.core.server, "serve", fake_serve)
+    monkeypatch.setattr(roost.app, "serve", fake_serve)
     code = main(
         ["--log-level", "warning", "run", "-c", str(config_file), "--log-level", "debug",
          "--set", "c2s.max_stanza_bytes=65536"]

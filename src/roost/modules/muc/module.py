@@ -31,7 +31,7 @@ from roost.modules.muc.room import Broadcast, Outcome, Room, presence_error
 from roost.modules.muc.service import MucService
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, DISCO_INFO, DISCO_ITEMS, PING
+from roost.xml.ns import DISCO_INFO, DISCO_ITEMS, PING
 from roost.xml.serializer import escape_attr, serialize
 
 if TYPE_CHECKING:
@@ -252,9 +252,10 @@ class MucRuntime:
     def fanout(self, b: Broadcast) -> None:
         """One stanza to many recipients, serialized once.
 
-        A local session whose ``send`` is the plain one gets the pre-serialized bytes with only its
-        own ``to`` spliced in. The ``deliver/<kind>`` filters of the recipient's domain (blocking, …)
-        still see every copy; a copy a filter changed or replaced is serialized on its own.
+        A local session whose exit needs no element (:meth:`ClientSession.raw_exit`) gets the
+        pre-serialized bytes with only its own ``to`` spliced in. The ``deliver/<kind>`` filters of
+        the recipient's domain (blocking, …) still see every copy; a copy a filter changed or
+        replaced is serialized on its own.
         """
         template = b.stanza
         sessions = self.server.sessions
@@ -262,8 +263,7 @@ class MucRuntime:
         router = self.server.router
         filter_name = hooks.DELIVER_MESSAGE if template.name == "message" else hooks.DELIVER_PRESENCE
         filtering: dict[str, Host | None] = {}
-        parts: tuple[bytes, bytes] | None = None
-        plain_send = Session.send
+        parts: dict[str | None, tuple[bytes, bytes]] = {}
         nchildren = len(template.children)
         for jid in b.to:
             session = sessions.get(jid)
@@ -284,11 +284,19 @@ class MucRuntime:
                     candidate if candidate is not None and candidate.bus.has_handlers(filter_name) else None
                 )
                 filtering[domain] = host
-            if host is not None:
+            exit_ = session.raw_exit()
+            if host is not None or exit_ is None or session.delivery_queue is not None:
                 copy = template.shallow_copy()
                 copy.attrs["to"] = to
-                result = host.bus.fold(filter_name, (session, StanzaEvent(copy, None, jid, b.frm)))
+                event = StanzaEvent(copy, None, jid, b.frm)
+                if host is None or exit_ is None:
+                    router.to_session(session, event)  # through the filters, the session's exit
+                    continue
+                result = host.bus.fold(filter_name, (session, event))
                 if result is None:
+                    continue
+                if result.__class__ is not tuple:
+                    router.to_session(session, event)  # a filter must wait: the ordered way
                     continue
                 target, event = result
                 if (
@@ -300,14 +308,12 @@ class MucRuntime:
                 ):
                     target.send(event.stanza)
                     continue
-            if type(session).send is not plain_send:
-                copy = template.shallow_copy()
-                copy.attrs["to"] = to
-                session.send(copy)
-                continue
-            if parts is None:
-                parts = _split(template)
-            session.write(b"".join((parts[0], escape_attr(to).encode(), parts[1])))
+            # Serialized once per framing; each recipient only gets its own 'to' spliced in.
+            ns = exit_.stanza_ns
+            cut = parts.get(ns)
+            if cut is None:
+                cut = parts[ns] = _split(template, ns)
+            exit_.send_stanza(b"".join((cut[0], escape_attr(to).encode(), cut[1])))
 
     # -- stanzas to rooms and occupants ------------------------------------------------------------------
     def on_presence_full(self, event: StanzaEvent) -> bool:
@@ -446,11 +452,11 @@ class MucRuntime:
             await self._save(room)
 
 
-def _split(template: Element) -> tuple[bytes, bytes]:
+def _split(template: Element, ns: str | None) -> tuple[bytes, bytes]:
     """The serialized ``template`` cut where each recipient's ``to`` attribute goes."""
     probe = template.shallow_copy()
     probe.attrs["to"] = "\x00"  # cannot occur in XML text, so the marker is unique
-    text = serialize(probe, CLIENT)
+    text = serialize(probe, ns)
     marker = ' to="\x00"'
     i = text.index(marker)
     return (text[:i] + ' to="').encode(), ('"' + text[i + len(marker) :]).encode()

@@ -1,0 +1,57 @@
+"""The composition root: the one place that knows every transport and every module.
+
+It reads nothing itself: given a loaded :class:`~roost.config.schema.Config`, it builds a
+:class:`~roost.core.server.Server` with the module classes to load on each served domain and a
+starter for each kind of ``[[listen]]`` entry, and runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from roost.config.schema import Config, ListenEntry
+from roost.core.server import Listener, ListenerStarter, Server, run_until_signalled
+from roost.modules import all_modules
+from roost.transports.tcp import TcpConnection
+from roost.util.logging import setup_logging
+
+
+async def start_tcp_c2s(server: Server, entry: ListenEntry) -> tuple[Listener, tuple[str, int]]:
+    """A ``c2s`` (STARTTLS) or ``c2s_tls`` (direct TLS, XEP-0368) listener."""
+    host, port = entry.host_port
+    settings = server.c2s_settings()
+    srv = await asyncio.get_running_loop().create_server(
+        functools.partial(TcpConnection, server, settings, direct_tls=entry.kind == "c2s_tls"),
+        host or None,
+        port,
+        backlog=entry.backlog,
+        reuse_address=True,
+    )
+    address = srv.sockets[0].getsockname()[:2]
+    return srv, (str(address[0]), int(address[1]))
+
+
+def listener_starters() -> Mapping[str, ListenerStarter]:
+    """How each kind of listener starts."""
+    return {"c2s": start_tcp_c2s, "c2s_tls": start_tcp_c2s}
+
+
+def create_server(config: Config) -> Server:
+    """A server with every built-in module and transport (not started)."""
+    return Server(config, modules=all_modules(), listeners=listener_starters())
+
+
+def serve(config: Config) -> int:
+    """Run the server until SIGTERM/SIGINT (the ``roost run`` command)."""
+    setup_logging(config.log.level, config.log.file)
+    runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        pass
+    return runner(run_until_signalled(create_server(config)))
