@@ -29,7 +29,10 @@ from roost.core.sessions import SessionManager
 from roost.stanza.errors import StreamError
 from roost.storage.manager import StorageManager
 from roost.stream.c2s import C2SSettings
+from roost.stream.core import Feature
+from roost.stream.csi import CsiFeature
 from roost.stream.sasl.scram import set_unknown_user_secret
+from roost.stream.sm import SmFeature
 from roost.transports import tls
 from roost.transports.batching import WriteBatcher
 from roost.xml.element import Element
@@ -158,6 +161,7 @@ class Server:
             idle_seconds=int(c2s.idle_ping_seconds),
             extra_features=self.stream_features,
             preauth_register=self._preauth_register,
+            features=_nonza_features,
         )
 
     def _preauth_register(self, domain: str) -> bool:
@@ -326,3 +330,8 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
     await stop.wait()
     await server.stop()
     return 0
+
+
+def _nonza_features() -> tuple[Feature, ...]:
+    """Per-stream features beyond negotiation: XEP-0198 and XEP-0352 nonzas (answered in core/sm.py)."""
+    return (SmFeature(), CsiFeature())

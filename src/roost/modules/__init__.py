@@ -27,6 +27,8 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.private:PrivateStorage",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
+    "roost.modules.stream_management:StreamManagement",
+    "roost.modules.csi:ClientStateIndication",
 )
 
 

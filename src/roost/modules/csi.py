@@ -16,6 +16,10 @@ them. Ours, while the client is inactive:
 
 On ``<active/>`` everything held is flushed (§5.1: before any later stanza of the client is
 processed). The state is per stream: a resumed stream starts active (§5.2).
+
+:class:`CsiQueue` is the policy, without I/O; the module puts one at the session's exit
+(``ClientSession.csi``) while the client is inactive, and takes it away on ``<active/>``, so an
+active session pays nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from pydantic import Field
+
+from roost.config.schema import ModuleOptions
+from roost.core import sm
+from roost.core.hooks import SessionEvent
+from roost.core.modules import Module, Xep, hook
+from roost.core.session import ClientSession
 from roost.modules.message import is_transient
 from roost.xml.element import Element
+from roost.xml.ns import CSI
 
 CARBONS: Final = "urn:xmpp:carbons:2"
 FORWARD: Final = "urn:xmpp:forward:0"
@@ -163,3 +175,105 @@ def _transient_carbon(stanza: Element) -> tuple[str, ...] | None:
         return None
     other = inner.attrs.get("from" if wrapper.name == "received" else "to", "")
     return ("carbon", wrapper.name, other)
+
+
+# -- the module ----------------------------------------------------------------------------------------
+class CsiOptions(ModuleOptions):
+    """Options of [csi] (XEP-0352 §3.2: administrators choose the optimisations)."""
+
+    hold_presence: bool = Field(
+        True,
+        description="While a client is inactive, hold presence updates for it (the latest per sender "
+        "resource) until it is active again or something urgent goes out.",
+        examples=[True],
+    )
+    hold_chat_states: bool = Field(
+        True,
+        description="While a client is inactive, hold messages carrying only chat states (XEP-0085) "
+        "and carbon copies of them (the latest per contact).",
+        examples=[True],
+    )
+    hold_groupchat: bool = Field(
+        False,
+        description="While a client is inactive, hold groupchat messages too (all of them, in order), "
+        "except those mentioning the user's nickname in that room.",
+        examples=[True],
+    )
+    max_held: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="When this many stanzas are held for one session, they are all written.",
+        examples=[200],
+    )
+
+
+class CsiExit:
+    """The session's exit filter while the client is inactive."""
+
+    __slots__ = ("queue",)
+
+    def __init__(self, queue: CsiQueue) -> None:
+        self.queue = queue
+
+    def on_send(self, session: ClientSession, stanza: Element) -> bool:
+        out = self.queue.offer(stanza)
+        if len(out) == 1 and out[0] is stanza:
+            return False  # goes out now, through the rest of the exit
+        if out:
+            _write_past(session, out)
+        return True
+
+
+def _write_past(session: ClientSession, stanzas: list[Element]) -> None:
+    """Write stanzas through the session's exit without CSI looking at them again."""
+    held = session.csi
+    session.csi = None
+    try:
+        for stanza in stanzas:
+            session.send(stanza)
+    finally:
+        if session.csi is None:
+            session.csi = held
+
+
+class ClientStateIndication(Module):
+    """Holds back what an inactive client can do without (see the module docstring)."""
+
+    name = "csi"
+    xeps = (Xep(352, "1.0.0", note="presence and chat states held while inactive; configurable"),)
+    Options = CsiOptions
+    options: CsiOptions
+
+    async def start(self) -> None:
+        opts = self.options
+        self.policy = CsiPolicy(opts.hold_presence, opts.hold_chat_states, opts.hold_groupchat, opts.max_held)
+
+    def stream_features(self) -> tuple[Element, ...]:
+        return (Element("csi", CSI),)
+
+    @hook(sm.CLIENT_STATE)
+    def client_state(self, event: sm.ClientStateEvent) -> bool:
+        if event.active:
+            self.activate(event.session)
+        else:
+            session = event.session
+            current = session.csi
+            if not isinstance(current, CsiExit):
+                current = CsiExit(CsiQueue(self.policy))
+                session.csi = current
+            current.queue.set_inactive()
+        return True
+
+    @hook(sm.SESSION_RESUMED)
+    def resumed(self, event: SessionEvent) -> None:
+        """XEP-0352 §5.2: a resumed stream starts active; what was held goes out now."""
+        self.activate(event.session)
+
+    def activate(self, session: ClientSession) -> None:
+        current = session.csi
+        if not isinstance(current, CsiExit):
+            return
+        session.csi = None
+        for stanza in current.queue.set_active():
+            session.send(stanza)

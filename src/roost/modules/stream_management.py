@@ -1,0 +1,96 @@
+"""Stream management (XEP-0198): acks, resumption after a dropped connection, nothing lost.
+
+The work is done in :mod:`roost.core.sm` (it needs the session and its connections); this module
+is its switch and its options (the ``[sm]`` section): while it is loaded, every c2s stream of its
+domain (TCP, direct TLS, WebSocket, BOSH) offers ``<sm xmlns='urn:xmpp:sm:3'/>`` after
+authentication, and a session that ends has its unacknowledged stanzas re-routed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from roost.config.schema import ModuleOptions
+from roost.core import hooks, sm
+from roost.core.hooks import SessionEvent
+from roost.core.modules import Module, Xep, hook
+from roost.stream.sm import feature
+from roost.xml.element import Element
+
+
+class SmOptions(ModuleOptions):
+    """Options of [sm]."""
+
+    resume_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="How long a session whose connection dropped is kept for resumption (XEP-0198 §5): "
+        "it stays online for its contacts and rooms, and stanzas to it are queued. 0 offers no "
+        "resumption (acks only). A client may ask for less with <enable max/>.",
+        examples=[600],
+    )
+    ack_every: int = Field(
+        5,
+        ge=0,
+        le=100_000,
+        description="Ask the client for an ack (<r/>) after this many unacknowledged stanzas (0: never "
+        "by count).",
+        examples=[10],
+    )
+    ack_after_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Ask for an ack when a stanza has waited this long without one being asked "
+        "(0: never by time).",
+        examples=[60.0],
+    )
+    max_unacked: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="A session with more stanzas unacknowledged (a client that does not ack, or one "
+        "away too long) is ended, and those stanzas re-routed.",
+        examples=[5000],
+    )
+    location: str = Field(
+        "",
+        description="Where clients should reconnect to resume (<enabled location/>, 'host:port', IPv6 "
+        "in brackets); empty: the same place.",
+        examples=["xmpp2.example.org:5222"],
+    )
+
+
+class StreamManagement(Module):
+    """Offers XEP-0198 on this domain's c2s streams and configures :class:`roost.core.sm.SmService`."""
+
+    name = "sm"
+    xeps = (Xep(198, "1.6.3", note="acks both ways, resumption, unacknowledged stanzas re-routed"),)
+    Options = SmOptions
+    options: SmOptions
+
+    async def start(self) -> None:
+        opts = self.options
+        config = sm.SmConfig(
+            resume_seconds=opts.resume_seconds,
+            ack_every=opts.ack_every,
+            ack_after_seconds=opts.ack_after_seconds,
+            max_unacked=opts.max_unacked,
+            location=opts.location,
+        )
+        self.service = sm.SmService(self.server, self.host.domain, config)
+        sm.register(self.host, self.service)
+
+    async def stop(self) -> None:
+        sm.unregister(self.host)
+
+    def stream_features(self) -> Sequence[Element]:
+        return (feature(),)
+
+    @hook(hooks.SESSION_CLOSED, priority=-100)
+    def ended(self, event: SessionEvent) -> None:
+        """After the modules have announced the session gone: re-route what it never acknowledged."""
+        self.service.ended(event.session)
