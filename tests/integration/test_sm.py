@@ -4,7 +4,7 @@ resumption with every stanza delivered exactly once, expiry into offline storage
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from roost.modules.roster import RosterItem, roster_rows
 from roost.xml.element import Element
 from roost.xml.ns import DELAY, SM, STANZA_ERRORS, STREAM
 from roost.xml.parser import StreamEnd
+from tests.support.clients import connect
 from tests.support.im import eventually
 from tests.support.raw import RawClient
 from tests.support.server import RunningServer, running_server
@@ -355,3 +356,107 @@ async def test_stanzas_after_a_clean_close_with_unacked_left_are_rerouted(sm_ser
 
     await eventually(stored)
     romeo.raw.close()
+
+
+MUC = "http://jabber.org/protocol/muc"
+ROOM = "balcony@conference.localhost"
+
+
+def join(nick: str) -> Element:
+    presence = Element("presence", C, {"to": f"{ROOM}/{nick}"})
+    presence.add("x", MUC)
+    return presence
+
+
+async def test_resumed_session_keeps_its_room_occupancy_and_gets_what_was_said(
+    sm_server: RunningServer,
+) -> None:
+    romeo = await SmClient.login(sm_server, "romeo", "orchard")
+    romeo.raw.send(join("romeo"))
+    await until_self_presence(romeo.raw, "romeo")
+    instant = Element("iq", C, {"type": "set", "to": ROOM, "id": "instant"})
+    instant.add("query", "http://jabber.org/protocol/muc#owner").add("x", "jabber:x:data", {"type": "submit"})
+    romeo.raw.send(instant)
+    await until_pong(romeo.raw, "instant")
+    juliet = await SmClient.login(sm_server, "juliet", "balcony")
+    await juliet.enable()
+    assert juliet.sm_id is not None
+    juliet.send(join("jules"))
+    await juliet_until_self(juliet)
+    romeo.raw.send(ping(iq_id="b1"))
+    await until_pong(romeo.raw, "b1")  # romeo has seen jules join
+    juliet.ack()
+    juliet.drop()
+    await until_detached(sm_server, "juliet@localhost/balcony")
+    said = Element("message", C, {"to": ROOM, "type": "groupchat", "id": "g1"})
+    said.add("body", text="Wherefore art thou?")
+    romeo.raw.send(said)
+    romeo.raw.send(ping(iq_id="b2"))
+    seen = await until_pong(romeo.raw, "b2")
+    assert not [p for p in seen if p.name == "presence" and p.attrs.get("from") == f"{ROOM}/jules"]
+    raw, answer = await resume(sm_server, "juliet", juliet.sm_id, juliet.handled)
+    assert answer.name == "resumed"
+    raw.send(ping(iq_id="b3"))
+    again = [m for m in await until_pong(raw, "b3") if m.find_text("body") == "Wherefore art thou?"]
+    assert len(again) == 1 and again[0].attrs["from"] == f"{ROOM}/romeo"
+    raw.close()
+    romeo.raw.close()
+
+
+async def until_self_presence(client: RawClient, nick: str) -> list[Element]:
+    seen: list[Element] = []
+    while True:
+        el = await client.element()
+        seen.append(el)
+        if el.name == "presence" and el.attrs.get("from") == f"{ROOM}/{nick}":
+            return seen
+
+
+async def juliet_until_self(juliet: SmClient) -> list[Element]:
+    seen: list[Element] = []
+    while True:
+        el = await juliet.stanza()
+        seen.append(el)
+        if el.name == "presence" and el.attrs.get("from") == f"{ROOM}/jules":
+            return seen
+
+
+@pytest.mark.sm_config("ack_every = 3\nack_after_seconds = 0")
+async def test_slixmpp_xep_0198_client_acks_and_resumes(sm_server: RunningServer) -> None:
+    juliet = await connect("juliet@localhost/balcony", PASSWORD, sm_server.c2s_port, plugins=("xep_0198",))
+    sm_plugin = juliet.plugin["xep_0198"]
+    await eventually(lambda: _now(sm_plugin.sm_id is not None))
+    romeo = await SmClient.login(sm_server, "romeo", "orchard")
+    for n in range(6):
+        juliet.send_message(mto="romeo@localhost/orchard", mbody=f"to romeo {n}", mtype="chat")
+    got = await romeo.stanzas_until(6)
+    assert len(ids(got)) == 6
+    # The server answers slixmpp's requests: everything it sent is acknowledged.
+    sm_plugin.request_ack()
+    await eventually(lambda: _now(not sm_plugin.unacked_queue and sm_plugin.last_ack == sm_plugin.seq))
+    for n in range(4):
+        romeo.raw.send(chat("juliet@localhost/balcony", n))
+    for n in range(4):
+        assert (await asyncio.wait_for(juliet.received.get(), 5))["id"] == f"m{n}"
+    # The network drops; messages keep coming; slixmpp reconnects and resumes.
+    resumed = asyncio.Event()
+    juliet.add_event_handler("session_resumed", lambda *_: resumed.set())
+    juliet.transport.abort()
+    await until_detached(sm_server, "juliet@localhost/balcony")
+    for n in range(4, 8):
+        romeo.raw.send(chat("juliet@localhost/balcony", n))
+    juliet.connect("127.0.0.1", sm_server.c2s_port)
+    await asyncio.wait_for(resumed.wait(), 10)
+    for n in range(4, 8):
+        assert (await asyncio.wait_for(juliet.received.get(), 5))["id"] == f"m{n}"
+    await asyncio.sleep(0.2)
+    assert juliet.received.empty()  # nothing twice
+    juliet.disconnect()
+    romeo.raw.close()
+
+
+def _now(value: bool) -> Awaitable[bool]:
+    async def check() -> bool:
+        return value
+
+    return check()
