@@ -580,6 +580,8 @@ class RoostTarget(Target):
         self.config = workdir / "roost.toml"
         self.exe = shutil.which("roost", path=str(ROOT / ".venv" / "bin")) or "roost"
         self.template = ROOST_CONFIG
+        #: Extra environment of every roost command (the reference build sets PYTHONPATH).
+        self.env: dict[str, str] = {}
 
     def version(self) -> str:
         try:
@@ -602,7 +604,11 @@ class RoostTarget(Target):
         t0 = time.monotonic()
         cmd = [self.exe, "--config", str(self.config), "user", "import", str(csv)]
         proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.dir
+            *cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            env={**os.environ, **self.env},
         )
         out, _ = await proc.communicate()
         if proc.returncode != 0:
@@ -612,7 +618,7 @@ class RoostTarget(Target):
             t0 = time.monotonic()
             await self.write_rosters(prov.rosters)
             self.log(f"roost: wrote {len(prov.rosters)} rosters in {time.monotonic() - t0:.1f}s")
-        await self._spawn([self.exe, "--config", str(self.config), "run"])
+        await self._spawn([self.exe, "--config", str(self.config), "run"], env=self.env)
         await wait_for_port("127.0.0.1", self.port, 60, self._alive)
 
     async def write_rosters(self, rosters: dict[str, list[str]]) -> None:
@@ -639,4 +645,30 @@ class RoostTarget(Target):
             await storage.close()
 
 
-TARGETS: dict[str, type[Target]] = {t.name: t for t in (RoostTarget, ProsodyTarget, EjabberdTarget)}
+class RoostRefTarget(RoostTarget):
+    """Another checkout of Roost (``ROOST_REF_SRC=/path/to/checkout``), run with this virtualenv: a
+    before/after comparison of a change in the same run (e.g. ``git worktree add /tmp/ref <commit>``)."""
+
+    name = "roost-ref"
+
+    def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
+        super().__init__(workdir, certs, cpu, log)
+        src = os.environ.get("ROOST_REF_SRC")
+        if not src:
+            raise RuntimeError("roost-ref needs ROOST_REF_SRC=<another Roost checkout>")
+        self.ref = Path(src).resolve()
+        self.env = {"PYTHONPATH": f"{self.ref / 'src'}"}
+
+    def version(self) -> str:
+        try:
+            head = subprocess.run(
+                ["git", "-C", str(self.ref), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            )
+            return f"{self.ref} @ {head.stdout.strip() or '?'}"
+        except OSError:
+            return str(self.ref)
+
+
+TARGETS: dict[str, type[Target]] = {
+    t.name: t for t in (RoostTarget, RoostRefTarget, ProsodyTarget, EjabberdTarget)
+}

@@ -234,6 +234,9 @@ def _validate(
             valid = [*CORE_SECTIONS, *sorted(sections)]
             problem(name, "unknown section" + _suggest(name, valid))
             continue
+        if name == "listen" and isinstance(value, list):
+            core[name] = value  # [[listen]] entries: checked with the rest of the core below
+            continue
         if not isinstance(value, dict):
             problem(name, f"expected a table ([{name}] header), found {_describe(value)}")
             continue

@@ -43,6 +43,33 @@ if TYPE_CHECKING:
     from roost.core.server import Server
 
 
+class _Gone:
+    """The connection of a driver whose transport has gone: writes go nowhere."""
+
+    kind = "gone"
+    peer = ""
+    stanza_ns: str | None = None
+    secure = False
+
+    def send_stanza(self, data: bytes) -> None:
+        pass
+
+    def send_raw(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def start_tls(self) -> None:
+        pass
+
+
+GONE = _Gone()
+
+
 class TlsStarter(Protocol):
     """A connection that can switch to TLS in place (STARTTLS on TCP)."""
 
@@ -65,7 +92,7 @@ class C2SDriver:
 
     def __init__(self, server: Server, connection: Connection, stream: C2SStream) -> None:
         self.server = server
-        self.connection = connection
+        self.connection: Connection = connection
         self.stream = stream
         self.session = ClientSession(server, new_session_id("c2s"), connection)
         self.session.closer = self
@@ -82,9 +109,9 @@ class C2SDriver:
 
     def release_parser(self) -> bool:
         """Give back an idle established stream's parser memory (rebuilt on the next byte)."""
-        if self.stream.parser.hibernating:
+        if self.stream.parser.released:
             return False
-        return self.stream.hibernate()
+        return self.stream.release_parser()
 
     # -- from the transport ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -245,17 +272,22 @@ class C2SDriver:
         session = self.session
         if session.closer is self:
             session.closer = None
-        if session.connection is not self.connection:
-            return  # the session has moved to another connection (stream-management resumption)
-        if session.state is SessionState.NEGOTIATING:
-            session.state = SessionState.CLOSED
-            session.connection = None
-            session.log.info("connection closed")
-            return
-        if session.sm is not None and sm.detach(session, reason or "disconnect"):
-            return  # kept for stream-management resumption (XEP-0198 §5)
-        if not server.sessions.end(session, reason or "disconnect"):
-            session.log.info("connection closed")
+        try:
+            if session.connection is not self.connection:
+                return  # the session has moved to another connection (stream-management resumption)
+            if session.state is SessionState.NEGOTIATING:
+                session.state = SessionState.CLOSED
+                session.connection = None
+                session.log.info("connection closed")
+                return
+            if session.sm is not None and sm.detach(session, reason or "disconnect"):
+                return  # kept for stream-management resumption (XEP-0198 §5)
+            if not server.sessions.end(session, reason or "disconnect"):
+                session.log.info("connection closed")
+        finally:
+            # A closed connection leaves no reference cycle behind: the transport holds this driver,
+            # which now holds nothing of the transport.
+            self.connection = GONE
 
     def __repr__(self) -> str:
         return f"<C2SDriver {self.session.id} {self.connection.kind}>"

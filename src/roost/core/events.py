@@ -48,15 +48,16 @@ class EventBus:
 
     def __init__(self, name: str = "global") -> None:
         self.name = name
-        self._handlers: dict[str, list[_Entry]] = {}
+        #: By the hook's canonical object (identity-hashed: a fast lookup on the hot path).
+        self._handlers: dict[Hook[Any], list[_Entry]] = {}
         self._counter = 0
 
     def on(self, event: Hook[Any] | str, handler: Handler, priority: int = 0) -> Callable[[], None]:
         """Register ``handler``; returns a function that unregisters it (used on module unload)."""
-        name = lookup(event).name
+        key = lookup(event)
         self._counter += 1
         entry = _Entry((-priority, self._counter), handler, inspect.iscoroutinefunction(handler))
-        entries = self._handlers.setdefault(name, [])
+        entries = self._handlers.setdefault(key, [])
         entries.append(entry)
         entries.sort()
 
@@ -66,8 +67,13 @@ class EventBus:
 
         return remove
 
+    def _by_name(self, event: Hook[Any] | str) -> list[_Entry] | None:
+        """Handlers of a hook given by name (the hot path passes the hook objects themselves)."""
+        return self._handlers.get(lookup(event)) if event.__class__ is str else None
+
     def has_handlers(self, event: Hook[Any] | str) -> bool:
-        return bool(self._handlers.get(str(event)))
+        entries = self._handlers.get(event)  # type: ignore[arg-type]
+        return bool(entries if entries is not None else self._by_name(event))
 
     def handler_count(self) -> int:
         """How many handlers are registered (a module unload leaves none of its own)."""
@@ -76,7 +82,10 @@ class EventBus:
     # -- fire ------------------------------------------------------------------------------------------
     async def fire(self, event: FireHook[T] | str, payload: T) -> bool:
         """Run handlers in priority order until one returns True; True if one claimed the event."""
-        for entry in tuple(self._handlers.get(str(event), ())):
+        entries = self._handlers.get(event)  # type: ignore[arg-type]
+        if entries is None:
+            entries = self._by_name(event)
+        for entry in tuple(entries or ()):
             try:
                 result = entry.handler(payload)
                 if entry.is_async or (result is not None and result.__class__ is not bool):
@@ -96,7 +105,9 @@ class EventBus:
         either a bool or an awaitable of one. A :class:`StanzaError` reaches the caller (the router
         answers the stanza with it).
         """
-        entries = self._handlers.get(str(event))
+        entries = self._handlers.get(event)  # type: ignore[arg-type]
+        if entries is None:
+            entries = self._by_name(event)
         if not entries:
             return False
         for i, entry in enumerate(entries):
@@ -149,7 +160,9 @@ class EventBus:
         Synchronous while the filters are; a filter that returns an awaitable (or is a coroutine
         function) makes the rest of the chain run after it, and the caller gets an awaitable.
         """
-        entries = self._handlers.get(str(event))
+        entries = self._handlers.get(event)  # type: ignore[arg-type]
+        if entries is None:
+            entries = self._by_name(event)
         if not entries:
             return value
         for i, entry in enumerate(entries):

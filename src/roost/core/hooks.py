@@ -29,29 +29,29 @@ class Hook(Generic[T]):
     """A declared event name carrying payloads of type ``T``."""
 
     __slots__ = ("name",)
+    name: str
     registry: ClassVar[dict[str, Hook[object]]] = {}
     kind: ClassVar[str] = ""
 
-    def __init__(self, name: str) -> None:
+    def __new__(cls, name: str) -> Hook[T]:
+        # One object per name (declaring it again gives the same one), so the bus can key by identity.
         existing = Hook.registry.get(name)
-        if existing is not None and type(existing) is not type(self):
-            raise ValueError(f"hook {name!r} is already declared as a {existing.kind} hook")
-        self.name = name
-        Hook.registry[name] = self  # type: ignore[assignment]
+        if existing is not None:
+            if type(existing) is not cls:
+                raise ValueError(f"hook {name!r} is already declared as a {existing.kind} hook")
+            return existing
+        hook = super().__new__(cls)
+        hook.name = name
+        Hook.registry[name] = hook  # type: ignore[assignment]
+        return hook
+
+    # Compared and hashed by identity (one object per name): the bus looks hooks up on the hot path.
 
     def __str__(self) -> str:
         return self.name
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Hook):
-            return self.name == other.name
-        return isinstance(other, str) and other == self.name
-
-    def __hash__(self) -> int:
-        return hash(self.name)
 
 
 class FireHook(Hook[T]):

@@ -148,18 +148,18 @@ class Blocking(Module):
         origin = event.origin
         if origin is None:
             return event
-        blocklist = self._lists.get(origin.jid.bare_str)
+        key = origin.jid.bare_str
+        blocklist = self._lists.get(key)
         if blocklist is None:
-            return self._outbound_later(origin, event)
-        return self._check_outbound(origin, event, blocklist)
+            return self._outbound_later(origin, event, key)
+        return self._check_outbound(origin, event, blocklist, key)
 
-    async def _outbound_later(self, origin: Session, event: StanzaEvent) -> StanzaEvent | None:
-        return self._check_outbound(origin, event, await self._loaded(origin.jid))
+    async def _outbound_later(self, origin: Session, event: StanzaEvent, key: str) -> StanzaEvent | None:
+        return self._check_outbound(origin, event, await self._loaded(origin.jid), key)
 
     def _check_outbound(
-        self, origin: Session, event: StanzaEvent, blocklist: frozenset[str]
+        self, origin: Session, event: StanzaEvent, blocklist: frozenset[str], key: str
     ) -> StanzaEvent | None:
-        key = origin.jid.bare_str
         to = event.to
         to_key = to.bare_str
         if to_key == key:
@@ -190,19 +190,21 @@ class Blocking(Module):
     @hook(hooks.DELIVER_PRESENCE, priority=10_000)
     @hook(hooks.DELIVER_IQ, priority=10_000)
     def inbound(self, value: Delivery) -> Delivery | Awaitable[Delivery | None] | None:
-        session = value[0]
-        blocklist = self._lists.get(session.jid.bare_str)
-        if blocklist is None:
-            return self._inbound_later(value)
-        return self._check_inbound(value, blocklist)
-
-    async def _inbound_later(self, value: Delivery) -> Delivery | None:
-        return self._check_inbound(value, await self._loaded(value[0].jid))
-
-    def _check_inbound(self, value: Delivery, blocklist: frozenset[str]) -> Delivery | None:
-        session, event = value
-        jid = session.jid
+        jid = value[0].jid
         key = jid.bare_str
+        blocklist = self._lists.get(key)
+        if blocklist is None:
+            return self._inbound_later(value, key)
+        return self._check_inbound(value, blocklist, jid, key)
+
+    async def _inbound_later(self, value: Delivery, key: str) -> Delivery | None:
+        jid = value[0].jid
+        return self._check_inbound(value, await self._loaded(jid), jid, key)
+
+    def _check_inbound(
+        self, value: Delivery, blocklist: frozenset[str], jid: JID, key: str
+    ) -> Delivery | None:
+        event = value[1]
         frm = event.frm
         frm_key = frm.bare_str
         if frm_key == key:

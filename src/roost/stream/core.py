@@ -40,7 +40,7 @@ from roost.jid import JID
 from roost.stanza.errors import StreamError
 from roost.util.ids import random_token
 from roost.xml.element import Element
-from roost.xml.ns import CLIENT, STREAM
+from roost.xml.ns import CLIENT, STREAM, STREAMS_ERRORS
 from roost.xml.parser import ParseEvent, StreamEnd, StreamOpen, StreamParser, XmlStreamError
 
 if TYPE_CHECKING:
@@ -77,6 +77,10 @@ class Closed(Event):
 
     error: StreamError | None
     final: bytes = b""
+    #: ``final`` one element per item, for framings where each element is a message (RFC 7395).
+    final_items: tuple[bytes, ...] = ()
+    #: The stream error the peer sent, if it closed with one (``error`` is ours).
+    peer_error: StreamError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +102,19 @@ _STANZA_NAMES = frozenset(("message", "presence", "iq"))
 class Feature:
     """One negotiation step, or a nonza handler once established (subclass and override).
 
-    A feature object belongs to one stream (it may keep per-stream state) and reaches the stream
-    through the ``stream`` argument. Every hook returns ``None`` for "not mine".
+    A feature object usually belongs to one stream (it may keep per-stream state); one that keeps
+    none may be shared by many streams. It reaches the stream through the ``stream`` argument.
+    Every hook returns ``None`` for "not mine".
     """
+
+    __slots__ = ()
+
+    #: Whether the class overrides :meth:`cache_key` (set for each subclass when it is defined).
+    keyed: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.keyed = cls.cache_key is not Feature.cache_key
 
     #: Top-level element namespaces this feature takes once the stream is established (nonzas).
     nonza_namespaces: ClassVar[frozenset[str]] = frozenset()
@@ -160,7 +174,8 @@ class Stream:
         content_ns: str = CLIENT,
         domains: frozenset[str] = frozenset(),
         secure: bool = False,
-        features_cache: dict[Hashable, bytes] | None = None,
+        features_cache: dict[Hashable, tuple[bytes, bool]] | None = None,
+        versionless: bool = False,
     ) -> None:
         self.framing = framing
         self._feed = framing.feeder()
@@ -170,6 +185,10 @@ class Stream:
         #: Receiving role: the domains we serve (the header's 'to' must name one, RFC 6120 §4.7.2).
         self.domains = domains
         self.phase = Phase.WAIT_HEADER
+        #: XEP-0114 (jabber:component:accept): headers carry no version and there are no stream
+        #: features; the features' ``handle`` (receiving) and ``select`` (initiating, called with an
+        #: empty features element once the peer's header arrived) do the handshake.
+        self.versionless = versionless
         self.secure = secure
         #: Our domain (receiving) or the peer's (initiating).
         self.domain: str | None = None
@@ -190,6 +209,8 @@ class Stream:
         self._from: str | None = None
         self._features_cache = features_cache if features_cache is not None else {}
         self._nonza: dict[str, Feature] = {ns: f for f in self.features for ns in f.nonza_namespaces}
+        #: The features whose offer depends on the stream (the others' cache_key is always None).
+        self._keyed = [f for f in self.features if f.keyed]
         self._out: list[bytes] = []
         self._header_sent = False
         self._held: deque[ParseEvent] = deque()
@@ -339,6 +360,9 @@ class Stream:
             return self._on_peer_header(item)
         if isinstance(item, StreamEnd):
             return self._close(None, peer_closed=True)
+        if item.name == "error" and item.ns == STREAM:
+            # RFC 6120 §4.9.1.1: a stream error ends the stream; we close ours in turn.
+            return self._close(None, peer_error=item)
         phase = self.phase
         if phase is Phase.ESTABLISHED:
             if item.name in _STANZA_NAMES and item.ns == self.content_ns:
@@ -354,8 +378,6 @@ class Stream:
         if self.role is Role.INITIATING:
             if item.ns == STREAM and item.name == "features" and self.active is None:
                 return self._on_features(item)
-            if item.ns == STREAM and item.name == "error":
-                return self._close(None, peer_error=item)
             if self.active is not None:
                 handled = self.active.handle(self, item)
                 if handled is not None:
@@ -401,14 +423,17 @@ class Stream:
         if self.domain is not None and domain != self.domain:
             return self._close(StreamError("host-unknown", "the domain changed on stream restart"))
         self.domain = domain
+        if self.versionless:
+            self._send_header()
+            self.phase = Phase.NEGOTIATING
+            return []
         version = attrs.get("version", "0.9")
         major = version.split(".", 1)[0]
         if not major.isdigit() or int(major) != 1:
             # RFC 6120 §4.7.5: we speak 1.x only; pre-1.0 (no version) is refused too.
             return self._close(StreamError("unsupported-version", "XMPP 1.0 streams only"))
         self._send_header()
-        self._send_features()
-        return []
+        return self._send_features()
 
     def _header_attrs(self) -> dict[str, str]:
         attrs: dict[str, str] = {}
@@ -423,33 +448,40 @@ class Stream:
                 attrs["from"] = self._from
             if self.domain is not None:
                 attrs["to"] = self.domain
-        attrs["version"] = "1.0"
+        if not self.versionless:
+            attrs["version"] = "1.0"
         attrs["xml:lang"] = self.lang
         return attrs
 
     def _send_header(self) -> None:
-        self._out.append(self.framing.header(self._header_attrs(), self.content_ns))
+        header = self.framing.header(self._header_attrs(), self.content_ns)
+        if header:
+            self._out.append(header)
         self._header_sent = True
 
-    def _send_features(self) -> None:
-        """``<stream:features/>`` for the stream's state: one bytes object per shape, shared."""
-        features = self.features
-        key = (self.framing.name, self.authenticated, *(f.cache_key(self) for f in features))
+    def _send_features(self) -> list[StreamEvent]:
+        """``<stream:features/>`` for the stream's state: one bytes object per shape, shared.
+
+        Empty features mean negotiation is complete (RFC 6120 §4.3.5): the stream is established."""
+        key = (self.framing.name, self.authenticated, *[f.cache_key(self) for f in self._keyed])
         cache = self._features_cache
         found = cache.get(key)
         if found is None:
             if len(cache) > 64:
                 cache.clear()
             el = Element("features", STREAM)
-            for feature in features:
+            for feature in self.features:
                 child = feature.advertise(self)
                 if isinstance(child, Element):
                     el.append(child)
                 elif child:
                     el.children.extend(child)
-            found = cache[key] = self.framing.encode(el, self.content_ns)
-        self._out.append(found)
+            found = cache[key] = (self.framing.encode(el, self.content_ns), not el.children)
+        self._out.append(found[0])
+        if found[1]:
+            return self.establish()
         self.phase = Phase.NEGOTIATING
+        return []
 
     def _on_peer_header(self, opened: StreamOpen) -> list[StreamEvent]:
         """Initiating role: the receiving entity's header (RFC 6120 §4.7)."""
@@ -464,6 +496,8 @@ class Stream:
         self.peer_header = dict(attrs)
         self.stream_id = attrs.get("id", "")
         self.phase = Phase.NEGOTIATING
+        if self.versionless:
+            return [Opened(self.peer_header), *self._on_features(Element("features", STREAM))]
         return [Opened(self.peer_header)]
 
     def _on_features(self, features: Element) -> list[StreamEvent]:
@@ -487,6 +521,13 @@ class Stream:
         if self.phase is Phase.CLOSED:
             return []
         final: list[bytes] = []
+        theirs: StreamError | None = None
+        if peer_error is not None:
+            condition = next(
+                (c.name for c in peer_error.elements() if c.ns == STREAMS_ERRORS and c.name != "text"),
+                "undefined-condition",
+            )
+            theirs = StreamError(condition, peer_error.find_text("text", STREAMS_ERRORS) or None)
         if error is not None:
             if not self._header_sent:
                 # RFC 6120 §4.9.1.2: open our stream first, then send the error.
@@ -497,15 +538,12 @@ class Stream:
                 self._send_header()
             final.append(self.framing.encode(error.to_element(), self.content_ns))
         if self._header_sent:
-            final.append(self.framing.closing(see_other_uri))
+            closing = self.framing.closing(see_other_uri)
+            if closing:
+                final.append(closing)
         self.phase = Phase.CLOSED
-        if peer_error is not None:
-            condition = next(
-                (c.name for c in peer_error.elements() if c.name != "text"), "undefined-condition"
-            )
-            error = StreamError(condition, peer_error.find_text("text") or None)
         # Not in _out: stanzas the peer sent before closing are still being answered (RFC 6120 §4.4).
-        return [Closed(error, b"".join(final))]
+        return [Closed(error, b"".join(final), tuple(final), theirs)]
 
 
 def _bare_domain(to: str | None) -> str | None:

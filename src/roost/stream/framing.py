@@ -33,12 +33,16 @@ FRAMING: Final = "urn:ietf:params:xml:ns:xmpp-framing"
 HTTPBIND: Final = "http://jabber.org/protocol/httpbind"
 XBOSH: Final = "urn:xmpp:xbosh"
 
-#: Header attributes in the order they are written.
-_HEADER_ATTRS: Final = ("from", "to", "id", "version", "xml:lang")
-
 
 def _header_attrs(attrs: Mapping[str, str]) -> str:
-    return "".join(f' {k}="{escape_attr(attrs[k])}"' for k in _HEADER_ATTRS if attrs.get(k) is not None)
+    """The header attributes as written (the stream builds them in :data:`_HEADER_ATTRS` order)."""
+    out = ""
+    for key, value in attrs.items():
+        if key == "id" or key == "version":  # ours, URL-safe base64 and "1.0"
+            out += f' {key}="{value}"'
+        else:
+            out += f' {key}="{escape_attr(value)}"'
+    return out
 
 
 def _self_declaring(el: Element, content_ns: str) -> bytes:
@@ -208,15 +212,26 @@ class BoshFraming(_OneElementFraming):
         super().__init__(max_stanza_bytes)
         #: The attributes of our last stream header (from, id, version, xml:lang), for the transport.
         self.header_attrs: dict[str, str] = {}
+        self._header_out = False
+        self._session_attrs: dict[str, str] = {}
+
+    def restart_item(self, attrs: Mapping[str, str]) -> StreamOpen:
+        """The open an ``xmpp:restart`` body stands for; 'to' and 'xml:lang' default to the session
+        request's if the restart body leaves them out."""
+        merged = dict(self._session_attrs)
+        merged.update(attrs)
+        return self.open_item(merged)
 
     @staticmethod
     def open_item(attrs: Mapping[str, str]) -> StreamOpen:
         """The open a session creation request or an ``xmpp:restart`` stands for (XEP-0206 §3, §5)."""
         header = Element("stream", STREAM)
-        for key in ("to", "from", "xml:lang"):
+        for key in ("to", "from", "xml:lang", "id"):
             value = attrs.get(key)
             if value is not None:
                 header.attrs[key] = value
+        if "authid" in attrs:  # XEP-0206 §3: the session creation response's stream id
+            header.attrs["id"] = attrs["authid"]
         version = attrs.get("{" + XBOSH + "}version") or attrs.get("xmpp:version") or attrs.get("version")
         if version is not None:
             header.attrs["version"] = version
@@ -226,7 +241,10 @@ class BoshFraming(_OneElementFraming):
         body = self._parse_body(data)
         items: list[ParseEvent] = []
         restart = body.attrs.get("{" + XBOSH + "}restart") in ("true", "1")
-        if "to" in body.attrs or restart:
+        if restart:
+            items.append(self.restart_item(body.attrs))
+        elif "to" in body.attrs:  # the session creation request (XEP-0124 §7.1)
+            self._session_attrs = {k: v for k, v in body.attrs.items() if k in ("to", "xml:lang")}
             items.append(self.open_item(body.attrs))
         items.extend(body.elements())
         if body.attrs.get("type") == "terminate":
@@ -241,7 +259,16 @@ class BoshFraming(_OneElementFraming):
 
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
         self.header_attrs = dict(attrs)
+        self._header_out = True
         return b""
+
+    def take_header(self) -> dict[str, str] | None:
+        """The attributes of a stream header written since the last call (for the transport's
+        ``<body/>``: the session creation request or response, or ``xmpp:restart``), or None."""
+        if not self._header_out:
+            return None
+        self._header_out = False
+        return self.header_attrs
 
     def encode(self, el: Element, content_ns: str) -> bytes:
         # XEP-0206 §4: stanzas carry xmlns='jabber:client'; stream elements declare their prefix.

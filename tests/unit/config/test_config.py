@@ -481,3 +481,55 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(ValidationError):
         config.c2s.max_stanza_bytes = 1  # type: ignore[misc]
+
+
+def test_listen_array_of_tables(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            '[[listen]]\nkind = "c2s"\naddress = "127.0.0.1:5222"\n\n'
+            '[[listen]]\nkind = "c2s"\naddress = "[::1]:5222"\n\n'
+            '[[listen]]\nkind = "https"\naddress = ":5443"\nbacklog = 64\n',
+        )
+    )
+    assert [(e.kind, e.host_port) for e in config.listeners] == [
+        ("c2s", ("127.0.0.1", 5222)),
+        ("c2s", ("::1", 5222)),
+        ("https", ("", 5443)),
+    ]
+    assert config.listeners[2].backlog == 64
+
+
+def test_listen_shorthand_table_becomes_entries(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[listen]\nc2s = "127.0.0.1:5222"\nc2s_tls = ""\n'))
+    assert [(e.kind, e.address) for e in config.listeners] == [("c2s", "127.0.0.1:5222")]
+
+
+def test_listen_forms_cannot_be_mixed(tmp_path: Path) -> None:
+    error = error_of(
+        write(tmp_path, '[listen]\nc2s = ":5222"\n\n[[listen]]\nkind = "c2s_tls"\naddress = ":5223"\n')
+    )
+    assert "uses both the [listen] table" in str(error)
+    assert "keep one form" in str(error)
+
+
+def test_listen_entry_errors_name_the_entry(tmp_path: Path) -> None:
+    error = error_of(
+        write(
+            tmp_path,
+            '[[listen]]\nkind = "c2s"\naddress = "5222"\n\n[[listen]]\nkind = "smtp"\naddress = ":25"\n',
+        )
+    )
+    text = str(error)
+    assert "[listen[0]] address: '5222' has no host" in text or "listen[0].address" in text
+    assert "kind" in text and "smtp" in text
+
+
+def test_same_address_twice_is_refused(tmp_path: Path) -> None:
+    error = error_of(
+        write(
+            tmp_path,
+            '[[listen]]\nkind = "c2s"\naddress = ":5222"\n[[listen]]\nkind = "c2s_tls"\naddress = ":5222"\n',
+        )
+    )
+    assert "same address as listen[0]" in str(error)

@@ -139,3 +139,77 @@ def test_fold_passes_the_value_through_every_filter_and_none_drops_it() -> None:
     bus.on(FILTER, lambda v: None, priority=3)
     assert bus.fold(FILTER, 1) is None
     assert EventBus().fold(FILTER, 7) == 7
+
+
+async def test_fold_continues_in_order_after_a_filter_that_waits() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+    gate = asyncio.get_running_loop().create_future()
+
+    def first(v: int) -> int:
+        seen.append("first")
+        return v + 1
+
+    def waits(v: int) -> Awaitable[int]:
+        async def later() -> int:
+            await gate
+            seen.append("waited")
+            return v * 10
+
+        return later()
+
+    async def coroutine_filter(v: int) -> int:
+        seen.append("async")
+        return v + 5
+
+    def last(v: int) -> int:
+        seen.append("last")
+        return v - 1
+
+    bus.on(FILTER, first, priority=4)
+    bus.on(FILTER, waits, priority=3)
+    bus.on(FILTER, coroutine_filter, priority=2)
+    bus.on(FILTER, last, priority=1)
+    result = bus.fold(FILTER, 1)
+    assert not isinstance(result, int)
+    assert seen == ["first"]
+    gate.set_result(None)
+    assert await result == 24
+    assert seen == ["first", "waited", "async", "last"]
+
+
+async def test_a_waiting_filter_may_drop_the_value() -> None:
+    bus = EventBus()
+    later: list[int] = []
+
+    async def drop(v: int) -> None:
+        return None
+
+    bus.on(FILTER, drop, priority=2)
+    bus.on(FILTER, lambda v: later.append(v) or v, priority=1)
+    result = bus.fold(FILTER, 1)
+    assert await result is None  # type: ignore[misc]
+    assert later == []
+
+
+def test_a_failing_filter_fails_the_fold_for_the_router_to_answer() -> None:
+    bus = EventBus()
+
+    def broken(v: int) -> int:
+        raise RuntimeError("filter bug")
+
+    bus.on(FILTER, broken)
+    with pytest.raises(RuntimeError):
+        bus.fold(FILTER, 1)
+
+
+def test_hooks_are_typed_and_modules_declare_their_own() -> None:
+    assert isinstance(hooks.PRE_MESSAGE, hooks.FoldHook)
+    assert isinstance(hooks.MESSAGE_BARE, hooks.FireHook)
+    mine = hooks.FireHook[int]("test/declared-by-a-module")
+    bus = EventBus()
+    bus.on(mine, lambda _: None)
+    bus.on("test/declared-by-a-module", lambda _: None)  # by name, once declared
+    assert bus.has_handlers(mine)
+    with pytest.raises(ValueError, match="already declared as a fire hook"):
+        hooks.FoldHook[int]("test/declared-by-a-module")

@@ -51,3 +51,20 @@ def test_one_handler_per_key_and_removal_undoes_registration() -> None:
     table.register("get", "urn:x", "q", Target.HOST, other)
     remove()  # a stale remover does not remove the new handler
     assert table.lookup("get", Element("q", "urn:x"), (Target.HOST,)) == (other, False)
+
+
+async def test_tracker_ids_are_unpredictable_and_only_the_queried_entity_answers() -> None:
+    from roost.core.iq import IqTracker
+
+    tracker = IqTracker()
+    ids = {tracker.new_id() for _ in range(100)}
+    assert len(ids) == 100
+    iq_id = tracker.new_id()
+    future = tracker.expect(iq_id, "juliet@localhost/balcony")
+    spoofed = Element("iq", "jabber:client", {"type": "result", "id": iq_id, "from": "mallory@localhost/x"})
+    assert tracker.resolve(spoofed) is False
+    assert not future.done()
+    real = Element("iq", "jabber:client", {"type": "result", "id": iq_id, "from": "Juliet@localhost/balcony"})
+    assert tracker.resolve(real) is True
+    assert (await future) is real
+    assert tracker.resolve(real) is False  # once

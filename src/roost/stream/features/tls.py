@@ -21,6 +21,8 @@ _STARTTLS = b"<starttls xmlns='" + TLS.encode() + b"'/>"
 class StartTls(Feature):
     """``<starttls/>``: offered (receiving) or used (initiating) while the stream is not encrypted."""
 
+    __slots__ = ("available", "pending", "required")
+
     def __init__(self, *, available: bool = True, required: bool = True) -> None:
         self.available = available
         self.required = required
@@ -73,7 +75,12 @@ class StartTls(Feature):
         return stream.resume(Phase.WAIT_HEADER)
 
     def select(self, stream: Stream, features: Element) -> list[StreamEvent] | None:
-        if stream.secure or not self.available or features.find("starttls", TLS) is None:
+        if stream.secure or not self.available:
+            return None
+        if features.find("starttls", TLS) is None:
+            if self.required and not stream.authenticated:
+                # We insist on encryption and the peer does not offer it: go no further.
+                return stream.close(StreamError("policy-violation", "encryption is required"))
             return None
         stream.send_raw(_STARTTLS)
         return []

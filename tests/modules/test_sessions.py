@@ -1,0 +1,104 @@
+"""The session manager: binding, conflicts, limits, and the one place bound/closed events fire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from roost.core import hooks
+from roost.core.session import SessionState
+from tests.support.scenario import Harness, ScriptedSession
+
+
+def record(h: Harness, hook: Any) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+
+    def handler(event: hooks.SessionEvent) -> None:
+        seen.append((event.session.jid_str, event.reason))
+
+    h.server.hosts["localhost"].bus.on(hook, handler)
+    return seen
+
+
+async def test_bound_and_closed_fire_once_each(h: Harness) -> None:
+    bound = record(h, hooks.SESSION_BOUND)
+    closed = record(h, hooks.SESSION_CLOSED)
+    romeo = await h.login("romeo/a")
+    assert bound == [("romeo@localhost/a", "")]
+    assert romeo.state is SessionState.BOUND
+    romeo.close(None, "logout")
+    romeo.close(None, "logout")  # twice is harmless
+    assert h.server.sessions.end(romeo, "again") is False
+    await h.settle()
+    assert closed == [("romeo@localhost/a", "logout")]
+    assert romeo.state is SessionState.CLOSED
+    assert h.server.sessions.get(romeo.jid) is None
+
+
+async def test_a_resource_conflict_replaces_the_older_session(h: Harness) -> None:
+    closed = record(h, hooks.SESSION_CLOSED)
+    old = await h.login("romeo/phone")
+    new = await h.login("romeo/phone")
+    assert old.state is SessionState.CLOSED
+    assert h.server.sessions.get(new.jid) is new
+    assert closed == [("romeo@localhost/phone", "replaced")]
+    assert h.server.sessions.resources("localhost", "romeo") == [new]
+
+
+async def test_server_generated_resources_never_clash(h: Harness) -> None:
+    manager = h.server.sessions
+    await h.add_user("romeo")
+    jids = set()
+    for _ in range(10):
+        session = ScriptedSession(h)
+        jids.add(manager.bind(session, "localhost", "romeo", None))
+    assert len(jids) == 10
+    assert len(manager.resources("localhost", "romeo")) == 10
+
+
+async def test_too_many_resources_is_refused_and_leaves_the_table_clean(tmp_path: Any) -> None:
+    async with Harness.running(tmp_path, "[c2s]\nmax_resources = 2\n") as h:
+        await h.login("romeo/a")
+        await h.login("romeo/b")
+        with pytest.raises(ValueError, match="too many resources"):
+            h.server.sessions.bind(ScriptedSession(h), "localhost", "romeo", "c")
+        assert len(h.server.sessions.resources("localhost", "romeo")) == 2
+        # Taking over an existing resource is not one more.
+        await h.login("romeo/a")
+        assert len(h.server.sessions.resources("localhost", "romeo")) == 2
+
+
+async def test_a_session_never_bound_ends_without_events(h: Harness) -> None:
+    closed = record(h, hooks.SESSION_CLOSED)
+    session = ScriptedSession(h)
+    assert h.server.sessions.end(session, "disconnect") is False
+    await h.settle()
+    assert closed == []
+    assert session.state is SessionState.CLOSED
+
+
+async def test_modules_unloaded_leave_no_handler_behind(h: Harness) -> None:
+    host = h.server.hosts["localhost"]
+    assert host.bus.handler_count() > 0
+    await host.modules.unload_all()
+    # Only the core's own account-removal watcher stays.
+    assert host.bus.handler_count() == 1
+    assert host.iq.namespaces() == set()
+
+
+async def test_an_iq_without_to_is_answered_for_the_account(h: Harness) -> None:
+    romeo = await h.login("romeo")
+    reply = await romeo.iq("<ping xmlns='urn:xmpp:ping'/>")  # RFC 6120 §10.3.3
+    assert reply.attrs["type"] == "result"
+
+
+async def test_a_response_with_a_malformed_to_is_dropped(h: Harness) -> None:
+    romeo = await h.login("romeo")
+    await romeo.submit("<iq type='result' id='r1' to='@@bad@@'/><iq type='error' id='r2' to='a@b@c'/>")
+    romeo.expect_nothing()  # RFC 6120 §8.2.3: never answered
+    await romeo.submit("<iq type='get' id='g1' to='@@bad@@'><ping xmlns='urn:xmpp:ping'/></iq>")
+    romeo.expect(
+        "<iq type='error' id='g1'><error>"
+        "<jid-malformed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    )
