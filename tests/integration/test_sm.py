@@ -460,3 +460,78 @@ def _now(value: bool) -> Awaitable[bool]:
         return value
 
     return check()
+
+
+@pytest.mark.sm_config("resume_seconds = 1\nack_every = 0\nack_after_seconds = 0")
+async def test_expired_message_that_a_carbons_resource_already_has_is_not_rerouted(
+    sm_server: RunningServer,
+) -> None:
+    romeo = await SmClient.login(sm_server, "romeo", "orchard")
+    romeo.raw.send(Element("presence", C))
+    juliet = await SmClient.login(sm_server, "juliet", "balcony")
+    await juliet.enable()
+    juliet.send(Element("presence", C))
+    # Two more resources: "phone" has carbons on, "tablet" has not.
+    phone = await RawClient.login(sm_server.c2s_port, "juliet", PASSWORD, "phone")
+    carbons = Element("iq", C, {"type": "set", "id": "cc"})
+    carbons.add("enable", "urn:xmpp:carbons:2")
+    phone.send(carbons)
+    await until_pong(phone, "cc")
+    phone.send(Element("presence", C, None, [Element("priority", C, None, ["-1"])]))
+    tablet = await RawClient.login(sm_server.c2s_port, "juliet", PASSWORD, "tablet")
+    tablet.send(Element("presence", C, None, [Element("priority", C, None, ["-1"])]))
+    for client in (phone, tablet):
+        client.send(ping(iq_id="settled"))
+        await until_pong(client, "settled")
+    romeo.raw.send(chat("juliet@localhost/balcony", 1))  # the phone gets a carbon copy of it
+    await juliet.stanzas_until(1)
+    juliet.drop()  # m1 never acknowledged
+    await until_detached(sm_server, "juliet@localhost/balcony")
+
+    async def gone() -> bool:
+        return sm_server.server.sessions.get(JID.parse("juliet@localhost/balcony")) is None
+
+    await eventually(gone)
+    await asyncio.sleep(0.3)  # re-routing runs after the session is gone
+    phone.send(ping(iq_id="p"))
+    on_phone = await until_pong(phone, "p")
+    carbon_copies = [m for m in on_phone if m.name == "message" and m.find("received", "urn:xmpp:carbons:2")]
+    originals = [m for m in on_phone if m.name == "message" and m.find("body") is not None]
+    assert len(carbon_copies) == 1 and not originals  # the carbon, not the original again
+    assert await sm_server.server.storage.archive("offline").count("localhost", "juliet") == 0
+    tablet.send(ping(iq_id="t"))
+    # Negative priority: nothing is delivered to the bare JID there, it went nowhere else either.
+    assert not ids(await until_pong(tablet, "t"))
+    for client in (phone, tablet, romeo.raw):
+        client.close()
+
+
+@pytest.mark.sm_config("resume_seconds = 1\nack_every = 0\nack_after_seconds = 0")
+async def test_expired_message_goes_to_another_available_resource_with_its_delay(
+    sm_server: RunningServer,
+) -> None:
+    romeo = await SmClient.login(sm_server, "romeo", "orchard")
+    romeo.raw.send(Element("presence", C))
+    juliet = await SmClient.login(sm_server, "juliet", "balcony")
+    await juliet.enable()
+    juliet.send(Element("presence", C))
+    tablet = await RawClient.login(sm_server.c2s_port, "juliet", PASSWORD, "tablet")
+    tablet.send(Element("presence", C))
+    tablet.send(ping(iq_id="settled"))
+    await until_pong(tablet, "settled")
+    romeo.raw.send(chat("juliet@localhost/balcony", 1))
+    await juliet.stanzas_until(1)
+    juliet.drop()
+    await until_detached(sm_server, "juliet@localhost/balcony")
+    got: list[Element] = []
+    while not ids(got):
+        got.append(await tablet.element())
+    message = got[-1]
+    assert message.attrs["id"] == "m1" and message.find_text("body") == "message 1"
+    delay = message.find("delay", DELAY)
+    assert delay is not None and delay.attrs["from"] == "localhost"
+    await asyncio.sleep(0.2)
+    tablet.send(ping(iq_id="t"))
+    assert not ids(await until_pong(tablet, "t"))  # once
+    for client in (tablet, romeo.raw):
+        client.close()

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -175,6 +175,10 @@ class SmService:
         self.resumable: dict[str, SmSession] = {}
         #: Ended sessions' SM-ID → (username, the last 'h' we reported).
         self.expired: BoundedDict[str, tuple[str, int]] = BoundedDict(_EXPIRED_REMEMBERED)
+        #: Whether another resource already has this stanza (e.g. a carbon copy, XEP-0280), so that
+        #: re-routing it would deliver it twice (set by the module; arguments: the ended session,
+        #: the stanza, when it was written).
+        self.delivered_elsewhere: Callable[[ClientSession, Element, float], bool] | None = None
 
     # -- nonzas from the stream (the c2s driver calls these) --------------------------------------------
     def enable(self, driver: C2SDriver, request: sm.EnableRequest) -> None:
@@ -323,9 +327,10 @@ class SmService:
         """One at a time, in order: offline storage keeps them in the order they were sent, and a
         burst of them does not take every storage connection at once."""
         router = self.server.router
+        elsewhere = self.delivered_elsewhere
         for stanza, sent_at in unacked:
             again = self.rerouted(stanza, sent_at)
-            if again is None:
+            if again is None or (elsewhere is not None and elsewhere(session, stanza, sent_at)):
                 continue
             try:
                 pending = router.route(again)

@@ -16,6 +16,8 @@ from roost.config.schema import ModuleOptions
 from roost.core import hooks, sm
 from roost.core.hooks import SessionEvent
 from roost.core.modules import Module, Xep, hook
+from roost.core.session import ClientSession
+from roost.modules.carbons import is_eligible
 from roost.stream.sm import feature
 from roost.xml.element import Element
 
@@ -82,6 +84,7 @@ class StreamManagement(Module):
             location=opts.location,
         )
         self.service = sm.SmService(self.server, self.host.domain, config)
+        self.service.delivered_elsewhere = self.delivered_elsewhere
         sm.register(self.host, self.service)
 
     async def stop(self) -> None:
@@ -89,6 +92,17 @@ class StreamManagement(Module):
 
     def stream_features(self) -> Sequence[Element]:
         return (feature(),)
+
+    def delivered_elsewhere(self, session: ClientSession, stanza: Element, sent_at: float) -> bool:
+        """A message the account's other resources got as a carbon copy (XEP-0280 §7) when it was
+        written to this one: re-routing it as if to the bare JID would give them it twice."""
+        if stanza.name != "message" or not is_eligible(stanza, inbound=True):
+            return False
+        jid = session.jid
+        for other in self.server.sessions.resources(jid.domain, jid.local or ""):
+            if other is not session and other.data.get("carbons") and other.bound_at <= sent_at:
+                return True
+        return False
 
     @hook(hooks.SESSION_CLOSED, priority=-100)
     def ended(self, event: SessionEvent) -> None:
