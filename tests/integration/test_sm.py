@@ -4,7 +4,7 @@ resumption with every stanza delivered exactly once, expiry into offline storage
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -326,6 +326,12 @@ async def test_expired_session_reroutes_unacked_messages_to_offline_storage(sm_s
         return await sm_server.server.storage.archive("offline").count("localhost", "juliet") == 3
 
     await eventually(stored)
+    # Too late to resume: <failed/> with the count of juliet's stanzas the server handled (§5).
+    assert juliet.sm_id is not None
+    late, answer = await resume(sm_server, "juliet", juliet.sm_id, 1)
+    assert answer.name == "failed" and answer.attrs == {"h": "1"}
+    assert answer.find("item-not-found", STANZA_ERRORS) is not None
+    late.close()
     # A later login gets them, once, with the time of their first delivery.
     fresh = await RawClient.login(sm_server.c2s_port, "juliet", PASSWORD, "later")
     fresh.send(Element("presence", C))
@@ -535,3 +541,38 @@ async def test_expired_message_goes_to_another_available_resource_with_its_delay
     assert not ids(await until_pong(tablet, "t"))  # once
     for client in (tablet, romeo.raw):
         client.close()
+
+
+@pytest.mark.sm_config("max_unacked = 10\nack_every = 0\nack_after_seconds = 0")
+async def test_a_detached_session_with_too_many_unacked_stanzas_ends_and_nothing_is_lost(
+    sm_server: RunningServer,
+) -> None:
+    romeo = await SmClient.login(sm_server, "romeo", "orchard")
+    juliet = await SmClient.login(sm_server, "juliet", "balcony")
+    await juliet.enable()
+    juliet.drop()
+    await until_detached(sm_server, "juliet@localhost/balcony")
+    for n in range(11):
+        romeo.raw.send(chat("juliet@localhost/balcony", n))
+
+    def stored(count: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            gone = sm_server.server.sessions.get(JID.parse("juliet@localhost/balcony")) is None
+            return (
+                gone
+                and await sm_server.server.storage.archive("offline").count("localhost", "juliet") == count
+            )
+
+        return check
+
+    await eventually(stored(11))  # the eleventh ended the session, long before the 300 s of resumption
+    romeo.raw.send(chat("juliet@localhost/balcony", 11))  # now to an offline resource
+    await eventually(stored(12))
+    fresh = await RawClient.login(sm_server.c2s_port, "juliet", PASSWORD, "later")
+    fresh.send(Element("presence", C))
+    got: list[Element] = []
+    while len(ids(got)) < 12:
+        got.append(await fresh.element())
+    assert ids(got) == [f"m{n}" for n in range(12)]  # in order
+    fresh.close()
+    romeo.raw.close()
