@@ -9,6 +9,7 @@ server CPU per message: what routing, the filters, the stanza-id and serializati
     .venv/bin/python -m bench.message_routing --messages 20000
     .venv/bin/python -m bench.message_routing --full            # to the full JID
     .venv/bin/python -m bench.message_routing --carbons         # 2 more recipient resources, Carbons on
+    .venv/bin/python -m bench.message_routing --sm              # XEP-0198 on both, acks every 5 stanzas
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 from bench.inprocess import CountingSession, bind
 from roost.app import create_server
 from roost.config.loader import load_config
+from roost.core import sm
 from roost.core.server import Server
+from roost.stream.sm import AckPolicy, StreamManagement
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT
 
@@ -33,7 +36,16 @@ async def _bind(server: Server, user: str, resource: str) -> CountingSession:
     return session
 
 
-async def run(messages: int, full: bool, carbons: bool) -> None:
+def _manage(server: Server, session: CountingSession) -> sm.SmSession:
+    """Stream management on a session as <enable/> would set it up (ack requests every 5 stanzas)."""
+    service = sm.service_for(server, "localhost")
+    assert service is not None
+    managed = sm.SmSession(service, session, StreamManagement(policy=AckPolicy(5, 30.0)))
+    session.sm = managed
+    return managed
+
+
+async def run(messages: int, full: bool, carbons: bool, with_sm: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roost.toml"
         path.write_text(
@@ -58,6 +70,8 @@ async def run(messages: int, full: bool, carbons: bool) -> None:
                     if pending is not None:
                         await pending
                     others.append(other)
+            sending = _manage(server, sender) if with_sm else None
+            receiving = _manage(server, recipient) if with_sm else None
             await asyncio.sleep(0.1)  # let the SESSION_BOUND loads settle
             to = "juliet@localhost/j" if full else "juliet@localhost"
             body = "x" * 100
@@ -67,14 +81,23 @@ async def run(messages: int, full: bool, carbons: bool) -> None:
                 m = Element("message", CLIENT, {"to": to, "type": "chat", "id": f"m{n}"})
                 m.add("body", text=body)
                 m.add("active", "http://jabber.org/protocol/chatstates")
+                if sending is not None:
+                    sending.state.handled()  # the driver counts each stanza from the client
                 pending = server.router.process(sender, m)
                 if pending is not None:
                     await pending
+                if receiving is not None and receiving.state.awaiting_ack:
+                    # The client answers the <r/> that followed: <a h/> for all it has.
+                    receiving.acknowledged(receiving.state.outbound)
             cpu = time.process_time() - cpu
             delivered = recipient.stanzas - before
+            if receiving is not None:
+                delivered = receiving.state.outbound  # stanzas, not the <r/>s
+                assert not receiving.state.unacked or len(receiving.state.unacked) < 5
             copies = sum(o.stanzas for o in others)
             print(
-                f"{messages} messages to {'full' if full else 'bare'} JID: {delivered} delivered, "
+                f"{messages} messages to {'full' if full else 'bare'} JID{' with SM' if with_sm else ''}: "
+                f"{delivered} delivered, "
                 f"{copies} carbons, {cpu * 1e6 / messages:.1f} µs server CPU per message"
             )
         finally:
@@ -86,8 +109,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--full", action="store_true", help="address the recipient's full JID")
     parser.add_argument("--carbons", action="store_true", help="two more recipient resources with Carbons")
+    parser.add_argument("--sm", action="store_true", help="stream management on both sessions, acks every 5")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.full, args.carbons))
+    asyncio.run(run(args.messages, args.full, args.carbons, args.sm))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ CLIENT_STATE: Final = FireHook[ClientStateEvent]("c2s/client-state")
 SESSION_RESUMED: Final = FireHook[SessionEvent]("session/resumed")
 
 _REQUEST = serialize(sm.request()).encode()
+_now = time.time
 #: Reasons a connection ends after which a resumable session is kept: the client did not say goodbye.
 _DETACH_REASONS = frozenset(("disconnect", "timeout"))
 #: SM-IDs of sessions that ended, remembered to answer a late <resume/> with <failed h/> (§5).
@@ -104,7 +105,7 @@ class SmSession:
     def on_send(self, session: ClientSession, stanza: Element) -> bool:
         """Count and keep the stanza, write it if connected, and an <r/> after it when one is due."""
         state = self.state
-        due = state.sent(stanza, time.time())
+        due = state.sent(stanza, _now())
         connection = session.connection
         if connection is not None:
             connection.send_stanza(serialize(stanza, connection.stanza_ns).encode())
@@ -113,7 +114,7 @@ class SmSession:
                 connection.send_raw(_REQUEST)
             elif self._timer is None and state.policy.after_seconds > 0:
                 self._arm_request_timer(state.policy.after_seconds)
-        if state.over_limit:
+        if len(state.unacked) > state.max_unacked:
             # The client does not ack (or has been away too long): the session cannot be kept.
             session.log.info("closing: %d stanzas unacknowledged", len(state.unacked))
             asyncio.get_running_loop().call_soon(

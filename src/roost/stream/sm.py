@@ -25,6 +25,7 @@ from roost.xml.ns import SM, STANZA_ERRORS
 
 #: §4: 'h' is an xs:unsignedInt; it is reset from 2^32-1 to 0.
 MODULO: Final = 1 << 32
+_MASK: Final = MODULO - 1
 #: Bytes of randomness in a resumption id (SM-ID, §5): 192 bits, so ids cannot be guessed.
 ID_BYTES: Final = 24
 
@@ -189,6 +190,7 @@ class StreamManagement:
 
     __slots__ = (
         "_awaiting_ack",
+        "_every",
         "_first_unrequested_at",
         "_unrequested",
         "acked",
@@ -210,6 +212,8 @@ class StreamManagement:
         max_seconds: int | None = None,
     ) -> None:
         self.policy = policy or AckPolicy()
+        #: ``policy.every``, or never reached when requests by count are off (checked per stanza).
+        self._every = self.policy.every if self.policy.every > 0 else 1 << 62
         #: Past this many unacknowledged stanzas the session cannot be kept (the driver closes it).
         self.max_unacked = max_unacked
         #: The SM-ID when resumable, else None.
@@ -233,6 +237,11 @@ class StreamManagement:
     def resumable(self) -> bool:
         return self.id is not None
 
+    @property
+    def awaiting_ack(self) -> bool:
+        """An ``<r/>`` was written and its ``<a/>`` has not come yet."""
+        return self._awaiting_ack
+
     # -- inbound ------------------------------------------------------------------------------------------
     def handled(self) -> None:
         """One stanza from the client was handled (routed, answered or stored)."""
@@ -249,13 +258,14 @@ class StreamManagement:
         True when an ``<r/>`` should follow it now (the ``every`` threshold, and no request is
         already waiting for its answer).
         """
-        self.outbound = (self.outbound + 1) % MODULO
+        # The exit of every stanza to a managed session: kept to a few attribute operations.
+        self.outbound = (self.outbound + 1) & _MASK
         self.unacked.append((stanza, now))
-        if self._unrequested == 0:
+        unrequested = self._unrequested
+        if unrequested == 0:
             self._first_unrequested_at = now
-        self._unrequested += 1
-        every = self.policy.every
-        return every > 0 and self._unrequested >= every and not self._awaiting_ack
+        self._unrequested = unrequested = unrequested + 1
+        return unrequested >= self._every and not self._awaiting_ack
 
     def request_due(self, now: float) -> bool:
         """Whether the time threshold asks for an ``<r/>`` now (the driver's timer calls this)."""
