@@ -8,7 +8,9 @@ from .login import LoginScenario
 from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
 from .presence import PresenceScenario
+from .soak import SoakScenario
 
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (LoginScenario, OneOneScenario, IdleScenario, PresenceScenario, MucFanoutScenario)
+    s.name: s
+    for s in (LoginScenario, OneOneScenario, IdleScenario, PresenceScenario, MucFanoutScenario, SoakScenario)
 }

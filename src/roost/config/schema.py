@@ -38,6 +38,7 @@ __all__ = [
     "C2SSection",
     "Config",
     "ConfigPath",
+    "GcSection",
     "ListenSection",
     "LogSection",
     "ModuleOptions",
@@ -500,6 +501,53 @@ class LogSection(_Section):
     )
 
 
+# --- [gc] --------------------------------------------------------------------------------------
+
+
+class GcSection(_Section):
+    """Python's cyclic garbage collector, tuned for a long-running server with many sessions.
+
+    A full collection walks every live object and stops the event loop meanwhile: ~45 ns per object,
+    so about a second at 10,000 sessions. With tuning on, the objects built at start-up are frozen
+    (never scanned again), and every ``freeze_interval_seconds`` the objects that survived since the
+    last interval are collected once and frozen too, so no collection scans more than a few seconds'
+    worth of new objects. Frozen objects are still freed as soon as nothing refers to them; only
+    reference cycles among them would stay (closed connections leave none).
+    """
+
+    tuning: bool = Field(
+        default=True,
+        description="Freeze start-up objects and, periodically, long-lived ones (off: Python's defaults).",
+        examples=[False],
+    )
+    young_threshold: int = Field(
+        default=5000,
+        ge=100,
+        le=1_000_000,
+        description=(
+            "Allocations between two collections of the youngest generation (Python's default is 700; "
+            "each such collection scans only the young objects)."
+        ),
+        examples=[10000],
+    )
+    freeze_interval_seconds: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=3600,
+        description=(
+            "How often what survived since the last interval is collected and then frozen; shorter "
+            "means shorter pauses."
+        ),
+        examples=[5.0],
+    )
+    log_pause_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Collections pausing at least this long are logged at debug (full ones always).",
+        examples=[1.0],
+    )
+
+
 # --- the whole file ----------------------------------------------------------------------------
 
 #: Built-in sections, in documentation order.
@@ -510,6 +558,7 @@ CORE_SECTIONS: dict[str, type[_Section]] = {
     "c2s": C2SSection,
     "storage": StorageSection,
     "log": LogSection,
+    "gc": GcSection,
 }
 
 _module_sections: dict[str, type[ModuleOptions]] = {}
@@ -583,6 +632,7 @@ class Config(BaseModel):
     c2s: C2SSection = Field(default_factory=lambda: C2SSection())
     storage: StorageSection = Field(default_factory=lambda: StorageSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
+    gc: GcSection = Field(default_factory=lambda: GcSection())
     #: Validated module sections present in the file (others get their defaults on demand).
     modules: dict[str, ModuleOptions] = Field(default_factory=dict)
     #: The file this came from; None when running on built-in defaults.

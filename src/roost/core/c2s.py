@@ -80,6 +80,7 @@ class C2SDriver:
     """One client connection's stream, from the first byte to the close."""
 
     __slots__ = (
+        "__weakref__",
         "_closed",
         "auth_done",
         "connection",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from roost.config.schema import Config, ListenEntry
-from roost.core import hooks
+from roost.core import gc_policy, hooks
 from roost.core.accounts import AccountService
 from roost.core.control import ControlChannel
 from roost.core.hooks import StanzaEvent
@@ -98,6 +98,11 @@ class Server:
         #: Addresses actually bound, by listener name (tests use port 0).
         self.addresses: dict[str, tuple[str, int]] = {}
 
+    @property
+    def account_removal(self) -> AccountService:
+        """Former name of :attr:`accounts`."""
+        return self.accounts
+
     # -- tasks ---------------------------------------------------------------------------------------
     def spawn(self, awaitable: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Run ``awaitable`` as an owned, named task; its failure is logged, never lost."""
@@ -148,6 +153,7 @@ class Server:
             ", ".join(config.server.domains),
             ", ".join(f"{k} on {a[0]}:{a[1]}" for k, a in self.addresses.items()) or "no listeners",
         )
+        gc_policy.start(self)  # last: freezes what start-up built (issue 15)
 
     def c2s_settings(self) -> C2SSettings:
         c2s = self.config.c2s
