@@ -7,6 +7,8 @@ them. Ours, while the client is inactive:
   contact that changes status ten times costs one stanza when the client comes back;
 * messages carrying only chat states (XEP-0085) and other transient payloads, and carbon copies of
   such messages, are held, the latest per contact;
+* PubSub/PEP item notifications (XEP-0060 §7.1.2.1, XEP-0163: avatars, nicknames, moods, device
+  lists, …) are held, the latest per sender, node and item (a retraction replaces a publication);
 * optionally (off by default) groupchat messages are held too, all of them and in order, unless
   they mention the user's room nickname;
 * everything else goes out at once: messages with a body or any other content, IQs, subscription
@@ -42,6 +44,7 @@ from roost.xml.ns import CSI
 CARBONS: Final = "urn:xmpp:carbons:2"
 FORWARD: Final = "urn:xmpp:forward:0"
 MUC_USER: Final = "http://jabber.org/protocol/muc#user"
+PUBSUB_EVENT: Final = "http://jabber.org/protocol/pubsub#event"
 
 #: Key of a held stanza: what a later stanza replaces it by (an int for ones nothing replaces).
 HeldKey = tuple[str, ...] | int
@@ -54,6 +57,7 @@ class CsiPolicy:
     hold_presence: bool = True
     hold_chat_states: bool = True
     hold_groupchat: bool = False
+    hold_pep: bool = True
     #: Past this many held stanzas everything is flushed (memory stays bounded).
     max_held: int = 500
 
@@ -127,6 +131,10 @@ class CsiQueue:
             carbon = _transient_carbon(stanza)
             if carbon is not None:
                 return carbon
+        if self.policy.hold_pep and type_ != "groupchat":
+            pep = _pep_key(stanza)
+            if pep is not None:
+                return pep
         if type_ == "groupchat" and self.policy.hold_groupchat:
             if stanza.find("body", stanza.ns) is None or self._mentions_me(stanza):
                 return None
@@ -160,6 +168,24 @@ def _is_own_muc_presence(stanza: Element) -> bool:
     if x is None:
         return False
     return any(status.attrs.get("code") == "110" for status in x.elements("status", MUC_USER))
+
+
+def _pep_key(stanza: Element) -> tuple[str, ...] | None:
+    """An item notification (publish or retract) without a body: keyed by sender, node and items.
+
+    Purges, node deletions and configuration or subscription notices go out at once.
+    """
+    event = stanza.find("event", PUBSUB_EVENT)
+    if event is None or stanza.find("body", stanza.ns) is not None:
+        return None
+    items = event.find("items", PUBSUB_EVENT)
+    node = items.attrs.get("node") if items is not None else None
+    if items is None or not node or sum(1 for _ in event.elements()) != 1:
+        return None
+    ids = sorted(item.attrs.get("id", "") for item in items.elements())
+    if not ids or "" in ids:
+        return None
+    return ("pep", stanza.attrs.get("from", ""), node, *ids)
 
 
 def _transient_carbon(stanza: Element) -> tuple[str, ...] | None:
@@ -198,6 +224,12 @@ class CsiOptions(ModuleOptions):
         description="While a client is inactive, hold groupchat messages too (all of them, in order), "
         "except those mentioning the user's nickname in that room.",
         examples=[True],
+    )
+    hold_pep: bool = Field(
+        True,
+        description="While a client is inactive, hold PubSub/PEP item notifications (avatars, nicknames, "
+        "device lists, …), the latest per contact, node and item.",
+        examples=[False],
     )
     max_held: int = Field(
         500,
@@ -247,7 +279,9 @@ class ClientStateIndication(Module):
 
     async def start(self) -> None:
         opts = self.options
-        self.policy = CsiPolicy(opts.hold_presence, opts.hold_chat_states, opts.hold_groupchat, opts.max_held)
+        self.policy = CsiPolicy(
+            opts.hold_presence, opts.hold_chat_states, opts.hold_groupchat, opts.hold_pep, opts.max_held
+        )
 
     def stream_features(self) -> tuple[Element, ...]:
         return (Element("csi", CSI),)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from roost.modules.csi import CARBONS, FORWARD, MUC_USER, CsiPolicy, CsiQueue
+from roost.modules.csi import CARBONS, FORWARD, MUC_USER, PUBSUB_EVENT, CsiPolicy, CsiQueue
 from roost.modules.message import CHATSTATES
 from roost.xml.element import Element
 
@@ -163,3 +163,35 @@ def test_held_stanzas_bounded() -> None:
         assert queue.offer(presence(f"c{n}@example.net/r", n=f"p{n}")) == []
     assert ids(queue.offer(presence("c9@example.net/r", n="p9"))) == ["p0", "p1", "p2", "p9"]
     assert not queue.held
+
+
+def pep(frm: str, node: str, item: str, n: str, retract: bool = False) -> Element:
+    el = Element("message", C, {"from": frm, "to": ME, "type": "headline", "id": n})
+    items = el.add("event", PUBSUB_EVENT).add("items", attrs={"node": node})
+    items.add("retract" if retract else "item", attrs={"id": item})
+    return el
+
+
+def test_pep_notifications_held_latest_per_contact_node_and_item() -> None:
+    queue = CsiQueue(CsiPolicy())
+    queue.set_inactive()
+    nick = "http://jabber.org/protocol/nick"
+    bookmarks = "urn:xmpp:bookmarks:1"
+    assert queue.offer(pep("romeo@example.net", nick, "current", "n1")) == []
+    assert queue.offer(pep("romeo@example.net", nick, "current", "n2")) == []
+    assert queue.offer(pep("juliet@example.com", bookmarks, "room1@muc", "b1")) == []
+    assert queue.offer(pep("juliet@example.com", bookmarks, "room2@muc", "b2")) == []
+    assert queue.offer(pep("juliet@example.com", bookmarks, "room1@muc", "b3", retract=True)) == []
+    assert ids(queue.set_active()) == ["n2", "b2", "b3"]  # other items of a node are kept
+
+
+def test_pep_purge_goes_at_once_and_can_be_switched_off() -> None:
+    queue = CsiQueue(CsiPolicy())
+    queue.set_inactive()
+    purge = Element("message", C, {"from": "juliet@example.com", "to": ME, "id": "p"})
+    purge.add("event", PUBSUB_EVENT).add("purge", attrs={"node": "urn:xmpp:bookmarks:1"})
+    assert queue.offer(purge) == [purge]
+    off = CsiQueue(CsiPolicy(hold_pep=False))
+    off.set_inactive()
+    notification = pep("romeo@example.net", "http://jabber.org/protocol/nick", "current", "n1")
+    assert off.offer(notification) == [notification]
