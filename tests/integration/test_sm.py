@@ -12,6 +12,7 @@ import pytest
 from roost.core.session import SessionState
 from roost.jid import JID
 from roost.modules.roster import RosterItem, roster_rows
+from roost.storage.api import ArchiveQuery
 from roost.xml.element import Element
 from roost.xml.ns import DELAY, SM, STANZA_ERRORS, STREAM
 from roost.xml.parser import StreamEnd
@@ -326,6 +327,16 @@ async def test_expired_session_reroutes_unacked_messages_to_offline_storage(sm_s
         return await sm_server.server.storage.archive("offline").count("localhost", "juliet") == 3
 
     await eventually(stored)
+    # Stored with the id each message was archived under (XEP-0359, XEP-0313): archived once only.
+    offline_items = await sm_server.server.storage.archive("offline").query(
+        "localhost", "juliet", ArchiveQuery(limit=10)
+    )
+    archived = await sm_server.server.storage.archive("mam").query(
+        "localhost", "juliet", ArchiveQuery(limit=50)
+    )
+    archived_ids = [item.id for item in archived[0]]
+    assert len(archived_ids) == len(set(archived_ids)) == 4  # m0..m3, each once
+    assert {item.id for item in offline_items[0]} <= set(archived_ids)
     # Too late to resume: <failed/> with the count of juliet's stanzas the server handled (§5).
     assert juliet.sm_id is not None
     late, answer = await resume(sm_server, "juliet", juliet.sm_id, 1)

@@ -180,6 +180,10 @@ class SmService:
         #: re-routing it would deliver it twice (set by the module; arguments: the ended session,
         #: the stanza, when it was written).
         self.delivered_elsewhere: Callable[[ClientSession, Element, float], bool] | None = None
+        #: Hands an unacknowledged message of an ended session to the account's other resources or
+        #: to offline storage, keeping its stanza-id (it is archived already; set by the module).
+        #: Without it, messages are routed again like new ones.
+        self.redeliver: Callable[[ClientSession, Element], Awaitable[None] | None] | None = None
 
     # -- nonzas from the stream (the c2s driver calls these) --------------------------------------------
     def enable(self, driver: C2SDriver, request: sm.EnableRequest) -> None:
@@ -334,7 +338,11 @@ class SmService:
             if again is None or (elsewhere is not None and elsewhere(session, stanza, sent_at)):
                 continue
             try:
-                pending = router.route(again)
+                redeliver = self.redeliver
+                if again.name == "message" and redeliver is not None:
+                    pending = redeliver(session, again)
+                else:
+                    pending = router.route(again)
                 if pending is not None:
                     await pending
             except Exception:

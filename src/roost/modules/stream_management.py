@@ -8,16 +8,21 @@ authentication, and a session that ends has its unacknowledged stanzas re-routed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from pydantic import Field
 
 from roost.config.schema import ModuleOptions
 from roost.core import hooks, sm
-from roost.core.hooks import SessionEvent
+from roost.core.hooks import SessionEvent, StanzaEvent
 from roost.core.modules import Module, Xep, hook
 from roost.core.session import ClientSession
+from roost.jid import JID, JIDError
 from roost.modules.carbons import is_eligible
+from roost.modules.message import bare_targets
+from roost.modules.offline import OfflineStorage
+from roost.stanza import error_reply
+from roost.stanza.errors import StanzaError
 from roost.stream.sm import feature
 from roost.xml.element import Element
 
@@ -85,6 +90,7 @@ class StreamManagement(Module):
         )
         self.service = sm.SmService(self.server, self.host.domain, config)
         self.service.delivered_elsewhere = self.delivered_elsewhere
+        self.service.redeliver = self.redeliver
         sm.register(self.host, self.service)
 
     async def stop(self) -> None:
@@ -104,7 +110,48 @@ class StreamManagement(Module):
                 return True
         return False
 
+    def redeliver(self, session: ClientSession, stanza: Element) -> Awaitable[None] | None:
+        """An unacknowledged message of an ended session, as if sent to the bare JID while that
+        resource was offline (RFC 6121 §8.5.2), but not a new message: it keeps the stanza-id it was
+        archived under (no second archive entry, no second id), and Carbons are not sent again.
+        """
+        jid = session.jid
+        type_ = stanza.attrs.get("type", "normal")
+        frm = _jid(stanza.attrs.get("from")) or jid.bare
+        targets = bare_targets(self.server.sessions.resources(jid.domain, jid.local or ""), type_)
+        router = self.server.router
+        if targets:
+            for target in targets:
+                # 'to' stays the ended session's address: the deliver filters treat it as a copy,
+                # not as a new message to that resource (no stanza-id, archive entry or carbons).
+                copy = stanza.shallow_copy()
+                router.to_session(target, StanzaEvent(copy, None, jid, frm))
+            return None
+        if type_ not in ("chat", "normal"):
+            return None  # headlines are dropped (§8.5.2.2.4)
+        offline = self.host.modules.loaded.get("offline")
+        if not isinstance(offline, OfflineStorage):
+            router.send(error_reply(stanza, StanzaError("service-unavailable", "the recipient went away")))
+            return None
+        return self._store(offline, StanzaEvent(stanza, None, jid.bare, frm))
+
+    async def _store(self, offline: OfflineStorage, event: StanzaEvent) -> None:
+        try:
+            await offline.store(event)
+        except StanzaError as e:
+            # Not storable (storage full, <no-store/>, …): the sender learns it was not delivered.
+            self.server.router.send(error_reply(event.stanza, e))
+
     @hook(hooks.SESSION_CLOSED, priority=-100)
     def ended(self, event: SessionEvent) -> None:
         """After the modules have announced the session gone: re-route what it never acknowledged."""
         self.service.ended(event.session)
+
+
+def _jid(text: str | None) -> JID | None:
+    if not text:
+        return None
+    try:
+        return JID.parse(text)
+    except JIDError:
+        return None
