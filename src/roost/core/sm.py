@@ -245,16 +245,7 @@ class SmService:
         username = stream.username
         managed = self.resumable.get(request.previd)
         session = managed.session if managed is not None else None
-        if (
-            managed is None
-            or session is None
-            or session.jid.local != username
-            or session.state
-            not in (
-                SessionState.BOUND,
-                SessionState.DETACHED,
-            )
-        ):
+        if managed is None or session is None or session.jid.local != username or not session.bound:
             # An SM-ID of another account is as unknown as a wrong one (§9: no hijacking).
             gone = self.expired.get(request.previd)
             h = gone[1] if gone is not None and gone[0] == username else None
