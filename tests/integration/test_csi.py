@@ -90,6 +90,31 @@ async def online(running: RunningServer, user: str, resource: str) -> RawClient:
     return client
 
 
+async def settle(client: RawClient, *contacts: str) -> list[Element]:
+    """Read until the available presence of each contact has arrived, then whatever follows at once."""
+    waiting = set(contacts)
+    seen: list[Element] = []
+    while waiting:
+        el = await client.element()
+        seen.append(el)
+        if el.name == "presence" and "type" not in el.attrs:
+            waiting.discard(el.attrs.get("from", "").split("@")[0])
+    return seen + await quiet(client, 0.1)
+
+
+async def delivered(sender: RawClient) -> None:
+    """A round trip for ``sender``: what it sent before has been routed (and held or written)."""
+    sender.send(ping("delivered"))
+    await until_pong(sender, "delivered")
+
+
+async def inactive(client: RawClient) -> None:
+    """<inactive/>, and a round trip so that it is in effect before anything else is sent."""
+    client.send(Element("inactive", CSI))
+    client.send(ping("inactive"))
+    await until_pong(client, "inactive")
+
+
 def summary(stanzas: list[Element]) -> list[tuple[str, str, str]]:
     return [(s.name, s.attrs.get("from", "").split("@")[0], s.attrs.get("id", "")) for s in stanzas]
 
@@ -109,9 +134,8 @@ async def test_inactive_client_gets_presence_and_chat_states_late_latest_only_fl
     juliet = await online(csi_server, "juliet", "balcony")
     romeo = await online(csi_server, "romeo", "orchard")
     nurse = await online(csi_server, "nurse", "house")
-    await asyncio.sleep(0.2)
-    await quiet(juliet)  # presence of both, from their logins
-    juliet.send(Element("inactive", CSI))
+    await settle(juliet, "romeo", "nurse")  # presence of both, from their logins
+    await inactive(juliet)
     romeo.send(presence("away", "r1"))
     nurse.send(presence("dnd", "n1"))
     nurse.send(ping("n"))
@@ -119,6 +143,7 @@ async def test_inactive_client_gets_presence_and_chat_states_late_latest_only_fl
     romeo.send(presence("xa", "r2"))
     romeo.send(chat_state("juliet@localhost/balcony", "composing", "s1"))
     romeo.send(chat_state("juliet@localhost/balcony", "paused", "s2"))
+    await delivered(romeo)
     assert await quiet(juliet) == []  # held
     romeo.send(chat("juliet@localhost/balcony", "Juliet!", "m1"))
     got = [await juliet.element() for _ in range(4)]
@@ -137,10 +162,10 @@ async def test_inactive_client_gets_presence_and_chat_states_late_latest_only_fl
 async def test_active_flushes_what_was_held_before_the_next_answer(csi_server: RunningServer) -> None:
     juliet = await online(csi_server, "juliet", "balcony")
     romeo = await online(csi_server, "romeo", "orchard")
-    await asyncio.sleep(0.2)
-    await quiet(juliet)
-    juliet.send(Element("inactive", CSI))
+    await settle(juliet, "romeo")
+    await inactive(juliet)
     romeo.send(presence("away", "r1"))
+    await delivered(romeo)
     assert await quiet(juliet) == []
     # §5.1: <active/> then a ping: the held presence comes first, then the pong.
     juliet.send(Element("active", CSI))
@@ -155,10 +180,10 @@ async def test_active_flushes_what_was_held_before_the_next_answer(csi_server: R
 async def test_urgent_stanzas_go_at_once_after_the_held_ones(csi_server: RunningServer) -> None:
     juliet = await online(csi_server, "juliet", "balcony")
     romeo = await online(csi_server, "romeo", "orchard")
-    await asyncio.sleep(0.2)
-    await quiet(juliet)
-    juliet.send(Element("inactive", CSI))
+    await settle(juliet, "romeo")
+    await inactive(juliet)
     romeo.send(presence("away", "r1"))
+    await delivered(romeo)
     assert await quiet(juliet) == []
     juliet.send(ping("p"))  # the answer to her own IQ is urgent
     assert summary(await until_pong(juliet, "p")) == [("presence", "romeo", "r1")]
@@ -176,16 +201,17 @@ async def test_with_stream_management_held_stanzas_are_counted_when_written(
     juliet.send(ping("ready"))
     handled = len(await until_pong(juliet, "ready")) + 1
     romeo = await online(csi_server, "romeo", "orchard")
-    await asyncio.sleep(0.2)
-    handled += len(await quiet(juliet))
+    handled += len(await settle(juliet, "romeo"))
     session = csi_server.server.sessions.get(JID.parse("juliet@localhost/balcony"))
     assert session is not None and session.sm is not None
     state = session.sm.state  # type: ignore[attr-defined]
-    juliet.send(Element("inactive", CSI))
+    await inactive(juliet)
     romeo.send(presence("away", "r1"))
     romeo.send(presence("xa", "r2"))
-    await asyncio.sleep(0.2)
-    assert state.outbound == handled  # held, not sent: not counted
+    romeo.send(ping("sent"))
+    await until_pong(romeo, "sent")  # both presences have reached juliet's session
+    assert state.outbound == handled + 1  # the pong of inactive(); the presences are held, not counted
+    handled += 1  # held, not sent: not counted
     juliet.send(Element("active", CSI))
     juliet.send(ping("end"))
     got = await until_pong(juliet, "end")
