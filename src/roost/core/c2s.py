@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from roost.admin.metrics import observe_login
 from roost.core import hooks, sm
 from roost.core.session import ClientSession, SessionState, new_session_id
 from roost.stanza import error_reply
@@ -37,10 +38,11 @@ from roost.util.logging import bind_conn_id
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from roost.core.connection import Connection
     from roost.core.server import Server
+    from roost.xml.parser import ParseEvent
 
 
 class _Gone:
@@ -123,6 +125,14 @@ class C2SDriver:
         with bind_conn_id(session.id):
             self._handle(self.stream.receive_data(data))
 
+    def receive_items(self, items: Sequence[ParseEvent]) -> None:
+        """Input the transport parsed itself (BOSH: a ``<body/>``'s payloads, a restart's open)."""
+        session = self.session
+        session.last_received = time.monotonic()
+        self.ping_sent_at = 0.0
+        with bind_conn_id(session.id):
+            self._handle(self.stream.receive_items(items))
+
     def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
         """The TLS handshake of a STARTTLS (or direct TLS) connection finished."""
         with bind_conn_id(self.session.id):
@@ -141,9 +151,10 @@ class C2SDriver:
 
     # -- stream events -----------------------------------------------------------------------------------
     def _flush_stream(self) -> None:
-        out = self.stream.data_to_send()
-        if out:
-            self.connection.send_raw(out)
+        # One send_raw per unit of stream output (see Connection.send_raw): a WebSocket sends each
+        # element as a message of its own (RFC 7395 §3.3.3).
+        for item in self.stream.items_to_send():
+            self.connection.send_raw(item)
 
     def _handle(self, events: list[StreamEvent]) -> None:
         self._flush_stream()
@@ -170,8 +181,10 @@ class C2SDriver:
         elif isinstance(event, Authenticated):
             self.auth_done = True
             session.log.info("authenticated as %s@%s (%s)", event.username, event.domain, event.mechanism)
+            observe_login(self.server, event.mechanism, True)
         elif isinstance(event, AuthFailed):
             session.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
+            observe_login(self.server, event.mechanism, False)
         elif isinstance(event, (AckNonza, EnableRequested, ResumeRequested, ClientState)):
             sm.stream_event(self, event)
         elif isinstance(event, Closed):

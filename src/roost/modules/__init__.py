@@ -32,6 +32,10 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
     "roost.modules.mam.module:MessageArchive",  # after muc: attaches the room archives
+    "roost.modules.adhoc:AdhocCommands",
+    "roost.modules.admin:AdminCommands",
+    "roost.modules.metrics:Metrics",
+    "roost.modules.trace:StanzaTrace",
     "roost.modules.stream_management:StreamManagement",
     "roost.modules.csi:ClientStateIndication",
 )

@@ -395,6 +395,11 @@ class StorageManager:
         await self._writer.flush()
         await self._backend.delete_user(domain, username)
 
+    @property
+    def pending_writes(self) -> int:
+        """Archive items queued and not yet committed (metrics: the write queue's depth)."""
+        return self._writer.pending
+
     async def flush(self) -> None:
         """Wait until every archive item queued so far is committed."""
         await self._writer.flush()

@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -935,13 +936,32 @@ def _normalize_url(url: str) -> URL:
     )
 
 
+def _owner_only_database(database: str) -> None:
+    """Create the SQLite file (and its directory) readable by its owner only: it holds SCRAM keys.
+
+    SQLite gives its -wal and -shm files the database file's permissions. An existing database
+    that others may read is tightened to 0600.
+    """
+    if not database or database.startswith((":memory:", "file:")):
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077 and path.stat().st_uid == os.getuid():
+            log.warning("database %s was readable by others (mode %o): now 0600", path, mode)
+            path.chmod(0o600)
+
+
 async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlBackend:
     """Create the engine for ``url`` and migrate the schema to head."""
     sa_url = _normalize_url(url)
     # hide_parameters: SQL errors end up in logs, and bound values include SCRAM keys and message bodies.
     if sa_url.get_backend_name() == "sqlite":
         assert sa_url.database is not None
-        await asyncio.to_thread(Path(sa_url.database).parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_owner_only_database, sa_url.database)
         sync_engine = create_engine(sa_url, hide_parameters=True)
         event.listen(sync_engine, "connect", _sqlite_pragmas)
         event.listen(sync_engine, "begin", _sqlite_begin)

@@ -254,7 +254,7 @@ class SaslServer(Feature):
         if failure.text:
             el.add("text", attrs={"xml:lang": "en"}, text=failure.text)
         stream.send_raw(serialize(el).encode())
-        events: list[StreamEvent] = [AuthFailed(user, failure.condition)]
+        events: list[StreamEvent] = [AuthFailed(user, failure.condition, self._mechanism)]
         if failure.condition != "aborted":
             self.failures += 1
         if self.failures >= self.max_failures:
