@@ -9,15 +9,12 @@ server CPU per message: what routing, the filters, the stanza-id and serializati
     .venv/bin/python -m bench.message_routing --messages 20000
     .venv/bin/python -m bench.message_routing --full            # to the full JID
     .venv/bin/python -m bench.message_routing --carbons         # 2 more recipient resources, Carbons on
-<<<<<<< HEAD
-    .venv/bin/python -m bench.message_routing --sm              # XEP-0198 on both, acks every 5 stanzas
-=======
     .venv/bin/python -m bench.message_routing --sqlite           # SQLite storage: archive writes included
     .venv/bin/python -m bench.message_routing --sqlite --no-mam  # the same without message archiving
+    .venv/bin/python -m bench.message_routing --sm               # XEP-0198 on both, acks every 5 stanzas
 
 The measured CPU includes the storage thread and the archive writes still queued at the end (they
 are flushed inside the measured interval), so archiving on vs off compares the whole cost.
->>>>>>> main
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ async def _bind(server: Server, user: str, resource: str) -> CountingSession:
     return session
 
 
-<<<<<<< HEAD
 def _manage(server: Server, session: CountingSession) -> sm.SmSession:
     """Stream management on a session as <enable/> would set it up (ack requests every 5 stanzas)."""
     service = sm.service_for(server, "localhost")
@@ -54,12 +50,15 @@ def _manage(server: Server, session: CountingSession) -> sm.SmSession:
     return managed
 
 
-async def run(messages: int, full: bool, carbons: bool, with_sm: bool = False) -> None:
-=======
 async def run(
-    messages: int, full: bool, carbons: bool, sqlite: bool = False, mam: bool = True, search: bool = True
+    messages: int,
+    full: bool,
+    carbons: bool,
+    sqlite: bool = False,
+    mam: bool = True,
+    search: bool = True,
+    with_sm: bool = False,
 ) -> None:
->>>>>>> main
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roost.toml"
         url = f"sqlite:///{tmp}/data/roost.db" if sqlite else "memory://"
@@ -102,30 +101,21 @@ async def run(
                 pending = server.router.process(sender, m)
                 if pending is not None:
                     await pending
-<<<<<<< HEAD
                 if receiving is not None and receiving.state.awaiting_ack:
                     # The client answers the <r/> that followed: <a h/> for all it has.
                     receiving.acknowledged(receiving.state.outbound)
-=======
             await server.storage.flush()
->>>>>>> main
             cpu = time.process_time() - cpu
             delivered = recipient.stanzas - before
             if receiving is not None:
                 delivered = receiving.state.outbound  # stanzas, not the <r/>s
-                assert not receiving.state.unacked or len(receiving.state.unacked) < 5
             copies = sum(o.stanzas for o in others)
             print(
-<<<<<<< HEAD
                 f"{messages} messages to {'full' if full else 'bare'} JID{' with SM' if with_sm else ''}: "
                 f"{delivered} delivered, "
-                f"{copies} carbons, {cpu * 1e6 / messages:.1f} µs server CPU per message"
-=======
-                f"{messages} messages to {'full' if full else 'bare'} JID: {delivered} delivered, "
                 f"{copies} carbons, {cpu * 1e6 / messages:.1f} µs server CPU per message "
                 f"({'sqlite' if sqlite else 'memory'} storage, archiving {'on' if mam else 'off'}"
                 f"{'' if search or not mam else ', no search index'})"
->>>>>>> main
             )
         finally:
             await server.stop()
@@ -136,19 +126,16 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--full", action="store_true", help="address the recipient's full JID")
     parser.add_argument("--carbons", action="store_true", help="two more recipient resources with Carbons")
-<<<<<<< HEAD
-    parser.add_argument("--sm", action="store_true", help="stream management on both sessions, acks every 5")
-    args = parser.parse_args()
-    asyncio.run(run(args.messages, args.full, args.carbons, args.sm))
-=======
     parser.add_argument(
         "--sqlite", action="store_true", help="SQLite storage in a temp dir (default: memory)"
     )
     parser.add_argument("--no-mam", action="store_true", help="message archiving off")
     parser.add_argument("--no-search", action="store_true", help="archiving without the full-text index")
+    parser.add_argument("--sm", action="store_true", help="stream management on both sessions, acks every 5")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.full, args.carbons, args.sqlite, not args.no_mam, not args.no_search))
->>>>>>> main
+    asyncio.run(
+        run(args.messages, args.full, args.carbons, args.sqlite, not args.no_mam, not args.no_search, args.sm)
+    )
 
 
 if __name__ == "__main__":
