@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from roost.jid import JID
 from roost.stanza.errors import StreamError
@@ -96,6 +96,7 @@ class Established(Event):
 
 
 StreamEvent = Element | Event
+F = TypeVar("F", bound="Feature")
 _STANZA_NAMES = frozenset(("message", "presence", "iq"))
 
 
@@ -281,6 +282,13 @@ class Stream:
     def send_raw(self, data: bytes) -> None:
         """Write pre-serialized element bytes (constant negotiation elements)."""
         self._out.append(data)
+
+    def feature(self, cls: type[F]) -> F | None:
+        """This stream's feature of class ``cls`` (for drivers that answer a feature's events)."""
+        for feature in self.features:
+            if isinstance(feature, cls):
+                return feature
+        return None
 
     # -- for features --------------------------------------------------------------------------
     def wait(self, feature: Feature, then: Phase = Phase.NEGOTIATING) -> None:

@@ -167,6 +167,11 @@ class WebSocketFraming(_OneElementFraming):
 
     name = "websocket"
 
+    def __init__(self, max_stanza_bytes: int = 262144) -> None:
+        super().__init__(max_stanza_bytes)
+        #: The peer's ``see-other-uri`` from its ``<close/>``, if it redirected us.
+        self.see_other_uri: str | None = None
+
     def feed(self, data: bytes) -> list[ParseEvent]:
         elements = self._parse(data)
         if len(elements) != 1:
@@ -177,6 +182,8 @@ class WebSocketFraming(_OneElementFraming):
             if el.name == "open":
                 return [StreamOpen(el, None, None)]
             if el.name == "close":
+                # §3.6.1: a redirect; the client's driver reconnects there.
+                self.see_other_uri = el.attrs.get("see-other-uri")
                 return [StreamEnd()]
         return [el]
 

@@ -48,6 +48,7 @@ def established(feature: Feature) -> tuple[C2SStream, Peer]:
 def test_nonzas_go_to_the_feature_that_claims_their_namespace() -> None:
     feature = CountingFeature()
     stream, peer = established(feature)
+    assert stream.feature(CountingFeature) is feature
     events = stream.receive_data(b"<message to='romeo@example.org'/><r xmlns='urn:xmpp:sm:3'/><presence/>")
     assert [e.name for e in events if isinstance(e, Element)] == ["message", "presence"]
     assert feature.seen == ["r"]
