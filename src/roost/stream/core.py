@@ -230,12 +230,17 @@ class Stream:
             # Hot path: stanzas straight through.
             events: list[StreamEvent] = []
             content_ns = self.content_ns
-            for item in parsed:
+            items = iter(parsed)
+            for item in items:
                 if item.__class__ is Element and item.name in _STANZA_NAMES and item.ns == content_ns:
                     events.append(item)
                 else:
                     events.extend(self._dispatch(item))
-                    if self.closed:
+                    if not self.established:
+                        # Closed, or a nonza's feature now waits for the driver: the rest is held.
+                        if not self.closed:
+                            self._held.extend(items)
+                            events.extend(self.drain())
                         break
             return events
         self._held.extend(parsed)
@@ -337,6 +342,10 @@ class Stream:
     @property
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
+
+    @property
+    def established(self) -> bool:
+        return self.phase is Phase.ESTABLISHED
 
     @property
     def parser(self) -> StreamParser:
