@@ -125,7 +125,12 @@ class XmlFraming(Framing):
 
 
 class _OneElementFraming(Framing):
-    """Framings where input arrives as complete elements, parsed one document at a time."""
+    """Framings where input arrives as complete elements, one message (or body) at a time.
+
+    One expat parser serves the whole connection (a new one per message would cost more than the
+    parse): it is opened once inside a private wrapper element, and each message must leave it back
+    between top-level elements, else the message was not complete elements.
+    """
 
     _WRAPPER: ClassVar[bytes] = b"<w xmlns='urn:roost:frame' xmlns:stream='" + STREAM.encode() + b"'>"
 
@@ -133,6 +138,7 @@ class _OneElementFraming(Framing):
         super().__init__(max_stanza_bytes)
         self.parser = StreamParser(max_stanza_bytes, root=("urn:roost:frame", "w"))
         self.max_stanza_bytes = max_stanza_bytes
+        self._opened = False
 
     def _parse(self, data: bytes) -> list[Element]:
         if len(data) > self.max_stanza_bytes:
@@ -147,12 +153,18 @@ class _OneElementFraming(Framing):
                 raise XmlStreamError("unsupported-encoding", "UTF-8 only")
             data = data[end + 2 :]
         parser = self.parser
-        parser.reset()
-        parser.feed(self._WRAPPER)
-        items = parser.feed(data + b"</w>")
-        if not items or not isinstance(items[-1], StreamEnd):
-            raise XmlStreamError("not-well-formed", "a frame is one complete element")
-        return [item for item in items if isinstance(item, Element)]
+        if not self._opened:
+            parser.reset()
+            parser.feed(self._WRAPPER)
+            self._opened = True
+        try:
+            items = parser.feed(data)
+            if not parser.between_elements or not data.rstrip().endswith(b">"):
+                raise XmlStreamError("not-well-formed", "a frame is complete elements")
+        except XmlStreamError:
+            self._opened = False  # the next message starts on a fresh parser
+            raise
+        return items  # type: ignore[return-value]  # only Elements inside the wrapper
 
     def reset(self) -> None:
         pass  # nothing carries over from one message to the next
@@ -176,6 +188,7 @@ class WebSocketFraming(_OneElementFraming):
         elements = self._parse(data)
         if len(elements) != 1:
             # RFC 7395 §3.3.3: every message is one complete XML element.
+            self._opened = False
             raise XmlStreamError("not-well-formed", "one element per WebSocket message")
         el = elements[0]
         if el.ns == FRAMING:
@@ -185,7 +198,7 @@ class WebSocketFraming(_OneElementFraming):
                 # §3.6.1: a redirect; the client's driver reconnects there.
                 self.see_other_uri = el.attrs.get("see-other-uri")
                 return [StreamEnd()]
-        return [el]
+        return elements  # type: ignore[return-value]
 
     def check_open(self, opened: StreamOpen) -> StreamError | None:
         return None  # the framing namespace was checked by feed()
