@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import ClassVar, Final
 
-from roost.stanza.errors import StreamError
 from roost.xml.element import Element
 from roost.xml.ns import STREAM
 from roost.xml.parser import ParseEvent, StreamEnd, StreamOpen, StreamParser, XmlStreamError
@@ -61,8 +60,8 @@ class Framing:
 
     #: Short name (also part of the stream features cache key: the bytes differ per framing).
     name: ClassVar[str] = ""
-    #: Whether the framing has a byte-level stream restart (XML streams do; WebSocket and BOSH
-    #: restart with a new open item).
+    #: The prefix the peer's header must use for the streams namespace (None: no such header).
+    stream_prefix: ClassVar[str | None] = None
     parser: StreamParser
 
     def __init__(self, max_stanza_bytes: int = 262144) -> None:
@@ -79,10 +78,6 @@ class Framing:
     def reset(self) -> None:
         """A stream restart (after STARTTLS or SASL): forget the old stream's parse state."""
         self.parser.reset()
-
-    def check_open(self, opened: StreamOpen) -> StreamError | None:
-        """Framing-specific checks on the peer's open (e.g. the ``stream`` prefix)."""
-        return None
 
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
         """Our stream header (``from``, ``to``, ``id``, ``version``, ``xml:lang``)."""
@@ -101,6 +96,7 @@ class XmlFraming(Framing):
     """``<stream:stream>`` over bytes, RFC 6120 §4."""
 
     name = "xml"
+    stream_prefix = "stream"  # RFC 6120 §4.8.5
 
     def feed(self, data: bytes) -> list[ParseEvent]:
         return self.parser.feed(data)
@@ -108,17 +104,14 @@ class XmlFraming(Framing):
     def feeder(self) -> Callable[[bytes], list[ParseEvent]]:
         return self.parser.feed  # one call less per read (the parser object lives as long as we do)
 
-    def check_open(self, opened: StreamOpen) -> StreamError | None:
-        if opened.prefix != "stream":
-            # RFC 6120 §4.8.5: the streams namespace prefix is "stream".
-            return StreamError("bad-namespace-prefix", "use the prefix 'stream'")
-        return None
-
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
-        return (
-            f'<?xml version="1.0"?><stream:stream xmlns="{content_ns}" xmlns:stream="{STREAM}"'
-            f"{_header_attrs(attrs)}>"
-        ).encode()
+        out = f'<?xml version="1.0"?><stream:stream xmlns="{content_ns}" xmlns:stream="{STREAM}"'
+        for key, value in attrs.items():
+            if key == "id" or key == "version":  # ours: URL-safe base64 and "1.0"
+                out += f' {key}="{value}"'
+            else:
+                out += f' {key}="{escape_attr(value)}"'
+        return (out + ">").encode()
 
     def closing(self, see_other_uri: str | None = None) -> bytes:
         return b"</stream:stream>"
@@ -199,9 +192,6 @@ class WebSocketFraming(_OneElementFraming):
                 self.see_other_uri = el.attrs.get("see-other-uri")
                 return [StreamEnd()]
         return elements  # type: ignore[return-value]
-
-    def check_open(self, opened: StreamOpen) -> StreamError | None:
-        return None  # the framing namespace was checked by feed()
 
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
         return f'<open xmlns="{FRAMING}"{_header_attrs(attrs)}/>'.encode()
