@@ -210,9 +210,8 @@ class Stream:
         if self.phase is Phase.ESTABLISHED and not self._held:
             # Hot path: stanzas straight through.
             events: list[StreamEvent] = []
-            content_ns = self.content_ns
             for item in parsed:
-                if item.__class__ is Element and item.name in _STANZA_NAMES and item.ns == content_ns:
+                if item.__class__ is Element and item.name in _STANZA_NAMES and item.ns == self.content_ns:
                     events.append(item)
                 else:
                     events.extend(self._dispatch(item))
