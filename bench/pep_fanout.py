@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.inprocess import CountingSession
+from bench.inprocess import CountingSession, bind
+from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
 from roost.modules.pubsub.caps import CAPS
@@ -42,7 +43,7 @@ async def run(contacts: int, publishes: int) -> None:
             f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
             f'[storage]\nurl = "memory://"\n[roster]\nmax_items = {contacts + 10}\n'
         )
-        server = Server(load_config(path))
+        server = create_server(load_config(path))
         await server.start()
         try:
             runtime = find_runtime(server)
@@ -50,13 +51,8 @@ async def run(contacts: int, publishes: int) -> None:
             runtime.caps.put("sha-1", "bench-ver", {TUNE + "+notify"})
             for name in ["owner"] + [f"user{i}" for i in range(contacts)]:
                 await server.storage.accounts.create("localhost", name, [])
-            owner = CountingSession(server)
-            server.sessions.bind(owner, "localhost", "owner", "bench")
-            sessions = []
-            for i in range(contacts):
-                s = CountingSession(server)
-                server.sessions.bind(s, "localhost", f"user{i}", "bench")
-                sessions.append(s)
+            owner = await bind(server, "owner", "bench")
+            sessions = [await bind(server, f"user{i}", "bench") for i in range(contacts)]
             await _process(server, owner, Element("presence", CLIENT))
             for i, s in enumerate(sessions):
                 await _process(

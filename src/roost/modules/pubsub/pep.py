@@ -19,6 +19,7 @@ in which caps and subscriptions arrive does not matter.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from roost.core.server import Server
     from roost.core.session import Session
 
+#: Ids of notification messages: unique per server run, cheap (nothing replies to them).
+_MESSAGE_IDS = itertools.count(1)
 log = logging.getLogger("roost.mod.pep")
 
 #: disco#info features of a PEP account (XEP-0060 §10, XEP-0163 §6).
@@ -555,7 +558,7 @@ class Pep(Module):
                     continue
             message = template.shallow_copy()
             message.attrs["to"] = to
-            message.attrs["id"] = self.server.iq_tracker.new_id()
+            message.attrs["id"] = f"pep-{next(_MESSAGE_IDS):x}"
             router.send(message)
 
     # -- presence: caps, last items ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ node store as PEP; notifications come from the service domain.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,8 @@ from roost.xml.ns import CLIENT, DATA_FORMS, DISCO_INFO, DISCO_ITEMS, PING
 if TYPE_CHECKING:
     from roost.core.server import Server
 
+#: Ids of notification messages: unique per server run, cheap (nothing replies to them).
+_MESSAGE_IDS = itertools.count(1)
 log = logging.getLogger("roost.mod.pubsub")
 
 SERVICE_FEATURES = (
@@ -243,7 +246,7 @@ class PubSubRuntime:
                     continue
             message = template.shallow_copy()
             message.attrs["to"] = to
-            message.attrs["id"] = self.server.iq_tracker.new_id()
+            message.attrs["id"] = f"ps-{next(_MESSAGE_IDS):x}"
             self.server.router.send(message)
 
     def on_message(self, event: StanzaEvent) -> bool:
