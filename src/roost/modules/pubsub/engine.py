@@ -147,6 +147,8 @@ class Notice:
     config: NodeConfig | None = None
     #: For an items event: its item id (PEP last-item bookkeeping, XEP-0163 §4.3).
     item_id: str | None = None
+    #: For an items event: the full JID that published it (XEP-0163 §4.3.1 rule 3 'replyto').
+    publisher: str | None = None
 
 
 @dataclass(slots=True)
@@ -472,9 +474,10 @@ class PubSubService:
             node.config.notification_type,
             config=node.config,
             item_id=items[-1].id if items else None,
+            publisher=items[-1].publisher if items else None,
         )
 
-    def _delivery_targets(self, node: Node, *, owners_too: bool = False) -> list[str]:
+    def _delivery_targets(self, node: Node) -> list[str]:
         """Subscribers who get notifications (subscribed, pubsub#deliver on, not outcast)."""
         out = []
         for sub in node.subscriptions.values():

@@ -110,6 +110,7 @@ PEP_FEATURES = tuple(
     )
 )
 _CAPS_QUERY_SECONDS = 30.0
+ADDRESS = "http://jabber.org/protocol/address"  # XEP-0033
 
 
 class PepOptions(ModuleOptions):
@@ -461,7 +462,7 @@ class Pep(Module):
         """Publish as the account itself; ``options`` configure a new node, and an existing node is
         reconfigured to them first (the bridge must not widen access, XEP-0411 §5)."""
         service = await self.runtime.service(owner.domain, owner.local or "")
-        req = Requester(JID(owner.local, owner.domain, "roost", prepared=True), presence=True)
+        req = Requester(owner.bare, presence=True)  # the server, for the account: no resource
         existing = service.nodes.get(node)
         wanted = read_publish_options(
             _form("submit", PUBLISH_OPTIONS, options), service.limits, service.access_models
@@ -487,7 +488,7 @@ class Pep(Module):
         retract = Element("retract", PUBSUB, {"node": node, "notify": "true"})
         for item_id in ids:
             retract.add("item", attrs={"id": item_id})
-        req = Requester(JID(owner.local, owner.domain, "roost", prepared=True), presence=True)
+        req = Requester(owner.bare, presence=True)  # the server, for the account: no resource
         await self.commit(service, service.retract(req, retract))
 
     async def commit(self, service: PubSubService, outcome: Outcome, publisher: JID | None = None) -> None:
@@ -502,19 +503,24 @@ class Pep(Module):
         owner = service.jid
         interested: list[tuple[Session, Requester]] | None = None
         for notice in notices:
-            recipients: dict[str, JID | None] = {}
+            contacts: dict[str, JID | None] = {}
             if notice.to_notify and notice.config is not None:
                 if interested is None:
                     interested = await self._interested(owner)
                 node = service.nodes.get(notice.node) or Node(notice.node, notice.config)
                 for session, req in interested:
                     if notice.node in _state(session).notify and service.may_access(node, req):
-                        recipients[session.jid_str] = session.jid
-            covered = {r.split("/", 1)[0] for r in recipients}
+                        contacts[session.jid_str] = session.jid
+            covered = {r.split("/", 1)[0] for r in contacts}
+            others: dict[str, JID | None] = {}
             for jid in notice.recipients:
-                if ("/" in jid or jid not in covered) and jid not in recipients:
-                    recipients[jid] = None
-            self.send(owner, notice, recipients)
+                if ("/" in jid or jid not in covered) and jid not in contacts:
+                    others[jid] = None
+            # XEP-0163 §4.3.1 rule 3: 'replyto' names the publishing resource, but only for those
+            # who share presence with the owner (the +notify recipients all do).
+            publisher = notice.publisher if notice.publisher and "/" in notice.publisher else None
+            self.send(owner, notice, contacts, replyto=publisher)
+            self.send(owner, notice, others)
 
     async def _interested(self, owner: JID) -> list[tuple[Session, Requester]]:
         """Available local resources that may get +notify events of ``owner``: its own, and those of
@@ -539,11 +545,17 @@ class Pep(Module):
                     out.append((session, Requester(session.jid, presence=True, groups=groups)))
         return out
 
-    def send(self, owner: JID, notice: Notice, recipients: dict[str, JID | None]) -> None:
+    def send(
+        self, owner: JID, notice: Notice, recipients: dict[str, JID | None], *, replyto: str | None = None
+    ) -> None:
         """One ``<message/>`` per recipient (JID text → parsed JID if known), from the owner's bare JID
         (§4.3.1 rule 1), built once; none to a JID the owner blocks (§4.3.3 rule 3, XEP-0191)."""
+        if not recipients:
+            return
         template = Element("message", CLIENT, {"from": str(owner), "type": notice.message_type})
         template.append(notice.event)
+        if replyto:
+            template.add("addresses", ADDRESS).add("address", attrs={"type": "replyto", "jid": replyto})
         router = self.server.router
         module = self.host.modules.loaded.get("blocking")
         blocking = (
@@ -622,7 +634,8 @@ class Pep(Module):
             if last is None or not service.may_access(node, req):
                 continue
             notice = Notice(node.name, service.item_event(node, [last]), [], node.config.notification_type)
-            pep.send(owner, notice, {session.jid_str: session.jid})
+            replyto = last.publisher if "/" in last.publisher else None
+            pep.send(owner, notice, {session.jid_str: session.jid}, replyto=replyto)
 
     @hook(hooks.SESSION_CLOSED)
     def closed(self, event: SessionEvent) -> None:
