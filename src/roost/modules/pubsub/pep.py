@@ -64,7 +64,8 @@ if TYPE_CHECKING:
     from roost.core.server import Server
     from roost.core.session import Session
 
-#: Ids of notification messages: unique per server run, cheap (nothing replies to them).
+#: Ids of notification messages: one per notification (its copies share it, so that one serialization
+#: can serve every recipient), unique per server run and cheap.
 _MESSAGE_IDS = itertools.count(1)
 log = logging.getLogger("roost.mod.pep")
 
@@ -552,7 +553,11 @@ class Pep(Module):
         (§4.3.1 rule 1), built once; none to a JID the owner blocks (§4.3.3 rule 3, XEP-0191)."""
         if not recipients:
             return
-        template = Element("message", CLIENT, {"from": str(owner), "type": notice.message_type})
+        template = Element(
+            "message",
+            CLIENT,
+            {"from": str(owner), "type": notice.message_type, "id": f"pep-{next(_MESSAGE_IDS):x}"},
+        )
         template.append(notice.event)
         if replyto:
             template.add("addresses", ADDRESS).add("address", attrs={"type": "replyto", "jid": replyto})
@@ -570,7 +575,6 @@ class Pep(Module):
                     continue
             message = template.shallow_copy()
             message.attrs["to"] = to
-            message.attrs["id"] = f"pep-{next(_MESSAGE_IDS):x}"
             router.send(message)
 
     # -- presence: caps, last items ------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from roost.xml.ns import CLIENT, DATA_FORMS, DISCO_INFO, DISCO_ITEMS, PING
 if TYPE_CHECKING:
     from roost.core.server import Server
 
-#: Ids of notification messages: unique per server run, cheap (nothing replies to them).
+#: Ids of notification messages: one per notification (its copies share it, so that one serialization
+#: can serve every recipient), unique per server run and cheap.
 _MESSAGE_IDS = itertools.count(1)
 log = logging.getLogger("roost.mod.pubsub")
 
@@ -230,7 +231,11 @@ class PubSubRuntime:
     def send(self, notice: Notice) -> None:
         """Each recipient at the JID it subscribed with; ``presence_based_delivery`` skips local
         accounts that are offline (remote ones: the XEP leaves it to presence we do not have)."""
-        template = Element("message", CLIENT, {"from": self.domain, "type": notice.message_type})
+        template = Element(
+            "message",
+            CLIENT,
+            {"from": self.domain, "type": notice.message_type, "id": f"ps-{next(_MESSAGE_IDS):x}"},
+        )
         template.append(notice.event)
         presence_based = notice.config is not None and notice.config.presence_based_delivery
         sessions = self.server.sessions
@@ -246,7 +251,6 @@ class PubSubRuntime:
                     continue
             message = template.shallow_copy()
             message.attrs["to"] = to
-            message.attrs["id"] = f"ps-{next(_MESSAGE_IDS):x}"
             self.server.router.send(message)
 
     def on_message(self, event: StanzaEvent) -> bool:
