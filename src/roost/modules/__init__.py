@@ -31,6 +31,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.pubsub.avatar:AvatarConversion",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
+    "roost.modules.mam.module:MessageArchive",  # after muc: attaches the room archives
 )
 
 
