@@ -782,6 +782,7 @@ _SQLITE_INSERT: Final = (
     "INSERT INTO archive (store, domain, username, id, ts, with_jid, with_bare, kind, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_MAX_ROWID: Final = (1 << 63) - 1
 _SQLITE_INSERT_FTS: Final = f"INSERT INTO {SQLITE_FTS_TABLE} (rowid, body) VALUES (?, ?)"
 
 
@@ -794,18 +795,19 @@ def _sqlite_append(connection: Any, rows: list[tuple[Any, ...]]) -> None:
         if not any(row[9] for row in rows):
             cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
             return
-        # This transaction is the only writer, and SQLite gives a new row max(rowid) + 1 (below the
-        # largest rowid, which it never nears here): the batch's rowids are the range after `before`.
-        # Should that ever not hold, the rows are inserted one by one, reading each rowid.
+        # This transaction is the only writer, and SQLite gives a new row max(rowid) + 1 as long as that
+        # is below the largest rowid (https://sqlite.org/autoinc.html): then the batch's rowids are the
+        # range after `before`. Near that limit SQLite picks rowids at random: one by one, reading each.
         before = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0] or 0
-        cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
-        after = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0] or 0
-        if after - before == len(rows):
+        if before < _MAX_ROWID - len(rows):
+            cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
+            after = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0]
+            if after - before != len(rows):
+                raise StorageError(f"archive rowids {before}..{after} for {len(rows)} rows: not a range")
             cursor.executemany(
                 _SQLITE_INSERT_FTS, [(before + 1 + i, row[9]) for i, row in enumerate(rows) if row[9]]
             )
             return
-        cursor.execute(f"DELETE FROM archive WHERE seq > {int(before)}")  # undo, then one by one
         for row in rows:
             cursor.execute(_SQLITE_INSERT, row[:9])
             if row[9]:
