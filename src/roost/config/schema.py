@@ -595,6 +595,14 @@ class StorageSection(_Section):
         "SCRAM-<hash> mechanism only works for users who have credentials for that hash.",
         examples=[["SHA-256", "SHA-512"]],
     )
+    archive_queue: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Archive writes (offline messages, message archives) that may wait for the database. "
+        "When it is full, offline storage waits and message archiving skips messages (logged), so "
+        "that a slow or failing database never stalls delivery.",
+        examples=[100_000],
+    )
 
     @field_validator("url")
     @classmethod

@@ -128,7 +128,11 @@ class Server:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys, secrets, the database
         # First: it refuses to start a second server on the same data directory.
         await self.control.start(data_dir)
-        self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
+        self.storage = await StorageManager.open(
+            config.storage_url,
+            progress=lambda m: log.info("%s", m),
+            max_pending=config.storage.archive_queue,
+        )
         # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
         # real accounts (stable salt) from unknown ones (salt changes on restart).
         set_unknown_user_secret(_load_secret(data_dir / "server.secret"))

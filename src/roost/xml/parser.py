@@ -115,7 +115,12 @@ class StreamParser:
         """Whether the expat parser is released (:meth:`release_parser`) until more input comes."""
         return self._parser is None
 
-    # Former names, kept until every caller has moved.
+    @property
+    def between_elements(self) -> bool:
+        """Whether the parser is inside the root, outside any top-level element (a message boundary)."""
+        return len(self._b._stack) == 1 and not self._b._events
+
+    # Former names, kept until every caller has moved (core/server.py).
     hibernate = release_parser
 
     @property
