@@ -210,10 +210,13 @@ async def test_tcp_drop_mid_traffic_then_resume_loses_nothing_and_duplicates_not
     await juliet.enable()
     assert juliet.sm_id is not None and len(juliet.sm_id) >= 32
     juliet.send(Element("presence", C))
-    # Juliet's side: three messages to romeo, none acknowledged by the server yet.
+    # Juliet's side: three messages to romeo (and a ping, so they have reached the server).
     for n in range(3):
         juliet.send(chat("romeo@localhost", 100 + n))
-    # Romeo bursts twenty messages; juliet handles seven, acks five, and her network dies.
+    juliet.send(ping(iq_id="mine"))
+    while (await juliet.stanza()).attrs.get("id") != "mine":
+        pass
+    # Romeo bursts twenty messages; juliet handles seven, acks them, and her network dies.
     for n in range(20):
         romeo.raw.send(chat("juliet@localhost/balcony", n))
     first = await juliet.stanzas_until(7)
@@ -234,8 +237,8 @@ async def test_tcp_drop_mid_traffic_then_resume_loses_nothing_and_duplicates_not
 
     raw, answer = await resume(sm_server, "juliet", juliet.sm_id, handled_before_drop)
     assert answer.name == "resumed", answer
-    # The server handled everything juliet sent before the drop: presence and three messages.
-    assert answer.attrs == {"previd": juliet.sm_id, "h": "4"}
+    # The server handled everything juliet sent before the drop: presence, three messages, a ping.
+    assert answer.attrs == {"previd": juliet.sm_id, "h": "5"}
     again = SmClient(raw)
     rest = await again.stanzas_until(25 - len(ids(first)))
     delivered = ids(first) + ids(rest)
@@ -247,7 +250,7 @@ async def test_tcp_drop_mid_traffic_then_resume_loses_nothing_and_duplicates_not
     await until_pong(raw, "after")
     raw.send(Element("r", SM))
     a = await raw.element()
-    assert a.name == "a" and a.attrs["h"] == "5"
+    assert a.name == "a" and a.attrs["h"] == "6"
     raw.close()
     romeo.raw.close()
 
