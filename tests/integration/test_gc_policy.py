@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.core.gc_policy import malloc_trim
 from roost.util.gcstats import STATS, GcStats
 from tests.support.server import running_server
 
@@ -47,7 +48,10 @@ async def test_server_freezes_collects_periodically_and_unfreezes_on_stop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="roost.gc")
-    extra = "[gc]\ntuning = true\nfreeze_interval_seconds = 0.5\nlog_pause_ms = 0\nyoung_threshold = 2000\n"
+    extra = (
+        "[gc]\ntuning = true\nfreeze_interval_seconds = 0.5\nlog_pause_ms = 0\nyoung_threshold = 2000\n"
+        "malloc_trim_interval_seconds = 0.5\n"
+    )
     thresholds = gc.get_threshold()
     try:
         async with running_server(tmp_path, extra):
@@ -62,6 +66,9 @@ async def test_server_freezes_collects_periodically_and_unfreezes_on_stop(
             assert STATS.generations[2].collected - before >= 100
             assert "unreachable objects in the last interval" in caplog.text
             assert any(r.getMessage().startswith("gc generation 2:") for r in caplog.records)
+            if malloc_trim() is not None:  # glibc: the C heap's free pages went back to the system
+                assert STATS.malloc_trims >= 1
+                assert "malloc_trim:" in caplog.text
         # An embedding process gets its collector back as it was.
         assert gc.get_freeze_count() == 0
         assert gc.get_threshold() == thresholds

@@ -483,6 +483,16 @@ class GcSection(_Section):
         ),
         examples=[5.0],
     )
+    malloc_trim_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How often memory freed inside the C allocator is handed back to the system "
+            "(glibc malloc_trim, about a millisecond); 0: never. Under churn the heap otherwise keeps "
+            "growing with free fragments."
+        ),
+        examples=[0],
+    )
     log_pause_ms: float = Field(
         default=5.0,
         ge=0,

@@ -8,6 +8,10 @@ sessions froze for a quarter of a second every minute or so. The policy here:
 * every ``freeze_interval_seconds``, off any stanza's path (a loop timer): collect what is not frozen
   (only what survived since the last interval, so the pause stays short), then freeze the survivors.
   Automatic full collections are then cheap too: they only see what is not frozen yet.
+* every ``malloc_trim_interval_seconds``, hand free pages of the C heap back to the system
+  (``malloc_trim(0)``, glibc only). Measured under churn (2,000 sessions, 1 %/s, 500 msg/s): the
+  allocator's free fragments grew from 3 to 8 MiB in three minutes while the memory in use stayed
+  flat, and one trim returned 4 MiB of RSS in 0.9 ms.
 
 A frozen object is still freed by reference counting when its last reference goes; a reference cycle
 among frozen objects would never be collected, which is why closed connections must leave none
@@ -19,9 +23,11 @@ there is a new cycle to hunt down.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from roost.core import hooks
@@ -40,7 +46,9 @@ def start(server: Server) -> None:
     STATS.install()
     if not options.tuning:
         return
-    policy = _Policy(options.freeze_interval_seconds, gc.get_threshold())
+    policy = _Policy(
+        options.freeze_interval_seconds, gc.get_threshold(), options.malloc_trim_interval_seconds
+    )
     _, young1, old = policy.thresholds
     gc.set_threshold(options.young_threshold, young1, old)
     t0 = time.perf_counter()
@@ -49,6 +57,7 @@ def start(server: Server) -> None:
     log.debug(
         "gc: froze %d start-up objects in %.1f ms", gc.get_freeze_count(), (time.perf_counter() - t0) * 1000
     )
+    STATS.reset()  # from here on: the pauses that clients see
     for host in server.hosts.values():
         host.bus.on(hooks.SERVER_STOPPING, policy.stop)
 
@@ -56,14 +65,22 @@ def start(server: Server) -> None:
 class _Policy:
     """The periodic collect-and-freeze timer of one running server (a loop timer, not a task)."""
 
-    def __init__(self, interval: float, thresholds: tuple[int, int, int]) -> None:
+    def __init__(self, interval: float, thresholds: tuple[int, int, int], trim_interval: float) -> None:
         self.interval = interval
         self.thresholds = thresholds
+        self.trim = malloc_trim() if trim_interval > 0 else None
+        self.trim_interval = trim_interval
         self.loop = asyncio.get_running_loop()
+        self.last_trim = self.loop.time()
         self.handle: asyncio.TimerHandle | None = self.loop.call_later(interval, self.tick)
 
     def tick(self) -> None:
         collect_and_freeze()
+        if self.trim is not None and self.loop.time() - self.last_trim >= self.trim_interval:
+            self.last_trim = self.loop.time()
+            t0 = time.perf_counter()
+            self.trim()
+            STATS.trimmed(time.perf_counter() - t0)
         self.handle = self.loop.call_later(self.interval, self.tick)
 
     def stop(self, event: object) -> None:
@@ -73,6 +90,17 @@ class _Policy:
             self.handle = None
             gc.unfreeze()
             gc.set_threshold(*self.thresholds)
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none (musl, macOS)."""
+    try:
+        func = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_size_t]
+    func.restype = ctypes.c_int
+    return lambda: func(0)
 
 
 def collect_and_freeze() -> int:

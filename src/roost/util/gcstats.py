@@ -35,6 +35,9 @@ class GcStats:
     #: Pauses at or above this are logged at debug (full collections always are).
     log_over_seconds: float = 0.005
     last_pause_seconds: float = 0.0
+    #: Times the C heap's free pages were handed back (roost.core.gc_policy), and the longest.
+    malloc_trims: int = 0
+    malloc_trim_max_seconds: float = 0.0
     _started: float = 0.0
     _installed: bool = False
 
@@ -72,6 +75,11 @@ class GcStats:
                 info["uncollectable"],
             )
 
+    def trimmed(self, seconds: float) -> None:
+        self.malloc_trims += 1
+        self.malloc_trim_max_seconds = max(self.malloc_trim_max_seconds, seconds)
+        log.debug("malloc_trim: %.1f ms", seconds * 1000)
+
     @property
     def max_pause_seconds(self) -> float:
         return max(g.max_pause_seconds for g in self.generations)
@@ -81,6 +89,8 @@ class GcStats:
         return {
             "max_pause_ms": self.max_pause_seconds * 1000,
             "frozen_objects": gc.get_freeze_count(),
+            "malloc_trims": self.malloc_trims,
+            "malloc_trim_max_ms": self.malloc_trim_max_seconds * 1000,
             "generations": [
                 {
                     "collections": g.collections,
@@ -96,6 +106,8 @@ class GcStats:
     def reset(self) -> None:
         self.generations = [GenerationStats() for _ in range(3)]
         self.last_pause_seconds = 0.0
+        self.malloc_trims = 0
+        self.malloc_trim_max_seconds = 0.0
 
 
 #: The process-wide figures (the collector is process-wide too).
