@@ -75,3 +75,18 @@ async def test_server_freezes_collects_periodically_and_unfreezes_on_stop(
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+@pytest.mark.skipif(malloc_trim() is None, reason="malloc_trim is glibc's")
+async def test_without_tuning_nothing_is_frozen_but_the_heap_is_still_trimmed(tmp_path: Path) -> None:
+    extra = "[gc]\ntuning = false\nmalloc_trim_interval_seconds = 0.5\n"
+    thresholds = gc.get_threshold()
+    async with running_server(tmp_path, extra):
+        before = STATS.malloc_trims
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if STATS.malloc_trims > before:
+                break
+        assert STATS.malloc_trims > before
+        assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == thresholds

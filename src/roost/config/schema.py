@@ -460,7 +460,10 @@ class GcSection(_Section):
 
     tuning: bool = Field(
         default=True,
-        description="Freeze start-up objects and, periodically, long-lived ones (off: Python's defaults).",
+        description=(
+            "Freeze start-up objects and, periodically, long-lived ones (off: Python's collector "
+            "settings; malloc_trim_interval_seconds still applies)."
+        ),
         examples=[False],
     )
     young_threshold: int = Field(

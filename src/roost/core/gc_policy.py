@@ -40,42 +40,52 @@ log = logging.getLogger("roost.gc")
 
 
 def start(server: Server) -> None:
-    """Install the measurements and, if ``[gc] tuning`` is on, the freezing policy (after start-up)."""
+    """Install the measurements, the freezing policy (``tuning``) and the periodic malloc_trim."""
     options = server.config.gc
     STATS.log_over_seconds = options.log_pause_ms / 1000
     STATS.install()
-    if not options.tuning:
+    trim = malloc_trim() if options.malloc_trim_interval_seconds > 0 else None
+    if not options.tuning and trim is None:
         return
-    policy = _Policy(
-        options.freeze_interval_seconds, gc.get_threshold(), options.malloc_trim_interval_seconds
-    )
-    _, young1, old = policy.thresholds
-    gc.set_threshold(options.young_threshold, young1, old)
-    t0 = time.perf_counter()
-    gc.collect()
-    gc.freeze()
-    log.debug(
-        "gc: froze %d start-up objects in %.1f ms", gc.get_freeze_count(), (time.perf_counter() - t0) * 1000
-    )
-    STATS.reset()  # from here on: the pauses that clients see
+    interval = options.freeze_interval_seconds
+    if not options.tuning:
+        interval = min(interval, options.malloc_trim_interval_seconds)
+    policy = _Policy(interval, options.tuning, trim, options.malloc_trim_interval_seconds)
+    if options.tuning:
+        _, young1, old = policy.thresholds
+        gc.set_threshold(options.young_threshold, young1, old)
+        t0 = time.perf_counter()
+        gc.collect()
+        gc.freeze()
+        log.debug(
+            "gc: froze %d start-up objects in %.1f ms",
+            gc.get_freeze_count(),
+            (time.perf_counter() - t0) * 1000,
+        )
+        STATS.reset()  # from here on: the pauses that clients see
     for host in server.hosts.values():
         host.bus.on(hooks.SERVER_STOPPING, policy.stop)
 
 
 class _Policy:
-    """The periodic collect-and-freeze timer of one running server (a loop timer, not a task)."""
+    """The periodic timer of one running server (a loop timer, not a task): collect and freeze (when
+    tuning), trim the C heap (when due)."""
 
-    def __init__(self, interval: float, thresholds: tuple[int, int, int], trim_interval: float) -> None:
+    def __init__(
+        self, interval: float, freeze: bool, trim: Callable[[], object] | None, trim_interval: float
+    ) -> None:
         self.interval = interval
-        self.thresholds = thresholds
-        self.trim = malloc_trim() if trim_interval > 0 else None
+        self.freeze = freeze
+        self.thresholds = gc.get_threshold()
+        self.trim = trim
         self.trim_interval = trim_interval
         self.loop = asyncio.get_running_loop()
         self.last_trim = self.loop.time()
         self.handle: asyncio.TimerHandle | None = self.loop.call_later(interval, self.tick)
 
     def tick(self) -> None:
-        collect_and_freeze()
+        if self.freeze:
+            collect_and_freeze()
         if self.trim is not None and self.loop.time() - self.last_trim >= self.trim_interval:
             self.last_trim = self.loop.time()
             t0 = time.perf_counter()
@@ -88,8 +98,9 @@ class _Policy:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-            gc.unfreeze()
-            gc.set_threshold(*self.thresholds)
+            if self.freeze:
+                gc.unfreeze()
+                gc.set_threshold(*self.thresholds)
 
 
 def malloc_trim() -> Callable[[], object] | None:
