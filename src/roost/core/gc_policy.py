@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import gc
 import logging
 import time
@@ -103,6 +104,7 @@ class _Policy:
                 gc.set_threshold(*self.thresholds)
 
 
+@functools.cache  # one ctypes lookup per process (it builds classes, i.e. a little cyclic garbage)
 def malloc_trim() -> Callable[[], object] | None:
     """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none (musl, macOS)."""
     try:
