@@ -539,6 +539,7 @@ class SoakRun:
         dup = {name: 0 for name in CLASS_NAMES}
         race_ns = int(args.race_window * 1e9)
         exactly = 0
+        lost_examples: list[dict[str, Any]] = []  # losses that are bugs: for hunting them down
         for seq in range(sent):
             c = counts[seq]
             if c == 1:
@@ -555,6 +556,15 @@ class SoakRun:
                 if i < len(drops) and drops[i] - t <= race_ns:
                     name = "online_then_dropped"
             lost[name] += 1
+            if len(lost_examples) < 50 and name in ("online", "after_clean_logout"):
+                lost_examples.append(
+                    {
+                        "id": f"s{seq}",
+                        "to": self.members[ledger.recipient[seq]].user,
+                        "class": name,
+                        "sent_s": round((ledger.sent_ns[seq] - ledger.started_ns) / 1e9, 3),
+                    }
+                )
         mt["sent"] = sent
         mt["exactly_once"] = exactly
         mt["duplicated"] = sum(dup.values())
@@ -621,6 +631,7 @@ class SoakRun:
             "duplicated": dup,
             "lost": lost,
             "stray": ledger.stray,
+            "lost_examples": lost_examples,
             "rss_mb_start": rss0 / 1e6,
             "login_error_examples": self.login_errors[:5],
             "drops": sum(len(m.drops) for m in self.members),
