@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.core.gc_policy import malloc_trim
+from roost.core.gc_policy import MIN_INTERVAL, _Policy, malloc_trim
 from roost.util.gcstats import STATS, GcStats
 from tests.support.server import running_server
 
@@ -90,3 +90,21 @@ async def test_without_tuning_nothing_is_frozen_but_the_heap_is_still_trimmed(tm
         assert STATS.malloc_trims > before
         assert gc.get_freeze_count() == 0
         assert gc.get_threshold() == thresholds
+
+
+async def test_collections_come_more_often_while_they_take_longer_than_the_target() -> None:
+    policy = _Policy(10.0, False, None, 0)
+    try:
+        policy.target = 0.010
+        policy.adapt(0.050)
+        assert policy.current == 5.0
+        for _ in range(10):
+            policy.adapt(0.050)
+        assert policy.current == MIN_INTERVAL
+        policy.adapt(0.005)  # under the target, not far under: stays
+        assert policy.current == MIN_INTERVAL
+        for _ in range(20):
+            policy.adapt(0.001)
+        assert policy.current == 10.0  # never longer than configured
+    finally:
+        policy.stop(None)

@@ -481,8 +481,17 @@ class GcSection(_Section):
         ge=0.5,
         le=3600,
         description=(
-            "How often what survived since the last interval is collected and then frozen; shorter "
-            "means shorter pauses."
+            "Longest time between two collections of what survived since the last one (each followed "
+            "by a freeze); shorter means shorter pauses."
+        ),
+        examples=[5.0],
+    )
+    target_pause_ms: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Periodic collections aim to stay under this: while one takes longer, the interval "
+            "halves (down to 0.5 s), and grows back to freeze_interval_seconds once they are short."
         ),
         examples=[5.0],
     )
