@@ -214,8 +214,9 @@ class SoakScenario(Scenario):
             help="a loss counts as 'online, then dropped' if its recipient dropped TCP within this long",
         )  # fmt: skip
         parser.add_argument(
-            "--drain", type=float, default=5.0, help="at the end, wait until no delivery for this long"
-        )
+            "--drain", type=float, default=15.0,
+            help="at the end, wait until no delivery for this long (an overloaded server may pause longer)",
+        )  # fmt: skip
         parser.add_argument("--login-concurrency", type=int, default=50)
         parser.add_argument(
             "--sm", action="store_true",
