@@ -680,7 +680,10 @@ class GcSection(_Section):
 
     tuning: bool = Field(
         default=True,
-        description="Freeze start-up objects and, periodically, long-lived ones (off: Python's defaults).",
+        description=(
+            "Freeze start-up objects and, periodically, long-lived ones (off: Python's collector "
+            "settings; malloc_trim_interval_seconds still applies)."
+        ),
         examples=[False],
     )
     young_threshold: int = Field(
@@ -698,10 +701,29 @@ class GcSection(_Section):
         ge=0.5,
         le=3600,
         description=(
-            "How often what survived since the last interval is collected and then frozen; shorter "
-            "means shorter pauses."
+            "Longest time between two collections of what survived since the last one (each followed "
+            "by a freeze); shorter means shorter pauses."
         ),
         examples=[5.0],
+    )
+    target_pause_ms: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Periodic collections aim to stay under this: while one takes longer, the interval "
+            "halves (down to 0.5 s), and grows back to freeze_interval_seconds once they are short."
+        ),
+        examples=[5.0],
+    )
+    malloc_trim_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How often memory freed inside the C allocator is handed back to the system "
+            "(glibc malloc_trim, about a millisecond); 0: never. Under churn the heap otherwise keeps "
+            "growing with free fragments."
+        ),
+        examples=[0],
     )
     log_pause_ms: float = Field(
         default=5.0,
