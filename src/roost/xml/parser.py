@@ -70,6 +70,7 @@ class StreamParser:
         "_declarations",
         "_events",
         "_fed",
+        "_head",
         "_names",
         "_parser",
         "_root",
@@ -97,6 +98,7 @@ class StreamParser:
         self._stack: list[Element] = []
         self._events: list[ParseEvent] = []
         self._fed = 0
+        self._head = b""
         self._boundary = 0
         self._clean_tail = True
         self._content_ns: str | None = None
@@ -129,12 +131,13 @@ class StreamParser:
         p.ExternalEntityRefHandler = self._restricted  # type: ignore[assignment]
         return p
 
-    def hibernate(self) -> bool:
+    def release_parser(self) -> bool:
         """Free the expat parser of an idle stream, between stanzas; True if it was freed.
 
         An expat parser holds ~10 KiB; a server holds many idle sessions. The next :meth:`feed`
         builds a new parser and replays the stream header's namespace declarations first, so the
-        stream continues exactly where it was.
+        stream continues exactly where it was. (Named apart from stream management's "hibernation",
+        XEP-0198, which is about sessions, not memory.)
         """
         if self._parser is None:
             return True
@@ -146,6 +149,14 @@ class StreamParser:
     def _position(self) -> int:
         """Byte offset of the current event (only called from expat callbacks: a parser exists)."""
         return self._parser.CurrentByteIndex  # type: ignore[union-attr]
+
+    @property
+    def released(self) -> bool:
+        """Whether the expat parser is released (:meth:`release_parser`) until more input comes."""
+        return self._parser is None
+
+    # Former names, kept until every caller has moved (core/server.py).
+    hibernate = release_parser
 
     @property
     def hibernating(self) -> bool:
@@ -175,6 +186,8 @@ class StreamParser:
     def feed(self, data: bytes) -> list[ParseEvent]:
         """Parse ``data``; return the events it completed. Raises :class:`XmlStreamError`."""
         parser = self._parser or self._wake()
+        if self._fed < 4:
+            self._check_encoding(data)
         self._fed += len(data)
         self._clean_tail = data.rstrip(b" \t\r\n").endswith(b">") or (self._clean_tail and data.isspace())
         try:
@@ -190,6 +203,16 @@ class StreamParser:
         if events:
             self._events = []
         return events
+
+    def _check_encoding(self, data: bytes) -> None:
+        """RFC 6120 §11.6: UTF-8 only. Expat would honour a UTF-16 (or UTF-32) byte-order mark even
+        with UTF-8 forced, so the first bytes of a stream are looked at before expat sees them: a
+        UTF-16/32 BOM, or a NUL among them (UTF-16/32 without a BOM), is another encoding. A UTF-8
+        BOM is left to expat."""
+        head = (self._head + data)[:4]
+        self._head = head
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
+            raise XmlStreamError("unsupported-encoding", "the stream is not UTF-8")
 
     # -- expat callbacks --------------------------------------------------------------------------
     def _split(self, qname: str) -> tuple[str, str, str | None]:

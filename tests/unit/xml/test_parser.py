@@ -184,14 +184,14 @@ def test_text_round_trips_through_serializer_and_parser(text: str) -> None:
     assert parsed.find_text("body") == text
 
 
-def test_hibernate_between_stanzas_and_wake_with_header_declarations() -> None:
+def test_release_parser_between_stanzas_and_wake_with_header_declarations() -> None:
     parser = StreamParser(max_stanza_bytes=300)
     parser.feed(
         b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
         b"xmlns:x='urn:x' to='example.org' version='1.0'>"
     )
     assert len(parser.feed(b"<message><body>one</body></message>  ")) == 1
-    assert parser.hibernate()
+    assert parser.release_parser()
     events = parser.feed(b"<message><x:tag/><body>two</body></message>")
     assert len(events) == 1
     message = events[0]
@@ -202,19 +202,19 @@ def test_hibernate_between_stanzas_and_wake_with_header_declarations() -> None:
         parser.feed(b"<message><body>" + b"z" * 400)
 
 
-def test_no_hibernation_inside_a_stanza_or_mid_tag() -> None:
+def test_no_release_inside_a_stanza_or_mid_tag() -> None:
     parser = opened()
     parser.feed(b"<message><body>half")
-    assert not parser.hibernate()
+    assert not parser.release_parser()
     parser = opened()
     parser.feed(b"<message/><pres")
-    assert not parser.hibernate()
+    assert not parser.release_parser()
     assert parser.feed(b"ence/>")[0].name == "presence"  # type: ignore[union-attr]
 
 
 def test_stream_end_after_waking() -> None:
     parser = opened()
-    assert parser.hibernate()
+    assert parser.release_parser()
     assert parser.feed(b"</stream:stream>") == [StreamEnd()]
 
 

@@ -1,0 +1,269 @@
+"""How a stream's items travel: bytes ⇄ (open, element, close).
+
+The stream core (:mod:`roost.stream.core`) works on parsed items — :class:`StreamOpen`, one
+:class:`Element` per top-level element, :class:`StreamEnd` — and hands out one ``bytes`` item per
+element it writes. A framing does the rest:
+
+- :class:`XmlFraming`: the classic ``<stream:stream>`` over a byte stream (TCP, RFC 6120 §4), with the
+  incremental expat parser; restarts reset it.
+- :class:`WebSocketFraming`: RFC 7395; every message is one complete element, ``<open/>`` and
+  ``<close/>`` in ``urn:ietf:params:xml:ns:xmpp-framing`` stand for the stream header and closing tag.
+- :class:`BoshFraming`: XEP-0124/XEP-0206; the transport owns the ``<body/>`` wrapper. It feeds the
+  wrapper's children (or a whole ``<body/>``), signals the session request and ``xmpp:restart`` as
+  an open and ``type='terminate'`` as the end, and sends each element the stream writes inside a
+  ``<body/>`` of its own choosing.
+
+Framings are sans-IO too: no sockets, no timers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Final
+
+from roost.stanza.errors import StreamError
+from roost.xml.element import Element
+from roost.xml.ns import STREAM
+from roost.xml.parser import ParseEvent, StreamEnd, StreamOpen, StreamParser, XmlStreamError
+from roost.xml.serializer import escape_attr, serialize
+
+#: RFC 7395 §3.3.1
+FRAMING: Final = "urn:ietf:params:xml:ns:xmpp-framing"
+#: XEP-0124 / XEP-0206
+HTTPBIND: Final = "http://jabber.org/protocol/httpbind"
+XBOSH: Final = "urn:xmpp:xbosh"
+
+#: Header attributes in the order they are written.
+_HEADER_ATTRS: Final = ("from", "to", "id", "version", "xml:lang")
+
+
+def _header_attrs(attrs: Mapping[str, str]) -> str:
+    return "".join(f' {k}="{escape_attr(attrs[k])}"' for k in _HEADER_ATTRS if attrs.get(k) is not None)
+
+
+def _self_declaring(el: Element, content_ns: str) -> bytes:
+    """``el`` as a document of its own: stanzas state their namespace, stream-level elements
+    (``<stream:features/>``, ``<stream:error/>``) declare the ``stream`` prefix and the content
+    namespace their children are in."""
+    text = serialize(el)
+    if el.ns == STREAM:
+        name_end = len(el.name) + 8  # "<stream:" + name
+        text = f'{text[:name_end]} xmlns:stream="{STREAM}" xmlns="{content_ns}"{text[name_end:]}'
+    return text.encode()
+
+
+class Framing:
+    """Turns bytes into stream items and stream output into bytes (one object per stream)."""
+
+    #: Short name (also part of the stream features cache key: the bytes differ per framing).
+    name: ClassVar[str] = ""
+    #: Whether the framing has a byte-level stream restart (XML streams do; WebSocket and BOSH
+    #: restart with a new open item).
+    parser: StreamParser
+
+    def __init__(self, max_stanza_bytes: int = 262144) -> None:
+        self.parser = StreamParser(max_stanza_bytes)
+
+    def feed(self, data: bytes) -> list[ParseEvent]:
+        """Items completed by ``data``. Raises :class:`XmlStreamError`."""
+        raise NotImplementedError
+
+    def feeder(self) -> Callable[[bytes], list[ParseEvent]]:
+        """:meth:`feed`, or something equivalent and cheaper to call (the stream keeps it)."""
+        return self.feed
+
+    def reset(self) -> None:
+        """A stream restart (after STARTTLS or SASL): forget the old stream's parse state."""
+        self.parser.reset()
+
+    def check_open(self, opened: StreamOpen) -> StreamError | None:
+        """Framing-specific checks on the peer's open (e.g. the ``stream`` prefix)."""
+        return None
+
+    def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
+        """Our stream header (``from``, ``to``, ``id``, ``version``, ``xml:lang``)."""
+        raise NotImplementedError
+
+    def encode(self, el: Element, content_ns: str) -> bytes:
+        """One element as it goes on the wire in this framing."""
+        return serialize(el, content_ns).encode()
+
+    def closing(self, see_other_uri: str | None = None) -> bytes:
+        """Our stream's end (after a stream error, if any)."""
+        raise NotImplementedError
+
+
+class XmlFraming(Framing):
+    """``<stream:stream>`` over bytes, RFC 6120 §4."""
+
+    name = "xml"
+
+    def feed(self, data: bytes) -> list[ParseEvent]:
+        return self.parser.feed(data)
+
+    def feeder(self) -> Callable[[bytes], list[ParseEvent]]:
+        return self.parser.feed  # one call less per read (the parser object lives as long as we do)
+
+    def check_open(self, opened: StreamOpen) -> StreamError | None:
+        if opened.prefix != "stream":
+            # RFC 6120 §4.8.5: the streams namespace prefix is "stream".
+            return StreamError("bad-namespace-prefix", "use the prefix 'stream'")
+        return None
+
+    def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
+        return (
+            f'<?xml version="1.0"?><stream:stream xmlns="{content_ns}" xmlns:stream="{STREAM}"'
+            f"{_header_attrs(attrs)}>"
+        ).encode()
+
+    def closing(self, see_other_uri: str | None = None) -> bytes:
+        return b"</stream:stream>"
+
+
+class _OneElementFraming(Framing):
+    """Framings where input arrives as complete elements, parsed one document at a time."""
+
+    _WRAPPER: ClassVar[bytes] = b"<w xmlns='urn:roost:frame' xmlns:stream='" + STREAM.encode() + b"'>"
+
+    def __init__(self, max_stanza_bytes: int = 262144) -> None:
+        super().__init__(max_stanza_bytes)
+        self.parser = StreamParser(max_stanza_bytes, root=("urn:roost:frame", "w"))
+        self.max_stanza_bytes = max_stanza_bytes
+
+    def _parse(self, data: bytes) -> list[Element]:
+        if len(data) > self.max_stanza_bytes:
+            raise XmlStreamError("policy-violation", "stanza too large")
+        if data[:5] == b"<?xml":
+            # An XML declaration may only start a document: take it off (checking its encoding).
+            end = data.find(b"?>")
+            if end < 0:
+                raise XmlStreamError("not-well-formed", "unterminated XML declaration")
+            decl = data[: end + 2].lower()
+            if b"encoding" in decl and b"utf-8" not in decl and b"utf8" not in decl:
+                raise XmlStreamError("unsupported-encoding", "UTF-8 only")
+            data = data[end + 2 :]
+        parser = self.parser
+        parser.reset()
+        parser.feed(self._WRAPPER)
+        items = parser.feed(data + b"</w>")
+        if not items or not isinstance(items[-1], StreamEnd):
+            raise XmlStreamError("not-well-formed", "a frame is one complete element")
+        return [item for item in items if isinstance(item, Element)]
+
+    def reset(self) -> None:
+        pass  # nothing carries over from one message to the next
+
+
+class WebSocketFraming(_OneElementFraming):
+    """RFC 7395: one element per WebSocket text message; ``<open/>``/``<close/>`` frame the stream.
+
+    Stanzas carry their namespace themselves (§3.3.3: ``xmlns='jabber:client'`` on each), and
+    stream-level elements declare the ``stream`` prefix on themselves.
+    """
+
+    name = "websocket"
+
+    def feed(self, data: bytes) -> list[ParseEvent]:
+        elements = self._parse(data)
+        if len(elements) != 1:
+            # RFC 7395 §3.3.3: every message is one complete XML element.
+            raise XmlStreamError("not-well-formed", "one element per WebSocket message")
+        el = elements[0]
+        if el.ns == FRAMING:
+            if el.name == "open":
+                return [StreamOpen(el, None, None)]
+            if el.name == "close":
+                return [StreamEnd()]
+        return [el]
+
+    def check_open(self, opened: StreamOpen) -> StreamError | None:
+        return None  # the framing namespace was checked by feed()
+
+    def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
+        return f'<open xmlns="{FRAMING}"{_header_attrs(attrs)}/>'.encode()
+
+    def encode(self, el: Element, content_ns: str) -> bytes:
+        return _self_declaring(el, content_ns)
+
+    def closing(self, see_other_uri: str | None = None) -> bytes:
+        if see_other_uri:
+            # RFC 7395 §3.6.1: redirection with see-other-uri on <close/>.
+            return f'<close xmlns="{FRAMING}" see-other-uri="{escape_attr(see_other_uri)}"/>'.encode()
+        return f'<close xmlns="{FRAMING}"/>'.encode()
+
+
+class BoshFraming(_OneElementFraming):
+    """XEP-0124/XEP-0206: the HTTP transport owns the ``<body/>`` wrapper.
+
+    Input: :meth:`feed` takes one whole ``<body/>`` (its children become items; the session
+    creation request and ``xmpp:restart='true'`` become an open; ``type='terminate'`` the end), or
+    the transport parses the body itself and passes items to ``Stream.receive_items``
+    (:meth:`open_item` builds the open). Output: one element per item, no header bytes: the
+    transport puts the stream attributes (:attr:`header_attrs`) on its response ``<body/>``.
+    """
+
+    name = "bosh"
+
+    def __init__(self, max_stanza_bytes: int = 262144) -> None:
+        super().__init__(max_stanza_bytes)
+        #: The attributes of our last stream header (from, id, version, xml:lang), for the transport.
+        self.header_attrs: dict[str, str] = {}
+        self._header_out = False
+
+    @staticmethod
+    def open_item(attrs: Mapping[str, str]) -> StreamOpen:
+        """The open a session creation request or an ``xmpp:restart`` stands for (XEP-0206 §3, §5)."""
+        header = Element("stream", STREAM)
+        for key in ("to", "from", "xml:lang", "id"):
+            value = attrs.get(key)
+            if value is not None:
+                header.attrs[key] = value
+        if "authid" in attrs:  # XEP-0206 §3: the session creation response's stream id
+            header.attrs["id"] = attrs["authid"]
+        version = attrs.get("{" + XBOSH + "}version") or attrs.get("xmpp:version") or attrs.get("version")
+        if version is not None:
+            header.attrs["version"] = version
+        return StreamOpen(header, None, None)
+
+    def feed(self, data: bytes) -> list[ParseEvent]:
+        body = self._parse_body(data)
+        items: list[ParseEvent] = []
+        restart = body.attrs.get("{" + XBOSH + "}restart") in ("true", "1")
+        if "to" in body.attrs or restart:
+            items.append(self.open_item(body.attrs))
+        items.extend(body.elements())
+        if body.attrs.get("type") == "terminate":
+            items.append(StreamEnd())
+        return items
+
+    def _parse_body(self, data: bytes) -> Element:
+        elements = self._parse(data)
+        if len(elements) != 1 or elements[0].ns != HTTPBIND or elements[0].name != "body":
+            raise XmlStreamError("bad-format", "expected one <body/>")
+        return elements[0]
+
+    def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
+        self.header_attrs = dict(attrs)
+        self._header_out = True
+        return b""
+
+    def take_header(self) -> dict[str, str] | None:
+        """The attributes of a stream header written since the last call (for the transport's
+        ``<body/>``: the session creation request or response, or ``xmpp:restart``), or None."""
+        if not self._header_out:
+            return None
+        self._header_out = False
+        return self.header_attrs
+
+    def encode(self, el: Element, content_ns: str) -> bytes:
+        # XEP-0206 §4: stanzas carry xmlns='jabber:client'; stream elements declare their prefix.
+        return _self_declaring(el, content_ns)
+
+    def closing(self, see_other_uri: str | None = None) -> bytes:
+        return b""  # the transport answers with <body type='terminate'/>
+
+
+def framing_for(name: str, max_stanza_bytes: int = 262144) -> Framing:
+    """A new framing object by name ("xml", "websocket", "bosh")."""
+    kinds: dict[str, type[Framing]] = {"xml": XmlFraming, "websocket": WebSocketFraming, "bosh": BoshFraming}
+    return kinds[name](max_stanza_bytes)
