@@ -25,6 +25,7 @@ from roost.core.hooks import StanzaEvent
 from roost.core.host import Host
 from roost.core.iq import IqTracker
 from roost.core.router import Router
+from roost.core.routes import RouteTable
 from roost.core.sessions import SessionManager
 from roost.stanza.errors import StreamError
 from roost.storage.manager import StorageManager
@@ -78,6 +79,8 @@ class Server:
         self.hosts: dict[str, Host] = {}
         #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
         self.routes: dict[str, Callable[[StanzaEvent], None]] = {}
+        #: Where addresses live: local sessions, components, federation (modules ask here).
+        self.route_table = RouteTable(self)
         self.router = Router(self)
         self.iq_tracker = IqTracker()
         #: Live c2s connections (their drivers), for liveness checks and shutdown.
