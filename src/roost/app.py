@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from roost.component.link import ComponentConnection
 from roost.config.schema import Config, ListenEntry
 from roost.core.server import Listener, ListenerStarter, Server, run_until_signalled
 from roost.modules import all_modules
@@ -34,9 +35,23 @@ async def start_tcp_c2s(server: Server, entry: ListenEntry) -> tuple[Listener, t
     return srv, (str(address[0]), int(address[1]))
 
 
+async def start_component(server: Server, entry: ListenEntry) -> tuple[Listener, tuple[str, int]]:
+    """A ``component`` listener: external components (XEP-0114) over plain TCP."""
+    host, port = entry.host_port
+    srv = await asyncio.get_running_loop().create_server(
+        functools.partial(ComponentConnection, server),
+        host or None,
+        port,
+        backlog=entry.backlog,
+        reuse_address=True,
+    )
+    address = srv.sockets[0].getsockname()[:2]
+    return srv, (str(address[0]), int(address[1]))
+
+
 def listener_starters() -> Mapping[str, ListenerStarter]:
     """How each kind of listener starts."""
-    return {"c2s": start_tcp_c2s, "c2s_tls": start_tcp_c2s}
+    return {"c2s": start_tcp_c2s, "c2s_tls": start_tcp_c2s, "component": start_component}
 
 
 def create_server(config: Config) -> Server:

@@ -246,8 +246,8 @@ class ListenSection(_Section):
         return None if self.c2s_tls is None else parse_address(self.c2s_tls)
 
 
-#: What a ``[[listen]]`` entry accepts. Federation adds "s2s" and "component".
-ListenerKind = Literal["c2s", "c2s_tls", "http", "https"]
+#: What a ``[[listen]]`` entry accepts.
+ListenerKind = Literal["c2s", "c2s_tls", "http", "https", "component"]
 
 
 class ListenEntry(_Section):
@@ -262,7 +262,8 @@ class ListenEntry(_Section):
 
     kind: ListenerKind = Field(
         description="What is served: 'c2s' (client connections with STARTTLS), 'c2s_tls' (direct TLS, "
-        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services)."
+        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services), 'component' "
+        "(external components, XEP-0114: keep it on a loopback or private address)."
     )
     address: str = Field(
         description="'host:port', '[ipv6]:port' or ':port' (every interface, IPv4 and IPv6). Port 0 picks a "
@@ -500,6 +501,30 @@ class LogSection(_Section):
     )
 
 
+# --- [components."domain"] ---------------------------------------------------------------------
+
+
+class ComponentSection(_Section):
+    """External components (XEP-0114): one ``[components."domain"]`` table per component.
+
+    ```toml
+    [[listen]]
+    kind = "component"
+    address = "127.0.0.1:5347"
+    [components."irc.example.org"]
+    secret = "a long random string"
+    ```
+    The component owns its domain and every subdomain of it; it is listed in the disco items of
+    every served domain.
+    """
+
+    secret: str = Field(
+        min_length=1,
+        description="The shared secret of the component's handshake (XEP-0114 §3).",
+        examples=["a long random string"],
+    )
+
+
 # --- the whole file ----------------------------------------------------------------------------
 
 #: Built-in sections, in documentation order.
@@ -510,6 +535,7 @@ CORE_SECTIONS: dict[str, type[_Section]] = {
     "c2s": C2SSection,
     "storage": StorageSection,
     "log": LogSection,
+    "components": ComponentSection,
 }
 
 _module_sections: dict[str, type[ModuleOptions]] = {}
@@ -583,6 +609,8 @@ class Config(BaseModel):
     c2s: C2SSection = Field(default_factory=lambda: C2SSection())
     storage: StorageSection = Field(default_factory=lambda: StorageSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
+    #: External components (XEP-0114) by domain: ``[components."irc.example.org"]``.
+    components: dict[str, ComponentSection] = Field(default_factory=dict)
     #: Validated module sections present in the file (others get their defaults on demand).
     modules: dict[str, ModuleOptions] = Field(default_factory=dict)
     #: The file this came from; None when running on built-in defaults.
@@ -680,4 +708,12 @@ class Config(BaseModel):
                 # Port 0: each listener gets its own free port.
                 problems.append((key, f"same address as {seen[entry.address]} ({entry.address})"))
             seen.setdefault(entry.address, key)
+        for domain in self.components:
+            key = f"components.{domain}"
+            if domain in self.server.domains:
+                problems.append((key, f"{domain} is in [server] domains; a component needs its own"))
+            elif not domain or domain != domain.lower() or "@" in domain or "/" in domain:
+                problems.append((key, "a component is named by its domain, lower case (irc.example.org)"))
+        if self.components and not any(e.kind == "component" for e in self.listeners):
+            problems.append(("components", 'components need a [[listen]] entry with kind = "component"'))
         return problems

@@ -77,6 +77,8 @@ class RouteTable:
         self.hosts = server.hosts
         #: Connected external components by their domain.
         self._components: dict[str, Link] = {}
+        #: Every live link (components and s2s, authenticated or not), for shutdown.
+        self.links: set[Link] = set()
         #: Federation (s2s out), when enabled.
         self.remote: RemoteRouter | None = None
 

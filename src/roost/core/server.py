@@ -220,6 +220,8 @@ class Server:
             conn.close(shutdown, reason="shutdown")
         for session in list(self.sessions):
             session.close(shutdown, reason="shutdown")  # detached ones, and any without a driver
+        for link in list(self.route_table.links):
+            link.close(shutdown, reason="shutdown")
         # Let SESSION_CLOSED handlers (unavailable presence, offline state) and writes finish.
         deadline = time.monotonic() + 5
         while self._tasks and time.monotonic() < deadline:
