@@ -247,7 +247,7 @@ class ListenSection(_Section):
 
 
 #: What a ``[[listen]]`` entry accepts.
-ListenerKind = Literal["c2s", "c2s_tls", "http", "https", "component"]
+ListenerKind = Literal["c2s", "c2s_tls", "http", "https", "s2s", "component"]
 
 
 class ListenEntry(_Section):
@@ -262,7 +262,8 @@ class ListenEntry(_Section):
 
     kind: ListenerKind = Field(
         description="What is served: 'c2s' (client connections with STARTTLS), 'c2s_tls' (direct TLS, "
-        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services), 'component' "
+        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services), 's2s' (other "
+        "servers; also turns federation on), 'component' "
         "(external components, XEP-0114: keep it on a loopback or private address)."
     )
     address: str = Field(
@@ -501,6 +502,61 @@ class LogSection(_Section):
     )
 
 
+# --- [s2s] -------------------------------------------------------------------------------------
+
+
+class S2SSection(_Section):
+    """Federation with other servers. It is on when a ``[[listen]]`` entry has ``kind = "s2s"``."""
+
+    ca_file: ConfigPath | None = Field(
+        default=None,
+        description="PEM file of the CA certificates peers' certificates are validated against "
+        "(RFC 6125). Default: the system store.",
+        examples=["/etc/ssl/certs/ca-certificates.crt"],
+    )
+    source_address: str | None = Field(
+        default=None,
+        description="Bind outgoing s2s connections to this local address.",
+        examples=["192.0.2.10"],
+    )
+    require_encryption: bool = Field(
+        default=True,
+        description="Streams in both directions must use TLS before anything else (STARTTLS "
+        "required, RFC 7590).",
+    )
+    secure_auth: bool = Field(
+        default=False,
+        description="Accept only peers whose certificate validates for their domain (SASL EXTERNAL, "
+        "XEP-0178); no Server Dialback. Incoming streams then ask for the peer's certificate.",
+    )
+    blocklist: list[str] = Field(
+        default_factory=list,
+        description="Domains (and their subdomains) this server neither connects to nor accepts.",
+        examples=[["spam.example"]],
+    )
+    rate_limit: float = Field(
+        default=200.0,
+        gt=0,
+        description="Stanzas per second accepted from each remote domain (over a burst of twice that); "
+        "faster senders are slowed down (their connection stops being read).",
+    )
+    idle_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="Outgoing links with no stanza for this long are closed."
+    )
+    connect_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Time to connect to and authenticate with a remote server (and to have a dialback "
+        "key verified) before queued stanzas bounce with remote-server-timeout.",
+    )
+    max_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="Stanzas held per remote domain while its link is being set up; more bounce "
+        "with resource-constraint.",
+    )
+
+
 # --- [components."domain"] ---------------------------------------------------------------------
 
 
@@ -535,6 +591,7 @@ CORE_SECTIONS: dict[str, type[_Section]] = {
     "c2s": C2SSection,
     "storage": StorageSection,
     "log": LogSection,
+    "s2s": S2SSection,
     "components": ComponentSection,
 }
 
@@ -609,6 +666,7 @@ class Config(BaseModel):
     c2s: C2SSection = Field(default_factory=lambda: C2SSection())
     storage: StorageSection = Field(default_factory=lambda: StorageSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
+    s2s: S2SSection = Field(default_factory=lambda: S2SSection())
     #: External components (XEP-0114) by domain: ``[components."irc.example.org"]``.
     components: dict[str, ComponentSection] = Field(default_factory=dict)
     #: Validated module sections present in the file (others get their defaults on demand).
@@ -646,6 +704,11 @@ class Config(BaseModel):
         if listen.c2s_tls is not None:
             entries.append(ListenEntry.model_validate({"kind": "c2s_tls", "address": listen.c2s_tls}))
         return entries
+
+    @property
+    def federation(self) -> bool:
+        """Whether federation is on: a ``[[listen]]`` entry of kind "s2s" exists."""
+        return any(e.kind == "s2s" for e in self.listeners)
 
     @property
     def storage_url(self) -> str:

@@ -89,6 +89,7 @@ class Server:
         self.storage: StorageManager = None  # type: ignore[assignment]  # set in start()
         self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
         self.certificate_der: bytes | None = None
+        self.certificate_files: tuple[Path, Path] = (Path(), Path())
         self._servers: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -122,12 +123,14 @@ class Server:
         self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
         # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
         # real accounts (stable salt) from unknown ones (salt changes on restart).
-        set_unknown_user_secret(_load_secret(data_dir / "server.secret"))
+        set_unknown_user_secret(load_secret(data_dir / "server.secret"))
         if config.tls.cert is not None and config.tls.key is not None:
             cert, key = config.tls.cert, config.tls.key
         else:
             cert, key = tls.ensure_certificate(data_dir, config.server.domains)
         self.tls_context = tls.server_context(cert, key)
+        #: The certificate and key files (s2s presents them on both ends of its streams).
+        self.certificate_files = (cert, key)
         self.certificate_der = tls.certificate_der(cert)
 
         for domain in config.server.domains:
@@ -292,7 +295,7 @@ class Server:
         return released
 
 
-def _load_secret(path: Path) -> bytes:
+def load_secret(path: Path) -> bytes:
     """A per-installation random secret, created on first start (mode 0600)."""
     try:
         secret = path.read_bytes()

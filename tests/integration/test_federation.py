@@ -1,0 +1,208 @@
+"""Two Roost servers in one process, federated over real TCP and TLS on loopback.
+
+``a.test`` and ``b.test`` resolve to each other's s2s ports through the injectable test resolver.
+Dialback: each server has its own self-signed certificate (nothing validates, dialback decides).
+EXTERNAL: both have certificates from a test CA and ``secure_auth = true`` (no dialback at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from roost.app import create_server
+from roost.config.loader import load_config
+from roost.core.server import Server
+from roost.s2s.dns import StaticResolver
+from roost.s2s.manager import Federation
+from tests.support.clients import Client, connect
+from tests.support.server import RunningServer
+from tests.support.testca import TestCA
+
+
+def write_config(directory: Path, domain: str, extra: str = "") -> Path:
+    data_dir = directory / "data"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "roost.toml"
+    path.write_text(
+        f"""
+[server]
+domains = ["{domain}"]
+data_dir = "{data_dir}"
+
+[[listen]]
+kind = "c2s"
+address = "127.0.0.1:0"
+
+[[listen]]
+kind = "s2s"
+address = "127.0.0.1:0"
+
+[storage]
+url = "sqlite:///{data_dir / "roost.db"}"
+
+{extra}
+"""
+    )
+    return path
+
+
+@dataclass
+class Pair:
+    a: Server
+    b: Server
+
+    async def user(self, server: Server, name: str) -> Client:
+        domain = server.config.server.domains[0]
+        await RunningServer(server, server.config.server.data_dir).add_user(f"{name}@{domain}", "pw")
+        return await connect(f"{name}@{domain}", "pw", server.addresses["c2s"][1])
+
+
+async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "") -> Pair:
+    a = create_server(load_config(write_config(tmp_path / "a", "a.test", extra_a)))
+    b = create_server(load_config(write_config(tmp_path / "b", "b.test", extra_b)))
+    await a.start()
+    await b.start()
+    resolver = StaticResolver(
+        {"a.test": ("127.0.0.1", a.addresses["s2s"][1]), "b.test": ("127.0.0.1", b.addresses["s2s"][1])}
+    )
+    for server in (a, b):
+        federation = server.route_table.remote
+        assert isinstance(federation, Federation)
+        federation.resolver = resolver
+    return Pair(a, b)
+
+
+@pytest.fixture
+async def dialback_pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    pair = await start_pair(tmp_path)
+    try:
+        yield pair
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+
+
+@pytest.fixture
+async def external_pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    ca = TestCA(tmp_path / "ca")
+    extras = []
+    for domain in ("a.test", "b.test"):
+        issued = ca.issue(domain)
+        extras.append(
+            f"""
+[tls]
+cert = "{issued.cert}"
+key = "{issued.key}"
+
+[s2s]
+ca_file = "{ca.ca_file}"
+secure_auth = true
+"""
+        )
+    pair = await start_pair(tmp_path, *extras)
+    try:
+        yield pair
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+
+
+async def next_message(client: Client, timeout: float = 15) -> Any:
+    return await asyncio.wait_for(client.received.get(), timeout)
+
+
+async def chat_both_ways(pair: Pair) -> None:
+    alice = await pair.user(pair.a, "alice")
+    bob = await pair.user(pair.b, "bob")
+    try:
+        alice.send_message(mto="bob@b.test", mbody="hello from a", mtype="chat")
+        got = await next_message(bob)
+        assert got["body"] == "hello from a" and str(got["from"]).startswith("alice@a.test/")
+        bob.send_message(mto=got["from"], mbody="hello from b", mtype="chat")
+        back = await next_message(alice)
+        assert back["body"] == "hello from b" and str(back["from"]).startswith("bob@b.test/")
+    finally:
+        alice.disconnect()
+        bob.disconnect()
+
+
+async def test_chat_both_ways_with_dialback(dialback_pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="roost.s2s")
+    await chat_both_ways(dialback_pair)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("s2s in: a.test → b.test authenticated by dialback" in line for line in lines)
+    assert any("s2s out: b.test → a.test authenticated by dialback" in line for line in lines)
+
+
+async def test_chat_both_ways_with_sasl_external(
+    external_pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="roost.s2s")
+    await chat_both_ways(external_pair)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("s2s in: a.test → b.test authenticated by external" in line for line in lines)
+    assert any("s2s out: b.test → a.test authenticated by external" in line for line in lines)
+
+
+async def test_unreachable_domain_bounces_remote_server_not_found(dialback_pair: Pair) -> None:
+    federation = dialback_pair.a.route_table.remote
+    assert isinstance(federation, Federation)
+    federation.resolver = StaticResolver({"nowhere.test": ("127.0.0.1", 1)})
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    alice.add_event_handler("message_error", errors.put_nowait)
+    try:
+        alice.send_message(mto="x@nowhere.test", mbody="anyone?", mtype="chat")
+        reply = await asyncio.wait_for(errors.get(), 15)
+        assert reply["type"] == "error"
+        assert reply["error"]["condition"] == "remote-server-not-found"
+    finally:
+        alice.disconnect()
+
+
+async def test_subscription_and_presence_both_ways(dialback_pair: Pair) -> None:
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    bob = await dialback_pair.user(dialback_pair.b, "bob")
+    subscribed = asyncio.Event()
+    bob_saw_alice = asyncio.Event()
+    alice_saw_bob = asyncio.Event()
+
+    def on_bob_subscribe(presence: Any) -> None:
+        if presence["from"].bare == "alice@a.test":
+            bob.send_presence(pto="alice@a.test", ptype="subscribed")
+            bob.send_presence(pto="alice@a.test", ptype="subscribe")
+
+    def on_alice_subscribe(presence: Any) -> None:
+        if presence["from"].bare == "bob@b.test":
+            alice.send_presence(pto="bob@b.test", ptype="subscribed")
+
+    alice.add_event_handler("presence_subscribed", lambda p: subscribed.set())
+    bob.add_event_handler("presence_subscribe", on_bob_subscribe)
+    alice.add_event_handler("presence_subscribe", on_alice_subscribe)
+    alice.add_event_handler(
+        "presence_available", lambda p: alice_saw_bob.set() if p["from"].bare == "bob@b.test" else None
+    )
+    bob.add_event_handler(
+        "presence_available", lambda p: bob_saw_alice.set() if p["from"].bare == "alice@a.test" else None
+    )
+    alice.auto_authorize = None
+    bob.auto_authorize = None
+    # Interested resources (RFC 6121 §2.1.6) get subscription states and roster pushes.
+    await alice.get_roster(timeout=10)
+    await bob.get_roster(timeout=10)
+    try:
+        alice.send_presence(pto="bob@b.test", ptype="subscribe")
+        await asyncio.wait_for(subscribed.wait(), 15)
+        await asyncio.wait_for(alice_saw_bob.wait(), 15)
+        await asyncio.wait_for(bob_saw_alice.wait(), 15)
+        assert alice.client_roster["bob@b.test"]["subscription"] == "both"
+        assert bob.client_roster["alice@a.test"]["subscription"] == "both"
+    finally:
+        alice.disconnect()
+        bob.disconnect()
