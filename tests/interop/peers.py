@@ -80,7 +80,7 @@ class Peer:
     async def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
         full_env.update(env or {})
-        out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
+        out = open(self.dir / "stdout.log", "ab")  # noqa: SIM115, ASYNC230 - handed to the child process
         self.proc = await asyncio.create_subprocess_exec(
             *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=full_env,
             cwd=self.dir, start_new_session=True,
@@ -184,7 +184,8 @@ Component "{self.muc}" "muc"
         for user in users:
             (accounts / f"{user}.dat").write_text(
                 f'return {{ ["iteration_count"] = 4096; ["salt"] = "{salt}"; '
-                f'["stored_key"] = "{creds.stored_key.hex()}"; ["server_key"] = "{creds.server_key.hex()}" }};\n'
+                f'["stored_key"] = "{creds.stored_key.hex()}"; '
+                f'["server_key"] = "{creds.server_key.hex()}" }};\n'
             )
         await self._spawn(["prosody", "--config", str(self.dir / "prosody.cfg.lua"), "-F"])
         assert self.proc is not None
