@@ -218,7 +218,7 @@ class Ejabberd(Peer):
         config = f"""
 hosts:
   - "{self.domain}"
-loglevel: info
+loglevel: debug
 log_rotate_count: 0
 certfiles:
   - "{combined}"

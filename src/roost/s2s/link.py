@@ -28,6 +28,7 @@ from roost.stream.features.tls import StartTls
 from roost.stream.s2s import (
     DIALBACK,
     DialbackServer,
+    ExternalRefused,
     NeedDialbackVerify,
     PeerAuthenticated,
     S2SAuthClient,
@@ -395,7 +396,15 @@ class OutgoingS2S(_S2SConnection):
 
     direction = "out"
 
-    def __init__(self, server: Server, federation: Federation, link: OutgoingLink, direct_tls: bool) -> None:
+    def __init__(
+        self,
+        server: Server,
+        federation: Federation,
+        link: OutgoingLink,
+        direct_tls: bool,
+        *,
+        external: bool = True,
+    ) -> None:
         super().__init__(server, federation)
         self.link = link
         self.direct_tls = direct_tls
@@ -403,7 +412,7 @@ class OutgoingS2S(_S2SConnection):
             federation.secret,
             secure_auth=federation.settings.secure_auth,
             require_encryption=federation.settings.require_encryption,
-            have_certificate=True,
+            have_certificate=external,
         )
         self.stream, self.starttls, self.auth = initiating_stream(
             link.local,
@@ -453,6 +462,11 @@ class OutgoingS2S(_S2SConnection):
             self._start_tls(False, self.federation.client_tls_context(), self.link.remote)
         elif isinstance(event, PeerAuthenticated):
             self.method = event.method
+        elif isinstance(event, ExternalRefused):
+            log.info(
+                "%s: %s refused our certificate (SASL EXTERNAL); trying dialback", self.id, self.link.remote
+            )
+            self.link.skip_external = True
         elif isinstance(event, Established):
             self.established = True
             log.info(

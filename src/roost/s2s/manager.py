@@ -55,6 +55,8 @@ class OutgoingLink:
         self.verify_requests: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._failure: str | None = None
         self._settled = asyncio.Event()
+        #: The peer refused our certificate once: use dialback from now on.
+        self.skip_external = False
 
     def send(self, stanza: Element) -> None:
         self.last_used = time.monotonic()
@@ -98,27 +100,34 @@ class OutgoingLink:
         source = federation.settings.source_address
         errors: list[str] = []
         for target in targets:
-            conn = OutgoingS2S(federation.server, federation, self, target.direct_tls)
-            try:
-                await loop.create_connection(
-                    lambda conn=conn: conn,
-                    target.host,
-                    target.port,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
-                    local_addr=(source, 0) if source else None,
+            for _ in range(2):
+                tried_external = not self.skip_external
+                conn = OutgoingS2S(
+                    federation.server, federation, self, target.direct_tls, external=tried_external
                 )
-            except OSError as e:
-                errors.append(f"{target.host}:{target.port}: {e.strerror or e}")
-                continue
-            self.conn = conn
-            log.debug(
-                "s2s out: %s → %s connected to %s:%d", self.local, self.remote, target.host, target.port
-            )
-            # Wait until the stream is authenticated (ready) or lost.
-            await self._settled.wait()
-            if not self.up:
+                self._settled = asyncio.Event()
+                try:
+                    await loop.create_connection(
+                        lambda conn=conn: conn,
+                        target.host,
+                        target.port,
+                        happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+                        local_addr=(source, 0) if source else None,
+                    )
+                except OSError as e:
+                    errors.append(f"{target.host}:{target.port}: {e.strerror or e}")
+                    break
+                self.conn = conn
+                log.debug(
+                    "s2s out: %s → %s connected to %s:%d", self.local, self.remote, target.host, target.port
+                )
+                # Wait until the stream is authenticated (ready) or lost.
+                await self._settled.wait()
+                if self.up:
+                    return
+                if tried_external and self.skip_external:
+                    continue  # the peer refused our certificate: once more, with dialback
                 raise OSError(self._failure or "the stream closed before authentication")
-            return
         raise OSError("; ".join(errors) or "no address")
 
     def ready(self, conn: OutgoingS2S) -> None:

@@ -87,6 +87,12 @@ class VerifyAnswer(Event):
     valid: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ExternalRefused(Event):
+    """Initiating role: the peer refused our certificate (SASL EXTERNAL failed); the stream closes.
+    Connect again without trying EXTERNAL (``S2SPolicy.have_certificate = False``): dialback."""
+
+
 @dataclass
 class S2SPolicy:
     """What the driver decided about the peer and our own credentials."""
@@ -305,7 +311,9 @@ class S2SAuthClient(Feature):
                 stream.restart()  # RFC 6120 §6.4.6; the new features are empty: established
                 return [PeerAuthenticated(self.remote, self.local, "external")]
             if el.name == "failure":
-                return self._dialback(stream)  # XEP-0178 §3: fall back to dialback on the same stream
+                # XEP-0178 §3: try something else. Some servers ignore dialback on the stream where
+                # EXTERNAL failed (ejabberd 23), so close it; the driver reconnects for dialback.
+                return [ExternalRefused(), *stream.close()]
             return None
         if el.ns != DIALBACK:
             return None

@@ -7,6 +7,7 @@ from roost.stream.pair import StreamPair
 from roost.stream.s2s import (
     DIALBACK,
     DialbackServer,
+    ExternalRefused,
     NeedDialbackVerify,
     PeerAuthenticated,
     S2SPolicy,
@@ -103,14 +104,19 @@ def test_sasl_external_when_the_peer_certificate_validates() -> None:
     assert not any(isinstance(e, NeedDialbackVerify) for e in server_events)
 
 
-def test_external_refused_falls_back_to_dialback() -> None:
+def test_external_refused_closes_for_a_dialback_retry_without_external() -> None:
     policy = S2SPolicy(SECRET_B)
     pair, _ = make_pair(policy)
     pair.pump()
     policy.cert_domains = frozenset({"someone-else.example"})
+    client_events, server_events = pair.tls()
+    assert any(isinstance(e, ExternalRefused) for e in client_events)
+    assert not any(isinstance(e, PeerAuthenticated) for e in server_events)
+    # The retry: no EXTERNAL attempt even though it is offered; dialback instead.
+    pair, _ = make_pair(policy, S2SPolicy(SECRET_A, have_certificate=False))
+    pair.pump()
     _, server_events = pair.tls()
     assert any(isinstance(e, NeedDialbackVerify) for e in server_events)
-    assert not any(isinstance(e, PeerAuthenticated) for e in server_events)
 
 
 def test_secure_auth_refuses_dialback() -> None:
