@@ -2,8 +2,8 @@
 
 Each peer serves ``<name>.test`` (and ``conference.<name>.test``) with a certificate from the test CA.
 Names are resolved without DNS: Prosody loads a small test module (``mod_roost_test_hosts``) that maps
-test domains to loopback ports in its s2s resolver; ejabberd reads host entries from its ERL_INETRC
-file and connects to ``outgoing_s2s_port``.
+test domains to loopback ports in its s2s resolver; ejabberd (which resolves through the system) gets
+/etc/hosts entries that the fixture adds and removes again, and connects to ``outgoing_s2s_port``.
 """
 
 from __future__ import annotations
@@ -203,6 +203,12 @@ def _ejabberd_lib_dir() -> str:
 
 class Ejabberd(Peer):
     name = "ejabberd"
+    hosts_marker: str | None = None
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.hosts_marker is not None:
+            remove_hosts_entries(self.hosts_marker)
 
     async def start(self, users: list[str], hosts: dict[str, int]) -> None:
         http_port = free_port()
@@ -218,14 +224,14 @@ class Ejabberd(Peer):
         config = f"""
 hosts:
   - "{self.domain}"
-loglevel: debug
+loglevel: info
 log_rotate_count: 0
 certfiles:
   - "{combined}"
 ca_file: "{self.ca_file if self.secure else "/etc/ssl/certs/ca-certificates.crt"}"
 s2s_use_starttls: required
 s2s_dns_timeout: 2
-s2s_dns_retries: 0
+s2s_dns_retries: 1
 outgoing_s2s_port: {port}
 outgoing_s2s_families: [ipv4]
 listen:
@@ -277,10 +283,10 @@ modules:
             # Only certificate-authenticated peers: no dialback.
             config = config.replace("  mod_s2s_dialback: {}\n", "")
         (self.dir / "ejabberd.yml").write_text(config)
-        inet = "".join(f'{{host,{{127,0,0,1}}, ["{d}"]}}.\n' for d in hosts)
-        (self.dir / "inetrc").write_text(
-            '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n' + inet
-        )
+        # ejabberd resolves s2s targets through the system resolver: /etc/hosts entries for the test
+        # domains, removed again in stop().
+        self.hosts_marker = add_hosts_entries(set(hosts))
+        (self.dir / "inetrc").write_text('{lookup,[file,native]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
         env = {
             "HOME": str(self.dir),
             "EJABBERD_CONFIG_PATH": str(self.dir / "ejabberd.yml"),
@@ -311,3 +317,19 @@ modules:
             if resp.status != 200:
                 raise RuntimeError(f"ejabberd register {user}: HTTP {resp.status} {data[:200]!r}")
         conn.close()
+
+
+HOSTS_FILE = Path("/etc/hosts")
+
+
+def add_hosts_entries(names: set[str]) -> str:
+    """Map ``names`` to 127.0.0.1 in /etc/hosts; the marker that :func:`remove_hosts_entries` takes."""
+    marker = f"# roost-interop-{os.getpid()}-{secrets.token_hex(4)}"
+    with HOSTS_FILE.open("a") as f:
+        f.write(f"127.0.0.1 {' '.join(sorted(names))} {marker}\n")
+    return marker
+
+
+def remove_hosts_entries(marker: str) -> None:
+    lines = HOSTS_FILE.read_text().splitlines(keepends=True)
+    HOSTS_FILE.write_text("".join(line for line in lines if marker not in line))

@@ -36,6 +36,7 @@ from roost.stream.s2s import (
     VerifyAnswer,
     initiating_stream,
     receiving_stream,
+    send_dialback,
 )
 from roost.transports.tls_layer import TlsError, TlsLayer
 from roost.xml.element import Element
@@ -450,7 +451,6 @@ class OutgoingS2S(_S2SConnection):
             log.info(
                 "%s: certificate of %s not validated (%s); dialback decides", self.id, self.link.remote, why
             )
-            self.policy.have_certificate = True
         if self.direct_tls:
             self.stream.start(self.link.remote, from_=self.link.local)
             self._flush_stream()
@@ -495,7 +495,7 @@ class OutgoingS2S(_S2SConnection):
             self._verifies_sent.add(key)
             verify = Element("verify", DIALBACK, {"from": self.link.local, "to": self.link.remote, "id": sid})
             verify.children.append(remote_key)
-            self.stream.send(verify)
+            send_dialback(self.stream, verify)
         self._flush_stream()
 
     def send(self, stanza: Element) -> None:

@@ -31,6 +31,7 @@ from roost.stream.features.tls import StartTls
 from roost.stream.framing import XmlFraming, _header_attrs
 from roost.xml.element import Element
 from roost.xml.ns import SASL, SERVER, STREAM
+from roost.xml.serializer import escape_attr, escape_text, serialize
 
 DIALBACK: Final = "jabber:server:dialback"
 #: XEP-0220 §2.5 stream feature (with <errors/>: we understand dialback errors).
@@ -48,6 +49,20 @@ class S2SFraming(XmlFraming):
             f'<?xml version="1.0"?><stream:stream xmlns="{content_ns}" xmlns:stream="{STREAM}" '
             f'xmlns:db="{DIALBACK}"{_header_attrs(attrs)}>'
         ).encode()
+
+
+def send_dialback(stream: Stream, el: Element) -> None:
+    """Write a dialback element with the ``db:`` prefix the stream header declared.
+
+    Some servers (ejabberd) match dialback elements by their prefixed name rather than their
+    namespace, so ``<result xmlns='jabber:server:dialback'/>`` would go unrecognised there.
+    """
+    tag = "db:" + el.name
+    attrs = "".join(f' {k}="{escape_attr(v)}"' for k, v in el.attrs.items())
+    inner = "".join(
+        escape_text(c) if isinstance(c, str) else serialize(c, stream.content_ns) for c in el.children
+    )
+    stream.send_raw((f"<{tag}{attrs}>{inner}</{tag}>" if inner else f"<{tag}{attrs}/>").encode())
 
 
 def dialback_key(secret: bytes, receiving: str, originating: str, stream_id: str) -> str:
@@ -110,7 +125,7 @@ class S2SPolicy:
 
 
 def _error_condition(el: Element) -> str:
-    error = el.find("error", el.ns)
+    error = el.find("error", SERVER) or el.find("error", el.ns)
     if error is None:
         return "undefined-condition"
     return next((c.name for c in error.elements() if c.name != "text"), "undefined-condition")
@@ -201,13 +216,8 @@ class DialbackServer(Feature):
         frm, to, sid = el.attrs.get("from", ""), el.attrs.get("to", ""), el.attrs.get("id", "")
         expected = dialback_key(self.policy.secret, frm, to, sid)
         valid = hmac.compare_digest(expected, el.text.strip())
-        stream.send(
-            Element(
-                "verify",
-                DIALBACK,
-                {"from": to, "to": frm, "id": sid, "type": "valid" if valid else "invalid"},
-            )
-        )
+        answer = {"from": to, "to": frm, "id": sid, "type": "valid" if valid else "invalid"}
+        send_dialback(stream, Element("verify", DIALBACK, answer))
         return []
 
     def _result(self, stream: Stream, el: Element) -> list[StreamEvent]:
@@ -233,7 +243,7 @@ class DialbackServer(Feature):
         if valid is None:
             return self._error(stream, remote, local, "remote-server-timeout", "cannot reach your server")
         attrs = {"from": local, "to": remote, "type": "valid" if valid else "invalid"}
-        stream.send(Element("result", DIALBACK, attrs))
+        send_dialback(stream, Element("result", DIALBACK, attrs))
         if not valid:
             return stream.close(StreamError("not-authorized", "dialback key is invalid"))
         events: list[StreamEvent] = [PeerAuthenticated(remote, local, "dialback")]
@@ -249,7 +259,7 @@ class DialbackServer(Feature):
         error = result.add("error", SERVER, {"type": "cancel"})
         error.add(condition, "urn:ietf:params:xml:ns:xmpp-stanzas")
         error.add("text", "urn:ietf:params:xml:ns:xmpp-stanzas", text=text)
-        stream.send(result)
+        send_dialback(stream, result)
         return []
 
 
@@ -301,7 +311,7 @@ class S2SAuthClient(Feature):
         key = dialback_key(self.policy.secret, self.remote, self.local, stream.stream_id)
         result = Element("result", DIALBACK, {"from": self.local, "to": self.remote})
         result.children.append(key)
-        stream.send(result)
+        send_dialback(stream, result)
         return []
 
     def handle(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
