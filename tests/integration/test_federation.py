@@ -18,6 +18,7 @@ import pytest
 from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
+from roost.s2s.diagnose import diagnose
 from roost.s2s.dns import StaticResolver
 from roost.s2s.manager import Federation
 from tests.support.clients import Client, connect
@@ -206,3 +207,23 @@ async def test_subscription_and_presence_both_ways(dialback_pair: Pair) -> None:
     finally:
         alice.disconnect()
         bob.disconnect()
+
+
+async def test_check_federation_explains_each_step(dialback_pair: Pair) -> None:
+    b_port = dialback_pair.b.addresses["s2s"][1]
+    steps = await diagnose(
+        "b.test", dialback_pair.a.config, StaticResolver({"b.test": ("127.0.0.1", b_port)})
+    )
+    assert [s.name for s in steps] == ["DNS", "connection", "stream", "TLS", "certificate", "authentication"]
+    by_name = {s.name: s for s in steps}
+    assert all(s.ok for s in steps), steps
+    assert "dialback" in by_name["authentication"].detail
+    assert "not" in by_name["certificate"].detail or "does not validate" in by_name["certificate"].detail
+
+
+async def test_check_federation_names_the_failing_step(dialback_pair: Pair) -> None:
+    steps = await diagnose(
+        "nowhere.test", dialback_pair.a.config, StaticResolver({"nowhere.test": ("127.0.0.1", 1)})
+    )
+    assert [s.name for s in steps] == ["DNS", "connection"]
+    assert not steps[-1].ok and "5269" in steps[-1].fix

@@ -182,6 +182,10 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_HELP_FORMATTER,
         parents=[common_sub],
     )
+    check.add_argument(
+        "what", nargs="?", choices=["federation"], help="'federation': check the way to another server"
+    )
+    check.add_argument("domain", nargs="?", help="the remote domain for 'check federation'")
     check.set_defaults(handler=_cmd_check)
 
     user = commands.add_parser(
@@ -393,6 +397,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"problem: {config_problem}")
         print(f"{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''} in the configuration")
         return EXIT_FAILED
+    if getattr(args, "what", None) == "federation":
+        return _check_federation(config, args.domain)
     report = _Report()
     _check_tls(config, report)
     _check_writable_dir(config.server.data_dir, "server.data_dir", report)
@@ -415,6 +421,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"config OK: {_summary(config)}")
     return EXIT_OK
+
+
+def _check_federation(config: Config, domain: str | None) -> int:
+    """``roost check federation DOMAIN``: DNS, connection, TLS, certificate, authentication."""
+    from roost.s2s.diagnose import diagnose
+
+    if not domain:
+        _error("check federation needs the remote domain: roost check federation example.org")
+        return EXIT_USAGE
+    steps = asyncio.run(diagnose(domain.strip().lower(), config))
+    for step in steps:
+        print(f"{'ok' if step.ok else 'FAILED'}: {step.name}: {step.detail}")
+        if step.fix and (not step.ok or step.name == "authentication"):
+            print(f"    {'fix' if not step.ok else 'note'}: {step.fix}")
+    if all(step.ok for step in steps):
+        print(f"federation with {domain} looks possible")
+        return EXIT_OK
+    return EXIT_FAILED
 
 
 def _check_tls(config: Config, report: _Report) -> None:
