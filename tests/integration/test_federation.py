@@ -8,6 +8,7 @@ EXTERNAL: both have certificates from a test CA and ``secure_auth = true`` (no d
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,14 @@ async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "") -> Pa
     b = create_server(load_config(write_config(tmp_path / "b", "b.test", extra_b)))
     await a.start()
     await b.start()
+    a_port, b_port = a.addresses["s2s"][1], b.addresses["s2s"][1]
     resolver = StaticResolver(
-        {"a.test": ("127.0.0.1", a.addresses["s2s"][1]), "b.test": ("127.0.0.1", b.addresses["s2s"][1])}
+        {
+            "a.test": ("127.0.0.1", a_port),
+            "conference.a.test": ("127.0.0.1", a_port),
+            "b.test": ("127.0.0.1", b_port),
+            "conference.b.test": ("127.0.0.1", b_port),
+        }
     )
     for server in (a, b):
         federation = server.route_table.remote
@@ -94,7 +101,7 @@ async def external_pair(tmp_path: Path) -> AsyncIterator[Pair]:
     ca = TestCA(tmp_path / "ca")
     extras = []
     for domain in ("a.test", "b.test"):
-        issued = ca.issue(domain)
+        issued = ca.issue(domain, f"conference.{domain}")
         extras.append(
             f"""
 [tls]
@@ -227,3 +234,82 @@ async def test_check_federation_names_the_failing_step(dialback_pair: Pair) -> N
     )
     assert [s.name for s in steps] == ["DNS", "connection"]
     assert not steps[-1].ok and "5269" in steps[-1].fix
+
+
+async def test_message_to_an_offline_remote_user_is_stored_and_delivered_at_login(
+    dialback_pair: Pair,
+) -> None:
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    await RunningServer(dialback_pair.b, dialback_pair.b.config.server.data_dir).add_user("bob@b.test", "pw")
+    try:
+        alice.send_message(mto="bob@b.test", mbody="while you were out", mtype="chat")
+        await asyncio.sleep(1.0)  # over s2s to b.test, into bob's offline store
+        bob = await connect("bob@b.test", "pw", dialback_pair.b.addresses["c2s"][1])
+        try:
+            got = await next_message(bob)
+            assert got["body"] == "while you were out" and got["from"].bare == "alice@a.test"
+        finally:
+            bob.disconnect()
+    finally:
+        alice.disconnect()
+
+
+async def test_blocked_remote_jid_cannot_reach_a_local_user(dialback_pair: Pair) -> None:
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    bob = await dialback_pair.user(dialback_pair.b, "bob")
+    try:
+        iq = bob.make_iq_set()
+        block = ET.Element("{urn:xmpp:blocking}block")
+        ET.SubElement(block, "{urn:xmpp:blocking}item", jid="alice@a.test")
+        iq.append(block)
+        await iq.send(timeout=10)
+        errors: asyncio.Queue[Any] = asyncio.Queue()
+        alice.add_event_handler("message_error", errors.put_nowait)
+        alice.send_message(mto="bob@b.test", mbody="blocked?", mtype="chat")
+        error = await asyncio.wait_for(errors.get(), 15)
+        assert error["error"]["condition"] == "service-unavailable"
+        assert bob.received.empty()
+    finally:
+        alice.disconnect()
+        bob.disconnect()
+
+
+async def test_disco_ping_and_version_of_the_remote_server(dialback_pair: Pair) -> None:
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    try:
+        info = await alice.plugin["xep_0030"].get_info(jid="b.test", timeout=15)
+        assert any(i[0] == "server" for i in info["disco_info"]["identities"])
+        items = await alice.plugin["xep_0030"].get_items(jid="b.test", timeout=15)
+        assert "conference.b.test" in {i[0] for i in items["disco_items"]["items"]}
+        await alice.plugin["xep_0199"].ping(jid="b.test", timeout=15)
+        version = await alice.plugin["xep_0092"].get_version("b.test", timeout=15)
+        assert version["software_version"]["name"]
+    finally:
+        alice.disconnect()
+
+
+async def test_rooms_are_joined_across_servers(dialback_pair: Pair) -> None:
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    bob = await dialback_pair.user(dialback_pair.b, "bob")
+    for client in (alice, bob):
+        client.register_plugin("xep_0045")
+    room = "tea@conference.a.test"
+    try:
+        await alice.plugin["xep_0045"].join_muc_wait(room, "alice", maxstanzas=0, timeout=15)
+        iq = alice.make_iq_set(ito=room)
+        query = ET.Element("{http://jabber.org/protocol/muc#owner}query")
+        ET.SubElement(query, "{jabber:x:data}x", type="submit")
+        iq.append(query)
+        await iq.send(timeout=15)
+        await bob.plugin["xep_0045"].join_muc_wait(room, "bob", maxstanzas=0, timeout=15)
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        alice.add_event_handler("groupchat_message", got.put_nowait)
+        bob.send_message(mto=room, mbody="hello room", mtype="groupchat")
+        while True:
+            message = await asyncio.wait_for(got.get(), 15)
+            if message["body"] == "hello room":
+                assert message["from"].resource == "bob"
+                break
+    finally:
+        alice.disconnect()
+        bob.disconnect()
