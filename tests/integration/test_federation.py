@@ -313,3 +313,54 @@ async def test_rooms_are_joined_across_servers(dialback_pair: Pair) -> None:
     finally:
         alice.disconnect()
         bob.disconnect()
+
+
+@pytest.fixture
+async def strict_pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    """a.test closes idle links after half a second and blocks blocked.test."""
+    extra = '[s2s]\nidle_timeout_seconds = 0.5\nblocklist = ["blocked.test"]\n'
+    pair = await start_pair(tmp_path, extra)
+    try:
+        yield pair
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+
+
+async def test_idle_link_closes_and_reopens_on_demand(
+    strict_pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="roost.s2s")
+    alice = await strict_pair.user(strict_pair.a, "alice")
+    bob = await strict_pair.user(strict_pair.b, "bob")
+    federation = strict_pair.a.route_table.remote
+    assert isinstance(federation, Federation)
+    try:
+        alice.send_message(mto="bob@b.test", mbody="one", mtype="chat")
+        assert (await next_message(bob))["body"] == "one"
+        for _ in range(50):
+            if ("a.test", "b.test") not in federation.links:
+                break
+            await asyncio.sleep(0.1)
+        assert ("a.test", "b.test") not in federation.links
+        assert any("a.test → b.test idle; closing" in r.getMessage() for r in caplog.records)
+        alice.send_message(mto="bob@b.test", mbody="two", mtype="chat")
+        assert (await next_message(bob))["body"] == "two"
+    finally:
+        alice.disconnect()
+        bob.disconnect()
+
+
+async def test_blocked_domain_is_not_contacted(strict_pair: Pair) -> None:
+    alice = await strict_pair.user(strict_pair.a, "alice")
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    alice.add_event_handler("message_error", errors.put_nowait)
+    federation = strict_pair.a.route_table.remote
+    assert isinstance(federation, Federation)
+    try:
+        alice.send_message(mto="x@chat.blocked.test", mbody="hi", mtype="chat")
+        error = await asyncio.wait_for(errors.get(), 10)
+        assert error["error"]["condition"] == "remote-server-not-found"
+        assert not any(remote.endswith("blocked.test") for _, remote in federation.links)
+    finally:
+        alice.disconnect()
