@@ -364,3 +364,41 @@ async def test_blocked_domain_is_not_contacted(strict_pair: Pair) -> None:
         assert not any(remote.endswith("blocked.test") for _, remote in federation.links)
     finally:
         alice.disconnect()
+
+
+async def test_vcard_of_a_remote_user(dialback_pair: Pair) -> None:
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    bob = await dialback_pair.user(dialback_pair.b, "bob")
+    for client in (alice, bob):
+        client.register_plugin("xep_0054")
+    try:
+        card = bob.plugin["xep_0054"].make_vcard()
+        card["FN"] = "Bob of B"
+        await bob.plugin["xep_0054"].publish_vcard(card, timeout=15)
+        got = await alice.plugin["xep_0054"].get_vcard("bob@b.test", cached=False, timeout=15)
+        assert got["vcard_temp"]["FN"] == "Bob of B"
+    finally:
+        alice.disconnect()
+        bob.disconnect()
+
+
+async def test_carbons_copy_messages_from_remote_users(dialback_pair: Pair) -> None:
+    server_a = dialback_pair.a
+    await RunningServer(server_a, server_a.config.server.data_dir).add_user("alice@a.test", "pw")
+    phone = await connect("alice@a.test/phone", "pw", server_a.addresses["c2s"][1])
+    laptop = await connect("alice@a.test/laptop", "pw", server_a.addresses["c2s"][1])
+    bob = await dialback_pair.user(dialback_pair.b, "bob")
+    carbons: asyncio.Queue[Any] = asyncio.Queue()
+    try:
+        for client in (phone, laptop):
+            client.register_plugin("xep_0280")
+            await client.plugin["xep_0280"].enable(timeout=10)
+        laptop.add_event_handler("carbon_received", carbons.put_nowait)
+        bob.send_message(mto=phone.boundjid.full, mbody="to the phone", mtype="chat")
+        assert (await next_message(phone))["body"] == "to the phone"
+        carbon = await asyncio.wait_for(carbons.get(), 15)
+        assert "to the phone" in str(carbon) and "urn:xmpp:carbons:2" in str(carbon)
+    finally:
+        phone.disconnect()
+        laptop.disconnect()
+        bob.disconnect()

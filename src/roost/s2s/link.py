@@ -322,6 +322,14 @@ class IncomingS2S(_S2SConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         log.debug("%s: s2s connection from %s", self.id, self.peer)
+        # A peer that never authenticates does not keep a connection (dialback itself may take a
+        # round trip to its authoritative server: twice the connect timeout).
+        limit = 2 * self.federation.settings.connect_timeout_seconds
+        asyncio.get_running_loop().call_later(limit, self._auth_deadline)
+
+    def _auth_deadline(self) -> None:
+        if not self._closed and not self.pairs:
+            self.close(StreamError("connection-timeout", "authenticate sooner"))
 
     def _event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):

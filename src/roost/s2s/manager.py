@@ -18,7 +18,7 @@ import ssl
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from roost.config.schema import S2SSection
 from roost.core.hooks import StanzaEvent
@@ -188,10 +188,10 @@ class Federation:
         self._server_ctx: ssl.SSLContext | None = None
         self._client_ctx: ssl.SSLContext | None = None
         self._blocked = tuple(d.lower().rstrip(".") for d in settings.blocklist)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[Any] | None = None
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="s2s-idle")
+        self._sweeper = self.server.spawn(self._sweep(), "s2s-idle")
 
     # -- RemoteRouter --------------------------------------------------------------------------------
     def accepts(self, domain: str) -> bool:
