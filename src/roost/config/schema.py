@@ -523,11 +523,13 @@ class S2SSection(_Section):
         default=True,
         description="Streams in both directions must use TLS before anything else (STARTTLS "
         "required, RFC 7590).",
+        examples=[True],
     )
     secure_auth: bool = Field(
         default=False,
         description="Accept only peers whose certificate validates for their domain (SASL EXTERNAL, "
         "XEP-0178); no Server Dialback. Incoming streams then ask for the peer's certificate.",
+        examples=[True],
     )
     blocklist: list[str] = Field(
         default_factory=list,
@@ -539,21 +541,27 @@ class S2SSection(_Section):
         gt=0,
         description="Stanzas per second accepted from each remote domain (over a burst of twice that); "
         "faster senders are slowed down (their connection stops being read).",
+        examples=[50.0],
     )
     idle_timeout_seconds: float = Field(
-        default=600.0, gt=0, description="Outgoing links with no stanza for this long are closed."
+        default=600.0,
+        gt=0,
+        description="Outgoing links with no stanza for this long are closed.",
+        examples=[300.0],
     )
     connect_timeout_seconds: float = Field(
         default=15.0,
         gt=0,
         description="Time to connect to and authenticate with a remote server (and to have a dialback "
         "key verified) before queued stanzas bounce with remote-server-timeout.",
+        examples=[30.0],
     )
     max_queue: int = Field(
         default=1000,
         ge=1,
         description="Stanzas held per remote domain while its link is being set up; more bounce "
         "with resource-constraint.",
+        examples=[500],
     )
 
 
