@@ -537,7 +537,7 @@ class S2SSection(_Section):
         examples=[["spam.example"]],
     )
     rate_limit: float = Field(
-        default=200.0,
+        default=1000.0,
         gt=0,
         description="Stanzas per second accepted from each remote domain (over a burst of twice that); "
         "faster senders are slowed down (their connection stops being read).",

@@ -375,7 +375,8 @@ class IncomingS2S(_S2SConnection):
     def _route(self, stanza: Element) -> Awaitable[None] | None:
         frm = stanza.attrs.get("from", "")
         domain = frm.rpartition("@")[2].partition("/")[0] if frm else ""
-        if domain and not self.federation.take_token(domain):
+        if domain and not self.federation.take_token(domain) and not self._paused:
+            # Over the domain's rate: stop reading until the bucket refills (nothing is dropped).
             self._pause()
             self.server.spawn(self._slow_down(domain), f"{self.id}-rate")
         return self.server.router.from_remote(self, stanza)
