@@ -540,10 +540,35 @@ def _sqlite_path(url: str) -> Path | None:
 def _check_policy(config: Config, report: _Report) -> None:
     if not config.c2s.require_encryption:
         report.warning("c2s.require_encryption is false: clients may log in over an unencrypted connection")
+    _check_federation_config(config, report)
     for admin in config.server.admins:
         domain = admin.rpartition("@")[2]
         if domain not in config.server.domains:
             report.warning(f"admin {admin} is not on a domain this server hosts")
+
+
+def _check_federation_config(config: Config, report: _Report) -> None:
+    """Federation and components: settings that work but are probably not what was meant."""
+    for entry in config.listeners:
+        host = entry.host_port[0]
+        if entry.kind == "component" and host not in ("127.0.0.1", "::1", "localhost"):
+            report.warning(
+                f"the component listener on {entry.address} is not on loopback: XEP-0114 has no encryption, "
+                "keep it on 127.0.0.1 or a private network"
+            )
+    if not config.federation:
+        return
+    if config.tls.cert is None:
+        report.warning(
+            "federation is on with a generated self-signed certificate: other servers cannot validate it, "
+            "so only dialback works (and servers with secure_auth refuse you); set [tls] cert and key"
+        )
+    if not config.s2s.require_encryption:
+        report.warning("s2s.require_encryption is false: other servers may talk to this one unencrypted")
+    if config.s2s.ca_file is not None and not config.s2s.ca_file.is_file():
+        report.problem(
+            f"s2s.ca_file {config.s2s.ca_file} does not exist", "point it at a PEM file of CA certificates"
+        )
 
 
 def _summary(config: Config) -> str:
