@@ -8,7 +8,18 @@ from .login import LoginScenario
 from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
 from .presence import PresenceScenario
+from .soak import SoakScenario
+from .websocket import WebSocketScenario
 
 SCENARIOS: dict[str, type[Scenario]] = {
-    s.name: s for s in (LoginScenario, OneOneScenario, IdleScenario, PresenceScenario, MucFanoutScenario)
+    s.name: s
+    for s in (
+        LoginScenario,
+        OneOneScenario,
+        IdleScenario,
+        PresenceScenario,
+        MucFanoutScenario,
+        SoakScenario,
+        WebSocketScenario,
+    )
 }

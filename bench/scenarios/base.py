@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..targets import Provisioning, Target
-from ..xmppload.client import Account, CredentialCache, LoginOptions, Session, close, login
+from ..xmppload.client import Account, CredentialCache, Endpoint, LoginOptions, Session, close, login
 from ..xmppload.procstat import CpuDelta, CpuMeter, cpu_busy_ticks, self_cpu, tree_cpu
 
 Log = Callable[[str], None]
+#: How a session logs in and closes (TCP by default; the WebSocket scenario passes its own).
+LoginFn = Callable[[Endpoint, Account, str, CredentialCache, LoginOptions], Awaitable[Session]]
+CloseFn = Callable[[Session, float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,8 @@ async def login_many(
     presence: str = "echo",
     keep: bool = True,
     on_session: Callable[[Session], Awaitable[None]] | None = None,
+    login_fn: LoginFn | None = None,
+    close_fn: CloseFn | None = None,
 ) -> LoginBatch:
     """Log accounts in with ``concurrency`` logins in flight; keep the sessions or close each at once.
 
@@ -123,18 +128,20 @@ async def login_many(
     closing: list[asyncio.Task[None]] = []
     endpoint = ctx.target.endpoint
     give_up = max(50, len(todo) // 5)
+    do_login: LoginFn = login_fn or login
+    do_close: CloseFn = close_fn or close
 
     async def worker() -> None:
         for index, account in it:
             if len(errors) > give_up:
                 return
             try:
-                s = await login(
+                s = await do_login(
                     endpoint, account, f"{resource}{index}", ctx.creds, ctx.login_options(presence, index)
                 )
                 sessions.append(s)
                 if not keep:
-                    closing.append(asyncio.create_task(close(s, ctx.timeout), name=f"close-{s.jid}"))
+                    closing.append(asyncio.create_task(do_close(s, ctx.timeout), name=f"close-{s.jid}"))
                 if on_session is not None:
                     await on_session(s)
             except Exception as exc:
@@ -152,13 +159,16 @@ async def login_many(
     return LoginBatch(sessions, errors, wall, logins_done)
 
 
-async def close_all(sessions: list[Session], time_limit: float, concurrency: int = 200) -> None:
+async def close_all(
+    sessions: list[Session], time_limit: float, concurrency: int = 200, close_fn: CloseFn | None = None
+) -> None:
     sem = asyncio.Semaphore(concurrency)
+    do_close: CloseFn = close_fn or close
 
     async def one(s: Session) -> None:
         async with sem:
             with contextlib.suppress(Exception):
-                await close(s, time_limit)
+                await do_close(s, time_limit)
 
     await asyncio.gather(*(one(s) for s in sessions))
 

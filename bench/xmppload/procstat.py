@@ -151,3 +151,14 @@ class CpuMeter:
             busy(self.server_core),
             busy(self.generator_core),
         )
+
+
+def tree_fds(root: int) -> int:
+    """Open file descriptors, summed over the tree (sockets, database files, logs)."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+    return total

@@ -1,4 +1,4 @@
-"""Smoke test of the presence and mucfanout scenarios end to end against Roost itself (tiny sizes).
+"""Smoke test of the presence, mucfanout and websocket scenarios end to end against Roost itself (tiny sizes).
 
 Checks that rosters provisioned through Roost's storage API arrive (the presence scenario fails when a
 roster get returns the wrong number of items), that every account settles, and that the room scenario
@@ -61,3 +61,13 @@ def test_mucfanout_scenario_delivers_every_message_and_fills_the_rooms(tmp_path:
     assert metrics["saturation.delivered_per_s"] > 0
     for c in (1, 4):
         assert roost["details"][f"join{c}"]["joins"] == 8
+
+
+def test_websocket_scenario_logs_in_and_chats_over_wss(tmp_path: Path) -> None:
+    roost = run_bench(
+        tmp_path, "websocket", "--n", "6", "--repeat", "1", "--concurrency", "3", "--accounts", "4",
+        "--duration", "0.5", "--warmup", "0.2",
+    )  # fmt: skip
+    metrics = roost["metrics"]
+    assert metrics["login.errors"] == 0 and metrics["login.logins_per_s"] > 0
+    assert metrics["oneone.msgs_per_s"] > 0 and metrics["oneone.bounced"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,35 @@ async def test_server_advertises_offline_storage(server: RunningServer, peers: l
     query = reply.find("query", "http://jabber.org/protocol/disco#info")
     assert query is not None
     assert "msgoffline" in {f.attrs["var"] for f in query.elements("feature")}  # XEP-0160 §5
+
+
+async def test_a_message_still_on_its_way_to_storage_when_its_recipient_comes_online_is_delivered(
+    server: RunningServer, peers: list[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by bench/run soak: the recipient's initial presence collected the stored messages while
+    this one was still being stored, and it waited for the next login (issue 15)."""
+    offline = server.server.hosts["localhost"].modules.loaded["offline"]
+    real_count = offline.archive.count
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_count(domain: str, user: str, q: object = None) -> int:
+        entered.set()
+        await release.wait()  # storage is slow right now
+        return await real_count(domain, user)
+
+    monkeypatch.setattr(offline.archive, "count", slow_count)
+    romeo = await login(server, "romeo@localhost/r")
+    peers.append(romeo)
+    romeo.send("<message to='juliet@localhost' type='chat' id='late'><body>racing</body></message>")
+    await asyncio.wait_for(entered.wait(), 5)  # routed to offline storage, not stored yet
+    juliet = await login(server, "juliet@localhost/j")
+    peers.append(juliet)
+    for _ in range(100):  # juliet's initial presence has collected the (still empty) store
+        if offline._counts.get("juliet@localhost") == 0:
+            break
+        await asyncio.sleep(0.02)
+    release.set()
+    got = await juliet.message()
+    assert got.attrs["id"] == "late"
+    assert got.find("delay", DELAY) is not None
+    assert await stored_count(server) == 0

@@ -45,6 +45,8 @@ def write_config(tmp_path: Path, extra: str = "", *, storage: str | None = None)
     url = storage or f"sqlite:///{data_dir / 'roost.db'}"
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "roost.toml"
+    # No freezing of the test process's objects unless a test asks (tests/integration/test_gc_policy.py).
+    gc = "" if "[gc]" in extra else "[gc]\ntuning = false\n"
     path.write_text(
         f"""
 [server]
@@ -58,6 +60,7 @@ c2s_tls = "127.0.0.1:0"
 [storage]
 url = "{url}"
 
+{gc}
 {extra}
 """
     )

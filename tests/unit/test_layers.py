@@ -17,6 +17,9 @@ PURE = [
     "modules/muc/service.py",
     "modules/muc/forms.py",
     "modules/muc/model.py",
+    "modules/pubsub/engine.py",
+    "modules/pubsub/config.py",
+    "modules/pubsub/caps.py",
 ]
 FORBIDDEN = {"asyncio", "socket", "ssl", "roost.storage", "roost.transports", "roost.core", "sqlalchemy"}
 

@@ -38,12 +38,15 @@ __all__ = [
     "C2SSection",
     "Config",
     "ConfigPath",
+    "GcSection",
+    "HttpSection",
     "ListenSection",
     "LogSection",
     "ModuleOptions",
     "ServerSection",
     "StorageSection",
     "TLSSection",
+    "listen_hosts",
     "parse_address",
     "redact_url",
     "register_section",
@@ -116,14 +119,19 @@ class ServerSection(_Section):
     @classmethod
     def _check_domains(cls, value: list[str]) -> list[str]:
         prepared: list[str] = []
+        errors: list[str] = []  # every bad domain, not only the first
         for text in value:
             try:
                 domain = prepare_domain(text)
             except JIDError as e:
-                raise ValueError(f"{text!r} is not a valid domain name ({e})") from None
+                errors.append(f"{text!r} is not a valid domain name ({e})")
+                continue
             if domain in prepared:
-                raise ValueError(f"domain {domain!r} is listed twice")
+                errors.append(f"domain {domain!r} is listed twice")
+                continue
             prepared.append(domain)
+        if errors:
+            raise ValueError("; ".join(errors))
         return prepared
 
     @field_validator("admins")
@@ -209,6 +217,32 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def listen_hosts(host: str, port: int) -> list[str] | None:
+    """The addresses a listener binds for ``host`` (None: every interface).
+
+    ``localhost`` is loopback in both IP versions, whatever /etc/hosts says (many list only
+    127.0.0.1): 127.0.0.1 and ::1 when the machine has IPv6. With port 0 (tests) only the first,
+    so that one port number describes the listener.
+    """
+    if not host:
+        return None
+    if host.lower() == "localhost":
+        hosts = ["127.0.0.1", "::1"] if _ipv6_loopback() else ["127.0.0.1"]
+        return hosts[:1] if port == 0 else hosts
+    return [host]
+
+
 def _check_listen(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
@@ -224,13 +258,15 @@ class ListenSection(_Section):
     """Where the server accepts connections. An empty string disables a listener."""
 
     c2s: ListenAddress = Field(
-        default="0.0.0.0:5222",
+        default="localhost:5222",
         description="Client connections with STARTTLS (RFC 6120). 'host:port', '[ipv6]:port' or ':port' "
-        '(every interface, IPv4 and IPv6); "" disables.',
+        '(every interface, IPv4 and IPv6); "" disables. A host name binds every address it resolves to: '
+        "the default, 'localhost', is loopback only (127.0.0.1 and ::1); set ':5222' to serve clients "
+        "on other machines.",
         examples=[":5222"],
     )
     c2s_tls: ListenAddress = Field(
-        default="0.0.0.0:5223",
+        default="localhost:5223",
         description='Client connections with direct TLS (XEP-0368). Same syntax as c2s; "" disables.',
         examples=["[::]:5223"],
     )
@@ -404,6 +440,119 @@ class C2SSection(_Section):
         return seen
 
 
+# --- [http] ------------------------------------------------------------------------------------
+
+
+def _check_network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address or network (e.g. '10.0.0.1' or '10.0.0.0/8')")
+
+
+#: An IP address or CIDR network, normalised (``"10.0.0.1"`` → ``"10.0.0.1/32"``).
+IPNetworkText = Annotated[str, AfterValidator(_check_network)]
+
+
+class HttpSection(_Section):
+    """HTTP services on the http/https listeners: WebSocket (RFC 7395), BOSH (XEP-0124/0206),
+    host-meta (XEP-0156), and where a reverse proxy may report the client's address."""
+
+    websocket: bool = Field(
+        default=True,
+        description="Serve XMPP over WebSocket (RFC 7395) at /xmpp-websocket.",
+        examples=[True],
+    )
+    bosh: bool = Field(
+        default=True,
+        description="Serve XMPP over BOSH (XEP-0124/0206) at /http-bind.",
+        examples=[True],
+    )
+    host_meta: bool = Field(
+        default=True,
+        description="Serve /.well-known/host-meta and host-meta.json (XEP-0156) advertising the WebSocket "
+        "and BOSH URLs.",
+        examples=[True],
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The base URL clients reach the HTTP services at, as host-meta advertises them "
+        "(e.g. behind a reverse proxy). Unset: taken from each request (its Host header, and https when "
+        "the request came over TLS or a trusted proxy says so).",
+        examples=["https://xmpp.example.org"],
+    )
+    trusted_proxies: list[IPNetworkText] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose Forwarded / X-Forwarded-For / "
+        "X-Forwarded-Proto headers are believed; from any other peer those headers are ignored.",
+        examples=[["127.0.0.1", "10.0.0.0/8"]],
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Origins whose web pages may use BOSH and read host-meta (CORS "
+        "Access-Control-Allow-Origin); [] sends no CORS headers. BOSH uses no cookies, so '*' is safe.",
+        examples=[["https://chat.example.org"]],
+    )
+    websocket_max_message_bytes: int | None = Field(
+        default=None,
+        ge=1 * KiB,
+        le=64 * MiB,
+        description="Largest WebSocket message accepted; a bigger one closes the connection (1009). "
+        "Unset: c2s.max_stanza_bytes plus 4 KiB, so an oversized stanza gets <policy-violation/> first.",
+        examples=[300000],
+    )
+    max_request_bytes: int = Field(
+        default=1 * MiB,
+        ge=4 * KiB,
+        le=256 * MiB,
+        description="Largest HTTP request body (a BOSH <body/> with its stanzas); larger ones get 413.",
+        examples=[2097152],
+    )
+    bosh_max_wait: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="Longest time, in seconds, a BOSH request is held waiting for data ('wait', "
+        "XEP-0124 §7.1); a client asking for more gets this.",
+        examples=[30],
+    )
+    bosh_max_hold: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Most BOSH requests held at once ('hold'); 'requests' is one more (XEP-0124 §7.1).",
+        examples=[2],
+    )
+    bosh_inactivity: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="Seconds a BOSH session may go without any request before it ends (XEP-0124 §10).",
+        examples=[90],
+    )
+    bosh_max_pause: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description="Longest pause, in seconds, a BOSH client may ask for ('maxpause', XEP-0124 §10); "
+        "0 offers no pausing.",
+        examples=[120],
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        scheme, sep, rest = value.partition("://")
+        if scheme.lower() not in ("http", "https") or not sep or not rest.split("/", 1)[0]:
+            raise ValueError(f"{value!r} is not an http:// or https:// URL (e.g. 'https://xmpp.example.org')")
+        if "?" in rest or "#" in rest:
+            raise ValueError(f"{value!r}: a base URL has no query or fragment")
+        return value
+
+
 # --- [storage] ---------------------------------------------------------------------------------
 
 #: URL schemes the storage layer opens (a "+driver" suffix is allowed: sqlite+pysqlite://…).
@@ -497,8 +646,62 @@ class LogSection(_Section):
     )
     file: ConfigPath | None = Field(
         default=None,
-        description="Append the log to this file instead of standard error.",
+        description="Append the log to this file instead of standard error. 'roost reload' (SIGHUP) "
+        "reopens it, for log rotation.",
         examples=["/var/log/roost/roost.log"],
+    )
+    trace_bodies: bool = Field(
+        default=False,
+        description="At debug level, show message bodies, subjects and threads in stanza traces "
+        "(otherwise only their length).",
+        examples=[True],
+    )
+
+
+# --- [gc] --------------------------------------------------------------------------------------
+
+
+class GcSection(_Section):
+    """Python's cyclic garbage collector, tuned for a long-running server with many sessions.
+
+    A full collection walks every live object and stops the event loop meanwhile: ~45 ns per object,
+    so about a second at 10,000 sessions. With tuning on, the objects built at start-up are frozen
+    (never scanned again), and every ``freeze_interval_seconds`` the objects that survived since the
+    last interval are collected once and frozen too, so no collection scans more than a few seconds'
+    worth of new objects. Frozen objects are still freed as soon as nothing refers to them; only
+    reference cycles among them would stay (closed connections leave none).
+    """
+
+    tuning: bool = Field(
+        default=True,
+        description="Freeze start-up objects and, periodically, long-lived ones (off: Python's defaults).",
+        examples=[False],
+    )
+    young_threshold: int = Field(
+        default=5000,
+        ge=100,
+        le=1_000_000,
+        description=(
+            "Allocations between two collections of the youngest generation (Python's default is 700; "
+            "each such collection scans only the young objects)."
+        ),
+        examples=[10000],
+    )
+    freeze_interval_seconds: float = Field(
+        default=10.0,
+        ge=0.5,
+        le=3600,
+        description=(
+            "How often what survived since the last interval is collected and then frozen; shorter "
+            "means shorter pauses."
+        ),
+        examples=[5.0],
+    )
+    log_pause_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description="Collections pausing at least this long are logged at debug (full ones always).",
+        examples=[1.0],
     )
 
 
@@ -597,8 +800,10 @@ CORE_SECTIONS: dict[str, type[_Section]] = {
     "tls": TLSSection,
     "listen": ListenSection,
     "c2s": C2SSection,
+    "http": HttpSection,
     "storage": StorageSection,
     "log": LogSection,
+    "gc": GcSection,
     "s2s": S2SSection,
     "components": ComponentSection,
 }
@@ -672,8 +877,10 @@ class Config(BaseModel):
     #: Either the ``[listen]`` shorthand table or a ``[[listen]]`` array of entries.
     listen: ListenSection | list[ListenEntry] = Field(default_factory=lambda: ListenSection())
     c2s: C2SSection = Field(default_factory=lambda: C2SSection())
+    http: HttpSection = Field(default_factory=lambda: HttpSection())
     storage: StorageSection = Field(default_factory=lambda: StorageSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
+    gc: GcSection = Field(default_factory=lambda: GcSection())
     s2s: S2SSection = Field(default_factory=lambda: S2SSection())
     #: External components (XEP-0114) by domain: ``[components."irc.example.org"]``.
     components: dict[str, ComponentSection] = Field(default_factory=dict)

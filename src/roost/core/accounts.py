@@ -78,7 +78,8 @@ class AccountService:
             for session in sessions:
                 # XEP-0077 §3.2: "the server SHOULD then return a <not-authorized/> stream error and
                 # terminate all active sessions for the entity".
-                session.close(StreamError("not-authorized", "the account has been removed"), reason="logout")
+                removed = StreamError("not-authorized", "the account has been removed")
+                session.close(removed, reason="account-removed")
             try:
                 await asyncio.wait_for(ended.wait(), SESSION_END_TIMEOUT)
             except TimeoutError:

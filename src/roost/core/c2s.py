@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from roost.admin.metrics import observe_login
 from roost.core import hooks
 from roost.core.session import ClientSession, SessionState, new_session_id
 from roost.stanza import error_reply
@@ -35,10 +36,38 @@ from roost.util.logging import bind_conn_id
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from roost.core.connection import Connection
     from roost.core.server import Server
+    from roost.xml.parser import ParseEvent
+
+
+class _Gone:
+    """The connection of a driver whose transport has gone: writes go nowhere."""
+
+    kind = "gone"
+    peer = ""
+    stanza_ns: str | None = None
+    secure = False
+
+    def send_stanza(self, data: bytes) -> None:
+        pass
+
+    def send_raw(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def start_tls(self) -> None:
+        pass
+
+
+GONE = _Gone()
 
 
 class TlsStarter(Protocol):
@@ -51,6 +80,7 @@ class C2SDriver:
     """One client connection's stream, from the first byte to the close."""
 
     __slots__ = (
+        "__weakref__",
         "_closed",
         "auth_done",
         "connection",
@@ -62,7 +92,7 @@ class C2SDriver:
 
     def __init__(self, server: Server, connection: Connection, stream: C2SStream) -> None:
         self.server = server
-        self.connection = connection
+        self.connection: Connection = connection
         self.stream = stream
         self.session = ClientSession(server, new_session_id("c2s"), connection)
         self.session.closer = self
@@ -77,9 +107,9 @@ class C2SDriver:
 
     def release_parser(self) -> bool:
         """Give back an idle established stream's parser memory (rebuilt on the next byte)."""
-        if self.stream.parser.hibernating:
+        if self.stream.parser.released:
             return False
-        return self.stream.hibernate()
+        return self.stream.release_parser()
 
     # -- from the transport ------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> None:
@@ -89,6 +119,14 @@ class C2SDriver:
         self.ping_sent_at = 0.0
         with bind_conn_id(session.id):
             self._handle(self.stream.receive_data(data))
+
+    def receive_items(self, items: Sequence[ParseEvent]) -> None:
+        """Input the transport parsed itself (BOSH: a ``<body/>``'s payloads, a restart's open)."""
+        session = self.session
+        session.last_received = time.monotonic()
+        self.ping_sent_at = 0.0
+        with bind_conn_id(session.id):
+            self._handle(self.stream.receive_items(items))
 
     def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
         """The TLS handshake of a STARTTLS (or direct TLS) connection finished."""
@@ -108,9 +146,10 @@ class C2SDriver:
 
     # -- stream events -----------------------------------------------------------------------------------
     def _flush_stream(self) -> None:
-        out = self.stream.data_to_send()
-        if out:
-            self.connection.send_raw(out)
+        # One send_raw per unit of stream output (see Connection.send_raw): a WebSocket sends each
+        # element as a message of its own (RFC 7395 §3.3.3).
+        for item in self.stream.items_to_send():
+            self.connection.send_raw(item)
 
     def _handle(self, events: list[StreamEvent]) -> None:
         self._flush_stream()
@@ -135,8 +174,10 @@ class C2SDriver:
         elif isinstance(event, Authenticated):
             self.auth_done = True
             session.log.info("authenticated as %s@%s (%s)", event.username, event.domain, event.mechanism)
+            observe_login(self.server, event.mechanism, True)
         elif isinstance(event, AuthFailed):
             session.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
+            observe_login(self.server, event.mechanism, False)
         elif isinstance(event, Closed):
             if event.error is None:
                 # RFC 6120 §4.4: what the client sent before closing is handled first, in order.
@@ -236,15 +277,20 @@ class C2SDriver:
         session = self.session
         if session.closer is self:
             session.closer = None
-        if session.connection is not self.connection:
-            return  # the session has moved to another connection (stream-management resumption)
-        if session.state is SessionState.NEGOTIATING:
-            session.state = SessionState.CLOSED
-            session.connection = None
-            session.log.info("connection closed")
-            return
-        if not server.sessions.end(session, reason or "disconnect"):
-            session.log.info("connection closed")
+        try:
+            if session.connection is not self.connection:
+                return  # the session has moved to another connection (stream-management resumption)
+            if session.state is SessionState.NEGOTIATING:
+                session.state = SessionState.CLOSED
+                session.connection = None
+                session.log.info("connection closed")
+                return
+            if not server.sessions.end(session, reason or "disconnect"):
+                session.log.info("connection closed")
+        finally:
+            # A closed connection leaves no reference cycle behind: the transport holds this driver,
+            # which now holds nothing of the transport.
+            self.connection = GONE
 
     def __repr__(self) -> str:
         return f"<C2SDriver {self.session.id} {self.connection.kind}>"

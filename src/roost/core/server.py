@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from roost.config.schema import Config, ListenEntry
-from roost.core import hooks
+from roost.core import gc_policy, hooks
 from roost.core.accounts import AccountService
 from roost.core.control import ControlChannel
 from roost.core.hooks import StanzaEvent
@@ -98,6 +98,15 @@ class Server:
         self._features_key: tuple[int, ...] | None = None
         #: Addresses actually bound, by listener name (tests use port 0).
         self.addresses: dict[str, tuple[str, int]] = {}
+        #: --set/--log-level overrides from the command line, applied again by a reload.
+        self.config_overrides: dict[str, str] = {}
+        #: The c2s settings the listeners give new streams (a reload updates them in place).
+        self.listen_settings: C2SSettings | None = None
+
+    @property
+    def account_removal(self) -> AccountService:
+        """Former name of :attr:`accounts`."""
+        return self.accounts
 
     # -- tasks ---------------------------------------------------------------------------------------
     def spawn(self, awaitable: Awaitable[Any], name: str) -> asyncio.Task[Any]:
@@ -117,7 +126,7 @@ class Server:
     async def start(self) -> None:
         config = self.config
         data_dir = config.server.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys, secrets, the database
         # First: it refuses to start a second server on the same data directory.
         await self.control.start(data_dir)
         self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
@@ -151,6 +160,7 @@ class Server:
             ", ".join(config.server.domains),
             ", ".join(f"{k} on {a[0]}:{a[1]}" for k, a in self.addresses.items()) or "no listeners",
         )
+        gc_policy.start(self)  # last: freezes what start-up built (issue 15)
 
     def c2s_settings(self) -> C2SSettings:
         c2s = self.config.c2s
@@ -194,6 +204,8 @@ class Server:
         return [d for d, h in self.hosts.items() if h.has_accounts]
 
     async def _listen(self) -> None:
+        # One settings object for every c2s listener: a reload changes it in place (roost.core.reload).
+        self.listen_settings = self.c2s_settings()
         counts: dict[str, int] = {}
         for entry in self.config.listeners:
             starter = self.listener_starters.get(entry.kind)
@@ -323,6 +335,12 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    try:  # SIGHUP (logrotate, certbot hooks, a closed terminal) reloads, never kills
+        from roost.core.reload import reload_in_background
+
+        loop.add_signal_handler(signal.SIGHUP, reload_in_background, server)
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
     try:
         await server.start()
     except OSError as e:

@@ -25,8 +25,17 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.blocking:Blocking",
     "roost.modules.vcard:VCardTemp",
     "roost.modules.private:PrivateStorage",
+    "roost.modules.pubsub.pep:Pep",
+    "roost.modules.pubsub.service:PubSub",
+    "roost.modules.pubsub.bookmarks:Bookmarks",
+    "roost.modules.pubsub.avatar:AvatarConversion",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
+    "roost.modules.mam.module:MessageArchive",  # after muc: attaches the room archives
+    "roost.modules.adhoc:AdhocCommands",
+    "roost.modules.admin:AdminCommands",
+    "roost.modules.metrics:Metrics",
+    "roost.modules.trace:StanzaTrace",
 )
 
 

@@ -20,6 +20,9 @@ RFC 5929 and RFC 9266 (channel bindings), RFC 7590 (TLS), XEP-0368 (direct TLS),
 types advertised), XEP-0478 (stream limits advertised), XEP-0114 (external components,
 docs/federation.md).
 
+Web transports ([docs/http.md](http.md)): RFC 7395 (XMPP over WebSocket), XEP-0124 1.11.2 and XEP-0206 1.4
+(BOSH), XEP-0156 1.4.0 (host-meta, XRD and JRD).
+
 | XEP | Version | Status | Module | Notes |
 |---|---|---|---|---|
 """

@@ -6,10 +6,13 @@ domain, ``Module.account_features`` for accounts), so disco says exactly what is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from roost.core import hooks
 from roost.core.hooks import DiscoInfoEvent, DiscoItemsEvent, StanzaEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, iq_handler
+from roost.modules.pubsub.caps import SERVER_NODE, caps_element, ver_of
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
 from roost.xml.ns import DISCO_INFO, DISCO_ITEMS
@@ -43,12 +46,30 @@ class Disco(Module):
     features = (DISCO_INFO, DISCO_ITEMS)
     account_features = (DISCO_INFO, DISCO_ITEMS)
 
+    def _host_info(self, node: str | None = None) -> Element:
+        return info_element(node, [("server", "im", "Roost")], self.host.features(), [])
+
+    def stream_features(self) -> Sequence[Element]:
+        """The server's own XEP-0115 caps, in the features after authentication (§6.3)."""
+        return (caps_element(self._host_info()),)
+
     @iq_handler("get", DISCO_INFO, "query", to=Target.HOST)
     def host_info(self, event: StanzaEvent) -> Element:
         node = event.stanza.first().get("node")  # type: ignore[union-attr]
         if node:
+            # XEP-0115 §6.2: the node#ver of our caps answers like the plain query.
+            if node == f"{SERVER_NODE}#{ver_of(self._host_info(), 'sha-1')}":
+                return self._host_info(node)
+            # Other nodes of the domain belong to modules: one that defines node_info(node, requester)
+            # answers for its own (e.g. XEP-0050 command nodes, §2.3), None for others.
+            for module in self.host.modules.loaded.values():
+                answer = getattr(module, "node_info", None)
+                found = answer(node, event.frm) if callable(answer) else None
+                if found is not None:
+                    identities, features = found
+                    return info_element(node, identities, features, [])
             raise StanzaError("item-not-found", "no such node")
-        return info_element(None, [("server", "im", "Roost")], self.host.features(), [])
+        return self._host_info()
 
     @iq_handler("get", DISCO_ITEMS, "query", to=Target.HOST)
     async def host_items(self, event: StanzaEvent) -> Element:
@@ -58,7 +79,8 @@ class Disco(Module):
         if not node:
             # External components (XEP-0114) connected now are services of every served domain.
             collected.items.extend((domain, None, None) for domain in self.server.route_table.components())
-        if node and not collected.items:
+        # A node named after an advertised feature (XEP-0050's commands node) exists even when empty.
+        if node and not collected.items and node not in self.host.features():
             raise StanzaError("item-not-found", "no such node")
         return _items(node, collected.items)
 

@@ -28,6 +28,7 @@ from roost.config.schema import ModuleOptions
 from roost.core import hooks
 from roost.core.hooks import SessionEvent, StanzaEvent, UserEvent
 from roost.core.modules import Module, Xep, hook
+from roost.core.session import Session
 from roost.jid import JID, JIDError
 from roost.modules.blocking import Blocking
 from roost.modules.message import has_hint, is_archivable, is_transient, stanza_id
@@ -128,6 +129,15 @@ class OfflineStorage(Module):
         except Exception:
             self._counts.pop(key, None)
             raise
+        if self._counts.get(key) == 0:
+            self._counts.pop(key, None)  # a delivery emptied the count meanwhile: storage has this one
+        # The account may have become available while this message was on its way to storage; its
+        # initial presence has then already collected what was stored (XEP-0160 §3) and this message
+        # would wait for the next login. Hand it over now (pop_all is atomic: never twice).
+        for session in self.server.sessions.resources(domain, user):
+            if session.available and session.priority >= 0:
+                self.server.spawn(self._hand_over(session), f"{session.id}-offline-late")
+                break
         return True
 
     @hook(hooks.PRESENCE_INITIAL)
@@ -136,10 +146,14 @@ class OfflineStorage(Module):
         session = event.session
         if session.priority < 0:
             return
+        if self._counts.get(session.jid.bare_str) == 0:
+            return
+        await self._hand_over(session)
+
+    async def _hand_over(self, session: Session) -> None:
+        """Deliver every stored message of the session's account to it, oldest first."""
         jid = session.jid
         domain, user, key = jid.domain, jid.local or "", jid.bare_str
-        if self._counts.get(key) == 0:
-            return
         items = await self.archive.pop_all(domain, user)
         self._counts.pop(key, None)
         if not items:

@@ -8,12 +8,15 @@ with <not-acceptable/>, as are queries without a namespaced child (§2.3).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from pydantic import Field
 
 from roost.config.schema import ModuleOptions
 from roost.core.hooks import StanzaEvent
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, iq_handler
+from roost.jid import JID
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
 from roost.xml.fragment import FragmentError, parse_element
@@ -71,6 +74,21 @@ class PrivateStorage(Module):
 
     async def start(self) -> None:
         self.store = self.server.storage.map("private")
+        #: Called after an account stored or cleared fragments itself (bridges such as XEP-0411
+        #: bookmarks conversion): ``await listener(account, {key: xml or None})``.
+        self.listeners: list[Callable[[JID, dict[str, str | None]], Awaitable[None]]] = []
+
+    async def read(self, account: JID, name: str, ns: str) -> Element | None:
+        """A stored fragment of ``account`` (for bridges), or None."""
+        value = await self.store.get(account.domain, account.local or "", fragment_key(name, ns))
+        return self._parse(value, account)
+
+    async def write(self, account: JID, element: Element) -> None:
+        """Store a fragment for ``account`` without calling the listeners (for bridges)."""
+        text = serialize(element)
+        await self.store.set(
+            account.domain, account.local or "", fragment_key(element.name, element.ns), text
+        )
 
     @iq_handler("get", PRIVATE, "query", to=Target.SELF)
     async def get_own(self, event: StanzaEvent) -> Element:
@@ -120,6 +138,11 @@ class PrivateStorage(Module):
             if len(kept | set(added)) > self.options.max_items:
                 raise StanzaError("not-acceptable", f"at most {self.options.max_items} fragments per account")
         await self.store.set_many(domain, user, dict(changes))
+        for listener in self.listeners:
+            try:
+                await listener(event.to.bare, changes)
+            except Exception:
+                self.log.exception("private storage listener %r failed for %s", listener, event.to)
 
     @iq_handler("get", PRIVATE, "query", to=Target.ACCOUNT)
     def get_other(self, event: StanzaEvent) -> None:
@@ -129,11 +152,12 @@ class PrivateStorage(Module):
     def set_other(self, event: StanzaEvent) -> None:
         raise StanzaError("forbidden", "private XML belongs to its account alone")  # §2.3, §4
 
-    def _parse(self, value: object, event: StanzaEvent) -> Element | None:
+    def _parse(self, value: object, where: StanzaEvent | JID) -> Element | None:
         if not isinstance(value, str):
             return None
         try:
             return parse_element(value, _MAX_STORED_BYTES)
         except FragmentError as e:
-            self.log.warning("stored private XML of %s is unreadable: %s", event.to, e)
+            owner = where.to if isinstance(where, StanzaEvent) else where
+            self.log.warning("stored private XML of %s is unreadable: %s", owner, e)
             return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Awaitable, Callable
 
 from pydantic import Field
 
@@ -108,6 +109,9 @@ class VCardTemp(Module):
         self._waiting: dict[UserKey, list[tuple[Session, Element]]] = {}
         #: A presence this module is re-sending itself: the filter lets it pass untouched.
         self._replaying: Element | None = None
+        #: Called after an account set its own vCard (XEP-0398 avatar conversion):
+        #: ``await listener(account, vcard, photo_hash)``.
+        self.listeners: list[Callable[[JID, Element, str], Awaitable[None]]] = []
 
     # -- XEP-0054 ----------------------------------------------------------------------------------------
     @iq_handler("get", VCARD, "vCard", to=Target.SELF)
@@ -138,12 +142,29 @@ class VCardTemp(Module):
             photo = photo_hash(vcard)
         except ValueError as e:
             raise StanzaError("bad-request", str(e)) from None
-        domain, user = key = _key(event.to)
+        await self._save(event.to, vcard, text, photo)
+        for listener in self.listeners:
+            try:
+                await listener(event.to.bare, vcard, photo)
+            except Exception:
+                self.log.exception("vCard listener %r failed for %s", listener, event.to)
+
+    async def _save(self, account: JID, vcard: Element, text: str, photo: str) -> None:
+        domain, user = key = _key(account)
         if vcard.first() is None:
             await self.store.set(domain, user, None)  # an empty vCard: nothing left to keep
         else:
             await self.store.set(domain, user, {"xml": text, "photo": photo})
         self._photo_changed(key, photo)
+
+    async def load(self, account: JID) -> Element | None:
+        """The stored vCard of ``account`` (for bridges), or None."""
+        return await self._load(account)
+
+    async def replace(self, account: JID, vcard: Element) -> None:
+        """Store ``vcard`` for ``account`` as the server (bridges): presence hashes follow, listeners
+        are not called. Raises ValueError for a PHOTO that is not base64."""
+        await self._save(account, vcard, serialize(vcard), photo_hash(vcard))
 
     @iq_handler("set", VCARD, "vCard", to=Target.ACCOUNT)
     def set_other(self, event: StanzaEvent) -> None:

@@ -79,6 +79,15 @@ class C2SSettings:
     #: Serialized <stream:features/> by what they depend on (every login sends three features
     #: elements; they hardly ever differ).
     features_cache: dict[Hashable, tuple[bytes, bool]] = field(default_factory=dict)
+    #: The advertise-only features, which keep no per-stream state: made once, shared by all streams.
+    shared_features: tuple[Feature, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        self.shared_features = (
+            LegacySession(),
+            Limits(self.max_stanza_bytes, self.idle_seconds),
+            ExtraFeatures(self.extra_features),
+        )
 
 
 class State(Enum):
@@ -103,7 +112,10 @@ class C2SStream(Stream):
         self, settings: C2SSettings, *, secure: bool = False, framing: Framing | None = None
     ) -> None:
         self.settings = settings
-        self._tls = StartTls(available=settings.tls_available, required=settings.require_encryption)
+        framing = framing if framing is not None else XmlFraming(settings.max_stanza_bytes)
+        # STARTTLS exists on XML streams only: WebSocket and BOSH are secured by their HTTP layer.
+        tls_available = settings.tls_available and isinstance(framing, XmlFraming)
+        self._tls = StartTls(available=tls_available, required=settings.require_encryption)
         self._sasl = SaslServer(
             mechanisms=settings.mechanisms,
             require_encryption=settings.require_encryption,
@@ -114,15 +126,13 @@ class C2SStream(Stream):
         )
         self._bind = BindServer(max_failures=settings.max_bind_failures)
         super().__init__(
-            framing if framing is not None else XmlFraming(settings.max_stanza_bytes),
+            framing,
             [
                 self._tls,
                 self._sasl,
                 self._register,
                 self._bind,
-                LegacySession(),
-                Limits(settings.max_stanza_bytes, settings.idle_seconds),
-                ExtraFeatures(settings.extra_features),
+                *settings.shared_features,
                 *settings.features(),
             ],
             role=Role.RECEIVING,

@@ -102,9 +102,19 @@ _STANZA_NAMES = frozenset(("message", "presence", "iq"))
 class Feature:
     """One negotiation step, or a nonza handler once established (subclass and override).
 
-    A feature object belongs to one stream (it may keep per-stream state) and reaches the stream
-    through the ``stream`` argument. Every hook returns ``None`` for "not mine".
+    A feature object usually belongs to one stream (it may keep per-stream state); one that keeps
+    none may be shared by many streams. It reaches the stream through the ``stream`` argument.
+    Every hook returns ``None`` for "not mine".
     """
+
+    __slots__ = ()
+
+    #: Whether the class overrides :meth:`cache_key` (set for each subclass when it is defined).
+    keyed: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.keyed = cls.cache_key is not Feature.cache_key
 
     #: Top-level element namespaces this feature takes once the stream is established (nonzas).
     nonza_namespaces: ClassVar[frozenset[str]] = frozenset()
@@ -199,6 +209,8 @@ class Stream:
         self._from: str | None = None
         self._features_cache = features_cache if features_cache is not None else {}
         self._nonza: dict[str, Feature] = {ns: f for f in self.features for ns in f.nonza_namespaces}
+        #: The features whose offer depends on the stream (the others' cache_key is always None).
+        self._keyed = [f for f in self.features if f.keyed]
         self._out: list[bytes] = []
         self._header_sent = False
         self._held: deque[ParseEvent] = deque()
@@ -452,15 +464,14 @@ class Stream:
         """``<stream:features/>`` for the stream's state: one bytes object per shape, shared.
 
         Empty features mean negotiation is complete (RFC 6120 §4.3.5): the stream is established."""
-        features = self.features
-        key = (self.framing.name, self.authenticated, *(f.cache_key(self) for f in features))
+        key = (self.framing.name, self.authenticated, *[f.cache_key(self) for f in self._keyed])
         cache = self._features_cache
         found = cache.get(key)
         if found is None:
             if len(cache) > 64:
                 cache.clear()
             el = Element("features", STREAM)
-            for feature in features:
+            for feature in self.features:
                 child = feature.advertise(self)
                 if isinstance(child, Element):
                     el.append(child)

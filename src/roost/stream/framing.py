@@ -33,12 +33,16 @@ FRAMING: Final = "urn:ietf:params:xml:ns:xmpp-framing"
 HTTPBIND: Final = "http://jabber.org/protocol/httpbind"
 XBOSH: Final = "urn:xmpp:xbosh"
 
-#: Header attributes in the order they are written.
-_HEADER_ATTRS: Final = ("from", "to", "id", "version", "xml:lang")
-
 
 def _header_attrs(attrs: Mapping[str, str]) -> str:
-    return "".join(f' {k}="{escape_attr(attrs[k])}"' for k in _HEADER_ATTRS if attrs.get(k) is not None)
+    """The header attributes as written (the stream builds them in :data:`_HEADER_ATTRS` order)."""
+    out = ""
+    for key, value in attrs.items():
+        if key == "id" or key == "version":  # ours, URL-safe base64 and "1.0"
+            out += f' {key}="{value}"'
+        else:
+            out += f' {key}="{escape_attr(value)}"'
+    return out
 
 
 def _self_declaring(el: Element, content_ns: str) -> bytes:
@@ -209,6 +213,14 @@ class BoshFraming(_OneElementFraming):
         #: The attributes of our last stream header (from, id, version, xml:lang), for the transport.
         self.header_attrs: dict[str, str] = {}
         self._header_out = False
+        self._session_attrs: dict[str, str] = {}
+
+    def restart_item(self, attrs: Mapping[str, str]) -> StreamOpen:
+        """The open an ``xmpp:restart`` body stands for; 'to' and 'xml:lang' default to the session
+        request's if the restart body leaves them out."""
+        merged = dict(self._session_attrs)
+        merged.update(attrs)
+        return self.open_item(merged)
 
     @staticmethod
     def open_item(attrs: Mapping[str, str]) -> StreamOpen:
@@ -229,7 +241,10 @@ class BoshFraming(_OneElementFraming):
         body = self._parse_body(data)
         items: list[ParseEvent] = []
         restart = body.attrs.get("{" + XBOSH + "}restart") in ("true", "1")
-        if "to" in body.attrs or restart:
+        if restart:
+            items.append(self.restart_item(body.attrs))
+        elif "to" in body.attrs:  # the session creation request (XEP-0124 §7.1)
+            self._session_attrs = {k: v for k, v in body.attrs.items() if k in ("to", "xml:lang")}
             items.append(self.open_item(body.attrs))
         items.extend(body.elements())
         if body.attrs.get("type") == "terminate":

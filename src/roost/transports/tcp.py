@@ -27,6 +27,7 @@ class TcpConnection(asyncio.Protocol):
     """One client TCP connection: a :class:`~roost.core.connection.Connection` for the c2s driver."""
 
     __slots__ = (
+        "__weakref__",
         "_closed",
         "_flush_pending",
         "_wbuf",

@@ -61,24 +61,14 @@ class StreamParser:
     stanza, then :class:`StreamEnd`.
 
     ``root`` is the (namespace, name) the first element must have.
+
+    No reference cycle: expat holds its handlers, bound to a :class:`_Builder` that holds the stream
+    state but reaches the expat parser only while :meth:`feed` runs. A parser that is dropped (its
+    connection closed, cleanly or not) is freed by reference counting alone, with no work left for the
+    cyclic garbage collector, whose full collections stall the event loop for every session.
     """
 
-    __slots__ = (
-        "_boundary",
-        "_clean_tail",
-        "_content_ns",
-        "_declarations",
-        "_events",
-        "_fed",
-        "_head",
-        "_names",
-        "_parser",
-        "_root",
-        "_stack",
-        "_stream_prefix",
-        "max_depth",
-        "max_stanza_bytes",
-    )
+    __slots__ = ("__weakref__", "_b", "_clean_tail", "_head", "_parser")
 
     def __init__(
         self,
@@ -86,50 +76,23 @@ class StreamParser:
         max_depth: int = 64,
         root: tuple[str, str] = (STREAM, "stream"),
     ) -> None:
-        self.max_stanza_bytes = max_stanza_bytes
-        self.max_depth = max_depth
-        self._root = root
-        self._names: dict[str, tuple[str, str, str | None]] = {}
+        self._b = _Builder(max_stanza_bytes, max_depth, root)
         self.reset()
+
+    @property
+    def max_stanza_bytes(self) -> int:
+        return self._b.max_stanza_bytes
+
+    @property
+    def max_depth(self) -> int:
+        return self._b.max_depth
 
     def reset(self) -> None:
         """Start afresh (stream restart after STARTTLS or SASL, RFC 6120 §5.4.3.3 / §6.4.6)."""
-        self._parser: pyexpat.XMLParserType | None = self._new_expat()
-        self._stack: list[Element] = []
-        self._events: list[ParseEvent] = []
-        self._fed = 0
-        self._head = b""
-        self._boundary = 0
+        self._parser: pyexpat.XMLParserType | None = self._b.new_expat()
         self._clean_tail = True
-        self._content_ns: str | None = None
-        self._stream_prefix: str | None = None
-        self._declarations: list[tuple[str | None, str]] = []
-        self._names.clear()
-
-    def _new_expat(self) -> pyexpat.XMLParserType:
-        p = pyexpat.ParserCreate("UTF-8", " ")
-        p.namespace_prefixes = True
-        p.buffer_text = True
-        p.buffer_size = 2048  # per-connection memory: text runs longer than this arrive in pieces
-        p.ordered_attributes = False
-        p.specified_attributes = True
-        p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
-        p.StartElementHandler = self._start
-        p.EndElementHandler = self._end
-        p.CharacterDataHandler = self._text
-        p.StartNamespaceDeclHandler = self._ns_decl
-        p.XmlDeclHandler = self._xml_decl
-        p.StartDoctypeDeclHandler = self._restricted
-        p.EntityDeclHandler = self._restricted
-        p.UnparsedEntityDeclHandler = self._restricted
-        p.NotationDeclHandler = self._restricted
-        p.ElementDeclHandler = self._restricted
-        p.AttlistDeclHandler = self._restricted
-        p.ProcessingInstructionHandler = self._restricted
-        p.CommentHandler = self._restricted
-        p.SkippedEntityHandler = self._restricted
-        p.ExternalEntityRefHandler = self._restricted  # type: ignore[assignment]
-        return p
+        self._head = b""
+        self._b.reset()
 
     def release_parser(self) -> bool:
         """Free the expat parser of an idle stream, between stanzas; True if it was freed.
@@ -141,21 +104,18 @@ class StreamParser:
         """
         if self._parser is None:
             return True
-        if len(self._stack) != 1 or not self._clean_tail or self._events:
+        b = self._b
+        if len(b._stack) != 1 or not self._clean_tail or b._events:
             return False
         self._parser = None
         return True
-
-    def _position(self) -> int:
-        """Byte offset of the current event (only called from expat callbacks: a parser exists)."""
-        return self._parser.CurrentByteIndex  # type: ignore[union-attr]
 
     @property
     def released(self) -> bool:
         """Whether the expat parser is released (:meth:`release_parser`) until more input comes."""
         return self._parser is None
 
-    # Former names, kept until every caller has moved (core/server.py).
+    # Former names, kept until every caller has moved.
     hibernate = release_parser
 
     @property
@@ -163,46 +123,56 @@ class StreamParser:
         return self._parser is None
 
     def _wake(self) -> pyexpat.XMLParserType:
-        parser = self._new_expat()
+        b = self._b
+        parser = b.new_expat()
         self._parser = parser
-        root = self._stack.pop()
-        prefix = self._stream_prefix
+        root = b._stack.pop()
+        prefix = b._stream_prefix
         qname = f"{prefix}:{root.name}" if prefix else root.name
         header = Element(qname, "")
-        for decl_prefix, uri in self._declarations:
+        for decl_prefix, uri in b._declarations:
             header.attrs["xmlns:" + decl_prefix if decl_prefix else "xmlns"] = uri
         from roost.xml.serializer import serialize
 
         replay = serialize(header).replace("/>", ">").encode()
-        events, self._events = self._events, []
-        declarations = self._declarations
-        parser.Parse(replay, False)
-        self._events = events  # the replayed StreamOpen is not news
-        self._declarations = declarations
-        self._stack[0] = root
-        self._fed = self._boundary = len(replay)
+        events, b._events = b._events, []
+        declarations = b._declarations
+        b._expat = parser
+        try:
+            parser.Parse(replay, False)
+        finally:
+            b._expat = None
+        b._events = events  # the replayed StreamOpen is not news
+        b._declarations = declarations
+        b._stack[0] = root
+        b._fed = b._boundary = len(replay)
         return parser
 
     def feed(self, data: bytes) -> list[ParseEvent]:
         """Parse ``data``; return the events it completed. Raises :class:`XmlStreamError`."""
         parser = self._parser or self._wake()
-        if self._fed < 4:
+        b = self._b
+        if b._fed < 4:
             self._check_encoding(data)
-        self._fed += len(data)
+        b._fed += len(data)
         self._clean_tail = data.rstrip(b" \t\r\n").endswith(b">") or (self._clean_tail and data.isspace())
+        b._expat = parser
         try:
             parser.Parse(data, False)
         except pyexpat.ExpatError as e:
             condition = _ERROR_CONDITIONS.get(e.code, "not-well-formed")
             raise XmlStreamError(condition, pyexpat.ErrorString(e.code)) from None
+        finally:
+            b._expat = None
         # Bytes held since the current stanza (or the last boundary) began, including a tag that
         # expat is still buffering: bound it, so a never-ending tag cannot grow without limit.
-        if self._fed - self._boundary > self.max_stanza_bytes:
+        if b._fed - b._boundary > b.max_stanza_bytes:
             raise XmlStreamError("policy-violation", "stanza too large")
-        events = self._events
+        events = b._events
         if events:
-            self._events = []
+            b._events = []
         return events
+
 
     def _check_encoding(self, data: bytes) -> None:
         """RFC 6120 §11.6: UTF-8 only. Expat would honour a UTF-16 (or UTF-32) byte-order mark even
@@ -213,6 +183,72 @@ class StreamParser:
         self._head = head
         if head[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in head:
             raise XmlStreamError("unsupported-encoding", "the stream is not UTF-8")
+
+
+class _Builder:
+    """The expat handlers and the tree they build; the expat parser is reachable only during a feed."""
+
+    __slots__ = (
+        "_boundary",
+        "_content_ns",
+        "_declarations",
+        "_events",
+        "_expat",
+        "_fed",
+        "_names",
+        "_root",
+        "_stack",
+        "_stream_prefix",
+        "max_depth",
+        "max_stanza_bytes",
+    )
+
+    def __init__(self, max_stanza_bytes: int, max_depth: int, root: tuple[str, str]) -> None:
+        self.max_stanza_bytes = max_stanza_bytes
+        self.max_depth = max_depth
+        self._root = root
+        self._names: dict[str, tuple[str, str, str | None]] = {}
+        self._expat: pyexpat.XMLParserType | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self._stack: list[Element] = []
+        self._events: list[ParseEvent] = []
+        self._fed = 0
+        self._boundary = 0
+        self._content_ns: str | None = None
+        self._stream_prefix: str | None = None
+        self._declarations: list[tuple[str | None, str]] = []
+        self._names.clear()
+
+    def new_expat(self) -> pyexpat.XMLParserType:
+        p = pyexpat.ParserCreate("UTF-8", " ")
+        p.namespace_prefixes = True
+        p.buffer_text = True
+        p.buffer_size = 2048  # per-connection memory: text runs longer than this arrive in pieces
+        p.ordered_attributes = False
+        p.specified_attributes = True
+        p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._text
+        p.StartNamespaceDeclHandler = self._ns_decl
+        p.XmlDeclHandler = _xml_decl
+        p.StartDoctypeDeclHandler = _restricted
+        p.EntityDeclHandler = _restricted
+        p.UnparsedEntityDeclHandler = _restricted
+        p.NotationDeclHandler = _restricted
+        p.ElementDeclHandler = _restricted
+        p.AttlistDeclHandler = _restricted
+        p.ProcessingInstructionHandler = _restricted
+        p.CommentHandler = _restricted
+        p.SkippedEntityHandler = _restricted
+        p.ExternalEntityRefHandler = _restricted  # type: ignore[assignment]
+        return p
+
+    def _position(self) -> int:
+        """Byte offset of the current event (only called from expat callbacks, during a feed)."""
+        return self._expat.CurrentByteIndex  # type: ignore[union-attr]
 
     # -- expat callbacks --------------------------------------------------------------------------
     def _split(self, qname: str) -> tuple[str, str, str | None]:
@@ -309,13 +345,15 @@ class StreamParser:
             if prefix is None:
                 self._content_ns = uri
 
-    def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
-        # RFC 6120 §11.6: UTF-8 only.
-        if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
-            raise XmlStreamError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
 
-    def _restricted(self, *args: object) -> None:
-        # RFC 6120 §11.1: comments, PIs, DTDs and entity declarations are not allowed.
-        raise XmlStreamError(
-            "restricted-xml", "comments, processing instructions, DTDs and entities are not allowed"
-        )
+def _xml_decl(version: str | None, encoding: str | None, standalone: int) -> None:
+    # RFC 6120 §11.6: UTF-8 only.
+    if encoding is not None and encoding.lower() not in ("utf-8", "utf8"):
+        raise XmlStreamError("unsupported-encoding", f"encoding {encoding!r} is not UTF-8")
+
+
+def _restricted(*args: object) -> None:
+    # RFC 6120 §11.1: comments, PIs, DTDs and entity declarations are not allowed.
+    raise XmlStreamError(
+        "restricted-xml", "comments, processing instructions, DTDs and entities are not allowed"
+    )

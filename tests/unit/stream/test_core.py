@@ -79,3 +79,15 @@ def test_no_release_before_the_stream_is_established() -> None:
     stream = C2SStream(C2SSettings(domains=frozenset({"example.org"})))
     stream.receive_data(HEADER)
     assert not stream.release_parser()
+
+
+def test_a_clients_stream_error_closes_the_stream_without_an_error_of_ours() -> None:
+    stream = C2SStream(C2SSettings(domains=frozenset({"example.org"})))
+    stream.receive_data(HEADER)
+    events = stream.receive_data(
+        b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+    )
+    (closed,) = events
+    assert isinstance(closed, Closed) and closed.error is None
+    assert closed.peer_error is not None and closed.peer_error.condition == "conflict"
+    assert closed.final == b"</stream:stream>"

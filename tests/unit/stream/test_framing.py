@@ -106,3 +106,36 @@ def test_bosh_stream_takes_parsed_items_and_writes_no_header_bytes() -> None:
     assert framing.take_header() is None
     (features,) = stream.items_to_send()
     assert parse_element(features.decode()).name == "features"
+
+
+def test_bosh_restart_without_to_uses_the_session_requests() -> None:
+    framing = BoshFraming()
+    framing.feed(
+        b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1' to='example.org' xml:lang='de'/>"
+    )
+    (opened,) = framing.feed(
+        b"<body xmlns='http://jabber.org/protocol/httpbind' rid='2' sid='s' xmlns:xmpp='urn:xmpp:xbosh' "
+        b"xmpp:restart='true' xmpp:version='1.0'/>"
+    )
+    assert isinstance(opened, StreamOpen)
+    assert opened.header.attrs == {"to": "example.org", "xml:lang": "de", "version": "1.0"}
+
+
+@pytest.mark.parametrize("framing", [WebSocketFraming, BoshFraming])
+def test_no_starttls_over_http_framings(framing: type[WebSocketFraming] | type[BoshFraming]) -> None:
+    settings = C2SSettings(domains=frozenset({"example.org"}), require_encryption=False)
+    stream = C2SStream(settings, framing=framing())
+    if framing is WebSocketFraming:
+        stream.receive_data(WS_OPEN)
+    else:
+        stream.receive_items([BoshFraming.open_item({"to": "example.org", "version": "1.0"})])
+    features = parse_element(stream.items_to_send()[-1].decode())
+    assert features.find("starttls", "urn:ietf:params:xml:ns:xmpp-tls") is None
+    assert features.find("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl") is not None
+    starttls = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+    if framing is BoshFraming:
+        starttls = b"<body xmlns='http://jabber.org/protocol/httpbind'>" + starttls + b"</body>"
+    events = stream.receive_data(starttls)
+    closed = events[-1]
+    assert isinstance(closed, Closed) and closed.error is not None
+    assert closed.error.condition == "unsupported-feature"

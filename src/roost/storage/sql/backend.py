@@ -14,6 +14,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -26,13 +27,19 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    column,
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
+    literal_column,
+    not_,
     or_,
     select,
+    table,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
@@ -53,12 +60,21 @@ from roost.storage.api import (
     credentials_by_hash,
     decode_json,
     encode_json,
+    search_words,
     timestamp_to_us,
     us_to_timestamp,
 )
 from roost.storage.backend import QueuedAppend
 from roost.storage.sql import migrate
-from roost.storage.sql.schema import account_credentials, accounts, archive, kv, map_
+from roost.storage.sql.schema import (
+    SQLITE_FTS_TABLE,
+    account_credentials,
+    accounts,
+    archive,
+    archive_pg,
+    kv,
+    map_,
+)
 from roost.storage.sql.threaded import ThreadedEngine
 
 log = logging.getLogger(__name__)
@@ -574,7 +590,23 @@ class SqlArchive:
                 if item_id not in present:
                     raise NoSuchItem(item_id)
             where.append(a.id.in_(wanted))
+        if q.text is not None:
+            where.append(self._matching(q.text))
         return where
+
+    def _matching(self, text: str) -> ColumnElement[bool]:
+        """XEP-0431 full-text: every word of ``text`` in the item's search text."""
+        words = search_words(text)
+        if not words:
+            return false()
+        if self._db.dialect == "sqlite":
+            query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
+            return archive.c.seq.in_(
+                select(_FTS.c.rowid).where(literal_column(SQLITE_FTS_TABLE).op("MATCH")(query))
+            )
+        return literal_column("archive.tsv").op("@@")(
+            func.plainto_tsquery(literal_column("'simple'"), " ".join(words))
+        )
 
     async def query(self, domain: str, user: str, q: ArchiveQuery) -> tuple[builtins.list[ArchiveItem], bool]:
         a = archive.c
@@ -641,6 +673,150 @@ class SqlArchive:
         async with self._db.write() as conn:
             await conn.execute(delete(archive).where(*self._where(domain, user)))
 
+    async def ends(self, domain: str, user: str) -> tuple[ArchiveItem | None, ArchiveItem | None]:
+        a = archive.c
+        base = select(*_ARCHIVE_COLUMNS).where(*self._where(domain, user))
+        async with self._db.read() as conn:
+            first = (await conn.execute(base.order_by(a.ts, a.seq).limit(1))).first()
+            if first is None:
+                return None, None
+            last = (await conn.execute(base.order_by(a.ts.desc(), a.seq.desc()).limit(1))).first()
+        assert last is not None
+        return _item(first), _item(last)
+
+    async def replace(self, domain: str, user: str, item_id: str, payload: str, *, search: str = "") -> bool:
+        stmt = update(archive).where(*self._where(domain, user), archive.c.id == item_id)
+        async with self._db.write() as conn:
+            if self._db.dialect == "sqlite":
+                seqs = (await conn.execute(stmt.values(payload=payload).returning(archive.c.seq))).scalars()
+                if seqs:
+                    await conn.execute(delete(_FTS).where(_FTS.c.rowid.in_(seqs)))
+                    if search:
+                        await conn.execute(insert(_FTS), [{"rowid": seq, "body": search} for seq in seqs])
+            else:
+                result = await conn.execute(
+                    update(archive_pg)
+                    .where(
+                        archive_pg.c.store == self._name,
+                        archive_pg.c.domain == domain,
+                        archive_pg.c.username == user,
+                        archive_pg.c.id == item_id,
+                    )
+                    .values(payload=payload, tsv=_pg_tsvector(bindparam("search_text", search)))
+                    .returning(archive_pg.c.seq)
+                )
+                seqs = list(result.scalars())
+        return bool(seqs)
+
+    def _oldest(self, where: list[ColumnElement[bool]], batch: int) -> Delete:
+        a = archive.c
+        doomed = select(a.seq).where(*where).order_by(a.ts, a.seq).limit(batch)
+        return delete(archive).where(a.seq.in_(doomed))
+
+    async def trim(
+        self,
+        domain: str,
+        user: str,
+        *,
+        before: float | None = None,
+        keep: int | None = None,
+        batch: int = 1000,
+    ) -> int:
+        a = archive.c
+        owner = self._where(domain, user)
+        reasons: list[ColumnElement[bool]] = []
+        async with self._db.write() as conn:
+            if keep == 0:
+                reasons.append(a.seq.is_not(None))
+            elif keep is not None:
+                # The newest item beyond the ones kept; it and everything older go.
+                stmt = select(a.ts, a.seq).where(*owner).order_by(a.ts.desc(), a.seq.desc())
+                row = (await conn.execute(stmt.offset(keep).limit(1))).first()
+                if row is not None:
+                    ts, seq = int(row.ts), int(row.seq)
+                    reasons.append(and_(a.ts <= ts, or_(a.ts < ts, a.seq <= seq)))
+            if before is not None:
+                reasons.append(a.ts < timestamp_to_us(before))
+            if not reasons:
+                return 0
+            result = await conn.execute(self._oldest([*owner, or_(*reasons)], batch))
+            return int(result.rowcount)
+
+    async def expire(self, before: float, *, batch: int = 1000, spare: Sequence[tuple[str, str]] = ()) -> int:
+        a = archive.c
+        where: list[ColumnElement[bool]] = [a.store == self._name, a.ts < timestamp_to_us(before)]
+        for domain, user in spare:
+            where.append(not_(and_(a.domain == domain, a.username == user)))
+        async with self._db.write() as conn:
+            return int((await conn.execute(self._oldest(where, batch))).rowcount)
+
+    async def owners(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, str]]:
+        # A loose index scan: one index seek per owner, never a DISTINCT over the whole table.
+        a = archive.c
+        found: list[tuple[str, str]] = []
+        async with self._db.read() as conn:
+            while len(found) < limit:
+                stmt = select(a.domain, a.username).where(a.store == self._name)
+                if after is not None:
+                    domain, user = after
+                    stmt = stmt.where(or_(a.domain > domain, and_(a.domain == domain, a.username > user)))
+                row = (await conn.execute(stmt.order_by(a.domain, a.username).limit(1))).first()
+                if row is None:
+                    break
+                after = (row.domain, row.username)
+                found.append(after)
+        return found
+
+
+#: The SQLite full-text table (rowid = archive.seq), made by migration 0003.
+_FTS = table(SQLITE_FTS_TABLE, column("rowid"), column("body"))
+
+
+def _pg_tsvector(text: Any) -> Any:
+    """PostgreSQL: the tsvector of a search text ('simple': no stemming, like FTS5); NULL for ''."""
+    return func.to_tsvector(literal_column("'simple'"), func.nullif(text, ""))
+
+
+_SQLITE_INSERT: Final = (
+    "INSERT INTO archive (store, domain, username, id, ts, with_jid, with_bare, kind, payload) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_INSERT_FTS: Final = f"INSERT INTO {SQLITE_FTS_TABLE} (rowid, body) VALUES (?, ?)"
+
+
+def _sqlite_append(connection: Any, rows: list[tuple[Any, ...]]) -> None:
+    """The archive's hot write on SQLite, in the caller's (BEGIN IMMEDIATE) transaction: plain DB-API
+    statements, which SQLite caches, instead of SQLAlchemy's per-row parameter processing. Rows with
+    search text also get a full-text row keyed by the archive row's rowid."""
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        if not any(row[9] for row in rows):
+            cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
+            return
+        # This transaction is the only writer, and SQLite gives a new row max(rowid) + 1 (below the
+        # largest rowid, which it never nears here): the batch's rowids are the range after `before`.
+        # Should that ever not hold, the rows are inserted one by one, reading each rowid.
+        before = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0] or 0
+        cursor.executemany(_SQLITE_INSERT, [row[:9] for row in rows])
+        after = cursor.execute("SELECT max(seq) FROM archive").fetchone()[0] or 0
+        if after - before == len(rows):
+            cursor.executemany(
+                _SQLITE_INSERT_FTS, [(before + 1 + i, row[9]) for i, row in enumerate(rows) if row[9]]
+            )
+            return
+        cursor.execute(f"DELETE FROM archive WHERE seq > {int(before)}")  # undo, then one by one
+        for row in rows:
+            cursor.execute(_SQLITE_INSERT, row[:9])
+            if row[9]:
+                cursor.execute(_SQLITE_INSERT_FTS, (cursor.lastrowid, row[9]))
+    finally:
+        cursor.close()
+
+
+_PG_APPEND = insert(archive_pg).values(tsv=_pg_tsvector(bindparam("search_text")))
+
 
 class SqlBackend:
     def __init__(self, db: SqlDatabase) -> None:
@@ -665,7 +841,28 @@ class SqlBackend:
         return SqlArchive(self._db, name)
 
     async def append_archive(self, entries: Sequence[QueuedAppend]) -> None:
-        rows = [
+        if not entries:
+            return
+        if self._db.dialect == "sqlite":
+            rows = [
+                (
+                    e.store,
+                    e.domain,
+                    e.user,
+                    e.item.id,
+                    timestamp_to_us(e.item.timestamp),
+                    e.item.with_jid,
+                    bare_jid(e.item.with_jid),
+                    e.item.kind,
+                    e.item.payload,
+                    e.search,
+                )
+                for e in entries
+            ]
+            async with self._db.write() as conn:
+                await conn.run_sync(_sqlite_append, rows)
+            return
+        pg_rows = [
             {
                 "store": e.store,
                 "domain": e.domain,
@@ -676,12 +873,12 @@ class SqlBackend:
                 "with_bare": bare_jid(e.item.with_jid),
                 "kind": e.item.kind,
                 "payload": e.item.payload,
+                "search_text": e.search,
             }
             for e in entries
         ]
-        if rows:
-            async with self._db.write() as conn:
-                await conn.execute(insert(archive), rows)
+        async with self._db.write() as conn:
+            await conn.execute(_PG_APPEND, pg_rows)
 
     async def delete_user(self, domain: str, username: str) -> None:
         async with self._db.writing_user(domain, username), self._db.write() as conn:
@@ -739,13 +936,32 @@ def _normalize_url(url: str) -> URL:
     )
 
 
+def _owner_only_database(database: str) -> None:
+    """Create the SQLite file (and its directory) readable by its owner only: it holds SCRAM keys.
+
+    SQLite gives its -wal and -shm files the database file's permissions. An existing database
+    that others may read is tightened to 0600.
+    """
+    if not database or database.startswith((":memory:", "file:")):
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077 and path.stat().st_uid == os.getuid():
+            log.warning("database %s was readable by others (mode %o): now 0600", path, mode)
+            path.chmod(0o600)
+
+
 async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlBackend:
     """Create the engine for ``url`` and migrate the schema to head."""
     sa_url = _normalize_url(url)
     # hide_parameters: SQL errors end up in logs, and bound values include SCRAM keys and message bodies.
     if sa_url.get_backend_name() == "sqlite":
         assert sa_url.database is not None
-        await asyncio.to_thread(Path(sa_url.database).parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_owner_only_database, sa_url.database)
         sync_engine = create_engine(sa_url, hide_parameters=True)
         event.listen(sync_engine, "connect", _sqlite_pragmas)
         event.listen(sync_engine, "begin", _sqlite_begin)

@@ -25,13 +25,12 @@ _STANZAS = frozenset(("message", "presence", "iq"))
 class BindServer(Feature):
     """Receiving role: after authentication, the only thing a client may do is bind (RFC 6120 §7.1)."""
 
+    __slots__ = ("_iq", "failures", "max_failures")
+
     def __init__(self, *, max_failures: int = 5) -> None:
         self.max_failures = max_failures
         self.failures = 0
         self._iq: Element | None = None
-
-    def cache_key(self, stream: Stream) -> Hashable:
-        return None  # offered exactly when authenticated, which is part of every key
 
     def advertise(self, stream: Stream) -> Element | None:
         return Element("bind", BIND) if stream.authenticated else None
@@ -103,6 +102,8 @@ class BindServer(Feature):
 class BindClient(Feature):
     """Initiating role: bind ``resource`` (None: let the server choose)."""
 
+    __slots__ = ("_id", "resource")
+
     def __init__(self, resource: str | None = None) -> None:
         self.resource = resource
         self._id = ""
@@ -140,6 +141,8 @@ class BindClient(Feature):
 class LegacySession(Feature):
     """RFC 3921 ``<session/>``, marked optional (RFC 6121 Appendix E) for clients that still ask."""
 
+    __slots__ = ()
+
     def advertise(self, stream: Stream) -> Element | None:
         if not stream.authenticated:
             return None
@@ -151,12 +154,11 @@ class LegacySession(Feature):
 class Limits(Feature):
     """XEP-0478 stream limits: what the server enforces, so clients need not guess."""
 
+    __slots__ = ("idle_seconds", "max_bytes")
+
     def __init__(self, max_bytes: int, idle_seconds: int) -> None:
         self.max_bytes = max_bytes
         self.idle_seconds = idle_seconds
-
-    def cache_key(self, stream: Stream) -> Hashable:
-        return (self.max_bytes, self.idle_seconds) if stream.authenticated else None
 
     def advertise(self, stream: Stream) -> Element | None:
         if not stream.authenticated:
@@ -170,6 +172,8 @@ class Limits(Feature):
 class ExtraFeatures(Feature):
     """Post-authentication features contributed by modules (``extra()`` returns the same object
     until modules change, so the features bytes are cached against its identity)."""
+
+    __slots__ = ("_current", "extra")
 
     def __init__(self, extra: Callable[[], Sequence[Element]]) -> None:
         self.extra = extra

@@ -21,6 +21,8 @@ from roost.xml.ns import REGISTER, REGISTER_FEATURE
 class PreAuthRegister(Feature):
     """The ``iq-register`` stream feature and the registration IQs before authentication."""
 
+    __slots__ = ("allowed", "pending", "require_encryption")
+
     def __init__(self, allowed: Callable[[str], bool], *, require_encryption: bool = True) -> None:
         self.allowed = allowed
         self.require_encryption = require_encryption

@@ -61,6 +61,19 @@ def _sasl_element(name: str, data: bytes | None) -> bytes:
 class SaslServer(Feature):
     """Receiving role: ``<mechanisms/>`` before authentication; ``<auth/>`` → ``<success/>``."""
 
+    __slots__ = (
+        "_mechanism",
+        "_pending_user",
+        "_scram",
+        "_scram_started",
+        "challenging",
+        "failures",
+        "max_failures",
+        "mechanisms",
+        "pending",
+        "require_encryption",
+    )
+
     def __init__(
         self,
         *,
@@ -241,7 +254,7 @@ class SaslServer(Feature):
         if failure.text:
             el.add("text", attrs={"xml:lang": "en"}, text=failure.text)
         stream.send_raw(serialize(el).encode())
-        events: list[StreamEvent] = [AuthFailed(user, failure.condition)]
+        events: list[StreamEvent] = [AuthFailed(user, failure.condition, self._mechanism)]
         if failure.condition != "aborted":
             self.failures += 1
         if self.failures >= self.max_failures:
@@ -268,6 +281,8 @@ _SUCCESS = b"<success xmlns='" + SASL.encode() + b"'/>"
 
 class SaslClient(Feature):
     """Initiating role: authenticate as ``username`` with ``password``."""
+
+    __slots__ = ("_scram", "mechanism", "mechanisms", "password", "username")
 
     def __init__(self, username: str, password: str, *, mechanisms: Sequence[str] = ALL_MECHANISMS) -> None:
         self.username = username

@@ -21,6 +21,8 @@ _STARTTLS = b"<starttls xmlns='" + TLS.encode() + b"'/>"
 class StartTls(Feature):
     """``<starttls/>``: offered (receiving) or used (initiating) while the stream is not encrypted."""
 
+    __slots__ = ("available", "pending", "required")
+
     def __init__(self, *, available: bool = True, required: bool = True) -> None:
         self.available = available
         self.required = required

@@ -1,0 +1,617 @@
+"""``soak``: steady chat traffic while sessions come and go, for minutes (issue 15).
+
+``--sessions`` accounts log in over TLS and stay. Every second ``--churn`` of them leave — half by a
+clean logout (``</stream:stream>``, then waiting for the server's), half by dropping the TCP connection
+without a word — and log back in (same resource) after ``--offline`` seconds. Meanwhile an open-loop
+pacer sends ``--rate`` chat messages per second from random online sessions to the bare JIDs of random
+other accounts, whatever those are doing at that moment. Every message has a unique id (``S<seq>;`` in
+its body, with the send time), so each delivery is accounted for:
+
+* **exactly once / duplicated / lost**, each loss classified by what its recipient was doing when it
+  was sent: *online*; *online, then dropped* (its TCP connection dropped within ``--race-window``
+  seconds after the send: a server without stream management cannot deliver what it wrote into a dead
+  socket); *after clean logout* (logging out or back in: the server must store it offline and deliver
+  it at the next login); *after abrupt drop* (dropped, not yet back: the server may not have noticed).
+  Losses to online recipients or after a clean logout are bugs; the two drop classes are the price of
+  running without XEP-0198.
+* per ``--interval`` (10 s, by send time): messages sent, p50/p99/max delivery latency to recipients
+  that were online, server RSS and open file descriptors, server CPU, logins done and failed.
+
+After ``--minutes`` the churn and the traffic stop, everyone is back online, and the scenario waits
+until deliveries stop (offline messages arrive with the reconnect) before it counts.
+
+Stream management (``--sm``): the hook is :class:`StreamManagement`; once Roost's XEP-0198 exists, an
+implementation enables it after bind, acknowledges what arrives, and resumes after an abrupt drop
+instead of logging in afresh. Then the *online, then dropped* and *after abrupt drop* losses must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import random
+import re
+import time
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..targets import DOMAIN, Provisioning
+from ..xmppload.client import STREAM_CLOSE, Account, Session, login
+from ..xmppload.procstat import self_cpu, tree_cpu, tree_fds, tree_rss
+from ..xmppload.stats import percentile
+from .base import Metric, RunContext, Scenario, ServerResult, bench_accounts, close_all, login_many
+
+RE_BODY = re.compile(rb"<body>S(\d+);R(\d+);")
+END = b"</message>"
+STREAM_END = b"</stream:stream>"
+BODY_BYTES = 100
+
+# What a recipient was doing when a message was sent to it.
+ONLINE, AFTER_CLEAN, AFTER_DROP = 0, 1, 2
+CLASS_NAMES = ("online", "after_clean_logout", "after_abrupt_drop")
+
+
+class StreamManagement(Protocol):
+    """Generator-side XEP-0198, to be written once the server side exists (not implemented yet).
+
+    The soak calls :meth:`enable` right after each login (the session is bound and available, and its
+    sink is installed), :meth:`on_received` for every chunk a session receives (count stanzas, answer
+    ``<r/>`` with ``<a h='…'/>``), and :meth:`resume` instead of a fresh login after an abrupt drop.
+    """
+
+    async def enable(self, member: Member) -> None: ...
+
+    def on_received(self, member: Member, data: bytes) -> None: ...
+
+    async def resume(self, member: Member) -> Session | None:
+        """A resumed session on a new connection (unacknowledged stanzas re-sent), or None."""
+        ...
+
+
+@dataclass(slots=True)
+class Ledger:
+    """Every message sent, and how often each arrived."""
+
+    started_ns: int
+    interval_ns: int
+    sent_ns: array[int] = field(default_factory=lambda: array("q"))
+    recipient: array[int] = field(default_factory=lambda: array("i"))
+    klass: bytearray = field(default_factory=bytearray)
+    count: bytearray = field(default_factory=bytearray)
+    #: Latency (ns) of first deliveries to recipients that were online, by send interval.
+    latencies: dict[int, list[int]] = field(default_factory=dict)
+    received: int = 0
+    bounced: int = 0
+    stray: int = 0  # a message of ours at the wrong account, or an id we never sent
+
+    def add(self, recipient: int, klass: int, now: int) -> int:
+        seq = len(self.klass)
+        self.sent_ns.append(now)
+        self.recipient.append(recipient)
+        self.klass.append(klass)
+        self.count.append(0)
+        return seq
+
+    def arrived(self, seq: int, member: int, now: int) -> None:
+        if seq >= len(self.count) or self.recipient[seq] != member:
+            self.stray += 1
+            return
+        self.received += 1
+        c = self.count[seq]
+        if c < 255:
+            self.count[seq] = c + 1
+        if c == 0 and self.klass[seq] == ONLINE:
+            sent = self.sent_ns[seq]
+            bucket = (sent - self.started_ns) // self.interval_ns
+            self.latencies.setdefault(bucket, []).append(now - sent)
+
+
+class Member:
+    """One account: its current connection (if any), what it is doing, and its receive sink."""
+
+    __slots__ = ("_buf", "closing", "drops", "idx", "ledger", "session", "sm", "state")
+
+    def __init__(self, idx: int, ledger: Ledger, sm: StreamManagement | None) -> None:
+        self.idx = idx
+        self.ledger = ledger
+        self.sm = sm
+        self.session: Session | None = None
+        self.state = ONLINE
+        self.drops: list[int] = []  # monotonic ns of each abrupt drop
+        self.closing: asyncio.Future[None] | None = None
+        self._buf = bytearray()
+
+    @property
+    def user(self) -> str:
+        return f"user{self.idx + 1}"
+
+    def attach(self, session: Session) -> None:
+        self.session = session
+        self._buf.clear()
+        session.conn.set_sink(self.on_data)
+
+    def on_data(self, data: bytes) -> None:
+        if self.sm is not None:
+            self.sm.on_received(self, data)
+        buf = self._buf
+        buf += data
+        closing = self.closing
+        if closing is not None and not closing.done() and STREAM_END in buf:
+            closing.set_result(None)
+        end = buf.rfind(END)
+        if end < 0:
+            if len(buf) > 1 << 20:
+                del buf[: -len(STREAM_END)]  # no message traffic; keep the tail for a split closing tag
+            return
+        now = time.monotonic_ns()
+        ledger = self.ledger
+        for seg in bytes(buf[:end]).split(END):
+            m = RE_BODY.search(seg)
+            if m is None:
+                continue
+            start = seg.rfind(b"<message", 0, m.start())
+            head = seg[start : seg.find(b">", start)]
+            if b"'error'" in head or b'"error"' in head:
+                ledger.bounced += 1  # an error reply carrying our body is not a delivery
+                continue
+            ledger.arrived(int(m.group(1)), self.idx, now)
+        del buf[:end]
+
+
+@dataclass(slots=True)
+class IntervalSample:
+    t: float  # seconds since traffic started, at the end of the interval
+    rss_mb: float
+    fds: int
+    server_util: float
+    generator_util: float
+    sent: int
+    online: int
+    logins: int
+    login_errors: int
+
+
+class SoakScenario(Scenario):
+    name = "soak"
+    help = "steady chat under churn (clean logouts and dropped connections): delivery, latency, RSS"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--sessions", type=int, default=2000, help="accounts online (at least 2)")
+        parser.add_argument(
+            "--churn", type=float, default=0.01, help="fraction of the sessions leaving per second"
+        )
+        parser.add_argument(
+            "--abrupt-share", type=float, default=0.5,
+            help="share of leavers that drop TCP instead of logging out",
+        )  # fmt: skip
+        parser.add_argument(
+            "--offline", type=float, default=2.0, help="seconds a leaver stays away before logging back in"
+        )
+        parser.add_argument("--rate", type=float, default=500, help="messages per second, to bare JIDs")
+        parser.add_argument("--minutes", type=float, default=30.0, help="length of the churn + traffic phase")
+        parser.add_argument(
+            "--warmup", type=float, default=60.0,
+            help="seconds at the start left out of the after-warm-up figures",
+        )  # fmt: skip
+        parser.add_argument("--interval", type=float, default=10.0, help="seconds per reported interval")
+        parser.add_argument(
+            "--race-window", type=float, default=2.0,
+            help="a loss counts as 'online, then dropped' if its recipient dropped TCP within this long",
+        )  # fmt: skip
+        parser.add_argument(
+            "--drain", type=float, default=5.0, help="at the end, wait until no delivery for this long"
+        )
+        parser.add_argument("--login-concurrency", type=int, default=50)
+        parser.add_argument(
+            "--sm", action="store_true",
+            help="enable XEP-0198 stream management on the generator side (not implemented yet)",
+        )  # fmt: skip
+        parser.add_argument("--seed", type=int, default=1, help="random seed (senders, recipients, leavers)")
+
+    def metric_specs(self) -> tuple[Metric, ...]:
+        def m(
+            key: str, label: str, unit: str = "", higher: bool = False, fmt: str = "{:.0f}", r: bool = False
+        ) -> Metric:
+            return Metric(key, label, unit, higher, fmt, ratio=r)
+
+        return (
+            m("sent", "messages sent"),
+            m("exactly_once", "delivered exactly once"),
+            m("duplicated", "delivered more than once"),
+            m("lost.online", "lost: recipient online"),
+            m("lost.online_then_dropped", "lost: recipient online, then dropped TCP"),
+            m("lost.after_clean_logout", "lost: recipient after clean logout"),
+            m("lost.after_abrupt_drop", "lost: recipient after TCP drop"),
+            m("bounced", "error replies instead of deliveries"),
+            m("p50_ms", "p50 latency after warm-up (online)", "ms", fmt="{:.2f}", r=True),
+            m("p99_worst_ms", "worst interval p99 after warm-up (online)", "ms", fmt="{:.2f}", r=True),
+            m("p99_median_ms", "median interval p99 after warm-up (online)", "ms", fmt="{:.2f}", r=True),
+            m("max_ms", "slowest delivery after warm-up (online)", "ms", fmt="{:.1f}", r=True),
+            m("rss_mb_warm", "server RSS at the end of warm-up", "MB", fmt="{:.1f}", r=True),
+            m("rss_mb_end", "server RSS at the end", "MB", fmt="{:.1f}", r=True),
+            m("rss_growth_pct", "RSS growth after warm-up", "%", fmt="{:.1f}"),
+            m("rss_growth_last_half_pct", "RSS growth over the last half", "%", fmt="{:.1f}"),
+            m("fds_end", "server open files at the end"),
+            m("server_util", "server CPU use", "cores", fmt="{:.2f}", r=True),
+            m("generator_util", "generator CPU use", "cores", fmt="{:.2f}"),
+            m("logins", "re-logins"),
+            m("login_errors", "failed logins"),
+            m("server_closed", "sessions closed by the server"),
+        )
+
+    def provisioning(self) -> Provisioning:
+        return Provisioning(bench_accounts(max(2, self.args.sessions)))
+
+    async def run(self, ctx: RunContext) -> ServerResult:
+        if self.args.sm:
+            raise SystemExit(
+                "--sm: generator-side stream management is not implemented yet; "
+                "see StreamManagement in bench/scenarios/soak.py"
+            )
+        return await SoakRun(self.args, ctx, sm=None).run(self.provisioning())
+
+
+class SoakRun:
+    """One soak against one server."""
+
+    def __init__(self, args: argparse.Namespace, ctx: RunContext, sm: StreamManagement | None) -> None:
+        self.args = args
+        self.ctx = ctx
+        self.sm = sm
+        self.rng = random.Random(args.seed)
+        self.members: list[Member] = []
+        self.online: list[int] = []  # indexes of ONLINE members (senders), with positions below
+        self.position: dict[int, int] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.logins = 0
+        self.login_errors: list[str] = []
+        self.stopping = False
+        self.ledger = Ledger(0, int(args.interval * 1e9))
+        self.accounts: list[Account] = []
+        self.server_closed = 0  # sessions the server closed on its own (should stay 0)
+        pad = BODY_BYTES - len("S0000000;R00000;")
+        self.pad = b"x" * max(0, pad)
+
+    # -- membership -------------------------------------------------------------------------------
+    def _set_online(self, m: Member) -> None:
+        m.state = ONLINE
+        self.position[m.idx] = len(self.online)
+        self.online.append(m.idx)
+
+    def _set_offline(self, m: Member, state: int) -> None:
+        m.state = state
+        pos = self.position.pop(m.idx)
+        last = self.online.pop()
+        if last != m.idx:
+            self.online[pos] = last
+            self.position[last] = pos
+
+    async def _login(self, m: Member) -> None:
+        """Log ``m`` back in (retrying), attach its sink, mark it online."""
+        ctx = self.ctx
+        while True:
+            try:
+                session = await login(
+                    ctx.target.endpoint,
+                    self.accounts[m.idx],
+                    f"soak{m.idx}",
+                    ctx.creds,
+                    ctx.login_options("send", m.idx),
+                )
+            except Exception as exc:
+                self.login_errors.append(f"{m.user}: {type(exc).__name__}: {exc}")
+                if self.stopping and len(self.login_errors) > 1000:
+                    return
+                await asyncio.sleep(1.0)
+                continue
+            break
+        # presence "send": nothing is read before the sink is attached, so offline messages and the
+        # presence echo that follow the login all reach it.
+        self._attach(m, session)
+        self.logins += 1
+        if self.sm is not None:
+            await self.sm.enable(m)
+        self._set_online(m)
+
+    async def _leave_clean(self, m: Member) -> None:
+        session = m.session
+        assert session is not None
+        conn = session.conn
+        loop = asyncio.get_running_loop()
+        m.closing = loop.create_future()
+        try:
+            conn.write(STREAM_CLOSE)
+            # Keep reading (and counting) until the server's closing tag: what it sends before that
+            # was delivered (RFC 6120 §4.4).
+            await asyncio.wait_for(
+                asyncio.wait([m.closing, conn.lost], return_when=asyncio.FIRST_COMPLETED), self.ctx.timeout
+            )
+        except TimeoutError:
+            pass
+        finally:
+            m.closing = None
+            if conn.transport is not None:
+                conn.transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(conn.lost), self.ctx.timeout)
+        conn.abort()
+        m.session = None
+        await asyncio.sleep(self.args.offline)
+        await self._login(m)
+
+    async def _leave_abrupt(self, m: Member) -> None:
+        session = m.session
+        assert session is not None
+        m.drops.append(time.monotonic_ns())
+        session.conn.abort()  # no closing tag, no close_notify
+        m.session = None
+        await asyncio.sleep(self.args.offline)
+        if self.sm is not None:
+            resumed = await self.sm.resume(m)
+            if resumed is not None:
+                self._attach(m, resumed)
+                self._set_online(m)
+                return
+        await self._login(m)
+
+    def _attach(self, m: Member, session: Session) -> None:
+        m.attach(session)
+        session.conn.lost.add_done_callback(lambda _: self._lost(m, session))
+
+    def _lost(self, m: Member, session: Session) -> None:
+        """The server closed an online session we did not close: count it, log it back in."""
+        if m.session is not session or m.state != ONLINE or self.stopping:
+            return
+        self.server_closed += 1
+        self._set_offline(m, AFTER_DROP)
+        m.session = None
+        self._spawn(self._login(m))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- load ---------------------------------------------------------------------------------------
+    def _send(self, now: int) -> None:
+        rng = self.rng
+        members = self.members
+        sender = members[self.online[rng.randrange(len(self.online))]]
+        r = rng.randrange(len(members) - 1)
+        if r >= sender.idx:
+            r += 1
+        recipient = members[r]
+        seq = self.ledger.add(r, recipient.state, now)
+        assert sender.session is not None
+        sender.session.conn.write(
+            b"<message to='user%d@%s' id='s%d' type='chat'><body>S%d;R%d;T%d;%s</body></message>"
+            % (r + 1, DOMAIN.encode(), seq, seq, r, now, self.pad)
+        )
+
+    async def _pacer(self, end: float) -> None:
+        rate = self.args.rate
+        start = time.monotonic()
+        sent = 0
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= end:
+                return
+            due = int(rate * (now - start)) - sent
+            if due > 0 and self.online:
+                ns = time.monotonic_ns()
+                for _ in range(due):
+                    self._send(ns)
+                sent += due
+            await asyncio.sleep(0.002)
+
+    async def _churn(self, end: float) -> None:
+        args = self.args
+        per_second = args.churn * len(self.members)
+        owed = 0.0
+        step = 0.1
+        while not self.stopping and time.monotonic() < end:
+            await asyncio.sleep(step)
+            owed += per_second * step
+            while owed >= 1 and len(self.online) > 2:
+                owed -= 1
+                m = self.members[self.online[self.rng.randrange(len(self.online))]]
+                abrupt = self.rng.random() < args.abrupt_share
+                self._set_offline(m, AFTER_DROP if abrupt else AFTER_CLEAN)
+                self._spawn(self._leave_abrupt(m) if abrupt else self._leave_clean(m))
+
+    # -- the run ------------------------------------------------------------------------------------
+    async def run(self, prov: Provisioning) -> ServerResult:
+        args, ctx = self.args, self.ctx
+        accounts = self.accounts = prov.accounts
+        batch = await login_many(ctx, accounts, args.login_concurrency, "soak", presence="echo")
+        if batch.errors:
+            await close_all(batch.sessions, ctx.timeout)
+            raise RuntimeError(f"{len(batch.errors)} logins failed, e.g. {batch.errors[0]}")
+        ctx.log(f"  {len(batch.sessions)} sessions online after {batch.wall:.1f}s")
+        by_user = {s.account.user: s for s in batch.sessions}
+        for i in range(len(accounts)):
+            m = Member(i, self.ledger, self.sm)
+            self._attach(m, by_user[m.user])
+            self.members.append(m)
+            self._set_online(m)
+        if self.sm is not None:
+            for m in self.members:
+                await self.sm.enable(m)
+
+        duration = args.minutes * 60
+        self.ledger.started_ns = time.monotonic_ns()
+        t0 = time.monotonic()
+        end = t0 + duration
+        pid = ctx.target.pid
+        samples: list[IntervalSample] = []
+        pacer = asyncio.get_running_loop().create_task(self._pacer(end))
+        churn = asyncio.get_running_loop().create_task(self._churn(end))
+        cpu0, me0 = tree_cpu(pid), self_cpu()
+        sent0, logins0, errors0 = 0, 0, 0
+        rss0 = tree_rss(pid)
+        ctx.log(f"  soak: {duration:.0f}s, server RSS {rss0 / 1e6:.1f} MB, {tree_fds(pid)} fds")
+        try:
+            next_t = t0 + args.interval
+            while time.monotonic() < end - 1e-3:
+                await asyncio.sleep(max(0.0, min(next_t, end) - time.monotonic()))
+                cpu1, me1 = tree_cpu(pid), self_cpu()
+                wall = cpu1.wall - cpu0.wall
+                sent = len(self.ledger.klass)
+                s = IntervalSample(
+                    t=round(time.monotonic() - t0, 2),
+                    rss_mb=tree_rss(pid) / 1e6,
+                    fds=tree_fds(pid),
+                    server_util=(cpu1.cpu - cpu0.cpu) / wall if wall > 0 else 0.0,
+                    generator_util=(me1.cpu - me0.cpu) / wall if wall > 0 else 0.0,
+                    sent=sent - sent0,
+                    online=len(self.online),
+                    logins=self.logins - logins0,
+                    login_errors=len(self.login_errors) - errors0,
+                )
+                samples.append(s)
+                cpu0, me0, sent0, logins0, errors0 = cpu1, me1, sent, self.logins, len(self.login_errors)
+                lat = self.ledger.latencies.get(len(samples) - 1, [])
+                ctx.log(
+                    f"  t={s.t:.0f}s sent {s.sent} p50 {_pct_ms(lat, 50):.2f} ms "
+                    f"p99 {_pct_ms(lat, 99):.2f} ms "
+                    f"max {max(lat, default=0) / 1e6:.1f} ms; RSS {s.rss_mb:.1f} MB, {s.fds} fds; "
+                    f"server {s.server_util:.2f} cores; {s.online} online, {s.logins} logins"
+                    + (f", {s.login_errors} failed" if s.login_errors else "")
+                )
+                next_t += args.interval
+        finally:
+            self.stopping = True
+            for t in (pacer, churn):
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(pacer, churn, return_exceptions=True)
+        # Everyone back (the leavers finish their re-login), then wait for the last deliveries.
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=60)
+        await self._quiet()
+        rss_end = tree_rss(pid)
+        fds_end = tree_fds(pid)
+        result = self._result(samples, rss0, rss_end, fds_end)
+        await close_all([m.session for m in self.members if m.session is not None], ctx.timeout)
+        for t in list(self.tasks):
+            t.cancel()
+        return result
+
+    async def _quiet(self) -> None:
+        deadline = time.monotonic() + 120
+        last, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            if self.ledger.received != last:
+                last, since = self.ledger.received, time.monotonic()
+            elif time.monotonic() - since >= self.args.drain:
+                return
+
+    def _result(self, samples: list[IntervalSample], rss0: int, rss_end: int, fds_end: int) -> ServerResult:
+        args, ledger = self.args, self.ledger
+        result = ServerResult()
+        mt = result.metrics
+        counts = ledger.count
+        sent = len(counts)
+        lost = {name: 0 for name in (*CLASS_NAMES, "online_then_dropped")}
+        dup = {name: 0 for name in CLASS_NAMES}
+        race_ns = int(args.race_window * 1e9)
+        exactly = 0
+        for seq in range(sent):
+            c = counts[seq]
+            if c == 1:
+                exactly += 1
+                continue
+            name = CLASS_NAMES[ledger.klass[seq]]
+            if c > 1:
+                dup[name] += 1
+                continue
+            if name == "online":
+                drops = self.members[ledger.recipient[seq]].drops
+                t = ledger.sent_ns[seq]
+                i = bisect_left(drops, t)
+                if i < len(drops) and drops[i] - t <= race_ns:
+                    name = "online_then_dropped"
+            lost[name] += 1
+        mt["sent"] = sent
+        mt["exactly_once"] = exactly
+        mt["duplicated"] = sum(dup.values())
+        for name, n in lost.items():
+            mt[f"lost.{name}"] = n
+        mt["bounced"] = ledger.bounced
+        # latency per interval (by send time) and after warm-up
+        intervals: list[dict[str, Any]] = []
+        warm_buckets = math.ceil(args.warmup / args.interval)
+        after: list[int] = []
+        p99s: list[float] = []
+        for i, s in enumerate(samples):
+            lat = ledger.latencies.get(i, [])
+            row = {
+                "t": s.t,
+                "sent": s.sent,
+                "delivered_online": len(lat),
+                "p50_ms": _pct_ms(lat, 50),
+                "p99_ms": _pct_ms(lat, 99),
+                "max_ms": max(lat, default=0) / 1e6 if lat else math.nan,
+                "rss_mb": s.rss_mb,
+                "fds": s.fds,
+                "server_util": s.server_util,
+                "generator_util": s.generator_util,
+                "online": s.online,
+                "logins": s.logins,
+                "login_errors": s.login_errors,
+            }
+            intervals.append(row)
+            if i >= warm_buckets and lat:
+                after += lat
+                p99s.append(row["p99_ms"])
+        if not after:  # a run shorter than its warm-up: report everything
+            after = [x for v in ledger.latencies.values() for x in v]
+            p99s = [r["p99_ms"] for r in intervals if not math.isnan(r["p99_ms"])]
+        mt["p50_ms"] = _pct_ms(after, 50)
+        mt["p99_worst_ms"] = max(p99s, default=math.nan)
+        mt["p99_median_ms"] = percentile(p99s, 50) if p99s else math.nan
+        mt["max_ms"] = max(after, default=0) / 1e6 if after else math.nan
+        warm = samples[warm_buckets - 1] if 0 < warm_buckets <= len(samples) else None
+        rss_warm = warm.rss_mb if warm is not None else rss0 / 1e6
+        mt["rss_mb_warm"] = rss_warm
+        mt["rss_mb_end"] = rss_end / 1e6
+        mt["rss_growth_pct"] = (rss_end / 1e6 - rss_warm) / rss_warm * 100 if rss_warm else math.nan
+        half = samples[len(samples) // 2 - 1].rss_mb if len(samples) >= 2 else rss0 / 1e6
+        mt["rss_growth_last_half_pct"] = (rss_end / 1e6 - half) / half * 100 if half else math.nan
+        mt["fds_end"] = fds_end
+        mt["server_util"] = _mean([s.server_util for s in samples])
+        mt["generator_util"] = _mean([s.generator_util for s in samples])
+        mt["logins"] = self.logins
+        mt["login_errors"] = len(self.login_errors)
+        mt["server_closed"] = self.server_closed
+        result.details = {
+            "intervals": intervals,
+            "duplicated": dup,
+            "lost": lost,
+            "stray": ledger.stray,
+            "rss_mb_start": rss0 / 1e6,
+            "login_error_examples": self.login_errors[:5],
+            "drops": sum(len(m.drops) for m in self.members),
+            "server_closed": self.server_closed,
+        }
+        self.ctx.log(
+            f"  {sent} sent: {exactly} exactly once, {mt['duplicated']} duplicated, lost {lost}; "
+            f"RSS {rss_warm:.1f} → {rss_end / 1e6:.1f} MB; p99 worst {mt['p99_worst_ms']:.2f} ms"
+        )
+        if self.login_errors:
+            self.ctx.log(f"  {len(self.login_errors)} failed logins, e.g. {self.login_errors[0]}")
+        return result
+
+
+def _pct_ms(values_ns: list[int], p: float) -> float:
+    return percentile(values_ns, p) / 1e6 if values_ns else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan

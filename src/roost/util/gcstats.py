@@ -1,0 +1,102 @@
+"""How long Python's cyclic garbage collector stops the event loop, per generation.
+
+A collection runs inside whatever allocation triggered it, so every session waits for it. The figures
+are gathered by a ``gc.callbacks`` hook (two clock reads per collection) into :data:`STATS`, which
+logs slow ones at debug and which a metrics exporter can read (:meth:`GcStats.snapshot`).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("roost.gc")
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    """Totals for collections of one generation (a collection of generation 2 is a full one)."""
+
+    collections: int = 0
+    pause_seconds: float = 0.0
+    max_pause_seconds: float = 0.0
+    collected: int = 0  # unreachable objects found (reference cycles) and freed
+    uncollectable: int = 0
+
+
+@dataclass(slots=True)
+class GcStats:
+    """Accumulated pause figures; install once per process with :meth:`install`."""
+
+    generations: list[GenerationStats] = field(default_factory=lambda: [GenerationStats() for _ in range(3)])
+    #: Pauses at or above this are logged at debug (full collections always are).
+    log_over_seconds: float = 0.005
+    last_pause_seconds: float = 0.0
+    _started: float = 0.0
+    _installed: bool = False
+
+    def install(self) -> None:
+        """Start measuring (idempotent)."""
+        if not self._installed:
+            gc.callbacks.append(self._callback)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            gc.callbacks.remove(self._callback)
+            self._installed = False
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        generation = info["generation"]
+        g = self.generations[generation]
+        g.collections += 1
+        g.pause_seconds += pause
+        if pause > g.max_pause_seconds:
+            g.max_pause_seconds = pause
+        g.collected += info["collected"]
+        g.uncollectable += info["uncollectable"]
+        self.last_pause_seconds = pause
+        if (generation == 2 or pause >= self.log_over_seconds) and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "gc generation %d: %.1f ms, %d unreachable objects freed, %d uncollectable",
+                generation,
+                pause * 1000,
+                info["collected"],
+                info["uncollectable"],
+            )
+
+    @property
+    def max_pause_seconds(self) -> float:
+        return max(g.max_pause_seconds for g in self.generations)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain numbers for logs and metrics."""
+        return {
+            "max_pause_ms": self.max_pause_seconds * 1000,
+            "frozen_objects": gc.get_freeze_count(),
+            "generations": [
+                {
+                    "collections": g.collections,
+                    "pause_ms_total": g.pause_seconds * 1000,
+                    "pause_ms_max": g.max_pause_seconds * 1000,
+                    "collected": g.collected,
+                    "uncollectable": g.uncollectable,
+                }
+                for g in self.generations
+            ],
+        }
+
+    def reset(self) -> None:
+        self.generations = [GenerationStats() for _ in range(3)]
+        self.last_pause_seconds = 0.0
+
+
+#: The process-wide figures (the collector is process-wide too).
+STATS = GcStats()
