@@ -163,7 +163,7 @@ class OfflineStorage(Module):
         if not items:
             self._counts[key] = 0
             return
-        if self.server.sessions.get(jid) is not session:
+        if self.server.route_table.session(jid) is not session:
             # Gone while we read: keep them for the next session (or another one that is available).
             for item in items:
                 await self.archive.append(domain, user, item)
