@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from roost.modules.mam.module import MessageArchive
 from roost.stanza import error_condition as condition
-from roost.storage.api import ArchiveQuery
+from roost.storage.api import ArchiveQuery, StorageError
 from roost.xml.element import Element
 from tests.support.scenario import Harness, ScriptedSession
 
@@ -359,3 +360,38 @@ async def test_a_full_write_queue_drops_archiving_never_delivery(h: Harness) -> 
     assert archive.archiver.dropped == 2
     del store.offer  # type: ignore[attr-defined]
     assert await store.count("localhost", "bob", ArchiveQuery()) == 0
+
+
+async def test_a_failing_database_costs_archive_entries_never_delivery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "roost.toml").write_text(
+        f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[listen]\nc2s = ""\nc2s_tls = ""\n[storage]\nurl = "memory://"\narchive_queue = 1000\n'
+    )
+    async with Harness.running(tmp_path) as h:
+        alice = await h.login("alice")
+        bob = await online(h, "bob")
+        storage = h.server.storage
+        writer = storage._writer  # fault injection where the writer commits its batches
+        working = writer._commit
+
+        async def down(entries: object) -> None:
+            raise StorageError("database is down")
+
+        writer._commit = down
+        for n in range(600):  # 1,200 archive entries for a queue of 1,000
+            await alice.submit(f"<message to='bob@localhost' type='chat'><body>{n}</body></message>")
+        assert [m.find_text("body") for m in bob.received] == [str(n) for n in range(600)]
+        archive = h.module(MessageArchive)
+        assert archive.archiver.dropped == 200
+        assert "messages not archived" in caplog.text
+        assert "archive items failed" in caplog.text  # the writer says it keeps retrying
+
+        writer._commit = working
+        async with asyncio.timeout(30):
+            await storage.flush()
+        assert (
+            await archive.store.count("localhost", "alice") + await archive.store.count("localhost", "bob")
+            == 1000
+        )

@@ -110,11 +110,12 @@ async def test_temporary_rooms_and_rooms_with_mam_off_keep_no_archive(h: Harness
     owner = await h.login("crone")
     await make_room(h, owner, "temp", **{"muc#roomconfig_persistentroom": "0"})
     await make_room(h, owner, "off", mam="0")
+    await make_room(h, owner, "off2", **{"muc#roomconfig_enablearchiving": "false"})
     await make_room(h, owner, "on")
-    for room in ("temp", "off", "on"):
+    for room in ("temp", "off", "off2", "on"):
         await say(h, owner, room, "hello")
 
-    for room in ("temp", "off"):
+    for room in ("temp", "off", "off2"):
         _, answer = await query(owner, to=f"{room}@{SERVICE}")
         assert condition(answer) == "feature-not-implemented"
         assert MAM not in await disco_features(owner, f"{room}@{SERVICE}")

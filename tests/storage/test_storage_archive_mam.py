@@ -3,7 +3,9 @@ the non-blocking offer. Runs against memory, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +192,26 @@ async def test_offer_never_waits_and_refuses_when_the_queue_is_full(
     assert ids((await mam.query(DOMAIN, USER, ArchiveQuery()))[0]) == ["m000", "m001", "m003"]
     with pytest.raises(ValueError):
         mam.offer(DOMAIN, USER, item(4), search="\x00")
+
+
+async def test_sqlite_search_rows_stay_right_when_rowids_are_not_sequential(tmp_path: Path) -> None:
+    """With the largest rowid taken SQLite picks random rowids: the writer then inserts row by row."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    storage = await StorageManager.open(url)
+    try:
+        await storage.archive("mam").append(DOMAIN, "other", item(0), search="filler")
+        await storage.flush()
+        db = sqlite3.connect(tmp_path / "r.db")
+        db.execute("UPDATE archive SET seq = 9223372036854775807")
+        db.execute("UPDATE archive_fts SET rowid = 9223372036854775807")
+        db.commit()
+        db.close()
+        mam = storage.archive("mam")
+        for n, body in enumerate(BODIES):
+            await mam.append(DOMAIN, USER, item(n), search=body)
+        page, _ = await mam.query(DOMAIN, USER, ArchiveQuery(text="romeo"))
+        assert ids(page) == ["m000", "m004"]
+        assert await mam.count(DOMAIN, USER) == len(BODIES)
+        assert ids((await mam.query(DOMAIN, "other", ArchiveQuery(text="filler")))[0]) == ["m000"]
+    finally:
+        await storage.close()

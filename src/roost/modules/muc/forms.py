@@ -294,6 +294,7 @@ def read_config(form: SubmittedForm, current: RoomConfig, policy: ServicePolicy)
     boolean(PREFIX + "passwordprotectedroom", "password_protected")
     boolean(PREFIX + "enablelogging", "enable_logging")
     boolean(MAM_FIELD, "mam")
+    boolean(PREFIX + "enablearchiving", "mam")  # Prosody's name for it, accepted too
     if PREFIX + "roomsecret" in v:
         changes["password"] = "".join(v[PREFIX + "roomsecret"])
     for var, attr, allowed in (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 from roost.jid import JID, JIDError
 from roost.stanza.errors import StreamError
@@ -92,9 +92,6 @@ class SaslServer(Feature):
         self._scram_started = False
         self._mechanism = ""
         self._pending_user: str | None = None
-
-    def cache_key(self, stream: Stream) -> Hashable:
-        return (stream.secure, tuple(stream.channel_bindings))
 
     def offered(self, stream: Stream) -> list[str]:
         offered = []
