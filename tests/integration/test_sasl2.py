@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 
 from roost.core.fast import DAY
+from roost.core.session import SessionState
 from roost.stream.sasl.scram import SaslFailure, ScramClient, derive_credentials, ssdp_string
 from roost.util.datetime import parse_datetime
 from roost.xml.element import Element
-from roost.xml.ns import BIND, BIND2, SASL, SASL2, SASL_CB
+from roost.xml.ns import BIND, BIND2, CSI, SASL, SASL2, SASL_CB, SM, STANZA_ERRORS
 from tests.support import sasl2
+from tests.support.im import eventually
 from tests.support.raw import RawClient
 from tests.support.sasl2 import Agent
 from tests.support.server import RunningServer, running_server
@@ -354,4 +356,84 @@ async def test_stripped_mechanism_list_is_detected(server: RunningServer, use_sa
     # ... or the whole XEP-0440 list.
     raw = await connect(server)
     assert "downgrade" in await _scram_with_ssdp(raw, mechs, None, sasl2_=use_sasl2)
+    raw.close()
+
+
+# -- inline stream management and CSI (XEP-0198 in XEP-0386/0388) ---------------------------------------
+
+
+def _chat(to: str, body: str) -> Element:
+    msg = Element("message", "jabber:client", {"to": to, "type": "chat", "id": body})
+    msg.add("body", text=body)
+    return msg
+
+
+async def test_inline_sm_enable_csi_and_fast_resume(server: RunningServer) -> None:
+    await server.add_user("juliet@localhost", "s3cret")
+    await server.add_user("romeo@localhost", "s3cret")
+    probe = await connect(server)
+    _, _, bind = sasl2.offered(probe)
+    probe.close()
+    assert bind is not None
+    inline = bind.find("inline", BIND2)
+    assert inline is not None
+    assert {SM, CSI} <= {f.attrs["var"] for f in inline.elements("feature")}
+
+    phone = Agent()
+    juliet = await connect(server)
+    auth = juliet.features.find("authentication", SASL2) if juliet.features is not None else None
+    assert auth is not None and auth.find("inline", SASL2).find("sm", SM) is not None  # type: ignore[union-attr]
+    result = await sasl2.scram(
+        juliet,
+        "juliet",
+        "s3cret",
+        agent=phone,
+        inline=[Element("enable", SM, {"resume": "true"}), Element("inactive", CSI)],
+        request_token="HT-SHA-256-EXPR",
+    )
+    assert result.ok and result.bound is not None and result.token is not None
+    enabled = result.bound.find("enabled", SM)
+    assert enabled is not None and enabled.attrs.get("resume") == "true"
+    previd = enabled.attrs["id"]
+    full = result.authzid
+    (session,) = server.server.sessions.resources("localhost", "juliet")
+    assert session.sm is not None and session.csi is not None, "SM on, starting inactive"
+
+    romeo = await connect(server)
+    assert (await sasl2.scram(romeo, "romeo", "s3cret", agent=Agent())).ok
+    romeo.send(_chat(full, "while-you-sleep"))
+    # The phone's network dies before it reads anything (h = 0).
+    transport = juliet.writer.transport
+    transport.abort()
+    async def detached() -> bool:
+        return session.state is SessionState.DETACHED
+
+    await eventually(detached)
+
+    # One round trip: FAST token + resume inline; the message comes again after <success/>.
+    back = await connect(server)
+    token = result.token.attrs["token"]
+    resume = Element("resume", SM, {"previd": previd, "h": "0"})
+    again = await sasl2.ht(back, "juliet", token, phone, "HT-SHA-256-EXPR", extra=[resume])
+    assert again.ok, again.element
+    resumed = again.element.find("resumed", SM)
+    assert resumed is not None and resumed.attrs["previd"] == previd
+    assert again.bound is None and again.authzid == full
+    msg = await back.element()
+    assert msg.name == "message" and msg.attrs["id"] == "while-you-sleep"
+    assert server.server.sessions.resources("localhost", "juliet") == [session]
+    assert session.state is SessionState.BOUND
+    back.close()
+    romeo.close()
+
+
+async def test_inline_resume_failure_then_bind(server: RunningServer) -> None:
+    await server.add_user("juliet@localhost", "s3cret")
+    raw = await connect(server)
+    resume = Element("resume", SM, {"previd": "no-such-session", "h": "0"})
+    result = await sasl2.scram(raw, "juliet", "s3cret", agent=Agent(), extra=[resume])
+    assert result.ok
+    failed = result.element.find("failed", SM)
+    assert failed is not None and failed.find("item-not-found", STANZA_ERRORS) is not None
+    assert result.bound is not None and "/" in result.authzid, "XEP-0386 §3.1: bound after all"
     raw.close()

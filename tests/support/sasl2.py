@@ -75,6 +75,7 @@ def authenticate(
     inline: list[Element] | None = None,
     request_token: str | None = None,
     fast: dict[str, str] | None = None,
+    extra: list[Element] | None = None,
 ) -> Element:
     el = Element("authenticate", SASL2, {"mechanism": mechanism})
     if initial is not None:
@@ -93,6 +94,8 @@ def authenticate(
         el.add("request-token", FAST, {"mechanism": request_token})
     if fast is not None:
         el.add("fast", FAST, fast)
+    for child in extra or []:
+        el.append(child)
     return el
 
 

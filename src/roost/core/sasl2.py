@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from roost.core import hooks
+from roost.core import hooks, sm
 from roost.core.fast import expiry_text
+from roost.core.session import SessionState
 from roost.jid import JIDError, prepare_resource
 from roost.stanza.errors import StreamError
+from roost.stream import sm as sm_protocol
 from roost.stream.features.sasl2 import NeedToken, Sasl2Login, bind2_resource
 from roost.util.ids import random_token
 from roost.util.logging import bind_conn_id
 from roost.xml.element import Element
-from roost.xml.ns import BIND2, FAST
+from roost.xml.ns import BIND2, FAST, SM
 
 if TYPE_CHECKING:
     from roost.core.c2s import C2SDriver
+    from roost.stream.sm import SmFailure
 
 #: Longest client tag kept in a resource (XEP-0386 §3.2; the rest of the resource is ours).
 MAX_TAG = 32
@@ -81,6 +84,11 @@ async def complete_login(driver: C2SDriver, event: Sasl2Login) -> None:
             return
         if driver.closed:
             return
+        if event.resume is not None:
+            failure = _resume(driver, event, extra)
+            if failure is None:
+                return  # resumed (or the stream is closing)
+            extra.append(failure.to_element())  # XEP-0386 §3.1: report it, then bind
         if event.bind is None:
             driver.handle_events(stream.sasl2_complete(None, extra))
             return
@@ -101,9 +109,59 @@ async def complete_login(driver: C2SDriver, event: Sasl2Login) -> None:
         if ready is not None:
             session.hold(ready)
         bound: list[Element] = []
+        enable = event.bind.find("enable", SM)
+        if enable is not None:
+            answer = _enable(driver, event.domain, enable)
+            if answer is None:
+                return  # the stream is closing
+            bound.append(answer)
         host = server.hosts.get(event.domain)
         if host is not None:
             enabled = host.bus.fire_sync(hooks.BIND2_INLINE, hooks.Bind2Event(session, event.bind, bound))
             if not isinstance(enabled, bool):
                 session.hold(enabled)
         driver.handle_events(stream.sasl2_complete(jid, extra, bound))
+
+
+def _enable(driver: C2SDriver, domain: str, el: Element) -> Element | None:
+    """Inline XEP-0198 ``<enable/>`` (XEP-0386 §3.3): the ``<enabled/>`` or ``<failed/>`` for ``<bound/>``."""
+    service = sm.service_for(driver.server, domain)
+    if service is None:
+        return sm_protocol.failed("feature-not-implemented", "stream management is not offered here")
+    try:
+        request = sm_protocol.parse_enable(el)
+    except sm_protocol.SmFailure as e:
+        return e.to_element()
+    return service.enable_session(driver, request)
+
+
+def _resume(driver: C2SDriver, event: Sasl2Login, extra: list[Element]) -> SmFailure | None:
+    """Inline XEP-0198 ``<resume/>``: the failure to report, or None once resumed (``<success/>``
+    with ``<resumed/>`` written, what the client missed sent again)."""
+    assert event.resume is not None
+    service = sm.service_for(driver.server, event.domain)
+    if service is None:
+        return sm_protocol.SmFailure("feature-not-implemented", "no stream management here")
+    try:
+        request = sm_protocol.parse_resume(event.resume)
+    except sm_protocol.SmFailure as e:
+        return e
+    answer = service.resume(driver, request)
+    if isinstance(answer, sm_protocol.SmFailure):
+        return answer
+    session = driver.session
+    if driver.closed or session.state is not SessionState.BOUND:
+        return None  # a bad 'h': the stream is closing
+    session.user_agent = event.user_agent
+    managed = session.sm
+    assert isinstance(managed, sm.SmSession)
+    resumed = sm_protocol.resumed(request.previd, managed.state.inbound)
+    stream = driver.stream
+    events = stream.sasl2_complete(session.jid, [*extra, resumed], resumed=True)
+    for stanza in answer:
+        stream.send(stanza)
+    driver.handle_events(events)
+    if answer:
+        managed.request()
+    sm.announce_resumed(driver.server, session)
+    return None

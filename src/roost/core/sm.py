@@ -188,12 +188,18 @@ class SmService:
     # -- nonzas from the stream (the c2s driver calls these) --------------------------------------------
     def enable(self, driver: C2SDriver, request: sm.EnableRequest) -> None:
         """``<enable/>`` on an established stream (§3)."""
+        answer = self.enable_session(driver, request)
+        if answer is not None:
+            driver.connection.send_raw(serialize(answer).encode())
+
+    def enable_session(self, driver: C2SDriver, request: sm.EnableRequest) -> Element | None:
+        """Enable stream management for the driver's session; the ``<enabled/>`` to write (None:
+        the stream is closing). Bind2 (XEP-0386 §3.3) puts it inside ``<bound/>``."""
         session = driver.session
-        connection = driver.connection
         if session.sm is not None:
             # §3: "a client SHALL only make at most one attempt": a second one ends the stream.
             driver.close(StreamError("policy-violation", "stream management is already enabled"), "error")
-            return
+            return None
         config = self.config
         sm_id: str | None = None
         max_seconds: int | None = None
@@ -213,10 +219,10 @@ class SmService:
             self.resumable[sm_id] = managed
         # Counting starts now both ways (§4 note): after <enabled/> for what we send, after
         # <enable/> for what we receive.
-        connection.send_raw(serialize(sm.enabled(sm_id, max_seconds, config.location or None)).encode())
         session.sm = managed
         driver.sm = state
         session.log.info("stream management enabled%s", " (resumable)" if sm_id else "")
+        return sm.enabled(sm_id, max_seconds, config.location or None)
 
     def received_nonza(self, driver: C2SDriver, el: Element) -> None:
         """``<r/>`` or ``<a/>`` on an established stream (§4)."""
@@ -414,11 +420,7 @@ def stream_event(
         driver._handle(event.feature.resumed(driver.stream, session.jid, previd, state.inbound, answer))
         if answer:
             managed.request()
-        host = server.hosts.get(session.jid.domain)
-        if host is not None and host.bus.has_handlers(SESSION_RESUMED):
-            server.spawn(
-                host.bus.fire(SESSION_RESUMED, SessionEvent(session, "resumed")), f"{session.id}-resumed"
-            )
+        announce_resumed(server, session)
         return
     if service is None:
         if isinstance(event, EnableRequested):
@@ -431,6 +433,15 @@ def stream_event(
         service.enable(driver, event.request)
     else:
         service.received_nonza(driver, event.element)
+
+
+def announce_resumed(server: Server, session: ClientSession) -> None:
+    """Fire ``session/resumed`` (per-stream state such as CSI starts over)."""
+    host = server.hosts.get(session.jid.domain)
+    if host is not None and host.bus.has_handlers(SESSION_RESUMED):
+        server.spawn(
+            host.bus.fire(SESSION_RESUMED, SessionEvent(session, "resumed")), f"{session.id}-resumed"
+        )
 
 
 def detach(session: ClientSession, reason: str) -> bool:

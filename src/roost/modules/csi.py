@@ -33,7 +33,7 @@ from typing import Final
 from pydantic import Field
 
 from roost.config.schema import ModuleOptions
-from roost.core import sm
+from roost.core import hooks, sm
 from roost.core.hooks import SessionEvent
 from roost.core.modules import Module, Xep, hook
 from roost.core.session import ClientSession
@@ -298,6 +298,16 @@ class ClientStateIndication(Module):
                 session.csi = current
             current.queue.set_inactive()
         return True
+
+    #: XEP-0386 §3.3: a Bind2 request may start the session inactive.
+    bind2_inline = (CSI,)
+
+    @hook(hooks.BIND2_INLINE)
+    def bind2(self, event: hooks.Bind2Event) -> None:
+        """"If the client included a XEP-0352 <active/> or <inactive/> element, the session must
+        begin in that state" (active is where every session begins)."""
+        if event.request.find("inactive", CSI) is not None:
+            self.client_state(sm.ClientStateEvent(event.session, False))
 
     @hook(sm.SESSION_RESUMED)
     def resumed(self, event: SessionEvent) -> None:

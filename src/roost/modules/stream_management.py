@@ -25,6 +25,7 @@ from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
 from roost.stream.sm import feature
 from roost.xml.element import Element
+from roost.xml.ns import SM
 
 
 class SmOptions(ModuleOptions):
@@ -78,6 +79,8 @@ class StreamManagement(Module):
     xeps = (Xep(198, "1.6.3", note="acks both ways, resumption, unacknowledged stanzas re-routed"),)
     Options = SmOptions
     options: SmOptions
+    #: XEP-0386 §3.3: <enable/> inside a Bind2 request, <resume/> inside SASL2 (core/sasl2.py).
+    bind2_inline = (SM,)
 
     async def start(self) -> None:
         opts = self.options

@@ -175,10 +175,15 @@ class C2SStream(Stream):
         return self._sasl2.tokens(self, stored)
 
     def sasl2_complete(
-        self, jid: JID | None, extra: Sequence[Element] = (), bound: Sequence[Element] = ()
+        self,
+        jid: JID | None,
+        extra: Sequence[Element] = (),
+        bound: Sequence[Element] = (),
+        *,
+        resumed: bool = False,
     ) -> list[StreamEvent]:
         """Answer a :class:`Sasl2Login`: ``<success/>`` (bound to ``jid`` if the client asked)."""
-        return self._sasl2.complete(self, jid, extra, bound)
+        return self._sasl2.complete(self, jid, extra, bound, resumed=resumed)
 
     def sasl2_refuse(self, condition: str, text: str | None = None) -> list[StreamEvent]:
         """Answer a :class:`Sasl2Login` with a SASL failure (RFC 6120 §6.5 ``condition``)."""

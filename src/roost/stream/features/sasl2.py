@@ -33,7 +33,7 @@ from roost.stream.events import Authenticated
 from roost.stream.features.sasl import ALL_MECHANISMS, SaslServer
 from roost.stream.sasl.scram import SaslFailure
 from roost.xml.element import Element
-from roost.xml.ns import BIND2, FAST, SASL, SASL2
+from roost.xml.ns import BIND2, FAST, SASL, SASL2, SM
 
 #: FAST mechanism suffix → the channel binding whose data goes into the HMAC (None: no binding).
 HT_BINDINGS: dict[str, str | None] = {
@@ -78,7 +78,8 @@ class NeedToken(Event):
 class Sasl2Login(Event):
     """The mechanism succeeded: do what the request asked, then ``complete`` (or ``refuse``).
 
-    ``bind`` is the inline Bind2 request (None: the client binds later, RFC 6120 style);
+    ``bind`` is the inline Bind2 request (None: the client binds later, RFC 6120 style); ``resume``
+    an inline XEP-0198 ``<resume/>`` (tried first; Bind2 only if it fails, XEP-0386 §3.1);
     ``token_request`` the FAST mechanism of a requested token; ``token_used`` the stored token this
     login was made with (rotate or drop it); ``invalidate`` asks to drop that token (XEP-0484 §4.4).
     """
@@ -88,6 +89,7 @@ class Sasl2Login(Event):
     mechanism: str
     user_agent: UserAgent | None
     bind: Element | None
+    resume: Element | None
     token_request: str | None
     token_used: StoredToken | None
     invalidate: bool
@@ -186,8 +188,10 @@ class Sasl2Server(SaslServer):
         for mech in offered:
             auth.add("mechanism", text=mech)
         inline = auth.add("inline")
-        bind = inline.add("bind", BIND2)
         features = self.bind_features()
+        if SM in features:
+            inline.add("sm", SM)  # resumption inside <authenticate/> (XEP-0198 with XEP-0388)
+        bind = inline.add("bind", BIND2)
         if features:
             bind_inline = bind.add("inline")
             for var in features:
@@ -333,6 +337,7 @@ class Sasl2Server(SaslServer):
                 self._mechanism,
                 self._user_agent,
                 request.find("bind", BIND2),
+                request.find("resume", SM),
                 token_mech,
                 used,
                 fast is not None and used is not None and fast.attrs.get("invalidate") in ("1", "true"),
@@ -345,8 +350,11 @@ class Sasl2Server(SaslServer):
         jid: JID | None,
         extra: Sequence[Element] = (),
         bound: Sequence[Element] = (),
+        *,
+        resumed: bool = False,
     ) -> list[StreamEvent]:
-        """The driver set the session up: ``<success/>`` (with the full JID if it bound ``jid``)."""
+        """The driver set the session up: ``<success/>`` (with the full JID if it bound ``jid``, or
+        resumed a session with that JID: then ``extra`` carries ``<resumed/>``, no ``<bound/>``)."""
         if not self.pending or stream.pending_on is not self:
             return []
         self.pending = False
@@ -362,8 +370,9 @@ class Sasl2Server(SaslServer):
         success.children.extend(extra)
         if jid is not None:
             stream.jid = jid
-            result = success.add("bound", BIND2)
-            result.children.extend(bound)
+            if not resumed:
+                result = success.add("bound", BIND2)
+                result.children.extend(bound)
         stream.send(success)
         # §2.5: features of the authenticated stream follow at once, with no restart.
         events = stream.send_features()
