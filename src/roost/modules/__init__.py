@@ -38,6 +38,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.trace:StanzaTrace",
     "roost.modules.stream_management:StreamManagement",
     "roost.modules.csi:ClientStateIndication",
+    "roost.modules.push:Push",
 )
 
 
