@@ -148,8 +148,9 @@ class Push(Module):
         Xep(
             357,
             "0.4.1",
+            status="partial",
             note="summary form; for accounts with no session or a detached (XEP-0198) one, 1:1 messages "
-            "and room mentions; failing app servers disabled",
+            "and room mentions; failing app servers disabled; no marked rooms",
         ),
     )
     account_features = (PUSH,)
