@@ -8,6 +8,7 @@ from .login import LoginScenario
 from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
 from .presence import PresenceScenario
+from .reconnect import ReconnectScenario
 from .soak import SoakScenario
 from .websocket import WebSocketScenario
 
@@ -18,6 +19,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         OneOneScenario,
         IdleScenario,
         PresenceScenario,
+        ReconnectScenario,
         MucFanoutScenario,
         SoakScenario,
         WebSocketScenario,

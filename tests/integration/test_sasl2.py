@@ -230,10 +230,19 @@ async def test_fast_rotation_keeps_the_old_token_until_the_new_one_is_used(tmp_p
         assert again.ok and again.token is not None
         newest = again.token.attrs["token"]
         raw.close()
-        # Using the newest invalidates every earlier one.
+        # The never-used token of the first rotation is gone (§4.3), the one in use is kept.
+        keys = [t.key for t in await server.server.fast.lookup("localhost", "romeo", agent.id)]
+        assert sasl2.token_hash(new) not in keys and sasl2.token_hash(old) in keys
+        # Using the newest invalidates every earlier one (just after <success/>).
         raw = await connect(server)
         assert (await sasl2.ht(raw, "romeo", newest, agent)).ok
         raw.close()
+
+        async def old_dropped() -> bool:
+            stored = await server.server.fast.lookup("localhost", "romeo", agent.id)
+            return sasl2.token_hash(old) not in [t.key for t in stored] and len(stored) == 2
+
+        await eventually(old_dropped)
         raw = await connect(server)
         assert (await sasl2.ht(raw, "romeo", old, agent)).condition == "not-authorized"
         raw.close()
@@ -405,6 +414,7 @@ async def test_inline_sm_enable_csi_and_fast_resume(server: RunningServer) -> No
     # The phone's network dies before it reads anything (h = 0).
     transport = juliet.writer.transport
     transport.abort()
+
     async def detached() -> bool:
         return session.state is SessionState.DETACHED
 

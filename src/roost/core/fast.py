@@ -12,8 +12,10 @@ and a token used makes every older one of that client invalid (§4.3).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,18 @@ class FastTokens:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        #: One read-modify-write at a time per client record (a login's token use runs beside the
+        #: next login's rotation).
+        self._locks: weakref.WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def _lock(self, domain: str, username: str, client_id: str) -> asyncio.Lock:
+        key = (domain, username, client_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     @property
     def store(self) -> MapStore:
@@ -84,14 +98,22 @@ class FastTokens:
         now = time.time()
         return [t for t in _tokens(record) if t.expiry > now]
 
-    async def issue(self, domain: str, username: str, agent: UserAgent, mechanism: str) -> tuple[str, float]:
-        """A new token for the client; keeps the newest older one until the new one is used (§4.3)."""
+    async def issue(
+        self, domain: str, username: str, agent: UserAgent, mechanism: str, keep: StoredToken | None = None
+    ) -> tuple[str, float]:
+        """A new token for the client. ``keep``: the token this login used, valid until the new one
+        is used (§4.3); every other earlier token was never used and is dropped."""
+        async with self._lock(domain, username, agent.id):
+            return await self._issue(domain, username, agent, mechanism, keep)
+
+    async def _issue(
+        self, domain: str, username: str, agent: UserAgent, mechanism: str, keep: StoredToken | None
+    ) -> tuple[str, float]:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expiry = time.time() + self.lifetime
         record = await self._record(domain, username, agent.id)
-        older = _tokens(record)
-        older.sort(key=lambda t: t.expiry)
-        kept = older[-1:]  # §4.3: "SHOULD invalidate any tokens previously generated that have not been used"
+        # §4.3: "SHOULD invalidate any tokens previously generated that have not been used".
+        kept = [t for t in _tokens(record) if keep is not None and t.key == keep.key]
         new = StoredToken(ht_key(token), mechanism, expiry)
         record.update(
             software=agent.software or record.get("software", ""),
@@ -103,11 +125,14 @@ class FastTokens:
 
     async def used(self, domain: str, username: str, client_id: str, token: StoredToken) -> None:
         """A login with ``token``: every token of this client that expires earlier is invalid (§4.3)."""
-        record = await self._record(domain, username, client_id)
-        tokens = _tokens(record)
-        record["tokens"] = [_token_json(t) for t in tokens if t.expiry >= token.expiry]
-        record["last_used"] = time.time()
-        await self.store.set(domain, username, client_id, record)
+        async with self._lock(domain, username, client_id):
+            record = await self._record(domain, username, client_id)
+            if not record:
+                return  # revoked meanwhile
+            tokens = _tokens(record)
+            record["tokens"] = [_token_json(t) for t in tokens if t.expiry >= token.expiry]
+            record["last_used"] = time.time()
+            await self.store.set(domain, username, client_id, record)
 
     def due(self, token: StoredToken) -> bool:
         """Whether a token just used should be replaced in the ``<success/>`` (close to expiry)."""
@@ -117,6 +142,12 @@ class FastTokens:
         self, domain: str, username: str, client_id: str, token: StoredToken | None = None
     ) -> bool:
         """Drop one token of a client, or all of them (the device is forgotten); whether any was."""
+        async with self._lock(domain, username, client_id):
+            return await self._invalidate(domain, username, client_id, token)
+
+    async def _invalidate(
+        self, domain: str, username: str, client_id: str, token: StoredToken | None
+    ) -> bool:
         record = await self._record(domain, username, client_id)
         if not record:
             return False

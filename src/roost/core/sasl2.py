@@ -71,12 +71,17 @@ async def complete_login(driver: C2SDriver, event: Sasl2Login) -> None:
                 if event.invalidate:
                     await fast.invalidate(event.domain, event.username, agent.id, used)
                 else:
-                    await fast.used(event.domain, event.username, agent.id, used)
+                    # Off the login's path: dropping older tokens and noting the use may land a
+                    # moment after <success/>.
+                    server.spawn(
+                        fast.used(event.domain, event.username, agent.id, used), f"{session.id}-fast"
+                    )
             mechanism = event.token_request
             if mechanism is None and used is not None and not event.invalidate and fast.due(used):
                 mechanism = used.mechanism  # §4.3: rotation, asked for or not
             if mechanism is not None and agent is not None and agent.id:
-                token, expiry = await fast.issue(event.domain, event.username, agent, mechanism)
+                keep = used if not event.invalidate else None
+                token, expiry = await fast.issue(event.domain, event.username, agent, mechanism, keep)
                 extra.append(Element("token", FAST, {"token": token, "expiry": expiry_text(expiry)}))
         except Exception:
             session.log.exception("FAST token update failed")
