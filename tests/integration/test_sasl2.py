@@ -68,6 +68,7 @@ async def test_scram_login_with_inline_bind(server: RunningServer, mech: str, cb
     assert result.bound is not None
     # §2.5: features follow without a restart; the stream is bound, so no <bind/> is offered.
     assert result.features is not None and result.features.find("bind", BIND) is None
+    assert result.features.find("sm", SM) is None, "SM is negotiated inline with Bind2"
     # The stream is established: stanzas flow at once.
     raw.send_raw("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
     reply = await raw.element()

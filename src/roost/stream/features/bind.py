@@ -17,7 +17,7 @@ from roost.stream.core import Feature, Phase, Role, Stream, StreamEvent
 from roost.stream.events import Bound, NeedBind
 from roost.util.ids import random_token
 from roost.xml.element import Element
-from roost.xml.ns import BIND, LIMITS, SESSION
+from roost.xml.ns import BIND, LIMITS, SESSION, SM
 
 _STANZAS = frozenset(("message", "presence", "iq"))
 
@@ -192,4 +192,10 @@ class ExtraFeatures(Feature):
         return self._version
 
     def advertise(self, stream: Stream) -> Sequence[Element]:
-        return (self._current or ()) if stream.authenticated else ()
+        if not stream.authenticated:
+            return ()
+        if stream.jid is not None:
+            # Bound by Bind2 inside SASL2 (XEP-0386): stream management was offered inline there;
+            # offering it again invites a second <enable/> (XEP-0198 §3 allows one).
+            return [el for el in self._current or () if el.ns != SM]
+        return self._current or ()
