@@ -43,13 +43,39 @@ async def reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
+#: With pytest-xdist, each worker gets a database of its own (resetting a shared one races).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_worker_url: str | None = None
+
+
+async def postgres_url() -> str:
+    """The suite's PostgreSQL URL: ROOST_TEST_POSTGRES_URL, or a per-worker database beside it."""
+    global _worker_url
+    if not _WORKER:
+        return POSTGRES_URL
+    if _worker_url is None:
+        base = make_url(POSTGRES_URL)
+        name = f"{base.database}_{_WORKER}"
+        engine = create_async_engine(base.set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                found = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+                if not found:
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            await engine.dispose()
+        _worker_url = base.set(database=name).render_as_string(hide_password=False)
+    return _worker_url
+
+
 async def url_for(backend: str, tmp_path: Path) -> str:
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'roost.db'}"
-    await reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    url = await postgres_url()
+    await reset_postgres(url)
+    return url
 
 
 @pytest.fixture(params=BACKENDS)
