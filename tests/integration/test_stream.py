@@ -180,7 +180,8 @@ async def test_a_tls_client_on_the_starttls_port_is_logged_and_closed(
     context = tls_module.client_context()
     with pytest.raises((ssl_module.SSLError, ConnectionError, OSError)):
         await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", server.c2s_port, ssl=context, server_hostname="localhost"), 10
+            asyncio.open_connection("127.0.0.1", server.c2s_port, ssl=context, server_hostname="localhost"),
+            10,
         )
     for _ in range(50):
         if "TLS client connected to the STARTTLS port" in caplog.text:
