@@ -258,12 +258,8 @@ class ControlChannel:
             return {"ok": False, "exists": True, "error": f"user {username}@{domain} already exists"}
         except NoSuchAccount:
             return {"ok": False, "missing": True, "error": f"no such user: {username}@{domain}"}
-        log.info(
-            "roost CLI: %s %s@%s",
-            "created" if op == "create-account" else "new password for",
-            username,
-            domain,
-        )
+        what = "created" if op == "create-account" else "password changed"
+        log.info("roost CLI: user %s@%s %s", username, domain, what)
         return {"ok": True}
 
     async def _command(self, request: dict[str, Any]) -> dict[str, Any]:
