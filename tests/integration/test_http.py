@@ -116,3 +116,14 @@ async def test_shutdown_ends_websocket_and_bosh_sessions_with_system_shutdown(tm
         finally:
             await ws.aclose()
             await bosh.aclose()
+
+
+async def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
+    extra = '[http]\ncors_origins = ["https://app.example"]\n'
+    async with web_server(tmp_path, extra) as running, aiohttp.ClientSession() as http:
+        url = http_url(running, "/.well-known/host-meta.json")
+        async with http.get(url, ssl=False, headers={"Origin": "https://app.example"}) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+            assert r.headers["Vary"] == "Origin"
+        async with http.get(url, ssl=False, headers={"Origin": "https://evil.example"}) as r:
+            assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
