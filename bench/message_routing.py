@@ -9,6 +9,11 @@ server CPU per message: what routing, the filters, the stanza-id and serializati
     .venv/bin/python -m bench.message_routing --messages 20000
     .venv/bin/python -m bench.message_routing --full            # to the full JID
     .venv/bin/python -m bench.message_routing --carbons         # 2 more recipient resources, Carbons on
+    .venv/bin/python -m bench.message_routing --sqlite           # SQLite storage: archive writes included
+    .venv/bin/python -m bench.message_routing --sqlite --no-mam  # the same without message archiving
+
+The measured CPU includes the storage thread and the archive writes still queued at the end (they
+are flushed inside the measured interval), so archiving on vs off compares the whole cost.
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ async def _bind(server: Server, user: str, resource: str) -> CountingSession:
     return session
 
 
-async def run(messages: int, full: bool, carbons: bool) -> None:
+async def run(
+    messages: int, full: bool, carbons: bool, sqlite: bool = False, mam: bool = True, search: bool = True
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roost.toml"
+        url = f"sqlite:///{tmp}/data/roost.db" if sqlite else "memory://"
         path.write_text(
             f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
-            '[storage]\nurl = "memory://"\n'
+            f'[storage]\nurl = "{url}"\n'
+            f"[mam]\nenabled = {str(mam).lower()}\nsearch = {str(search).lower()}\n"
         )
         server = create_server(load_config(path))
         await server.start()
@@ -70,12 +79,15 @@ async def run(messages: int, full: bool, carbons: bool) -> None:
                 pending = server.router.process(sender, m)
                 if pending is not None:
                     await pending
+            await server.storage.flush()
             cpu = time.process_time() - cpu
             delivered = recipient.stanzas - before
             copies = sum(o.stanzas for o in others)
             print(
                 f"{messages} messages to {'full' if full else 'bare'} JID: {delivered} delivered, "
-                f"{copies} carbons, {cpu * 1e6 / messages:.1f} µs server CPU per message"
+                f"{copies} carbons, {cpu * 1e6 / messages:.1f} µs server CPU per message "
+                f"({'sqlite' if sqlite else 'memory'} storage, archiving {'on' if mam else 'off'}"
+                f"{'' if search or not mam else ', no search index'})"
             )
         finally:
             await server.stop()
@@ -86,8 +98,13 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--full", action="store_true", help="address the recipient's full JID")
     parser.add_argument("--carbons", action="store_true", help="two more recipient resources with Carbons")
+    parser.add_argument(
+        "--sqlite", action="store_true", help="SQLite storage in a temp dir (default: memory)"
+    )
+    parser.add_argument("--no-mam", action="store_true", help="message archiving off")
+    parser.add_argument("--no-search", action="store_true", help="archiving without the full-text index")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.full, args.carbons))
+    asyncio.run(run(args.messages, args.full, args.carbons, args.sqlite, not args.no_mam, not args.no_search))
 
 
 if __name__ == "__main__":

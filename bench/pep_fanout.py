@@ -7,6 +7,10 @@ caps (the hash is made known up front, as after the first client with those caps
 publishes items through ``Router.process``; prints notifications delivered per second of server CPU.
 
     .venv/bin/python -m bench.pep_fanout --contacts 500 --publishes 200
+    .venv/bin/python -m bench.pep_fanout --service --contacts 1000 --publishes 200
+
+``--service``: the same on the PubSub service domain instead: one node, N subscribers (their bare
+JIDs, so each notification goes through ``message/bare`` delivery to the one resource).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.inprocess import CountingSession
+from bench.inprocess import CountingSession, bind
+from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
 from roost.modules.pubsub.caps import CAPS
@@ -42,7 +47,7 @@ async def run(contacts: int, publishes: int) -> None:
             f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
             f'[storage]\nurl = "memory://"\n[roster]\nmax_items = {contacts + 10}\n'
         )
-        server = Server(load_config(path))
+        server = create_server(load_config(path))
         await server.start()
         try:
             runtime = find_runtime(server)
@@ -50,13 +55,8 @@ async def run(contacts: int, publishes: int) -> None:
             runtime.caps.put("sha-1", "bench-ver", {TUNE + "+notify"})
             for name in ["owner"] + [f"user{i}" for i in range(contacts)]:
                 await server.storage.accounts.create("localhost", name, [])
-            owner = CountingSession(server)
-            server.sessions.bind(owner, "localhost", "owner", "bench")
-            sessions = []
-            for i in range(contacts):
-                s = CountingSession(server)
-                server.sessions.bind(s, "localhost", f"user{i}", "bench")
-                sessions.append(s)
+            owner = await bind(server, "owner", "bench")
+            sessions = [await bind(server, f"user{i}", "bench") for i in range(contacts)]
             await _process(server, owner, Element("presence", CLIENT))
             for i, s in enumerate(sessions):
                 await _process(
@@ -96,12 +96,62 @@ async def run(contacts: int, publishes: int) -> None:
             await server.stop()
 
 
+async def run_service(subscribers: int, publishes: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "roost.toml"
+        path.write_text(
+            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
+            f'[storage]\nurl = "memory://"\n[pubsub]\nmax_subscriptions = {subscribers + 10}\n'
+        )
+        server = create_server(load_config(path))
+        await server.start()
+        try:
+            for name in ["sensor"] + [f"user{i}" for i in range(subscribers)]:
+                await server.storage.accounts.create("localhost", name, [])
+            sensor = await bind(server, "sensor", "bench")
+            sessions = [await bind(server, f"user{i}", "bench") for i in range(subscribers)]
+            for s in [sensor, *sessions]:
+                await _process(server, s, Element("presence", CLIENT))
+            create = Element("iq", CLIENT, {"type": "set", "id": "c", "to": "pubsub.localhost"})
+            create.add("pubsub", PUBSUB).add("create", attrs={"node": "readings"})
+            await _process(server, sensor, create)
+            for i, s in enumerate(sessions):
+                sub = Element("iq", CLIENT, {"type": "set", "id": f"s{i}", "to": "pubsub.localhost"})
+                sub.add("pubsub", PUBSUB).add(
+                    "subscribe", attrs={"node": "readings", "jid": f"user{i}@localhost"}
+                )
+                await _process(server, s, sub)
+            await asyncio.sleep(0.2)
+            before = sum(s.stanzas for s in sessions)
+            cpu = time.process_time()
+            for n in range(publishes):
+                iq = Element("iq", CLIENT, {"type": "set", "id": f"p{n}", "to": "pubsub.localhost"})
+                item = iq.add("pubsub", PUBSUB).add("publish", attrs={"node": "readings"}).add("item")
+                item.add("reading", "urn:example:sensor", text=str(n))
+                await _process(server, sensor, iq)
+            await asyncio.sleep(0)
+            cpu = time.process_time() - cpu
+            delivered = sum(s.stanzas for s in sessions) - before
+            print(
+                f"service subscribers={subscribers} publishes={publishes}: {delivered} notifications in "
+                f"{cpu:.3f} s CPU = {delivered / cpu:,.0f} items delivered/s, "
+                f"{cpu / max(delivered, 1) * 1e6:.2f} µs per notification"
+            )
+        finally:
+            await server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=500)
     parser.add_argument("--publishes", type=int, default=200)
+    parser.add_argument(
+        "--service", action="store_true", help="a PubSub service node with --contacts subscribers"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.contacts, args.publishes))
+    asyncio.run(
+        run_service(args.contacts, args.publishes) if args.service else run(args.contacts, args.publishes)
+    )
 
 
 if __name__ == "__main__":

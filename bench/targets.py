@@ -584,6 +584,11 @@ default_max_occupants = 1000
 max_occupants = 1000
 default_history = 20
 message_rate = 0
+
+# Like the other servers as benchmarked (no mod_mam in Debian's Prosody list, ejabberd 'mam: false'):
+# no message archive. Measure archiving with a --roost-config template that leaves this out.
+[mam]
+enabled = false
 """
 
 

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
-from roost.config.schema import Config, ListenEntry
+from roost.config.schema import Config, ListenEntry, listen_hosts
 from roost.core.server import Listener, ListenerStarter, Server, run_until_signalled
 from roost.modules import all_modules
 from roost.transports.tcp import TcpConnection
@@ -23,10 +23,11 @@ from roost.util.logging import setup_logging
 async def start_tcp_c2s(server: Server, entry: ListenEntry) -> tuple[Listener, tuple[str, int]]:
     """A ``c2s`` (STARTTLS) or ``c2s_tls`` (direct TLS, XEP-0368) listener."""
     host, port = entry.host_port
-    settings = server.c2s_settings()
+    # One settings object shared by the c2s listeners; a reload changes it in place.
+    settings = server.listen_settings or server.c2s_settings()
     srv = await asyncio.get_running_loop().create_server(
         functools.partial(TcpConnection, server, settings, direct_tls=entry.kind == "c2s_tls"),
-        host or None,
+        listen_hosts(host, port),
         port,
         backlog=entry.backlog,
         reuse_address=True,
@@ -45,8 +46,11 @@ def create_server(config: Config) -> Server:
     return Server(config, modules=all_modules(), listeners=listener_starters())
 
 
-def serve(config: Config) -> int:
-    """Run the server until SIGTERM/SIGINT (the ``roost run`` command)."""
+def serve(config: Config, overrides: dict[str, str] | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT (the ``roost run`` command); SIGHUP reloads.
+
+    ``overrides`` are the command line's ``--set``/``--log-level``: a reload applies them again.
+    """
     setup_logging(config.log.level, config.log.file)
     runner: Callable[[Coroutine[Any, Any, int]], int] = asyncio.run
     try:
@@ -55,4 +59,6 @@ def serve(config: Config) -> int:
         runner = uvloop.run
     except ImportError:
         pass
-    return runner(run_until_signalled(create_server(config)))
+    server = create_server(config)
+    server.config_overrides = dict(overrides or {})
+    return runner(run_until_signalled(server))

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -113,17 +114,34 @@ async def test_run_user_add_while_running_and_sigterm(config: tuple[Path, int, i
             proc.wait()
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
-    if port_busy(5222) or port_busy(5223):
-        pytest.skip("ports 5222/5223 are in use on this machine")
+    """No config file: localhost, ./roost-data; ports from --set so that no fixed port is needed."""
+    c2s, c2s_tls = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "ROOST_CONFIG"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")  # this test's own default-server link
+    ports = ["--set", f"listen.c2s=localhost:{c2s}", "--set", f"listen.c2s_tls=localhost:{c2s_tls}"]
     proc = subprocess.Popen(
-        [*ROOST, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [*ROOST, "run", *ports], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        await wait_for_port(5222, proc)
+        await wait_for_port(c2s, proc)
         assert (tmp_path / "roost-data" / "roost.db").exists()
         assert (tmp_path / "roost-data" / "tls" / "roost.crt").exists()
+        # Owner-only: the database holds SCRAM keys; the directory holds the TLS key and the socket.
+        assert stat.S_IMODE((tmp_path / "roost-data").stat().st_mode) == 0o700
+        assert stat.S_IMODE((tmp_path / "roost-data" / "roost.db").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "roost-data" / "server.secret").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "roost-data" / "tls" / "roost.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE((tmp_path / "roost-data" / "roost.sock").stat().st_mode) == 0o600
         subprocess.run(
             [*ROOST, "user", "add", "bob@localhost", "--password", "builder"],
             cwd=tmp_path,
@@ -132,10 +150,33 @@ async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
             capture_output=True,
             timeout=60,
         )
-        client = await connect("bob@localhost/default", "builder", 5222)
-        tls_client = await connect("bob@localhost/tls", "builder", 5223, direct_tls=True)
+        # From another directory, without a config: the CLI finds the running server's data through the
+        # link to its control socket, instead of creating ./roost-data there.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        listed = subprocess.run(
+            [*ROOST, "user", "list"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.splitlines() == ["bob@localhost"]
+        assert f"using the data of the Roost server running on {tmp_path / 'roost-data'}" in listed.stderr
+        assert not (elsewhere / "roost-data").exists()
+        client = await connect("bob@localhost/default", "builder", c2s)
+        tls_client = await connect("bob@localhost/tls", "builder", c2s_tls, direct_tls=True)
         client.disconnect()
         tls_client.disconnect()
+        if ipv6_loopback():  # 'localhost' is ::1 too
+            _, writer = await asyncio.open_connection("::1", c2s)
+            writer.close()
+        # Only loopback: no other address of this machine answers.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, the route picks an address
+                own = probe.getsockname()[0]
+            except OSError:
+                own = "127.0.0.1"
+        if not own.startswith("127."):
+            assert not port_busy_on(own, c2s)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -143,6 +184,13 @@ async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+    assert not (tmp_path / "run" / "roost" / "default.sock").exists()  # the link goes with the server
+
+
+def port_busy_on(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((host, port)) == 0
 
 
 def test_check_reports_bad_config_with_key_and_fix(tmp_path: Path) -> None:

@@ -127,6 +127,9 @@ async def test_notification_to_contacts_with_notify_and_own_resources(
     )  # §4.3.1: from the bare JID, to the full
     item = got.find("event", PUBSUB_EVENT).find("items").find("item")  # type: ignore[union-attr]
     assert item.find("tune", TUNE).find_text("artist", TUNE) == "Gounod"  # type: ignore[union-attr]
+    # §4.3.1 rule 3: the publishing resource, for those who share presence with her
+    address = got.find("addresses", "http://jabber.org/protocol/address").find("address")  # type: ignore[union-attr]
+    assert address.attrs == {"type": "replyto", "jid": juliet.jid}  # type: ignore[union-attr]
     own = await juliet.event(TUNE)
     assert own.attrs["to"] == juliet.jid
     await nurse.no_event(TUNE)

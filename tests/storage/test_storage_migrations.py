@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from roost.storage import StorageError, StorageManager
 from roost.storage.sql import migrate
 from roost.storage.sql.backend import _USER_KV, _USER_MAP, _normalize_url
-from roost.storage.sql.schema import metadata
+from roost.storage.sql.schema import include_name, metadata
 
 
 async def run_sync(url: str, fn: Callable[[Connection], Any]) -> Any:
@@ -71,7 +71,9 @@ async def test_migrated_schema_matches_schema_py(sql_url: str) -> None:
     await storage.close()
 
     def differences(conn: Connection) -> list[Any]:
-        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+        return list(
+            compare_metadata(MigrationContext.configure(conn, opts={"include_name": include_name}), metadata)
+        )
 
     assert await run_sync(sql_url, differences) == []
 

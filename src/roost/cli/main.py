@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import csv
 import getpass
+import json
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from roost.cli.errors import OperationFailed, UsageError
 from roost.config import Config, ConfigError, load_config
 from roost.config.schema import redact_url
 from roost.jid import JID, JIDError, prepare_domain
@@ -40,14 +42,6 @@ PROG = "roost"
 IMPORT_PROGRESS_EVERY = 1000
 
 log = logging.getLogger("roost.cli")
-
-
-class UsageError(Exception):
-    """Bad arguments or input: exit code 2."""
-
-
-class OperationFailed(Exception):
-    """The command was understood but could not be done: exit code 1."""
 
 
 # --- argument parsing --------------------------------------------------------------------------
@@ -278,6 +272,36 @@ def _build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", metavar="FILE", help="the CSV file, or - for standard input")
     importing.set_defaults(handler=_cmd_user_import)
 
+    lock = user_commands.add_parser(
+        "lock",
+        help="lock an account: it cannot log in, and is told why",
+        description="Lock an account (XEP-0133 disable user): its sessions end and it cannot log in "
+        "until unlocked; its data is kept. Works with or without a running server.",
+        epilog="examples:\n  roost user lock mallory@example.org --reason 'spam'\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    lock.add_argument("jid", metavar="JID")
+    lock.add_argument("--reason", default="", help="shown to the user when they try to log in")
+    lock.set_defaults(handler=_cmd_user_lock)
+    unlock = user_commands.add_parser(
+        "unlock",
+        help="unlock a locked account",
+        description="Let a locked account log in again.",
+        epilog="examples:\n  roost user unlock mallory@example.org\n",
+        formatter_class=_HELP_FORMATTER,
+        parents=[common_sub],
+    )
+    unlock.add_argument("jid", metavar="JID")
+    unlock.set_defaults(handler=_cmd_user_unlock)
+
+    from roost.cli import admin
+
+    admin.add_commands(commands, common_sub, _HELP_FORMATTER, _run_admin_command, _cmd_reload)
+    from roost.cli import backup
+
+    backup.add_commands(commands, common_sub, _HELP_FORMATTER)
+
     parser.set_defaults(handler=_usage_of(parser))
     return parser
 
@@ -326,7 +350,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print(file=sys.stderr)
+        _error("cancelled")
         return 130
+    except _admin_no_server() as e:
+        _error(str(e))
+        return EXIT_FAILED
+
+
+def _admin_no_server() -> type[Exception]:
+    from roost.cli.admin import NoServer
+
+    return NoServer
 
 
 def _exit_code(code: object) -> int:
@@ -343,6 +377,10 @@ def _error(message: str) -> None:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, overrides=_overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for item in [*getattr(args, "overrides_top", []), *getattr(args, "overrides_sub", [])]:
         key, sep, value = item.partition("=")
@@ -351,7 +389,7 @@ def _load(args: argparse.Namespace) -> Config:
         overrides[key.strip()] = value
     if args.log_level is not None:
         overrides["log.level"] = args.log_level
-    return load_config(args.config, overrides=overrides)
+    return overrides
 
 
 def _cli_logging(args: argparse.Namespace) -> None:
@@ -366,144 +404,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     from roost.app import serve  # sets up logging from config.log
 
-    return serve(config)
+    return serve(config, _overrides(args))
 
 
-# --- check -------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Report:
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def problem(self, message: str, fix: str | None = None) -> None:
-        self.problems.append(message if fix is None else f"{message}\n    fix: {fix}")
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
+# --- check: see roost.cli.check ---------------------------------------------------------------
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args)
-    except ConfigError as e:
-        for config_problem in e.problems:
-            print(f"problem: {config_problem}")
-        print(f"{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''} in the configuration")
-        return EXIT_FAILED
-    report = _Report()
-    _check_tls(config, report)
-    _check_writable_dir(config.server.data_dir, "server.data_dir", report)
-    _check_listeners(config, report)
-    _check_storage(config, report)
-    if config.log.file is not None:
-        _check_writable_dir(config.log.file.parent, "log.file's directory", report)
-    _check_policy(config, report)
+    from roost.cli.check import cmd_check
 
-    print(f"config: {config.path if config.path is not None else 'built-in defaults (no file)'}")
-    for note in report.notes:
-        print(f"note: {note}")
-    for warning in report.warnings:
-        print(f"warning: {warning}")
-    for problem in report.problems:
-        print(f"problem: {problem}")
-    if report.problems:
-        count = len(report.problems)
-        print(f"{count} problem{'s' if count != 1 else ''} found")
-        return EXIT_FAILED
-    print(f"config OK: {_summary(config)}")
-    return EXIT_OK
-
-
-def _check_tls(config: Config, report: _Report) -> None:
-    from roost.transports.tls import CERT_FILE_NAME, KEY_FILE_NAME, certificate_problems
-
-    domains = config.server.domains
-    if config.tls.cert is not None and config.tls.key is not None:
-        for message in certificate_problems(config.tls.cert, config.tls.key, domains):
-            report.problem(message)
-        return
-    cert, key = config.tls_dir / CERT_FILE_NAME, config.tls_dir / KEY_FILE_NAME
-    if cert.exists() and not certificate_problems(cert, key, domains):
-        report.notes.append(f"using the self-signed certificate {cert} (clients will warn)")
-    else:
-        report.notes.append(
-            f"no [tls] cert/key: a self-signed certificate for {', '.join(domains)} will be generated in "
-            f"{config.tls_dir} (clients will warn; set [tls] cert and key for production)"
-        )
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
-
-
-def _check_writable_dir(directory: Path, what: str, report: _Report) -> None:
-    if directory.exists():
-        if not directory.is_dir():
-            report.problem(f"{what} {directory} is not a directory", "point it at a directory")
-        elif not os.access(directory, os.W_OK | os.X_OK):
-            report.problem(
-                f"{what} {directory} is not writable by this user",
-                f"chown it to the user running Roost, or choose another {what}",
-            )
-        return
-    existing = _nearest_existing(directory)
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        report.problem(
-            f"{what} {directory} does not exist and cannot be created ({existing} is not writable)",
-            f"create it (mkdir -p {directory}) and give it to the user running Roost",
-        )
-    else:
-        report.notes.append(f"{what} {directory} will be created")
-
-
-def _check_listeners(config: Config, report: _Report) -> None:
-    entries = config.listeners
-    table = not isinstance(config.listen, list)
-    addresses = [
-        (f"listen.{e.kind}" if table else f"listen[{i}] ({e.kind})", e.host_port)
-        for i, e in enumerate(entries)
-    ]
-    if not any(e.kind in ("c2s", "c2s_tls", "http", "https") for e in entries):
-        report.problem(
-            "every client listener is disabled (no c2s, c2s_tls, http or https listener)",
-            'set listen.c2s = "0.0.0.0:5222", or add a [[listen]] entry with kind = "c2s"',
-        )
-    getuid: Callable[[], int] | None = getattr(os, "getuid", None)
-    for key, address in addresses:
-        if address is not None and 0 < address[1] < 1024 and getuid is not None and getuid() != 0:
-            report.warning(
-                f"{key} uses port {address[1]}: binding a port below 1024 needs root or CAP_NET_BIND_SERVICE"
-            )
-
-
-def _check_storage(config: Config, report: _Report) -> None:
-    url = config.storage_url
-    scheme = url.split(":", 1)[0].lower()
-    base = scheme.split("+", 1)[0]
-    if base == "sqlite":
-        path = _sqlite_path(url)
-        if path is not None and path.parent != config.server.data_dir:
-            _check_writable_dir(path.parent, "the SQLite database directory", report)
-    elif base in ("postgresql", "postgres"):
-        import importlib.util
-
-        if importlib.util.find_spec("asyncpg") is None:
-            report.problem(
-                "storage.url is a PostgreSQL URL but the asyncpg driver is not installed",
-                "pip install 'roost[postgres]'",
-            )
-    elif base == "memory":
-        report.warning("storage.url is memory://: every account and message is lost when the server stops")
-    else:
-        report.problem(
-            f"storage.url scheme {scheme!r} is not supported",
-            "use sqlite:///path/to/roost.db or postgresql://user:password@host/database",
-        )
+    return cmd_check(args)
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -511,26 +421,6 @@ def _sqlite_path(url: str) -> Path | None:
     if not sep or not rest or rest.startswith(":memory:"):
         return None
     return Path(rest.split("?", 1)[0])
-
-
-def _check_policy(config: Config, report: _Report) -> None:
-    if not config.c2s.require_encryption:
-        report.warning("c2s.require_encryption is false: clients may log in over an unencrypted connection")
-    for admin in config.server.admins:
-        domain = admin.rpartition("@")[2]
-        if domain not in config.server.domains:
-            report.warning(f"admin {admin} is not on a domain this server hosts")
-
-
-def _summary(config: Config) -> str:
-    domains = config.server.domains
-    parts = [f"{len(domains)} domain{'s' if len(domains) != 1 else ''} ({', '.join(domains)})"]
-    names = {"c2s": "c2s", "c2s_tls": "direct TLS", "http": "HTTP", "https": "HTTPS"}
-    for entry in config.listeners:
-        parts.append(f"{names.get(entry.kind, entry.kind)} on {entry.address}")
-    parts.append(f"storage {redact_url(config.storage_url)}")
-    parts.append("TLS " + ("from " + str(config.tls.cert) if config.tls.cert else "self-signed"))
-    return ", ".join(parts)
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -568,8 +458,12 @@ def _read_password(args: argparse.Namespace, stdin: IO[str] | None = None) -> st
     elif args.password_stdin or not _is_tty(stdin):
         password = _strip_newline(stdin.readline())
     else:
-        password = getpass.getpass("Password: ")
-        again = getpass.getpass("Password (again): ")
+        try:
+            password = getpass.getpass("Password: ")
+            again = getpass.getpass("Password (again): ")
+        except EOFError:  # Ctrl-D
+            print(file=sys.stderr)
+            raise UsageError("no password given (end of input); nothing was changed") from None
         if password != again:
             raise UsageError("the passwords do not match")
     if not password:
@@ -616,28 +510,78 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _database(config: Config) -> str:
+    """How outputs name the database a command acted on (password masked)."""
+    return f"database {redact_url(config.storage_url)}"
+
+
+def _user_config(args: argparse.Namespace) -> Config:
+    """The configuration for a user command, refusing to create a database in an unexpected place.
+
+    Without a configuration file, the built-in defaults put the database in ./roost-data: run from
+    another directory, that would silently be a new, empty database beside the real one.
+    """
+    config = _load(args)
+    _cli_logging(args)
+    if config.path is None and config.storage_url.startswith("sqlite"):
+        path = _sqlite_path(config.storage_url)
+        if path is not None and not path.exists():
+            running = _running_default_server()
+            if running is not None:
+                print(f"using the data of the Roost server running on {running}", file=sys.stderr)
+                override = f"server.data_dir={json.dumps(str(running))}"
+                args.overrides_top = [*getattr(args, "overrides_top", []), override]
+                return _load(args)
+            raise OperationFailed(
+                f"no configuration file given and no database at {path} (the built-in default, "
+                "relative to the current directory); nothing was created.\n"
+                "Run this command in the directory where 'roost run' runs, or give the server's "
+                "configuration with --config FILE or ROOST_CONFIG=FILE."
+            )
+    return config
+
+
+def _running_default_server() -> Path | None:
+    """The data_dir of a server running on built-in defaults, found through its control socket link."""
+    from roost.core import control
+
+    pointer = control.default_pointer()
+    try:
+        target = Path(os.readlink(pointer))
+    except OSError:
+        return None
+    try:
+        reply = asyncio.run(control.request(target, {"op": "ping"}, timeout=5))
+    except (OSError, ValueError):
+        return None
+    if reply is None or reply.get("config") is not None or not isinstance(reply.get("data_dir"), str):
+        return None
+    return Path(reply["data_dir"])
+
+
 def _cmd_user_add(args: argparse.Namespace) -> int:
-    jid = _store_password(args, new_account=True)
-    print(f"created {jid}")
+    jid, config = _store_password(args, new_account=True)
+    print(f"created {jid} ({_database(config)})")
     return EXIT_OK
 
 
 def _cmd_user_passwd(args: argparse.Namespace) -> int:
-    jid = _store_password(args, new_account=False)
-    print(f"password changed for {jid}")
+    jid, config = _store_password(args, new_account=False)
+    print(f"password changed for {jid} ({_database(config)})")
     return EXIT_OK
 
 
-def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
+def _store_password(args: argparse.Namespace, *, new_account: bool) -> tuple[JID, Config]:
     """Read a password and store credentials for ``args.jid``: a new account, or an existing one's.
 
     Whether the account exists is checked before the password is asked for; one created or deleted
-    in between (another process) gets the same answer.
+    in between (another process) gets the same answer. The prompt runs outside the event loop, so
+    Ctrl-C and Ctrl-D end it at once, with a message and no traceback.
     """
+    from roost.cli.admin import tell
     from roost.storage.api import AccountExists, NoSuchAccount
 
-    config = _load(args)
-    _cli_logging(args)
+    config = _user_config(args)
     jid = _user_jid(args.jid, config)
     local = _local(jid)
     if new_account:
@@ -647,13 +591,21 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
         refused = OperationFailed(f"no such user: {jid}")
         lost_race = NoSuchAccount
 
+    async def exists() -> bool:
+        storage = await _open_storage(config)
+        try:
+            return await storage.accounts.exists(jid.domain, local)
+        finally:
+            await storage.close()
+
+    if asyncio.run(exists()) == new_account:
+        raise refused
+    password = _read_password(args)
+    credentials = _derive_or_usage_error(password, config)
+
     async def store() -> None:
         storage = await _open_storage(config)
         try:
-            if await storage.accounts.exists(jid.domain, local) == new_account:
-                raise refused
-            password = _read_password(args)
-            credentials = await asyncio.to_thread(_derive_or_usage_error, password, config)
             if new_account:
                 await storage.accounts.create(jid.domain, local, credentials)
             else:
@@ -664,14 +616,14 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> JID:
             await storage.close()
 
     asyncio.run(store())
-    return jid
+    tell(config, f"user {jid} {'created' if new_account else 'password changed'}")
+    return jid, config
 
 
 def _cmd_user_del(args: argparse.Namespace) -> int:
     from roost.core import control
 
-    config = _load(args)
-    _cli_logging(args)
+    config = _user_config(args)
     jid = _user_jid(args.jid, config)
     local = _local(jid)
 
@@ -701,19 +653,24 @@ def _cmd_user_del(args: argparse.Namespace) -> int:
         return ""
 
     how = asyncio.run(delete())
-    print(f"deleted {jid} and all of their data{how}")
+    print(f"deleted {jid} and all of their data{how} ({_database(config)})")
     return EXIT_OK
 
 
 def _cmd_user_list(args: argparse.Namespace) -> int:
-    config = _load(args)
-    _cli_logging(args)
+    config = _user_config(args)
     domain: str | None = None
     if args.domain is not None:
         try:
             domain = prepare_domain(args.domain.strip())
         except JIDError as e:
             raise UsageError(f"{args.domain!r} is not a valid domain: {e}") from None
+        if domain not in config.server.domains:
+            where = str(config.path) if config.path is not None else "the configuration"
+            raise UsageError(
+                f"{domain!r} is not a domain of this server (server.domains: "
+                f"{', '.join(config.server.domains)}); add it to [server] domains in {where}"
+            )
 
     async def listing() -> list[tuple[str, str]]:
         storage = await _open_storage(config)
@@ -722,9 +679,105 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
         finally:
             await storage.close()
 
-    for user_domain, username in asyncio.run(listing()):
+    found = asyncio.run(listing())
+    for user_domain, username in found:
         print(f"{username}@{user_domain}")
+    print(f"{len(found)} user{'s' if len(found) != 1 else ''} in {_database(config)}", file=sys.stderr)
     return EXIT_OK
+
+
+def _cmd_user_lock(args: argparse.Namespace) -> int:
+    return _lock_or_unlock(args, lock=True)
+
+
+def _cmd_user_unlock(args: argparse.Namespace) -> int:
+    return _lock_or_unlock(args, lock=False)
+
+
+def _lock_or_unlock(args: argparse.Namespace, *, lock: bool) -> int:
+    """Through the running server (it also ends the sessions), else directly in storage."""
+    from roost.admin import locks
+    from roost.cli.admin import NoServer, ask, command_request
+
+    config = _user_config(args)
+    jid = _user_jid(args.jid, config)
+    values = {"accountjids": [str(jid)]}
+    if lock and args.reason:
+        values["reason"] = [args.reason]
+    try:
+        reply = ask(config, command_request("lock" if lock else "unlock", values))
+    except NoServer:
+        reply = None
+    except OSError as e:
+        raise OperationFailed(f"the running server did not answer: {e}") from None
+    if reply is not None:
+        if not reply.get("ok"):
+            raise OperationFailed(str(reply.get("error", "the running server refused")))
+        print(f"{reply.get('note', '')} (through the running server; {_database(config)})")
+        return EXIT_OK
+
+    async def offline() -> str:
+        storage = await _open_storage(config)
+        try:
+            if not await storage.accounts.exists(jid.domain, _local(jid)):
+                raise OperationFailed(f"no such user: {jid}")
+            if lock:
+                await locks.lock(storage, jid.domain, _local(jid), args.reason, "the roost CLI")
+                return f"locked {jid}"
+            done = await locks.unlock(storage, jid.domain, _local(jid))
+            return f"unlocked {jid}" if done else f"{jid} was not locked"
+        finally:
+            await storage.close()
+
+    print(f"{asyncio.run(offline())} ({_database(config)})")
+    return EXIT_OK
+
+
+# --- administration through the control socket ----------------------------------------------------
+
+
+def _run_admin_command(args: argparse.Namespace, name: str, values: dict[str, list[str]]) -> int:
+    from roost.cli.admin import ask, command_request, print_result
+
+    config = _load(args)
+    _cli_logging(args)
+    try:
+        reply = ask(config, command_request(name, values, getattr(args, "domain", None)))
+    except OSError as e:
+        raise OperationFailed(f"the running server did not answer: {e}") from None
+    if not reply.get("ok"):
+        raise OperationFailed(str(reply.get("error", "the running server refused")))
+    print_result(reply)
+    return EXIT_OK
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    from roost.cli.admin import ask
+
+    try:
+        config = _load(args)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"problem: {problem}")
+        print("reload not requested: the running server would refuse this configuration")
+        return EXIT_FAILED
+    _cli_logging(args)
+    try:
+        reply = ask(config, {"op": "reload"})
+    except OSError as e:
+        raise OperationFailed(f"the running server did not answer: {e}") from None
+    from roost.core.reload import ReloadReport
+
+    report = ReloadReport(
+        ok=bool(reply.get("ok")),
+        error=str(reply.get("error", "")),
+        changed=list(reply.get("changed", [])),
+        needs_restart=list(reply.get("needs_restart", [])),
+        failed=list(reply.get("failed", [])),
+    )
+    for line in report.lines():
+        print(line)
+    return EXIT_OK if report.ok and not report.failed else EXIT_FAILED
 
 
 # --- user import -------------------------------------------------------------------------------
@@ -811,8 +864,9 @@ def _read_import_file(name: str) -> list[str]:
 
 
 def _cmd_user_import(args: argparse.Namespace) -> int:
-    config = _load(args)
-    _cli_logging(args)
+    from roost.cli.admin import tell
+
+    config = _user_config(args)
     lines = _read_import_file(args.file)
     result = _ImportResult()
     rows = _parse_import(lines, config, result)
@@ -822,6 +876,9 @@ def _cmd_user_import(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="roost-import") as pool:
         asyncio.run(_import_rows(rows, config, result, pool, window=workers * 32))
     _report_import(result, final=True)
+    print(f"import: {_database(config)}", file=sys.stderr)
+    if result.created:
+        tell(config, f"user import: {result.created} users created")
     return EXIT_FAILED if result.errors else EXIT_OK
 
 

@@ -133,6 +133,11 @@ def _toml(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        keys = (k if k.replace("_", "").replace("-", "").isalnum() else _toml(str(k)) for k in value)
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in zip(keys, value.values(), strict=True)) + " }"
     raise TypeError(f"cannot render {value!r} as TOML")
 
 

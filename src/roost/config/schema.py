@@ -46,6 +46,7 @@ __all__ = [
     "ServerSection",
     "StorageSection",
     "TLSSection",
+    "listen_hosts",
     "parse_address",
     "redact_url",
     "register_section",
@@ -118,14 +119,19 @@ class ServerSection(_Section):
     @classmethod
     def _check_domains(cls, value: list[str]) -> list[str]:
         prepared: list[str] = []
+        errors: list[str] = []  # every bad domain, not only the first
         for text in value:
             try:
                 domain = prepare_domain(text)
             except JIDError as e:
-                raise ValueError(f"{text!r} is not a valid domain name ({e})") from None
+                errors.append(f"{text!r} is not a valid domain name ({e})")
+                continue
             if domain in prepared:
-                raise ValueError(f"domain {domain!r} is listed twice")
+                errors.append(f"domain {domain!r} is listed twice")
+                continue
             prepared.append(domain)
+        if errors:
+            raise ValueError("; ".join(errors))
         return prepared
 
     @field_validator("admins")
@@ -211,6 +217,32 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def listen_hosts(host: str, port: int) -> list[str] | None:
+    """The addresses a listener binds for ``host`` (None: every interface).
+
+    ``localhost`` is loopback in both IP versions, whatever /etc/hosts says (many list only
+    127.0.0.1): 127.0.0.1 and ::1 when the machine has IPv6. With port 0 (tests) only the first,
+    so that one port number describes the listener.
+    """
+    if not host:
+        return None
+    if host.lower() == "localhost":
+        hosts = ["127.0.0.1", "::1"] if _ipv6_loopback() else ["127.0.0.1"]
+        return hosts[:1] if port == 0 else hosts
+    return [host]
+
+
 def _check_listen(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
@@ -226,13 +258,15 @@ class ListenSection(_Section):
     """Where the server accepts connections. An empty string disables a listener."""
 
     c2s: ListenAddress = Field(
-        default="0.0.0.0:5222",
+        default="localhost:5222",
         description="Client connections with STARTTLS (RFC 6120). 'host:port', '[ipv6]:port' or ':port' "
-        '(every interface, IPv4 and IPv6); "" disables.',
+        '(every interface, IPv4 and IPv6); "" disables. A host name binds every address it resolves to: '
+        "the default, 'localhost', is loopback only (127.0.0.1 and ::1); set ':5222' to serve clients "
+        "on other machines.",
         examples=[":5222"],
     )
     c2s_tls: ListenAddress = Field(
-        default="0.0.0.0:5223",
+        default="localhost:5223",
         description='Client connections with direct TLS (XEP-0368). Same syntax as c2s; "" disables.',
         examples=["[::]:5223"],
     )
@@ -561,6 +595,14 @@ class StorageSection(_Section):
         "SCRAM-<hash> mechanism only works for users who have credentials for that hash.",
         examples=[["SHA-256", "SHA-512"]],
     )
+    archive_queue: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Archive writes (offline messages, message archives) that may wait for the database. "
+        "When it is full, offline storage waits and message archiving skips messages (logged), so "
+        "that a slow or failing database never stalls delivery.",
+        examples=[100_000],
+    )
 
     @field_validator("url")
     @classmethod
@@ -610,8 +652,15 @@ class LogSection(_Section):
     )
     file: ConfigPath | None = Field(
         default=None,
-        description="Append the log to this file instead of standard error.",
+        description="Append the log to this file instead of standard error. 'roost reload' (SIGHUP) "
+        "reopens it, for log rotation.",
         examples=["/var/log/roost/roost.log"],
+    )
+    trace_bodies: bool = Field(
+        default=False,
+        description="At debug level, show message bodies, subjects and threads in stanza traces "
+        "(otherwise only their length).",
+        examples=[True],
     )
 
 

@@ -44,9 +44,7 @@ class AccountService:
         # Lowest priority: runs after every other close handler of the session.
         host.bus.on(hooks.SESSION_CLOSED, self._session_wound_up, -1000)
 
-    async def create(
-        self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]
-    ) -> None:
+    async def create(self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]) -> None:
         """Create the account (``AccountExists`` if it exists) and tell the host's modules."""
         await self.server.storage.accounts.create(domain, username, credentials)
         log.info("account %s@%s created", username, domain)
@@ -78,7 +76,8 @@ class AccountService:
             for session in sessions:
                 # XEP-0077 §3.2: "the server SHOULD then return a <not-authorized/> stream error and
                 # terminate all active sessions for the entity".
-                session.close(StreamError("not-authorized", "the account has been removed"), reason="logout")
+                removed = StreamError("not-authorized", "the account has been removed")
+                session.close(removed, reason="account-removed")
             try:
                 await asyncio.wait_for(ended.wait(), SESSION_END_TIMEOUT)
             except TimeoutError:

@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from roost.admin.metrics import observe_login
 from roost.core import hooks
 from roost.core.session import ClientSession, SessionState, new_session_id
 from roost.stanza import error_reply
@@ -173,8 +174,10 @@ class C2SDriver:
         elif isinstance(event, Authenticated):
             self.auth_done = True
             session.log.info("authenticated as %s@%s (%s)", event.username, event.domain, event.mechanism)
+            observe_login(self.server, event.mechanism, True)
         elif isinstance(event, AuthFailed):
             session.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
+            observe_login(self.server, event.mechanism, False)
         elif isinstance(event, Closed):
             if event.error is None:
                 # RFC 6120 §4.4: what the client sent before closing is handled first, in order.

@@ -12,6 +12,10 @@ object per line each way::
     → {"op": "remove-account", "domain": "example.org", "username": "juliet"}
     ← {"ok": true, "removed": true}
 
+Other operations: ``reload`` (:mod:`roost.core.reload`), ``command`` (an admin command of
+:mod:`roost.admin.commands`: status, sessions, kick, announce, lock …) and ``note`` (the CLI tells
+the server what it changed in storage, for the server's log).
+
 The socket also keeps two servers from running on one data directory by mistake: a second one finds
 the first one's socket answering and refuses to start.
 """
@@ -50,6 +54,28 @@ def socket_path(data_dir: Path) -> Path:
     return data_dir / SOCKET_NAME
 
 
+def default_pointer() -> Path:
+    """Where a server on built-in defaults (no config file) leaves a link to its control socket.
+
+    Run from another directory, ``roost user …`` without a config would otherwise look for
+    ``./roost-data`` there; through this link it finds the running server's data instead.
+    ``$XDG_RUNTIME_DIR/roost/default.sock``, else ``/tmp/roost-UID/default.sock``.
+    """
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "").strip()
+    base = Path(runtime) / "roost" if runtime else Path(f"/tmp/roost-{os.getuid()}")
+    return base / "default.sock"
+
+
+def _private_dir(path: Path) -> bool:
+    """Create ``path`` 0700, or accept it only when it is ours and private (not a planted one)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError:
+        return False
+    return not path.is_symlink() and st.st_uid == os.getuid() and st.st_mode & 0o077 == 0
+
+
 def usable(path: Path) -> bool:
     return len(os.fsencode(path)) <= _MAX_PATH_BYTES
 
@@ -61,6 +87,8 @@ class ControlChannel:
         self.server = server
         self.path: Path | None = None
         self._listener: asyncio.AbstractServer | None = None
+        #: The default-server link this server made (built-in defaults only).
+        self._pointer: Path | None = None
 
     async def start(self, data_dir: Path) -> None:
         path = socket_path(data_dir)
@@ -95,6 +123,21 @@ class ControlChannel:
         finally:
             os.umask(mask)
         self.path = path
+        if self.server.config.path is None:
+            self._point_to(path)
+
+    def _point_to(self, path: Path) -> None:
+        pointer = default_pointer()
+        if not _private_dir(pointer.parent):
+            return
+        try:
+            tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(path.absolute())
+            tmp.replace(pointer)
+            self._pointer = pointer
+        except OSError as e:
+            log.debug("no default-server link at %s: %s", pointer, e)
 
     async def stop(self) -> None:
         if self._listener is None:
@@ -103,6 +146,11 @@ class ControlChannel:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listener.wait_closed(), 2)
         self._listener = None
+        pointer = self._pointer
+        if pointer is not None and self.path is not None:
+            with contextlib.suppress(OSError):
+                if os.readlink(pointer) == str(self.path.absolute()):
+                    pointer.unlink()
         if self.path is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink()
@@ -133,7 +181,13 @@ class ControlChannel:
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "ping":
-            return {"ok": True, "domains": sorted(self.server.hosts)}
+            config = self.server.config
+            return {
+                "ok": True,
+                "domains": sorted(self.server.hosts),
+                "data_dir": str(config.server.data_dir),
+                "config": str(config.path) if config.path is not None else None,
+            }
         if op == "remove-account":
             domain, username = request.get("domain"), request.get("username")
             if not isinstance(domain, str) or not isinstance(username, str) or not username:
@@ -147,7 +201,48 @@ class ControlChannel:
                 log.exception("control socket: removing %s@%s failed", username, domain)
                 return {"ok": False, "error": f"removal failed: {e}"}
             return {"ok": True, "removed": removed}
+        if op == "reload":
+            from roost.core.reload import reload
+
+            log.info("control socket: reload requested")
+            return (await reload(self.server)).as_dict()
+        if op == "command":
+            return await self._command(request)
+        if op == "flush":
+            # roost backup: queued writes reach the database before the snapshot is taken.
+            await self.server.storage.flush()
+            return {"ok": True}
+        if op == "note":
+            # The CLI changed storage directly (user add/passwd/import): say so in the server's log.
+            text = request.get("text")
+            if not isinstance(text, str) or not text or len(text) > 500:
+                return {"ok": False, "error": "note needs a 'text' (up to 500 characters)"}
+            log.info("roost CLI: %s", text.replace("\n", " "))
+            return {"ok": True}
         return {"ok": False, "error": f"unknown operation {op!r}"}
+
+    async def _command(self, request: dict[str, Any]) -> dict[str, Any]:
+        """An admin command (:mod:`roost.admin.commands`) run for the CLI."""
+        from roost.admin import commands
+
+        name, domain, values = request.get("name"), request.get("domain"), request.get("values", {})
+        if not isinstance(name, str) or name not in commands.BY_NAME:
+            return {"ok": False, "error": f"unknown command {name!r}"}
+        if domain is not None and not isinstance(domain, str):
+            return {"ok": False, "error": "'domain' is a string"}
+        if not isinstance(values, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(x, str) for x in v)
+            for k, v in values.items()
+        ):
+            return {"ok": False, "error": "'values' maps field names to lists of strings"}
+        try:
+            result = await commands.run(self.server, name, domain, values, "the roost CLI")
+        except commands.CommandError as e:
+            return {"ok": False, "error": str(e)}
+        except Exception as e:
+            log.exception("control socket: command %s failed", name)
+            return {"ok": False, "error": f"{name} failed: {e}"}
+        return {"ok": True, **result.as_dict()}
 
 
 def _peer_allowed(sock: socket.socket | None) -> bool:

@@ -94,6 +94,10 @@ class Server:
         self._features_key: tuple[int, ...] | None = None
         #: Addresses actually bound, by listener name (tests use port 0).
         self.addresses: dict[str, tuple[str, int]] = {}
+        #: --set/--log-level overrides from the command line, applied again by a reload.
+        self.config_overrides: dict[str, str] = {}
+        #: The c2s settings the listeners give new streams (a reload updates them in place).
+        self.listen_settings: C2SSettings | None = None
 
     @property
     def account_removal(self) -> AccountService:
@@ -118,10 +122,14 @@ class Server:
     async def start(self) -> None:
         config = self.config
         data_dir = config.server.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # keys, secrets, the database
         # First: it refuses to start a second server on the same data directory.
         await self.control.start(data_dir)
-        self.storage = await StorageManager.open(config.storage_url, progress=lambda m: log.info("%s", m))
+        self.storage = await StorageManager.open(
+            config.storage_url,
+            progress=lambda m: log.info("%s", m),
+            max_pending=config.storage.archive_queue,
+        )
         # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
         # real accounts (stable salt) from unknown ones (salt changes on restart).
         set_unknown_user_secret(_load_secret(data_dir / "server.secret"))
@@ -194,6 +202,8 @@ class Server:
         return [d for d, h in self.hosts.items() if h.has_accounts]
 
     async def _listen(self) -> None:
+        # One settings object for every c2s listener: a reload changes it in place (roost.core.reload).
+        self.listen_settings = self.c2s_settings()
         counts: dict[str, int] = {}
         for entry in self.config.listeners:
             starter = self.listener_starters.get(entry.kind)
@@ -321,6 +331,12 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
+    try:  # SIGHUP (logrotate, certbot hooks, a closed terminal) reloads, never kills
+        from roost.core.reload import reload_in_background
+
+        loop.add_signal_handler(signal.SIGHUP, reload_in_background, server)
+    except (NotImplementedError, RuntimeError, AttributeError):
+        pass
     try:
         await server.start()
     except OSError as e:

@@ -31,6 +31,11 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.pubsub.avatar:AvatarConversion",
     "roost.modules.registration:Registration",
     "roost.modules.privacy:Privacy",
+    "roost.modules.mam.module:MessageArchive",  # after muc: attaches the room archives
+    "roost.modules.adhoc:AdhocCommands",
+    "roost.modules.admin:AdminCommands",
+    "roost.modules.metrics:Metrics",
+    "roost.modules.trace:StanzaTrace",
 )
 
 

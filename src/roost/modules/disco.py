@@ -58,9 +58,17 @@ class Disco(Module):
         node = event.stanza.first().get("node")  # type: ignore[union-attr]
         if node:
             # XEP-0115 §6.2: the node#ver of our caps answers like the plain query.
-            if node != f"{SERVER_NODE}#{ver_of(self._host_info(), 'sha-1')}":
-                raise StanzaError("item-not-found", "no such node")
-            return self._host_info(node)
+            if node == f"{SERVER_NODE}#{ver_of(self._host_info(), 'sha-1')}":
+                return self._host_info(node)
+            # Other nodes of the domain belong to modules: one that defines node_info(node, requester)
+            # answers for its own (e.g. XEP-0050 command nodes, §2.3), None for others.
+            for module in self.host.modules.loaded.values():
+                answer = getattr(module, "node_info", None)
+                found = answer(node, event.frm) if callable(answer) else None
+                if found is not None:
+                    identities, features = found
+                    return info_element(node, identities, features, [])
+            raise StanzaError("item-not-found", "no such node")
         return self._host_info()
 
     @iq_handler("get", DISCO_ITEMS, "query", to=Target.HOST)
@@ -68,7 +76,8 @@ class Disco(Module):
         node = event.stanza.first().get("node")  # type: ignore[union-attr]
         collected = DiscoItemsEvent(event.to, node, event.frm, [])
         await self.host.bus.fire(hooks.DISCO_ITEMS_HOST, collected)
-        if node and not collected.items:
+        # A node named after an advertised feature (XEP-0050's commands node) exists even when empty.
+        if node and not collected.items and node not in self.host.features():
             raise StanzaError("item-not-found", "no such node")
         return _items(node, collected.items)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import builtins
 import json
 import math
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -202,16 +204,31 @@ class ArchiveQuery:
     ids: Sequence[str] | None = None
     limit: int = 50
     reverse: bool = False
+    #: Full-text filter (XEP-0431): only items whose search text holds every word of it (case-folded).
+    #: A text with no words matches nothing.
+    text: str | None = None
 
 
 class ArchiveStore(Protocol):
-    """Ordered log per (domain, user), chronological by (timestamp, append order)."""
+    """Ordered log per (domain, user), chronological by (timestamp, append order).
 
-    async def append(self, domain: str, user: str, item: ArchiveItem) -> None:
+    ``search`` (on append and replace) is the item's searchable text (a message body): indexed for
+    ``ArchiveQuery.text`` (SQLite FTS5, PostgreSQL tsvector), never returned.
+    """
+
+    async def append(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> None:
         """Queue the item; it is durable once ``StorageManager.flush()`` returns.
 
         Raises ValueError/TypeError at once for items no backend could store, so that nothing queued
-        can fail permanently later.
+        can fail permanently later. Waits while the write queue is full (back-pressure).
+        """
+        ...
+
+    def offer(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> bool:
+        """Queue the item without ever waiting: False (nothing queued) when the write queue is full.
+
+        For the delivery hot path, which must not stall behind a slow database. Bad items raise as
+        with ``append``.
         """
         ...
 
@@ -236,6 +253,40 @@ class ArchiveStore(Protocol):
         ...
 
     async def delete_user(self, domain: str, user: str) -> None: ...
+
+    async def ends(self, domain: str, user: str) -> tuple[ArchiveItem | None, ArchiveItem | None]:
+        """The first and the last item of that archive (XEP-0313 §7.1 metadata); (None, None) if empty."""
+        ...
+
+    async def replace(self, domain: str, user: str, item_id: str, payload: str, *, search: str = "") -> bool:
+        """Replace the payload (and search text) of the item(s) with that id: a moderation tombstone.
+        False when there is no such item."""
+        ...
+
+    async def trim(
+        self,
+        domain: str,
+        user: str,
+        *,
+        before: float | None = None,
+        keep: int | None = None,
+        batch: int = 1000,
+    ) -> int:
+        """Delete at most ``batch`` of the oldest items of one archive that are older than ``before`` or
+        beyond the newest ``keep`` (``keep=0``: all of them). Returns how many went: call again while
+        it returns ``batch`` (retention in short transactions, never one long lock)."""
+        ...
+
+    async def expire(self, before: float, *, batch: int = 1000, spare: Sequence[tuple[str, str]] = ()) -> int:
+        """Delete at most ``batch`` items older than ``before`` across every archive of this store,
+        except the (domain, user) archives in ``spare``; returns how many went."""
+        ...
+
+    async def owners(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, str]]:
+        """(domain, user) pairs that have items in this store, sorted, after ``after`` (keyset walk)."""
+        ...
 
 
 # --- helpers shared by every backend, so that they agree on edge cases -------------------------------
@@ -304,3 +355,16 @@ def bare_jid(jid: str) -> str:
     the resource.
     """
     return jid.split("/", 1)[0]
+
+
+#: Runs of letters and digits (not '_', which FTS5's unicode61 tokenizer treats as a separator).
+_WORD = re.compile(r"[^\W_]+")
+
+
+def search_words(text: str) -> builtins.list[str]:
+    """The words of a search text or query: NFC, case-folded, in order, without repeats.
+
+    Every backend tokenizes roughly like this (FTS5 unicode61, PostgreSQL's 'simple' parser), so a
+    query of whole words finds the same items everywhere.
+    """
+    return list(dict.fromkeys(_WORD.findall(unicodedata.normalize("NFC", text).casefold())))

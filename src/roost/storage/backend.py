@@ -22,6 +22,7 @@ class QueuedAppend:
     domain: str
     user: str
     item: ArchiveItem
+    search: str = ""
 
 
 class ArchiveBackend(Protocol):
@@ -34,6 +35,25 @@ class ArchiveBackend(Protocol):
     async def delete(self, domain: str, user: str, ids: Sequence[str] | None = None) -> int: ...
     async def pop_all(self, domain: str, user: str) -> builtins.list[ArchiveItem]: ...
     async def delete_user(self, domain: str, user: str) -> None: ...
+    async def ends(self, domain: str, user: str) -> tuple[ArchiveItem | None, ArchiveItem | None]: ...
+    async def replace(
+        self, domain: str, user: str, item_id: str, payload: str, *, search: str = ""
+    ) -> bool: ...
+    async def trim(
+        self,
+        domain: str,
+        user: str,
+        *,
+        before: float | None = None,
+        keep: int | None = None,
+        batch: int = 1000,
+    ) -> int: ...
+    async def expire(
+        self, before: float, *, batch: int = 1000, spare: Sequence[tuple[str, str]] = ()
+    ) -> int: ...
+    async def owners(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, str]]: ...
 
 
 class Backend(Protocol):

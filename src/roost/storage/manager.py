@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
@@ -24,6 +25,8 @@ from roost.storage.api import (
     MapStore,
     StorageError,
     check_archive_item,
+    check_text,
+    timestamp_to_us,
 )
 from roost.storage.backend import ArchiveBackend, Backend, QueuedAppend
 
@@ -90,6 +93,17 @@ class ArchiveWriter:
         self._queue.append((self._enqueued, entry))
         self._last_ticket[(entry.store, entry.domain, entry.user)] = self._enqueued
         self._wake.set()
+
+    def offer(self, entry: QueuedAppend) -> bool:
+        """Queue one item unless ``max_pending`` items are waiting already (then False): never waits."""
+        self._check_open()
+        if self.pending >= self._max_pending:
+            return False
+        self._enqueued += 1
+        self._queue.append((self._enqueued, entry))
+        self._last_ticket[(entry.store, entry.domain, entry.user)] = self._enqueued
+        self._wake.set()
+        return True
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -227,9 +241,15 @@ class _BatchedArchive:
         self._backend = backend
         self._writer = writer
 
-    async def append(self, domain: str, user: str, item: ArchiveItem) -> None:
+    async def append(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> None:
         check_archive_item(item)
-        await self._writer.append(QueuedAppend(self._name, domain, user, item))
+        search = _search_text(search)
+        await self._writer.append(QueuedAppend(self._name, domain, user, item, search))
+
+    def offer(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> bool:
+        check_archive_item(item)
+        search = _search_text(search)
+        return self._writer.offer(QueuedAppend(self._name, domain, user, item, search))
 
     async def query(self, domain: str, user: str, q: ArchiveQuery) -> tuple[builtins.list[ArchiveItem], bool]:
         await self._writer.settle((self._name, domain, user))
@@ -250,6 +270,54 @@ class _BatchedArchive:
     async def delete_user(self, domain: str, user: str) -> None:
         await self._writer.settle((self._name, domain, user))
         await self._backend.delete_user(domain, user)
+
+    async def ends(self, domain: str, user: str) -> tuple[ArchiveItem | None, ArchiveItem | None]:
+        await self._writer.settle((self._name, domain, user))
+        return await self._backend.ends(domain, user)
+
+    async def replace(self, domain: str, user: str, item_id: str, payload: str, *, search: str = "") -> bool:
+        check_text(payload, "archive item payload")
+        search = _search_text(search)
+        await self._writer.settle((self._name, domain, user))
+        return await self._backend.replace(domain, user, item_id, payload, search=search)
+
+    async def trim(
+        self,
+        domain: str,
+        user: str,
+        *,
+        before: float | None = None,
+        keep: int | None = None,
+        batch: int = 1000,
+    ) -> int:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        if keep is not None and keep < 0:
+            raise ValueError("keep must not be negative")
+        if before is None and keep is None:
+            return 0
+        await self._writer.settle((self._name, domain, user))
+        return await self._backend.trim(domain, user, before=before, keep=keep, batch=batch)
+
+    async def expire(self, before: float, *, batch: int = 1000, spare: Sequence[tuple[str, str]] = ()) -> int:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        timestamp_to_us(before)
+        await self._writer.flush()
+        return await self._backend.expire(before, batch=batch, spare=spare)
+
+    async def owners(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, str]]:
+        await self._writer.flush()
+        return await self._backend.owners(after, max(limit, 0))
+
+
+def _search_text(text: str) -> str:
+    """Search text as every backend indexes it: valid, and NFC (so that a decomposed "é" is found by
+    the composed one the query is normalized to)."""
+    check_text(text, "search text")
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
 
 
 def _check_store_name(name: str) -> None:
@@ -326,6 +394,11 @@ class StorageManager:
             raise ValueError("delete_user needs a username; host-wide data is not a user's")
         await self._writer.flush()
         await self._backend.delete_user(domain, username)
+
+    @property
+    def pending_writes(self) -> int:
+        """Archive items queued and not yet committed (metrics: the write queue's depth)."""
+        return self._writer.pending
 
     async def flush(self) -> None:
         """Wait until every archive item queued so far is committed."""

@@ -26,6 +26,7 @@ from roost.storage.api import (
     credentials_by_hash,
     decode_json,
     encode_json,
+    search_words,
     timestamp_to_us,
     us_to_timestamp,
 )
@@ -128,6 +129,7 @@ class _Entry(NamedTuple):
     ts_us: int
     seq: int
     item: ArchiveItem
+    words: frozenset[str] = frozenset()
 
     @property
     def position(self) -> tuple[int, int]:
@@ -152,7 +154,10 @@ def _filtered(entries: Sequence[_Entry], q: ArchiveQuery) -> Iterable[_Entry]:
     end = None if q.end is None else timestamp_to_us(q.end)
     with_jid = q.with_jid
     with_is_bare = with_jid is not None and "/" not in with_jid
+    words = None if q.text is None else frozenset(search_words(q.text))
     for entry in entries:
+        if words is not None and (not words or not words <= entry.words):
+            continue
         if start is not None and entry.ts_us < start:
             continue
         if end is not None and entry.ts_us > end:
@@ -213,6 +218,76 @@ class MemoryArchive:
     async def delete_user(self, domain: str, user: str) -> None:
         self._data.pop((self._name, domain, user), None)
 
+    async def ends(self, domain: str, user: str) -> tuple[ArchiveItem | None, ArchiveItem | None]:
+        entries = self._entries(domain, user)
+        if not entries:
+            return None, None
+        return entries[0].item, entries[-1].item
+
+    async def replace(self, domain: str, user: str, item_id: str, payload: str, *, search: str = "") -> bool:
+        entries = self._entries(domain, user)
+        found = False
+        for i, entry in enumerate(entries):
+            if entry.item.id == item_id:
+                item = dataclasses.replace(entry.item, payload=payload)
+                entries[i] = entry._replace(item=item, words=frozenset(search_words(search)))
+                found = True
+        return found
+
+    async def trim(
+        self,
+        domain: str,
+        user: str,
+        *,
+        before: float | None = None,
+        keep: int | None = None,
+        batch: int = 1000,
+    ) -> int:
+        key = (self._name, domain, user)
+        entries = self._data.get(key, [])
+        doomed = 0
+        if keep is not None:
+            doomed = max(len(entries) - keep, 0)
+        if before is not None:
+            cutoff = timestamp_to_us(before)
+            doomed = max(doomed, sum(1 for entry in entries if entry.ts_us < cutoff))
+        doomed = min(doomed, batch)
+        if doomed:
+            del entries[:doomed]
+            if not entries:
+                del self._data[key]
+        return doomed
+
+    async def expire(self, before: float, *, batch: int = 1000, spare: Sequence[tuple[str, str]] = ()) -> int:
+        cutoff = timestamp_to_us(before)
+        spared = set(spare)
+        oldest = sorted(
+            (entry.position, key)
+            for key, entries in self._data.items()
+            if key[0] == self._name and (key[1], key[2]) not in spared
+            for entry in entries
+            if entry.ts_us < cutoff
+        )[:batch]
+        for key in {key for _, key in oldest}:
+            entries = self._data[key]
+            gone = {position for position, k in oldest if k == key}
+            kept = [entry for entry in entries if entry.position not in gone]
+            if kept:
+                self._data[key] = kept
+            else:
+                del self._data[key]
+        return len(oldest)
+
+    async def owners(
+        self, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, str]]:
+        found = sorted(
+            (key[1], key[2])
+            for key, entries in self._data.items()
+            if key[0] == self._name and entries and (after is None or (key[1], key[2]) > after)
+        )
+        return found[:limit]
+
 
 class MemoryBackend:
     """All stores in dicts; every operation is atomic because none of them awaits."""
@@ -242,7 +317,8 @@ class MemoryBackend:
             ts_us = timestamp_to_us(queued.item.timestamp)
             item = dataclasses.replace(queued.item, timestamp=us_to_timestamp(ts_us))
             log = self._archives.setdefault((queued.store, queued.domain, queued.user), [])
-            bisect.insort(log, _Entry(ts_us, next(self._seq), item), key=lambda entry: entry.position)
+            entry = _Entry(ts_us, next(self._seq), item, frozenset(search_words(queued.search)))
+            bisect.insort(log, entry, key=lambda entry: entry.position)
 
     async def delete_user(self, domain: str, username: str) -> None:
         await self._accounts.delete(domain, username)

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from roost.jid import JID
 from roost.stanza.errors import StreamError
@@ -96,6 +96,7 @@ class Established(Event):
 
 
 StreamEvent = Element | Event
+F = TypeVar("F", bound="Feature")
 _STANZA_NAMES = frozenset(("message", "presence", "iq"))
 
 
@@ -125,7 +126,8 @@ class Feature:
         return None
 
     def cache_key(self, stream: Stream) -> Hashable:
-        """What :meth:`advertise` depends on: streams with equal keys get the same feature bytes."""
+        """What :meth:`advertise` depends on besides the framing and the stream's ``authenticated``,
+        ``secure`` and channel-binding types: streams with equal keys get the same feature bytes."""
         return None
 
     def handle(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
@@ -140,26 +142,6 @@ class Feature:
     def select(self, stream: Stream, features: Element) -> list[StreamEvent] | None:
         """The peer offered ``features``: start this step (send its first element), or None."""
         return None
-
-
-class _Identity:
-    """Hashes and compares by identity, holding its object alive (for cache keys)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: object) -> None:
-        self.obj = obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Identity) and other.obj is self.obj
-
-
-def identity_key(obj: object) -> Hashable:
-    """A cache key equal only to keys of the very same object (for unhashable, rebuilt-on-change values)."""
-    return _Identity(obj)
 
 
 class Stream:
@@ -179,7 +161,7 @@ class Stream:
     ) -> None:
         self.framing = framing
         self._feed = framing.feeder()
-        self.features = list(features)
+        self.features = features if isinstance(features, list) else list(features)
         self.role = role
         self.content_ns = content_ns
         #: Receiving role: the domains we serve (the header's 'to' must name one, RFC 6120 §4.7.2).
@@ -208,7 +190,7 @@ class Stream:
         self.pending_on: Feature | None = None
         self._from: str | None = None
         self._features_cache = features_cache if features_cache is not None else {}
-        self._nonza: dict[str, Feature] = {ns: f for f in self.features for ns in f.nonza_namespaces}
+        self._nonza: dict[str, Feature] | None = None  # built when the first nonza arrives
         #: The features whose offer depends on the stream (the others' cache_key is always None).
         self._keyed = [f for f in self.features if f.keyed]
         self._out: list[bytes] = []
@@ -228,17 +210,27 @@ class Stream:
         if self.phase is Phase.ESTABLISHED and not self._held:
             # Hot path: stanzas straight through.
             events: list[StreamEvent] = []
-            content_ns = self.content_ns
             for item in parsed:
-                if item.__class__ is Element and item.name in _STANZA_NAMES and item.ns == content_ns:
+                if item.__class__ is Element and item.name in _STANZA_NAMES and item.ns == self.content_ns:
                     events.append(item)
                 else:
                     events.extend(self._dispatch(item))
-                    if self.closed:
+                    if not self.established:
+                        # Closed, or a nonza's feature now waits for the driver: the rest is held.
+                        if not self.closed:
+                            self._hold_after(parsed, item)
+                            events.extend(self.drain())
                         break
             return events
         self._held.extend(parsed)
         return self.drain()
+
+    def _hold_after(self, parsed: list[ParseEvent], item: ParseEvent) -> None:
+        """Hold what follows ``item`` in ``parsed`` (found by identity: Elements compare by value)."""
+        for index, candidate in enumerate(parsed):
+            if candidate is item:
+                self._held.extend(parsed[index + 1 :])
+                return
 
     def receive_items(self, items: Sequence[ParseEvent]) -> list[StreamEvent]:
         """Feed already-parsed items (a BOSH transport that parsed the ``<body/>`` itself)."""
@@ -281,6 +273,13 @@ class Stream:
     def send_raw(self, data: bytes) -> None:
         """Write pre-serialized element bytes (constant negotiation elements)."""
         self._out.append(data)
+
+    def feature(self, cls: type[F]) -> F | None:
+        """This stream's feature of class ``cls`` (for drivers that answer a feature's events)."""
+        for feature in self.features:
+            if isinstance(feature, cls):
+                return feature
+        return None
 
     # -- for features --------------------------------------------------------------------------
     def wait(self, feature: Feature, then: Phase = Phase.NEGOTIATING) -> None:
@@ -331,6 +330,10 @@ class Stream:
         return self.phase is Phase.CLOSED
 
     @property
+    def established(self) -> bool:
+        return self.phase is Phase.ESTABLISHED
+
+    @property
     def parser(self) -> StreamParser:
         """The framing's parser (the XML framing's one lives as long as the stream)."""
         return self.framing.parser
@@ -367,7 +370,10 @@ class Stream:
         if phase is Phase.ESTABLISHED:
             if item.name in _STANZA_NAMES and item.ns == self.content_ns:
                 return [item]
-            feature = self._nonza.get(item.ns)
+            nonza = self._nonza
+            if nonza is None:
+                nonza = self._nonza = {ns: f for f in self.features for ns in f.nonza_namespaces}
+            feature = nonza.get(item.ns)
             if feature is not None:
                 handled = feature.nonza(self, item)
                 if handled is not None:
@@ -410,11 +416,12 @@ class Stream:
             return self._close(
                 StreamError("invalid-namespace", f"the content namespace is {self.content_ns}")
             )
-        refused = self.framing.check_open(opened)
-        if refused is not None:
-            return self._close(refused)
+        prefix = self.framing.stream_prefix
+        if prefix is not None and opened.prefix != prefix:
+            # RFC 6120 §4.8.5: the streams namespace prefix is "stream".
+            return self._close(StreamError("bad-namespace-prefix", f"use the prefix '{prefix}'"))
         to = attrs.get("to")
-        domain = _bare_domain(to)
+        domain = _bare_domain(to) if to else None
         if domain is None or domain not in self.domains:
             # RFC 6120 §4.9.3.6, §4.7.2: 'to' is a domainpart we serve (a missing 'to' is treated
             # like an unknown host; so is a JID with a localpart or resourcepart).
@@ -435,7 +442,7 @@ class Stream:
         self._send_header()
         return self._send_features()
 
-    def _header_attrs(self) -> dict[str, str]:
+    def _send_header(self) -> None:
         attrs: dict[str, str] = {}
         if self.role is Role.RECEIVING:
             if self.domain is not None:
@@ -451,10 +458,7 @@ class Stream:
         if not self.versionless:
             attrs["version"] = "1.0"
         attrs["xml:lang"] = self.lang
-        return attrs
-
-    def _send_header(self) -> None:
-        header = self.framing.header(self._header_attrs(), self.content_ns)
+        header = self.framing.header(attrs, self.content_ns)
         if header:
             self._out.append(header)
         self._header_sent = True
@@ -463,7 +467,14 @@ class Stream:
         """``<stream:features/>`` for the stream's state: one bytes object per shape, shared.
 
         Empty features mean negotiation is complete (RFC 6120 §4.3.5): the stream is established."""
-        key = (self.framing.name, self.authenticated, *[f.cache_key(self) for f in self._keyed])
+        # Every offer may depend on these; features add what else theirs depends on.
+        key = (
+            self.framing.name,
+            self.authenticated,
+            self.secure,
+            tuple(self.channel_bindings),
+            *[f.cache_key(self) for f in self._keyed],
+        )
         cache = self._features_cache
         found = cache.get(key)
         if found is None:
@@ -489,9 +500,9 @@ class Stream:
             return self._close(StreamError("not-well-formed", "unexpected stream header"))
         if opened.content_ns is not None and opened.content_ns != self.content_ns:
             return self._close(StreamError("invalid-namespace", f"expected {self.content_ns}"))
-        refused = self.framing.check_open(opened)
-        if refused is not None:
-            return self._close(refused)
+        prefix = self.framing.stream_prefix
+        if prefix is not None and opened.prefix != prefix:
+            return self._close(StreamError("bad-namespace-prefix", f"use the prefix '{prefix}'"))
         attrs = opened.header.attrs
         self.peer_header = dict(attrs)
         self.stream_id = attrs.get("id", "")

@@ -62,6 +62,8 @@ class AuthFailed(Event):
 
     username: str | None
     condition: str
+    #: The mechanism tried ("" if none was chosen yet).
+    mechanism: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import ClassVar, Final
 
-from roost.stanza.errors import StreamError
 from roost.xml.element import Element
 from roost.xml.ns import STREAM
 from roost.xml.parser import ParseEvent, StreamEnd, StreamOpen, StreamParser, XmlStreamError
@@ -61,8 +60,8 @@ class Framing:
 
     #: Short name (also part of the stream features cache key: the bytes differ per framing).
     name: ClassVar[str] = ""
-    #: Whether the framing has a byte-level stream restart (XML streams do; WebSocket and BOSH
-    #: restart with a new open item).
+    #: The prefix the peer's header must use for the streams namespace (None: no such header).
+    stream_prefix: ClassVar[str | None] = None
     parser: StreamParser
 
     def __init__(self, max_stanza_bytes: int = 262144) -> None:
@@ -79,10 +78,6 @@ class Framing:
     def reset(self) -> None:
         """A stream restart (after STARTTLS or SASL): forget the old stream's parse state."""
         self.parser.reset()
-
-    def check_open(self, opened: StreamOpen) -> StreamError | None:
-        """Framing-specific checks on the peer's open (e.g. the ``stream`` prefix)."""
-        return None
 
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
         """Our stream header (``from``, ``to``, ``id``, ``version``, ``xml:lang``)."""
@@ -101,6 +96,7 @@ class XmlFraming(Framing):
     """``<stream:stream>`` over bytes, RFC 6120 §4."""
 
     name = "xml"
+    stream_prefix = "stream"  # RFC 6120 §4.8.5
 
     def feed(self, data: bytes) -> list[ParseEvent]:
         return self.parser.feed(data)
@@ -108,24 +104,26 @@ class XmlFraming(Framing):
     def feeder(self) -> Callable[[bytes], list[ParseEvent]]:
         return self.parser.feed  # one call less per read (the parser object lives as long as we do)
 
-    def check_open(self, opened: StreamOpen) -> StreamError | None:
-        if opened.prefix != "stream":
-            # RFC 6120 §4.8.5: the streams namespace prefix is "stream".
-            return StreamError("bad-namespace-prefix", "use the prefix 'stream'")
-        return None
-
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
-        return (
-            f'<?xml version="1.0"?><stream:stream xmlns="{content_ns}" xmlns:stream="{STREAM}"'
-            f"{_header_attrs(attrs)}>"
-        ).encode()
+        out = f'<?xml version="1.0"?><stream:stream xmlns="{content_ns}" xmlns:stream="{STREAM}"'
+        for key, value in attrs.items():
+            if key == "id" or key == "version":  # ours: URL-safe base64 and "1.0"
+                out += f' {key}="{value}"'
+            else:
+                out += f' {key}="{escape_attr(value)}"'
+        return (out + ">").encode()
 
     def closing(self, see_other_uri: str | None = None) -> bytes:
         return b"</stream:stream>"
 
 
 class _OneElementFraming(Framing):
-    """Framings where input arrives as complete elements, parsed one document at a time."""
+    """Framings where input arrives as complete elements, one message (or body) at a time.
+
+    One expat parser serves the whole connection (a new one per message would cost more than the
+    parse): it is opened once inside a private wrapper element, and each message must leave it back
+    between top-level elements, else the message was not complete elements.
+    """
 
     _WRAPPER: ClassVar[bytes] = b"<w xmlns='urn:roost:frame' xmlns:stream='" + STREAM.encode() + b"'>"
 
@@ -133,6 +131,7 @@ class _OneElementFraming(Framing):
         super().__init__(max_stanza_bytes)
         self.parser = StreamParser(max_stanza_bytes, root=("urn:roost:frame", "w"))
         self.max_stanza_bytes = max_stanza_bytes
+        self._opened = False
 
     def _parse(self, data: bytes) -> list[Element]:
         if len(data) > self.max_stanza_bytes:
@@ -147,12 +146,18 @@ class _OneElementFraming(Framing):
                 raise XmlStreamError("unsupported-encoding", "UTF-8 only")
             data = data[end + 2 :]
         parser = self.parser
-        parser.reset()
-        parser.feed(self._WRAPPER)
-        items = parser.feed(data + b"</w>")
-        if not items or not isinstance(items[-1], StreamEnd):
-            raise XmlStreamError("not-well-formed", "a frame is one complete element")
-        return [item for item in items if isinstance(item, Element)]
+        if not self._opened:
+            parser.reset()
+            parser.feed(self._WRAPPER)
+            self._opened = True
+        try:
+            items = parser.feed(data)
+            if not parser.between_elements or not data.rstrip().endswith(b">"):
+                raise XmlStreamError("not-well-formed", "a frame is complete elements")
+        except XmlStreamError:
+            self._opened = False  # the next message starts on a fresh parser
+            raise
+        return items  # type: ignore[return-value]  # only Elements inside the wrapper
 
     def reset(self) -> None:
         pass  # nothing carries over from one message to the next
@@ -167,21 +172,26 @@ class WebSocketFraming(_OneElementFraming):
 
     name = "websocket"
 
+    def __init__(self, max_stanza_bytes: int = 262144) -> None:
+        super().__init__(max_stanza_bytes)
+        #: The peer's ``see-other-uri`` from its ``<close/>``, if it redirected us.
+        self.see_other_uri: str | None = None
+
     def feed(self, data: bytes) -> list[ParseEvent]:
         elements = self._parse(data)
         if len(elements) != 1:
             # RFC 7395 §3.3.3: every message is one complete XML element.
+            self._opened = False
             raise XmlStreamError("not-well-formed", "one element per WebSocket message")
         el = elements[0]
         if el.ns == FRAMING:
             if el.name == "open":
                 return [StreamOpen(el, None, None)]
             if el.name == "close":
+                # §3.6.1: a redirect; the client's driver reconnects there.
+                self.see_other_uri = el.attrs.get("see-other-uri")
                 return [StreamEnd()]
-        return [el]
-
-    def check_open(self, opened: StreamOpen) -> StreamError | None:
-        return None  # the framing namespace was checked by feed()
+        return elements  # type: ignore[return-value]
 
     def header(self, attrs: Mapping[str, str], content_ns: str) -> bytes:
         return f'<open xmlns="{FRAMING}"{_header_attrs(attrs)}/>'.encode()

@@ -56,7 +56,9 @@ class StreamPair:
         """Both sides asked for TLS: pretend the handshake happened (with ``bindings``), then pump."""
         bindings = {"tls-exporter": b"e" * 32} if bindings is None else bindings
         for side in (self.initiating, self.receiving):
-            starttls = next(f for f in side.stream.features if isinstance(f, StartTls))
+            starttls = side.stream.feature(StartTls)
+            if starttls is None:
+                raise ValueError("a stream without STARTTLS cannot do TLS")
             side.events.extend(starttls.established(side.stream, bindings))
         return self.pump()
 

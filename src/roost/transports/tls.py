@@ -582,3 +582,16 @@ def _memory_handshake(
         if all(done):
             return server, client
     raise ssl.SSLError("local handshake did not complete")
+
+
+def expires_within(cert_file: Path, days: int) -> datetime.datetime | None:
+    """The certificate's expiry when it is less than ``days`` away (and not past), else None."""
+    try:
+        cert = _load_leaf(cert_file.read_bytes())
+    except (OSError, ValueError):
+        return None
+    expiry = cert.not_valid_after_utc
+    now = datetime.datetime.now(datetime.UTC)
+    if now <= expiry < now + datetime.timedelta(days=days):
+        return expiry
+    return None

@@ -33,7 +33,8 @@ def http_routes(server: Server) -> HttpRoutes:
         routes = HttpRoutes()
         setattr(server, _ROUTES, routes)
         http = server.config.http
-        settings = server.c2s_settings()  # one per server, like one per TCP listener: shared caches
+        # The c2s listeners' settings (shared caches; a reload changes them in place).
+        settings = server.listen_settings or server.c2s_settings()
         if http.websocket:
             handler = functools.partial(handle_websocket, server, settings)
             routes.mount(WEBSOCKET_PATH, handler, owner="websocket")

@@ -115,7 +115,12 @@ class StreamParser:
         """Whether the expat parser is released (:meth:`release_parser`) until more input comes."""
         return self._parser is None
 
-    # Former names, kept until every caller has moved.
+    @property
+    def between_elements(self) -> bool:
+        """Whether the parser is inside the root, outside any top-level element (a message boundary)."""
+        return len(self._b._stack) == 1 and not self._b._events
+
+    # Former names, kept until every caller has moved (core/server.py).
     hibernate = release_parser
 
     @property
@@ -172,7 +177,6 @@ class StreamParser:
         if events:
             b._events = []
         return events
-
 
     def _check_encoding(self, data: bytes) -> None:
         """RFC 6120 §11.6: UTF-8 only. Expat would honour a UTF-16 (or UTF-32) byte-order mark even

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import roost.cli.main as cli
+from roost.cli.check import _port_in_use as real_port_in_use
 from roost.cli.main import main
 from roost.config import CONFIG_ENV_VAR, Config
 from roost.storage.api import StoredCredentials
@@ -21,9 +22,14 @@ PASSWORD = "s3cret-Pa55word"
 
 
 @pytest.fixture(autouse=True)
-def _isolate(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No $ROOST_CONFIG from the environment; root logger restored after commands reconfigure it."""
     monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    # No default server of this machine's (its control socket link) is found by these tests.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    # `roost check` probes its listen ports; the default ones may be taken by anything on a test
+    # machine. The probe itself is tested below with a port this test holds.
+    monkeypatch.setattr("roost.cli.check._port_in_use", lambda host, port: "")
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -317,7 +323,7 @@ def test_run_passes_config_with_overrides_to_serve(
 ) -> None:
     seen: list[Config] = []
 
-    def fake_serve(config: Config) -> int:
+    def fake_serve(config: Config, overrides: dict[str, str] | None = None) -> int:
         seen.append(config)
         return 0
 
@@ -384,7 +390,8 @@ def test_check_good_config(config_file: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check", "-c", str(config_file)]) == 0
     out = capsys.readouterr().out
     assert "self-signed certificate for example.org, example.net will be generated" in out
-    assert "config OK: 2 domains (example.org, example.net), c2s on 0.0.0.0:5222" in out
+    assert "config OK: 2 domains (example.org, example.net), c2s on localhost:5222" in out
+    assert "bind loopback only" in out
 
 
 def test_check_defaults(
@@ -457,3 +464,118 @@ def test_check_hides_database_password(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr().out
     assert "postgresql://roost:***@db/roost" in out
     assert "hunter2" not in out
+
+
+# --- operators' safety: prompts, data directory, domains -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "message"), [(EOFError, 2, "no password given"), (KeyboardInterrupt, 130, "cancelled")]
+)
+def test_password_prompt_ctrl_d_and_ctrl_c_end_cleanly(
+    config_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: type[BaseException],
+    code: int,
+    message: str,
+) -> None:
+    def interrupted(prompt: str = "") -> str:
+        raise raised
+
+    monkeypatch.setattr("sys.stdin", _Tty())
+    monkeypatch.setattr(cli.getpass, "getpass", interrupted)
+    assert main(["-c", str(config_file), "user", "add", "hal@example.org"]) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert users(config_file, capsys) == []
+
+
+def test_user_commands_name_the_database(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-c", str(config_file), "user", "add", "ida@example.org", "--password", "pw"]) == 0
+    db = config_file.parent / "data" / "roost.db"
+    assert f"created ida@example.org (database sqlite:///{db})" in capsys.readouterr().out
+    assert main(["-c", str(config_file), "user", "list"]) == 0
+    assert f"1 user in database sqlite:///{db}" in capsys.readouterr().err
+
+
+def test_without_config_no_new_database_in_an_unexpected_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["user", "add", "jo@localhost", "--password", "pw"]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "roost-data" / "roost.db") in err and "nothing was created" in err
+    assert not (tmp_path / "roost-data").exists()
+    assert main(["user", "list"]) == 1
+
+
+def test_user_list_of_an_unhosted_domain_is_an_error(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-c", str(config_file), "user", "list", "elsewhere.com"]) == 2
+    assert "'elsewhere.com' is not a domain of this server" in capsys.readouterr().err
+
+
+def test_check_reports_a_busy_port_and_every_bad_domain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setattr("roost.cli.check._port_in_use", real_port_in_use)
+    path = tmp_path / "roost.toml"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path.write_text(f'[listen]\nc2s = "127.0.0.1:{port}"\nc2s_tls = "127.0.0.1:0"\n', encoding="utf-8")
+        assert main(["check", "-c", str(path)]) == 1
+        out = capsys.readouterr().out
+        assert (
+            f"listen.c2s 127.0.0.1:{port} is already in use (another program listens on 127.0.0.1:{port})"
+            in out
+        )
+    assert real_port_in_use("127.0.0.1", 0) == ""
+    path.write_text('[server]\ndomains = ["ok.example", "bad domain", "also bad!"]\n', encoding="utf-8")
+    assert main(["check", "-c", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "'bad domain'" in out and "'also bad!'" in out
+
+
+def test_check_warns_of_a_certificate_expiring_soon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.org")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=80))
+        .not_valid_after(now + datetime.timedelta(days=5))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("example.org")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    path = tmp_path / "roost.toml"
+    path.write_text(
+        '[server]\ndomains = ["example.org"]\n[tls]\ncert = "c.pem"\nkey = "k.pem"\n', encoding="utf-8"
+    )
+    assert main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "expires on" in out and "within 14 days" in out

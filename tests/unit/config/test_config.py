@@ -49,8 +49,9 @@ def test_no_file_gives_documented_defaults(tmp_path: Path, monkeypatch: pytest.M
     assert config.server.data_dir == tmp_path / "roost-data"
     assert config.server.admins == []
     assert config.tls.cert is None and config.tls.key is None
-    assert config.listen.c2s == "0.0.0.0:5222"
-    assert config.listen.c2s_tls == "0.0.0.0:5223"
+    # Loopback only (IPv4 and IPv6) until the operator opens the server up.
+    assert config.listen.c2s == "localhost:5222"
+    assert config.listen.c2s_tls == "localhost:5223"
     assert config.c2s.require_encryption is True
     assert config.c2s.max_stanza_bytes == 262144
     assert config.c2s.max_auth_failures == 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from roost.jid import JID
 from roost.stream.c2s import C2SSettings, C2SStream, Closed, NeedBind
-from roost.stream.core import Feature, Stream, StreamEvent
+from roost.stream.core import Feature, Phase, Stream, StreamEvent
 from roost.xml.element import Element
 from tests.unit.stream.test_c2s import HEADER, Peer, negotiate_to_auth, scram_login
 
@@ -48,6 +48,7 @@ def established(feature: Feature) -> tuple[C2SStream, Peer]:
 def test_nonzas_go_to_the_feature_that_claims_their_namespace() -> None:
     feature = CountingFeature()
     stream, peer = established(feature)
+    assert stream.feature(CountingFeature) is feature
     events = stream.receive_data(b"<message to='romeo@example.org'/><r xmlns='urn:xmpp:sm:3'/><presence/>")
     assert [e.name for e in events if isinstance(e, Element)] == ["message", "presence"]
     assert feature.seen == ["r"]
@@ -91,3 +92,25 @@ def test_a_clients_stream_error_closes_the_stream_without_an_error_of_ours() -> 
     assert isinstance(closed, Closed) and closed.error is None
     assert closed.peer_error is not None and closed.peer_error.condition == "conflict"
     assert closed.final == b"</stream:stream>"
+
+
+class WaitingFeature(CountingFeature):
+    """A nonza that needs the driver (as SM's <enable/> will): stanzas behind it wait."""
+
+    def nonza(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
+        self.seen.append(el.name)
+        stream.wait(self, Phase.ESTABLISHED)
+        return []
+
+
+def test_stanzas_behind_a_waiting_nonza_are_held_in_order() -> None:
+    feature = WaitingFeature()
+    stream, _ = established(feature)
+    events = stream.receive_data(
+        b"<message id='1'/><enable xmlns='urn:xmpp:sm:3'/><message id='2'/><presence id='3'/>"
+    )
+    assert [e.attrs["id"] for e in events if isinstance(e, Element)] == ["1"]
+    assert stream.receive_data(b"<message id='4'/>") == []
+    resumed = stream.resume()
+    assert [e.attrs["id"] for e in resumed if isinstance(e, Element)] == ["2", "3", "4"]
+    assert stream.phase is Phase.ESTABLISHED

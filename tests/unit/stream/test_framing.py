@@ -139,3 +139,18 @@ def test_no_starttls_over_http_framings(framing: type[WebSocketFraming] | type[B
     closed = events[-1]
     assert isinstance(closed, Closed) and closed.error is not None
     assert closed.error.condition == "unsupported-feature"
+
+
+def test_websocket_parser_outlives_messages_but_never_joins_them() -> None:
+    framing = WebSocketFraming()
+    framing.feed(WS_OPEN)
+    with pytest.raises(XmlStreamError):
+        framing.feed(b"<message xmlns='jabber:client'><body>half")  # the rest must not complete it
+    with pytest.raises(XmlStreamError):
+        framing.feed(b"</w>")  # closing our private wrapper is not a way out
+    (message,) = framing.feed(b"<message xmlns='jabber:client'><body>whole</body></message>")
+    assert isinstance(message, Element) and message.find_text("body") == "whole"
+    with pytest.raises(XmlStreamError):
+        framing.feed(b"<message xmlns='jabber:client'/><presence xmlns='jabber:client'")
+    with pytest.raises(XmlStreamError):
+        framing.feed(b"   ")  # no whitespace keepalives (RFC 7395 §3.8)

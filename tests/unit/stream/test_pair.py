@@ -211,3 +211,14 @@ def test_login_and_chat_over_message_framings(framing: str) -> None:
     pair.receiving.events.extend(pair.receiving.stream.close())
     client_events, _ = pair.pump()
     assert isinstance(client_events[-1], Closed) and client_events[-1].error is None
+
+
+def test_websocket_redirect_reaches_the_client() -> None:
+    settings = C2SSettings(domains=frozenset({"example.org"}), tls_available=False)
+    pair = make_pair("websocket", secure=True, server=settings)
+    pair.pump()
+    pair.receiving.events.extend(pair.receiving.stream.close(see_other_uri="wss://b.example.org/xmpp"))
+    client_events, _ = pair.pump()
+    assert isinstance(client_events[-1], Closed)
+    framing = pair.initiating.stream.framing
+    assert isinstance(framing, WebSocketFraming) and framing.see_other_uri == "wss://b.example.org/xmpp"

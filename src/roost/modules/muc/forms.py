@@ -40,6 +40,8 @@ _PM_LABELS: Final = {
 }
 _MAXUSERS_CHOICES: Final = (10, 20, 30, 50, 100, 200, 500, 1000, 2000, 5000)
 PREFIX: Final = "muc#roomconfig_"
+#: The room's message archive on or off (XEP-0313), as ejabberd names it.
+MAM_FIELD: Final = "mam"
 
 
 # -- generic form building and reading ----------------------------------------------------------------
@@ -224,6 +226,9 @@ def config_form(
         x, PREFIX + "enablelogging", "boolean", "Enable Public Logging?", values=[_b(config.enable_logging)]
     )
     add_field(
+        x, MAM_FIELD, "boolean", "Archive messages (persistent rooms, XEP-0313)?", values=[_b(config.mam)]
+    )
+    add_field(
         x,
         PREFIX + "historylength",
         "text-single",
@@ -288,6 +293,8 @@ def read_config(form: SubmittedForm, current: RoomConfig, policy: ServicePolicy)
     boolean(PREFIX + "changesubject", "change_subject")
     boolean(PREFIX + "passwordprotectedroom", "password_protected")
     boolean(PREFIX + "enablelogging", "enable_logging")
+    boolean(MAM_FIELD, "mam")
+    boolean(PREFIX + "enablearchiving", "mam")  # Prosody's name for it, accepted too
     if PREFIX + "roomsecret" in v:
         changes["password"] = "".join(v[PREFIX + "roomsecret"])
     for var, attr, allowed in (

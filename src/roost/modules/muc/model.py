@@ -31,6 +31,9 @@ REGISTER: Final = "jabber:iq:register"
 VCARD: Final = "vcard-temp"
 HINTS: Final = "urn:xmpp:hints"
 CONFERENCE: Final = "jabber:x:conference"
+MAM: Final = "urn:xmpp:mam:2"  # XEP-0313 room archives
+MAM_EXTENDED: Final = "urn:xmpp:mam:2#extended"
+FULLTEXT: Final = "urn:xmpp:fulltext:0"  # XEP-0431
 
 
 class Role(enum.IntEnum):
@@ -117,6 +120,13 @@ class RoomConfig:
     enable_logging: bool = False
     #: Messages kept for discussion history on join (§7.2.13).
     history_length: int = 20
+    #: Message archive (XEP-0313) on the room's JID, on by default; only persistent rooms keep one
+    #: (a temporary room's archive would go with the room).
+    mam: bool = True
+
+    @property
+    def archiving(self) -> bool:
+        return self.persistent and self.mam
 
     @property
     def non_anonymous(self) -> bool:

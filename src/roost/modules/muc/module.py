@@ -28,7 +28,7 @@ from roost.core.session import Session
 from roost.jid import JIDError, prepare_domain
 from roost.modules.muc.model import MODERATE, MUC, MUC_ADMIN, MUC_OWNER, REGISTER, ServicePolicy
 from roost.modules.muc.room import Broadcast, Outcome, Room, presence_error
-from roost.modules.muc.service import MucService
+from roost.modules.muc.service import MucService, RoomArchiveHooks
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
 from roost.xml.ns import DISCO_INFO, DISCO_ITEMS, PING
@@ -134,6 +134,8 @@ class MucRuntime:
         self._save_lock = asyncio.Lock()
         self._sweeper: asyncio.TimerHandle | None = None
         self._stopped = False
+        #: The room archive (XEP-0313), attached by the mam module when it archives rooms.
+        self.archive: RoomArchiveHooks | None = None
 
     # -- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -236,6 +238,8 @@ class MucRuntime:
     def emit(self, room: Room | None, outcome: Outcome, *, save: bool = True) -> None:
         """Send what an engine returned, update the directory, and schedule persistence."""
         self.service.apply(room, outcome)
+        if self.archive is not None and room is not None:
+            self.archive.record(room, outcome)
         for item in outcome.out:
             if isinstance(item, Broadcast):
                 self.fanout(item)
@@ -440,9 +444,12 @@ class MucRuntime:
         room = self._room(event)
         await self._apply_and_save(room, room.register_set(self._payload(event), event.frm, time.time()))
 
-    def moderate(self, event: StanzaEvent) -> None:
+    async def moderate(self, event: StanzaEvent) -> None:
         room = self._room(event)
-        self.emit(room, room.moderate(self._payload(event), event.frm, time.time()))
+        payload = self._payload(event)
+        target = payload.attrs.get("id") or ""
+        archived = self.archive is not None and bool(target) and await self.archive.contains(room, target)
+        self.emit(room, room.moderate(payload, event.frm, time.time(), archived=archived))
 
     async def _apply_and_save(self, room: Room, outcome: Outcome) -> None:
         """Owner and admin changes are on disk before the IQ result says they are done."""

@@ -24,7 +24,10 @@ from typing import Any, Final
 from roost.jid import JID, JIDError, prepare_resource
 from roost.modules.muc import forms
 from roost.modules.muc.model import (
+    FULLTEXT,
     HINTS,
+    MAM,
+    MAM_EXTENDED,
     MODERATE,
     MUC,
     MUC_ADMIN,
@@ -877,8 +880,12 @@ class Room:
         self.subject = Subject(text, occ.nick, now, occ.occupant_id)
         msg = self._relay(stanza, occ, now)
         msg.attrs.setdefault("id", self.ids.token())
+        stanza_id = self.ids.stanza_id(now)
+        msg.add("stanza-id", STANZA_ID, {"id": stanza_id, "by": self.jid_str})
         msg.add("occupant-id", OCCUPANT_ID, {"id": occ.occupant_id})
         out = Outcome(save=True)
+        # XEP-0313 §6.1.2: subject changes belong in the archive (not in the discussion history).
+        out.archive.append(HistoryEntry(msg, now, stanza_id, occ.bare_str, occ.nick))
         out.broadcast(msg, self.all_sessions(), occ.jid)
         return out
 
@@ -1625,8 +1632,11 @@ class Room:
         return out
 
     # -- moderation (XEP-0425) --------------------------------------------------------------------------
-    def moderate(self, moderate: Element, frm: JID, now: float) -> Outcome:
-        """A moderator retracts a message: it leaves the history and every occupant is told."""
+    def moderate(self, moderate: Element, frm: JID, now: float, *, archived: bool = False) -> Outcome:
+        """A moderator retracts a message: it leaves the history and every occupant is told.
+
+        ``archived``: the room's archive holds that message (older than the history kept here); the
+        archive then keeps a tombstone of it (XEP-0425 §5)."""
         actor = self._occupant_of(frm)
         if actor is None or actor.role != Role.MODERATOR:
             raise StanzaError("forbidden", "only moderators may moderate messages")
@@ -1636,9 +1646,10 @@ class Room:
         if not target_id:
             raise StanzaError("bad-request", "which message? (id)")
         entry = next((e for e in self.history if e.stanza_id == target_id), None)
-        if entry is None:
+        if entry is None and not archived:
             raise StanzaError("item-not-found", "no such message in this room")
-        self.history.remove(entry)
+        if entry is not None:
+            self.history.remove(entry)
         reason = moderate.find_text("reason", MODERATE)
         msg = Element("message", CLIENT, {"type": "groupchat", "from": self.jid_str, "id": self.ids.token()})
         retract = msg.add("retract", RETRACT, {"id": target_id})
@@ -1652,6 +1663,31 @@ class Room:
         out.broadcast(msg, self.all_sessions(), self.jid)
         return out
 
+    # -- archive access (XEP-0313 §6.1.2) ---------------------------------------------------------------
+    def check_archive_access(self, frm: JID) -> None:
+        """Who may read the archive: whoever may enter the room now (never outcasts; in members-only
+        rooms members and up; in password-protected rooms occupants and members)."""
+        if self.locked or self.destroyed:
+            raise StanzaError("item-not-found", "no such room")
+        if not self.config.archiving:
+            raise StanzaError("feature-not-implemented", "this room keeps no archive")
+        affiliation = self.affiliation_of(frm)
+        if affiliation == Affiliation.OUTCAST:
+            raise StanzaError("forbidden", "you are banned from this room")
+        if affiliation >= Affiliation.MEMBER:
+            return
+        if self.config.members_only:
+            raise StanzaError("forbidden", "only members may read this room's archive")
+        if self.config.password_protected and self._occupant_of(frm) is None:
+            raise StanzaError("not-authorized", "enter the room (with its password) to read its archive")
+
+    def sees_real_jids(self, frm: JID) -> bool:
+        """Whether ``frm`` may learn occupants' real JIDs (non-anonymous room, moderator, admin, owner)."""
+        if self.config.non_anonymous or self.affiliation_of(frm) >= Affiliation.ADMIN:
+            return True
+        occ = self._occupant_of(frm)
+        return occ is not None and occ.role == Role.MODERATOR
+
     # -- service discovery (§6.4, §6.5, §7.12) --------------------------------------------------------
     def features(self) -> list[str]:
         c = self.config
@@ -1663,6 +1699,7 @@ class Room:
             "muc_moderated" if c.moderated else "muc_unmoderated",
             "muc_nonanonymous" if c.non_anonymous else "muc_semianonymous",
             "muc_passwordprotected" if c.password_protected else "muc_unsecured",
+            *((MAM, MAM_EXTENDED, FULLTEXT) if c.archiving else ()),
         ]
 
     def disco_info(self, node: str | None, frm: JID) -> Element:

@@ -7,8 +7,8 @@ the module carries it out and calls :meth:`MucService.apply` with each outcome.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Final
+from collections.abc import Awaitable, Iterator
+from typing import Any, Final, Protocol
 
 from roost.jid import JID
 from roost.modules.muc.model import MUC, MUC_STABLE_ID, OCCUPANT_ID, Affiliation, ServicePolicy
@@ -18,6 +18,18 @@ from roost.xml.element import Element
 from roost.xml.ns import DISCO_INFO, DISCO_ITEMS, PING
 
 CREATE_POLICIES: Final = ("anyone", "local", "admins", "nobody")
+
+
+class RoomArchiveHooks(Protocol):
+    """What the MUC module tells a room archive (XEP-0313; attached by the mam module)."""
+
+    def record(self, room: Room, outcome: Outcome) -> None:
+        """After each outcome: keep what it relayed, tombstone what it retracted, drop a destroyed room's."""
+        ...
+
+    def contains(self, room: Room, stanza_id: str) -> Awaitable[bool]:
+        """Whether the room's archive holds the message with that stanza-id (moderation beyond history)."""
+        ...
 
 
 class MucService:

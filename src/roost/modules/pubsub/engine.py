@@ -147,6 +147,8 @@ class Notice:
     config: NodeConfig | None = None
     #: For an items event: its item id (PEP last-item bookkeeping, XEP-0163 §4.3).
     item_id: str | None = None
+    #: For an items event: the full JID that published it (XEP-0163 §4.3.1 rule 3 'replyto').
+    publisher: str | None = None
 
 
 @dataclass(slots=True)
@@ -472,9 +474,10 @@ class PubSubService:
             node.config.notification_type,
             config=node.config,
             item_id=items[-1].id if items else None,
+            publisher=items[-1].publisher if items else None,
         )
 
-    def _delivery_targets(self, node: Node, *, owners_too: bool = False) -> list[str]:
+    def _delivery_targets(self, node: Node) -> list[str]:
         """Subscribers who get notifications (subscribed, pubsub#deliver on, not outcast)."""
         out = []
         for sub in node.subscriptions.values():
@@ -599,6 +602,11 @@ class PubSubService:
                 raise error
             pending = True
         existing = node.subscriptions.get(str(jid))
+        # Options are checked before anything changes: a refused request leaves no trace.
+        form = options.find("x", DATA_FORMS) if options is not None else None
+        chosen = (
+            apply_options(existing.options if existing else SubOptions(), form) if form is not None else None
+        )
         out = Outcome()
         if existing is None:
             if len(node.subscriptions) >= self.limits.max_subscriptions:
@@ -614,11 +622,9 @@ class PubSubService:
                 out.notices.append(self._authorization_request(node, existing))
             elif node.config.notify_sub:
                 out.notices.append(self._sub_notice(node, existing))
-        if options is not None:
-            form = options.find("x", DATA_FORMS)
-            if form is not None:
-                existing.options = apply_options(existing.options, form)
-                out.meta.add(node.name)
+        if chosen is not None:
+            existing.options = chosen
+            out.meta.add(node.name)
         result = _wrap(PUBSUB, _subscription_el(existing, node.name))
         out.result = result
         if existing.state == "subscribed" and node.config.send_last_published_item != "never":
@@ -899,14 +905,15 @@ class PubSubService:
             if state not in ("subscribed", "pending", "none"):
                 raise StanzaError("bad-request", f"unknown subscription state {state!r}")
             changes.append((str(jid), state))
+        added = {j for j, state in changes if state != "none" and j not in node.subscriptions}
+        if len(node.subscriptions) + len(added) > self.limits.max_subscriptions:
+            raise pubsub_error("policy-violation", "too-many-subscriptions")
         out = Outcome()
         for jid_text, state in changes:
             sub = node.subscriptions.get(jid_text)
             if sub is None:
                 if state == "none":
                     continue
-                if len(node.subscriptions) >= self.limits.max_subscriptions:
-                    raise pubsub_error("policy-violation", "too-many-subscriptions")
                 sub = Subscription(jid_text, self.new_id(), "none")
                 node.subscriptions[jid_text] = sub
             if sub.state != state:

@@ -19,6 +19,7 @@ in which caps and subscriptions arrive does not matter.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -63,6 +64,9 @@ if TYPE_CHECKING:
     from roost.core.server import Server
     from roost.core.session import Session
 
+#: Ids of notification messages: one per notification (its copies share it, so that one serialization
+#: can serve every recipient), unique per server run and cheap.
+_MESSAGE_IDS = itertools.count(1)
 log = logging.getLogger("roost.mod.pep")
 
 #: disco#info features of a PEP account (XEP-0060 §10, XEP-0163 §6).
@@ -107,6 +111,7 @@ PEP_FEATURES = tuple(
     )
 )
 _CAPS_QUERY_SECONDS = 30.0
+ADDRESS = "http://jabber.org/protocol/address"  # XEP-0033
 
 
 class PepOptions(ModuleOptions):
@@ -458,7 +463,7 @@ class Pep(Module):
         """Publish as the account itself; ``options`` configure a new node, and an existing node is
         reconfigured to them first (the bridge must not widen access, XEP-0411 §5)."""
         service = await self.runtime.service(owner.domain, owner.local or "")
-        req = Requester(JID(owner.local, owner.domain, "roost", prepared=True), presence=True)
+        req = Requester(owner.bare, presence=True)  # the server, for the account: no resource
         existing = service.nodes.get(node)
         wanted = read_publish_options(
             _form("submit", PUBLISH_OPTIONS, options), service.limits, service.access_models
@@ -484,7 +489,7 @@ class Pep(Module):
         retract = Element("retract", PUBSUB, {"node": node, "notify": "true"})
         for item_id in ids:
             retract.add("item", attrs={"id": item_id})
-        req = Requester(JID(owner.local, owner.domain, "roost", prepared=True), presence=True)
+        req = Requester(owner.bare, presence=True)  # the server, for the account: no resource
         await self.commit(service, service.retract(req, retract))
 
     async def commit(self, service: PubSubService, outcome: Outcome, publisher: JID | None = None) -> None:
@@ -499,19 +504,24 @@ class Pep(Module):
         owner = service.jid
         interested: list[tuple[Session, Requester]] | None = None
         for notice in notices:
-            recipients: dict[str, JID | None] = {}
+            contacts: dict[str, JID | None] = {}
             if notice.to_notify and notice.config is not None:
                 if interested is None:
                     interested = await self._interested(owner)
                 node = service.nodes.get(notice.node) or Node(notice.node, notice.config)
                 for session, req in interested:
                     if notice.node in _state(session).notify and service.may_access(node, req):
-                        recipients[session.jid_str] = session.jid
-            covered = {r.split("/", 1)[0] for r in recipients}
+                        contacts[session.jid_str] = session.jid
+            covered = {r.split("/", 1)[0] for r in contacts}
+            others: dict[str, JID | None] = {}
             for jid in notice.recipients:
-                if ("/" in jid or jid not in covered) and jid not in recipients:
-                    recipients[jid] = None
-            self.send(owner, notice, recipients)
+                if ("/" in jid or jid not in covered) and jid not in contacts:
+                    others[jid] = None
+            # XEP-0163 §4.3.1 rule 3: 'replyto' names the publishing resource, but only for those
+            # who share presence with the owner (the +notify recipients all do).
+            publisher = notice.publisher if notice.publisher and "/" in notice.publisher else None
+            self.send(owner, notice, contacts, replyto=publisher)
+            self.send(owner, notice, others)
 
     async def _interested(self, owner: JID) -> list[tuple[Session, Requester]]:
         """Available local resources that may get +notify events of ``owner``: its own, and those of
@@ -536,11 +546,21 @@ class Pep(Module):
                     out.append((session, Requester(session.jid, presence=True, groups=groups)))
         return out
 
-    def send(self, owner: JID, notice: Notice, recipients: dict[str, JID | None]) -> None:
+    def send(
+        self, owner: JID, notice: Notice, recipients: dict[str, JID | None], *, replyto: str | None = None
+    ) -> None:
         """One ``<message/>`` per recipient (JID text → parsed JID if known), from the owner's bare JID
         (§4.3.1 rule 1), built once; none to a JID the owner blocks (§4.3.3 rule 3, XEP-0191)."""
-        template = Element("message", CLIENT, {"from": str(owner), "type": notice.message_type})
+        if not recipients:
+            return
+        template = Element(
+            "message",
+            CLIENT,
+            {"from": str(owner), "type": notice.message_type, "id": f"pep-{next(_MESSAGE_IDS):x}"},
+        )
         template.append(notice.event)
+        if replyto:
+            template.add("addresses", ADDRESS).add("address", attrs={"type": "replyto", "jid": replyto})
         router = self.server.router
         module = self.host.modules.loaded.get("blocking")
         blocking = (
@@ -555,7 +575,6 @@ class Pep(Module):
                     continue
             message = template.shallow_copy()
             message.attrs["to"] = to
-            message.attrs["id"] = self.server.iq_tracker.new_id()
             router.send(message)
 
     # -- presence: caps, last items ------------------------------------------------------------------------
@@ -619,7 +638,8 @@ class Pep(Module):
             if last is None or not service.may_access(node, req):
                 continue
             notice = Notice(node.name, service.item_event(node, [last]), [], node.config.notification_type)
-            pep.send(owner, notice, {session.jid_str: session.jid})
+            replyto = last.publisher if "/" in last.publisher else None
+            pep.send(owner, notice, {session.jid_str: session.jid}, replyto=replyto)
 
     @hook(hooks.SESSION_CLOSED)
     def closed(self, event: SessionEvent) -> None:

@@ -9,6 +9,7 @@ node store as PEP; notifications come from the service domain.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,9 @@ from roost.xml.ns import CLIENT, DATA_FORMS, DISCO_INFO, DISCO_ITEMS, PING
 if TYPE_CHECKING:
     from roost.core.server import Server
 
+#: Ids of notification messages: one per notification (its copies share it, so that one serialization
+#: can serve every recipient), unique per server run and cheap.
+_MESSAGE_IDS = itertools.count(1)
 log = logging.getLogger("roost.mod.pubsub")
 
 SERVICE_FEATURES = (
@@ -227,7 +231,11 @@ class PubSubRuntime:
     def send(self, notice: Notice) -> None:
         """Each recipient at the JID it subscribed with; ``presence_based_delivery`` skips local
         accounts that are offline (remote ones: the XEP leaves it to presence we do not have)."""
-        template = Element("message", CLIENT, {"from": self.domain, "type": notice.message_type})
+        template = Element(
+            "message",
+            CLIENT,
+            {"from": self.domain, "type": notice.message_type, "id": f"ps-{next(_MESSAGE_IDS):x}"},
+        )
         template.append(notice.event)
         presence_based = notice.config is not None and notice.config.presence_based_delivery
         sessions = self.server.sessions
@@ -243,7 +251,6 @@ class PubSubRuntime:
                     continue
             message = template.shallow_copy()
             message.attrs["to"] = to
-            message.attrs["id"] = self.server.iq_tracker.new_id()
             self.server.router.send(message)
 
     def on_message(self, event: StanzaEvent) -> bool:

@@ -14,24 +14,21 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
-    Delete,
     Insert,
-    Row,
     Table,
-    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
-    or_,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -42,10 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from roost.storage.api import (
     JSON,
     AccountExists,
-    ArchiveItem,
-    ArchiveQuery,
     NoSuchAccount,
-    NoSuchItem,
     StorageError,
     StoredCredentials,
     StoredCredentialsLike,
@@ -54,11 +48,17 @@ from roost.storage.api import (
     decode_json,
     encode_json,
     timestamp_to_us,
-    us_to_timestamp,
 )
 from roost.storage.backend import QueuedAppend
 from roost.storage.sql import migrate
-from roost.storage.sql.schema import account_credentials, accounts, archive, kv, map_
+from roost.storage.sql.archive import PG_APPEND, SqlArchive, chunks, sqlite_append
+from roost.storage.sql.schema import (
+    account_credentials,
+    accounts,
+    archive,
+    kv,
+    map_,
+)
 from roost.storage.sql.threaded import ThreadedEngine
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
-#: Statements with more bound ids than this are split (SQLite and asyncpg cap bound parameters).
-_ID_CHUNK: Final = 500
 _WRITE_OPTION: Final = "roost_write"
 
 
@@ -76,10 +74,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         exc = exc.orig
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
-def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
-    return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
 
 
 # Statements on the login path, built once (building and cache-keying a statement costs more than
@@ -451,7 +445,7 @@ class SqlKeyValue:
             cache.bump(domain, user)
         try:
             async with self._db.write() as conn:
-                for chunk in _chunks(gone):
+                for chunk in chunks(gone):
                     await conn.execute(
                         delete(kv).where(
                             kv.c.store == self._name, kv.c.domain == domain, kv.c.username.in_(chunk)
@@ -498,7 +492,7 @@ class SqlMap:
                 values[row["key"]] = row["value"]
 
         async with self._db.writing_user(domain, user, apply), self._db.write() as conn:
-            for chunk in _chunks(gone):
+            for chunk in chunks(gone):
                 await conn.execute(delete(map_).where(*self._where(domain, user), map_.c.key.in_(chunk)))
             if rows:
                 await conn.execute(
@@ -512,134 +506,6 @@ class SqlMap:
     async def delete_user(self, domain: str, user: str) -> None:
         async with self._db.writing_user(domain, user), self._db.write() as conn:
             await conn.execute(delete(map_).where(*self._where(domain, user)))
-
-
-_ARCHIVE_COLUMNS = (archive.c.id, archive.c.ts, archive.c.with_jid, archive.c.payload, archive.c.kind)
-
-
-def _item(row: Row[*tuple[Any, ...]]) -> ArchiveItem:
-    return ArchiveItem(
-        id=row.id,
-        timestamp=us_to_timestamp(row.ts),
-        with_jid=row.with_jid,
-        payload=row.payload,
-        kind=row.kind,
-    )
-
-
-class SqlArchive:
-    def __init__(self, db: SqlDatabase, name: str) -> None:
-        self._db = db
-        self._name = name
-
-    def _where(self, domain: str, user: str) -> list[ColumnElement[bool]]:
-        a = archive.c
-        return [a.store == self._name, a.domain == domain, a.username == user]
-
-    async def _anchor(self, conn: AsyncConnection, domain: str, user: str, item_id: str) -> tuple[int, int]:
-        a = archive.c
-        stmt = (
-            select(a.ts, a.seq)
-            .where(*self._where(domain, user), a.id == item_id)
-            .order_by(a.ts, a.seq)  # the earliest wins if an id was stored twice
-            .limit(1)
-        )
-        row = (await conn.execute(stmt)).first()
-        if row is None:
-            raise NoSuchItem(item_id)
-        return int(row.ts), int(row.seq)
-
-    async def _filters(
-        self, conn: AsyncConnection, domain: str, user: str, q: ArchiveQuery
-    ) -> list[ColumnElement[bool]]:
-        a = archive.c
-        where = self._where(domain, user)
-        if q.with_jid is not None:
-            # XEP-0313 §4.1.1: a bare 'with' matches every resource of that JID, a full one only itself.
-            # with_bare is also compared for a full JID so that the planner picks ix_archive_with.
-            where.append(a.with_bare == bare_jid(q.with_jid))
-            if "/" in q.with_jid:
-                where.append(a.with_jid == q.with_jid)
-        if q.start is not None:
-            where.append(a.ts >= timestamp_to_us(q.start))
-        if q.end is not None:
-            where.append(a.ts <= timestamp_to_us(q.end))
-        if q.ids is not None:
-            wanted = list(dict.fromkeys(q.ids))
-            present: set[str] = set()
-            for chunk in _chunks(wanted):
-                stmt = select(a.id).distinct().where(*self._where(domain, user), a.id.in_(chunk))
-                present.update(await conn.scalars(stmt))
-            for item_id in wanted:
-                if item_id not in present:
-                    raise NoSuchItem(item_id)
-            where.append(a.id.in_(wanted))
-        return where
-
-    async def query(self, domain: str, user: str, q: ArchiveQuery) -> tuple[builtins.list[ArchiveItem], bool]:
-        a = archive.c
-        limit = max(q.limit, 0)
-        async with self._db.read() as conn:
-            where = await self._filters(conn, domain, user, q)
-            # Positions compare as (ts, seq); spelled with a plain range on ts so that the index is used.
-            if q.after_id is not None:
-                ts, seq = await self._anchor(conn, domain, user, q.after_id)
-                where.append(and_(a.ts >= ts, or_(a.ts > ts, a.seq > seq)))
-            if q.before_id is not None:
-                ts, seq = await self._anchor(conn, domain, user, q.before_id)
-                where.append(and_(a.ts <= ts, or_(a.ts < ts, a.seq < seq)))
-            if q.ids is not None:
-                # At most len(ids) rows: sort and page them here rather than let SQLite pick the time
-                # index for the ORDER BY and scan the whole archive.
-                stmt = select(*_ARCHIVE_COLUMNS, a.seq).where(*where)
-                rows = sorted((await conn.execute(stmt)).all(), key=lambda row: (row.ts, row.seq))
-                if q.reverse:
-                    rows.reverse()
-                del rows[limit + 1 :]
-            else:
-                order = (a.ts.desc(), a.seq.desc()) if q.reverse else (a.ts, a.seq)
-                # One row more than the page tells whether the page is the last one (RSM 'complete').
-                stmt = select(*_ARCHIVE_COLUMNS, a.seq).where(*where).order_by(*order).limit(limit + 1)
-                rows = list((await conn.execute(stmt)).all())
-        complete = len(rows) <= limit
-        page = [_item(row) for row in rows[:limit]]
-        if q.reverse:
-            page.reverse()
-        return page, complete
-
-    async def count(self, domain: str, user: str, q: ArchiveQuery | None = None) -> int:
-        async with self._db.read() as conn:
-            where = self._where(domain, user) if q is None else await self._filters(conn, domain, user, q)
-            return int(
-                (await conn.execute(select(func.count()).select_from(archive).where(*where))).scalar_one()
-            )
-
-    async def delete(self, domain: str, user: str, ids: Sequence[str] | None = None) -> int:
-        statements: list[Delete]
-        if ids is None:
-            statements = [delete(archive).where(*self._where(domain, user))]
-        else:
-            statements = [
-                delete(archive).where(*self._where(domain, user), archive.c.id.in_(chunk))
-                for chunk in _chunks(list(dict.fromkeys(ids)))
-            ]
-        deleted = 0
-        if statements:
-            async with self._db.write() as conn:
-                for stmt in statements:
-                    deleted += (await conn.execute(stmt)).rowcount
-        return deleted
-
-    async def pop_all(self, domain: str, user: str) -> builtins.list[ArchiveItem]:
-        # DELETE … RETURNING: two concurrent pops cannot both return the same item (offline delivery).
-        stmt = delete(archive).where(*self._where(domain, user)).returning(*_ARCHIVE_COLUMNS, archive.c.seq)
-        async with self._db.write() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_item(row) for row in sorted(rows, key=lambda row: (row.ts, row.seq))]
-
-    async def delete_user(self, domain: str, user: str) -> None:
-        async with self._db.write() as conn:
-            await conn.execute(delete(archive).where(*self._where(domain, user)))
 
 
 class SqlBackend:
@@ -665,7 +531,28 @@ class SqlBackend:
         return SqlArchive(self._db, name)
 
     async def append_archive(self, entries: Sequence[QueuedAppend]) -> None:
-        rows = [
+        if not entries:
+            return
+        if self._db.dialect == "sqlite":
+            rows = [
+                (
+                    e.store,
+                    e.domain,
+                    e.user,
+                    e.item.id,
+                    timestamp_to_us(e.item.timestamp),
+                    e.item.with_jid,
+                    bare_jid(e.item.with_jid),
+                    e.item.kind,
+                    e.item.payload,
+                    e.search,
+                )
+                for e in entries
+            ]
+            async with self._db.write() as conn:
+                await conn.run_sync(sqlite_append, rows)
+            return
+        pg_rows = [
             {
                 "store": e.store,
                 "domain": e.domain,
@@ -676,12 +563,12 @@ class SqlBackend:
                 "with_bare": bare_jid(e.item.with_jid),
                 "kind": e.item.kind,
                 "payload": e.item.payload,
+                "search_text": e.search,
             }
             for e in entries
         ]
-        if rows:
-            async with self._db.write() as conn:
-                await conn.execute(insert(archive), rows)
+        async with self._db.write() as conn:
+            await conn.execute(PG_APPEND, pg_rows)
 
     async def delete_user(self, domain: str, username: str) -> None:
         async with self._db.writing_user(domain, username), self._db.write() as conn:
@@ -739,13 +626,32 @@ def _normalize_url(url: str) -> URL:
     )
 
 
+def _owner_only_database(database: str) -> None:
+    """Create the SQLite file (and its directory) readable by its owner only: it holds SCRAM keys.
+
+    SQLite gives its -wal and -shm files the database file's permissions. An existing database
+    that others may read is tightened to 0600.
+    """
+    if not database or database.startswith((":memory:", "file:")):
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077 and path.stat().st_uid == os.getuid():
+            log.warning("database %s was readable by others (mode %o): now 0600", path, mode)
+            path.chmod(0o600)
+
+
 async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlBackend:
     """Create the engine for ``url`` and migrate the schema to head."""
     sa_url = _normalize_url(url)
     # hide_parameters: SQL errors end up in logs, and bound values include SCRAM keys and message bodies.
     if sa_url.get_backend_name() == "sqlite":
         assert sa_url.database is not None
-        await asyncio.to_thread(Path(sa_url.database).parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_owner_only_database, sa_url.database)
         sync_engine = create_engine(sa_url, hide_parameters=True)
         event.listen(sync_engine, "connect", _sqlite_pragmas)
         event.listen(sync_engine, "begin", _sqlite_begin)

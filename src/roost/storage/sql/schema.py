@@ -12,6 +12,9 @@ is an index lookup rather than a prefix scan.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from typing import Any, Final
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -25,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 metadata = MetaData()
 
@@ -82,20 +86,23 @@ map_ = Table(
 )
 Index("ix_map_user", map_.c.domain, map_.c.username)
 
-archive = Table(
-    "archive",
-    metadata,
-    Column("seq", _BigIntId, primary_key=True, autoincrement=True),
-    Column("store", String, nullable=False),
-    Column("domain", String, nullable=False),
-    Column("username", String, nullable=False),
-    Column("id", String, nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("with_jid", String, nullable=False),
-    Column("with_bare", String, nullable=False),
-    Column("kind", String, nullable=False),
-    Column("payload", Text, nullable=False),
-)
+
+def _archive_columns() -> list[Column[Any]]:
+    return [
+        Column("seq", _BigIntId, primary_key=True, autoincrement=True),
+        Column("store", String, nullable=False),
+        Column("domain", String, nullable=False),
+        Column("username", String, nullable=False),
+        Column("id", String, nullable=False),
+        Column("ts", BigInteger, nullable=False),
+        Column("with_jid", String, nullable=False),
+        Column("with_bare", String, nullable=False),
+        Column("kind", String, nullable=False),
+        Column("payload", Text, nullable=False),
+    ]
+
+
+archive = Table("archive", metadata, *_archive_columns())
 # MAM pages: by time (and append order) within one archive ...
 Index("ix_archive_time", archive.c.store, archive.c.domain, archive.c.username, archive.c.ts, archive.c.seq)
 # ... the same restricted to one contact (bare 'with'; a full JID is a filter on these rows) ...
@@ -119,3 +126,28 @@ Index(
     archive.c.ts,
     archive.c.seq,
 )
+# Retention by age across a whole store (the server default): the oldest rows first, in batches.
+Index("ix_archive_age", archive.c.store, archive.c.ts)
+
+# -- full-text search (XEP-0431): engine-specific, so created by raw DDL in migration 0003 and left out of
+# ``metadata`` (``include_name`` keeps schema comparisons from reporting them).
+#: SQLite: an FTS5 table whose rowid is archive.seq; a trigger drops its row with the archive row.
+SQLITE_FTS_TABLE: Final = "archive_fts"
+#: PostgreSQL: a nullable ``tsv tsvector`` column on archive ('simple' configuration), GIN-indexed.
+PG_TSV_COLUMN: Final = "tsv"
+PG_TSV_INDEX: Final = "ix_archive_tsv"
+#: The archive table as PostgreSQL has it, for INSERTs that fill the tsvector.
+archive_pg = Table("archive", MetaData(), *_archive_columns(), Column(PG_TSV_COLUMN, TSVECTOR))
+
+
+def include_name(name: str | None, type_: str, parent_names: MutableMapping[Any, str | None]) -> bool:
+    """Alembic filter: the search structures are not in ``metadata`` on purpose."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith(SQLITE_FTS_TABLE)
+    if type_ == "column":
+        return name != PG_TSV_COLUMN
+    if type_ == "index":
+        return name != PG_TSV_INDEX
+    return True

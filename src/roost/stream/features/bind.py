@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 from roost.jid import JID, JIDError, prepare_resource
 from roost.stanza import error_reply, iq_result
 from roost.stanza.errors import StanzaError, StreamError
-from roost.stream.core import Feature, Phase, Role, Stream, StreamEvent, identity_key
+from roost.stream.core import Feature, Phase, Role, Stream, StreamEvent
 from roost.stream.events import Bound, NeedBind
 from roost.util.ids import random_token
 from roost.xml.element import Element
@@ -170,20 +170,25 @@ class Limits(Feature):
 
 
 class ExtraFeatures(Feature):
-    """Post-authentication features contributed by modules (``extra()`` returns the same object
-    until modules change, so the features bytes are cached against its identity)."""
+    """Post-authentication features contributed by modules. ``extra()`` returns the same object
+    until modules change; each new object gets a new version number, which keys the features cache.
+    Shared by the streams of a listener (it keeps no per-stream state)."""
 
-    __slots__ = ("_current", "extra")
+    __slots__ = ("_current", "_version", "extra")
 
     def __init__(self, extra: Callable[[], Sequence[Element]]) -> None:
         self.extra = extra
-        self._current: Sequence[Element] = ()
+        self._current: Sequence[Element] | None = None
+        self._version = 0
 
     def cache_key(self, stream: Stream) -> Hashable:
         if not stream.authenticated:
             return None
-        self._current = self.extra()
-        return identity_key(self._current)
+        extras = self.extra()
+        if extras is not self._current:
+            self._current = extras
+            self._version += 1
+        return self._version
 
     def advertise(self, stream: Stream) -> Sequence[Element]:
-        return self._current if stream.authenticated else ()
+        return (self._current or ()) if stream.authenticated else ()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 
 from roost.jid import JID, JIDError
 from roost.stanza.errors import StreamError
@@ -91,9 +91,6 @@ class SaslServer(Feature):
         self._scram_started = False
         self._mechanism = ""
         self._pending_user: str | None = None
-
-    def cache_key(self, stream: Stream) -> Hashable:
-        return (stream.secure, tuple(stream.channel_bindings))
 
     def offered(self, stream: Stream) -> list[str]:
         offered = []
@@ -254,7 +251,7 @@ class SaslServer(Feature):
         if failure.text:
             el.add("text", attrs={"xml:lang": "en"}, text=failure.text)
         stream.send_raw(serialize(el).encode())
-        events: list[StreamEvent] = [AuthFailed(user, failure.condition)]
+        events: list[StreamEvent] = [AuthFailed(user, failure.condition, self._mechanism)]
         if failure.condition != "aborted":
             self.failures += 1
         if self.failures >= self.max_failures:

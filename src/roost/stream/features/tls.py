@@ -6,7 +6,7 @@ holds the stream until the driver calls :meth:`StartTls.established`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 
 from roost.stanza.errors import StreamError
 from roost.stream.core import Feature, Phase, Role, Stream, StreamEvent
@@ -27,9 +27,6 @@ class StartTls(Feature):
         self.available = available
         self.required = required
         self.pending = False
-
-    def cache_key(self, stream: Stream) -> Hashable:
-        return stream.secure
 
     def advertise(self, stream: Stream) -> Element | None:
         if stream.secure or not self.available or stream.authenticated:

@@ -871,3 +871,21 @@ def test_disco_of_nodes() -> None:
 def test_unknown_request_is_not_implemented() -> None:
     assert error(pep().handle, req(), "set", x("<frob/>")).condition == "feature-not-implemented"
     assert error(pep().handle, req(), "set", x("")).condition == "bad-request"
+
+
+def test_refused_subscription_options_leave_no_subscription() -> None:
+    svc = service()
+    svc.handle(req("o@x/r"), "set", x("<create node='n'/>"))
+    bad = "<options>" + form(PUBSUB + "#subscribe_options", digest="1") + "</options>"
+    err = error(svc.handle, req("a@x/r"), "set", x("<subscribe node='n' jid='a@x'/>" + bad))
+    assert app(err) == "invalid-options"
+    assert not svc.nodes["n"].subscriptions
+
+
+def test_owner_subscriptions_beyond_the_limit_change_nothing() -> None:
+    svc = service(max_subscriptions=1)
+    owner = req("o@x/r")
+    svc.handle(owner, "set", x("<create node='n'/>"))
+    many = "".join(f"<subscription jid='{j}@x' subscription='subscribed'/>" for j in "ab")
+    err = error(svc.handle, owner, "set", x(f"<subscriptions node='n'>{many}</subscriptions>", PUBSUB_OWNER))
+    assert app(err) == "too-many-subscriptions" and not svc.nodes["n"].subscriptions

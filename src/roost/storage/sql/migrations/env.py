@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from roost.storage.sql.schema import metadata
+from roost.storage.sql.schema import include_name, metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -19,6 +19,7 @@ if not isinstance(connection, Connection):
 context.configure(
     connection=connection,
     target_metadata=metadata,
+    include_name=include_name,
     render_as_batch=True,  # SQLite can only ALTER through table copies
     on_version_apply=config.attributes.get("on_version_apply", ()),
 )

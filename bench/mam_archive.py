@@ -1,0 +1,261 @@
+"""Message archive benchmark: fill an archive of any size through the SQL layer, then time the queries
+MAM clients make (p50/p99), on SQLite or PostgreSQL.
+
+    # fill: user archives (rows) across N users, plus one room; big batches, one transaction each
+    .venv/bin/python -m bench.mam_archive fill --url sqlite:////tmp/mam.db \\
+        --users 10000 --messages 10000000 --room-messages 1000000
+    # the queries, against the same storage
+    .venv/bin/python -m bench.mam_archive query --url sqlite:////tmp/mam.db --users 10000 --runs 200
+
+``fill`` writes rows as the mam module stores them (a serialized <message/> with a body of 3-12
+words from a 2,000-word vocabulary, its stanza-id, the body indexed for search), chronologically over
+the last ``--days`` days, each row in the archive of a random user with a random other user as
+'with' (so one user's rows are spread over the whole table, as in life). It goes through
+``SqlBackend.append_archive`` — the same statements the server's batched writer uses — ``--batch``
+rows per transaction, and reports rows/s. The room 'lobby@conference.localhost' gets
+``--room-messages`` rows from 50 occupants.
+
+``query`` opens the storage as the server does and times, each ``--runs`` times with random users:
+
+* last50_with   — the last 50 messages with one contact (RSM <before/>, 'with' bare)
+* page_back_10  — the last page, then 10 more pages of 50 going back (the sum of 11 queries)
+* since_day     — messages since yesterday ('start', first page of 50)
+* search        — a full-text search for one word (last 50 matches)
+* room_last50   — the room's last 50 messages
+* count_with    — the RSM <count/> of one contact's messages (what ``rsm_count`` adds per query)
+
+and prints p50/p99/mean in milliseconds (``--json FILE`` also writes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sqlalchemy import text
+
+from roost.storage import ArchiveItem, ArchiveQuery, StorageManager
+from roost.storage.backend import QueuedAppend
+from roost.storage.sql.backend import SqlBackend
+from roost.util.ids import time_ordered_id
+from roost.xml.element import Element
+from roost.xml.ns import CLIENT, STANZA_ID
+from roost.xml.serializer import serialize
+
+DOMAIN = "localhost"
+ROOM_SERVICE = "conference.localhost"
+ROOM = "lobby"
+DAY = 86_400.0
+
+
+def vocabulary(size: int = 2000, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(letters) for _ in range(rng.randint(3, 9))))
+    return sorted(words)
+
+
+def user(n: int) -> str:
+    return f"u{n:05d}"
+
+
+def _message(frm: str, to: str, body: str, sid: str, by: str, type_: str = "chat") -> str:
+    msg = Element("message", CLIENT, {"from": frm, "to": to, "type": type_, "id": sid[-8:]})
+    msg.add("body", text=body)
+    msg.add("stanza-id", STANZA_ID, {"id": sid, "by": by})
+    return serialize(msg, CLIENT)
+
+
+async def fill(args: argparse.Namespace) -> None:
+    storage = await StorageManager.open(args.url)
+    backend = storage._backend  # the SQL layer itself: no queue, one transaction per batch
+    if not isinstance(backend, SqlBackend):
+        raise SystemExit("fill needs an SQL storage URL (sqlite:///… or postgresql://…)")
+    rng = random.Random(args.seed)
+    words = vocabulary()
+    now = time.time()
+    start = now - args.days * DAY
+    total = args.messages + args.room_messages
+    room_every = total / args.room_messages if args.room_messages else 0.0
+    step = (now - start) / max(total, 1)
+    occupants = [user(n) for n in range(min(50, args.users))]
+    batch: list[QueuedAppend] = []
+    written = 0
+    started = time.perf_counter()
+    last_report = started
+
+    async def flush() -> None:
+        nonlocal written, last_report
+        await backend.append_archive(batch)
+        written += len(batch)
+        batch.clear()
+        t = time.perf_counter()
+        if t - last_report >= 5 or written == total:
+            rate = written / (t - started)
+            print(f"  {written:,}/{total:,} rows, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
+            last_report = t
+
+    next_room = room_every
+    for n in range(total):
+        ts = start + n * step
+        body = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        sid = time_ordered_id(int(ts * 1_000_000))
+        if room_every and n + 1 >= next_room:
+            next_room += room_every
+            nick = rng.choice(occupants)
+            payload = _message(
+                f"{ROOM}@{ROOM_SERVICE}/{nick}", "", body, sid, f"{ROOM}@{ROOM_SERVICE}", "groupchat"
+            )
+            item = ArchiveItem(sid, ts, f"{nick}@{DOMAIN}", payload, "groupchat")
+            batch.append(QueuedAppend("muc_mam", ROOM_SERVICE, ROOM, item, body))
+        else:
+            owner = rng.randrange(args.users)
+            other = (owner + 1 + rng.randrange(args.users - 1)) % args.users
+            owner_jid, other_jid = f"{user(owner)}@{DOMAIN}", f"{user(other)}@{DOMAIN}"
+            incoming = rng.random() < 0.5
+            frm, to = (f"{other_jid}/phone", owner_jid) if incoming else (f"{owner_jid}/phone", other_jid)
+            payload = _message(frm, to, body, sid, owner_jid)
+            with_jid = f"{other_jid}/phone" if incoming else other_jid
+            batch.append(
+                QueuedAppend(
+                    "mam", DOMAIN, user(owner), ArchiveItem(sid, ts, with_jid, payload, "chat"), body
+                )
+            )
+        if len(batch) >= args.batch:
+            await flush()
+    if batch:
+        await flush()
+    elapsed = time.perf_counter() - started
+    print(f"filled {written:,} rows in {elapsed:.1f} s ({written / elapsed:,.0f} rows/s)")
+    # Planner statistics for the new rows, as autovacuum (PostgreSQL) or PRAGMA optimize would do later.
+    async with backend.database.write() as conn:
+        await conn.execute(text("ANALYZE archive"))
+    await storage.close()
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+async def _timed(
+    runs: int, one: Callable[[random.Random], Awaitable[object]], rng: random.Random
+) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        await one(rng)
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+async def query(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    storage = await StorageManager.open(args.url)
+    mam = storage.archive("mam")
+    rooms = storage.archive("muc_mam")
+    words = vocabulary()
+    now = time.time()
+
+    def pick(rng: random.Random) -> tuple[str, str]:
+        owner = rng.randrange(args.users)
+        other = (owner + 1 + rng.randrange(args.users - 1)) % args.users
+        return user(owner), f"{user(other)}@{DOMAIN}"
+
+    async def last50_with(rng: random.Random) -> None:
+        owner, other = pick(rng)
+        await mam.query(DOMAIN, owner, ArchiveQuery(with_jid=other, limit=50, reverse=True))
+
+    async def page_back_10(rng: random.Random) -> None:
+        owner, _ = pick(rng)
+        page, _ = await mam.query(DOMAIN, owner, ArchiveQuery(limit=50, reverse=True))
+        for _ in range(10):
+            if not page:
+                break
+            page, _ = await mam.query(
+                DOMAIN, owner, ArchiveQuery(limit=50, reverse=True, before_id=page[0].id)
+            )
+
+    async def since_day(rng: random.Random) -> None:
+        owner, _ = pick(rng)
+        await mam.query(DOMAIN, owner, ArchiveQuery(start=now - DAY, limit=50))
+
+    async def search(rng: random.Random) -> None:
+        owner, _ = pick(rng)
+        await mam.query(DOMAIN, owner, ArchiveQuery(text=rng.choice(words), limit=50, reverse=True))
+
+    async def room_last50(rng: random.Random) -> None:
+        await rooms.query(ROOM_SERVICE, ROOM, ArchiveQuery(limit=50, reverse=True))
+
+    async def count_with(rng: random.Random) -> None:
+        owner, other = pick(rng)
+        await mam.count(DOMAIN, owner, ArchiveQuery(with_jid=other))
+
+    scenarios: dict[str, Callable[[random.Random], Awaitable[None]]] = {
+        "last50_with": last50_with,
+        "page_back_10": page_back_10,
+        "since_day": since_day,
+        "search": search,
+        "room_last50": room_last50,
+        "count_with": count_with,
+    }
+    rng = random.Random(args.seed)
+    results: dict[str, dict[str, float]] = {}
+    engine = args.url.split(":")[0]
+    print(f"{'query':<14} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}   ({args.runs} runs, {engine})")
+    for name, fn in scenarios.items():
+        await _timed(min(5, args.runs), fn, rng)  # warm caches and statements
+        times = await _timed(args.runs, fn, rng)
+        results[name] = {
+            "p50_ms": _percentile(times, 50),
+            "p99_ms": _percentile(times, 99),
+            "mean_ms": statistics.fmean(times),
+        }
+        r = results[name]
+        print(f"{name:<14} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['mean_ms']:>9.2f}")
+    rows = await storage.archive("mam").count(DOMAIN, user(0))
+    print(f"(archive of {user(0)}: {rows:,} rows)")
+    await storage.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.mam_archive", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fill", help="fill an archive through the SQL layer")
+    f.add_argument("--url", required=True, help="sqlite:///path.db or postgresql://user:pw@host/db")
+    f.add_argument("--users", type=int, default=10_000)
+    f.add_argument("--messages", type=int, default=10_000_000, help="rows in user archives")
+    f.add_argument("--room-messages", type=int, default=1_000_000, help="rows in the one room's archive")
+    f.add_argument("--days", type=float, default=365.0, help="the rows span this many days up to now")
+    f.add_argument("--batch", type=int, default=20_000, help="rows per transaction")
+    f.add_argument("--seed", type=int, default=1)
+    q = sub.add_parser("query", help="time the MAM queries (p50/p99)")
+    q.add_argument("--url", required=True)
+    q.add_argument("--users", type=int, default=10_000, help="as given to fill")
+    q.add_argument("--runs", type=int, default=200)
+    q.add_argument("--seed", type=int, default=2)
+    q.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.command == "fill":
+        if args.users < 2:
+            raise SystemExit("--users must be at least 2")
+        asyncio.run(fill(args))
+    else:
+        results = asyncio.run(query(args))
+        if args.json:
+            summary = {"url": args.url.split("@")[-1], "runs": args.runs, "results": results}
+            Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
