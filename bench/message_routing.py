@@ -11,6 +11,7 @@ server CPU per message: what routing, the filters, the stanza-id and serializati
     .venv/bin/python -m bench.message_routing --carbons         # 2 more recipient resources, Carbons on
     .venv/bin/python -m bench.message_routing --sqlite           # SQLite storage: archive writes included
     .venv/bin/python -m bench.message_routing --sqlite --no-mam  # the same without message archiving
+    .venv/bin/python -m bench.message_routing --sm               # XEP-0198 on both, acks every 5 stanzas
 
 The measured CPU includes the storage thread and the archive writes still queued at the end (they
 are flushed inside the measured interval), so archiving on vs off compares the whole cost.
@@ -27,7 +28,9 @@ from pathlib import Path
 from bench.inprocess import CountingSession, bind
 from roost.app import create_server
 from roost.config.loader import load_config
+from roost.core import sm
 from roost.core.server import Server
+from roost.stream.sm import AckPolicy, StreamManagement
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT
 
@@ -38,8 +41,23 @@ async def _bind(server: Server, user: str, resource: str) -> CountingSession:
     return session
 
 
+def _manage(server: Server, session: CountingSession) -> sm.SmSession:
+    """Stream management on a session as <enable/> would set it up (ack requests every 5 stanzas)."""
+    service = sm.service_for(server, "localhost")
+    assert service is not None
+    managed = sm.SmSession(service, session, StreamManagement(policy=AckPolicy(5, 30.0)))
+    session.sm = managed
+    return managed
+
+
 async def run(
-    messages: int, full: bool, carbons: bool, sqlite: bool = False, mam: bool = True, search: bool = True
+    messages: int,
+    full: bool,
+    carbons: bool,
+    sqlite: bool = False,
+    mam: bool = True,
+    search: bool = True,
+    with_sm: bool = False,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roost.toml"
@@ -67,6 +85,8 @@ async def run(
                     if pending is not None:
                         await pending
                     others.append(other)
+            sending = _manage(server, sender) if with_sm else None
+            receiving = _manage(server, recipient) if with_sm else None
             await asyncio.sleep(0.1)  # let the SESSION_BOUND loads settle
             to = "juliet@localhost/j" if full else "juliet@localhost"
             body = "x" * 100
@@ -76,15 +96,23 @@ async def run(
                 m = Element("message", CLIENT, {"to": to, "type": "chat", "id": f"m{n}"})
                 m.add("body", text=body)
                 m.add("active", "http://jabber.org/protocol/chatstates")
+                if sending is not None:
+                    sending.state.handled()  # the driver counts each stanza from the client
                 pending = server.router.process(sender, m)
                 if pending is not None:
                     await pending
+                if receiving is not None and receiving.state.awaiting_ack:
+                    # The client answers the <r/> that followed: <a h/> for all it has.
+                    receiving.acknowledged(receiving.state.outbound)
             await server.storage.flush()
             cpu = time.process_time() - cpu
             delivered = recipient.stanzas - before
+            if receiving is not None:
+                delivered = receiving.state.outbound  # stanzas, not the <r/>s
             copies = sum(o.stanzas for o in others)
             print(
-                f"{messages} messages to {'full' if full else 'bare'} JID: {delivered} delivered, "
+                f"{messages} messages to {'full' if full else 'bare'} JID{' with SM' if with_sm else ''}: "
+                f"{delivered} delivered, "
                 f"{copies} carbons, {cpu * 1e6 / messages:.1f} µs server CPU per message "
                 f"({'sqlite' if sqlite else 'memory'} storage, archiving {'on' if mam else 'off'}"
                 f"{'' if search or not mam else ', no search index'})"
@@ -103,8 +131,11 @@ def main() -> None:
     )
     parser.add_argument("--no-mam", action="store_true", help="message archiving off")
     parser.add_argument("--no-search", action="store_true", help="archiving without the full-text index")
+    parser.add_argument("--sm", action="store_true", help="stream management on both sessions, acks every 5")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.full, args.carbons, args.sqlite, not args.no_mam, not args.no_search))
+    asyncio.run(
+        run(args.messages, args.full, args.carbons, args.sqlite, not args.no_mam, not args.no_search, args.sm)
+    )
 
 
 if __name__ == "__main__":

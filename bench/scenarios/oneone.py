@@ -10,6 +10,10 @@ Phases, each after a short warm-up:
   over all senders; delivered msgs/s and p50/p99 latency of the messages sent in the window.
 * saturation: closed loop with ``--window`` messages in flight per direction (a receipt releases the
   next message); delivered msgs/s and the server's CPU per message.
+
+With ``--sm`` every session enables stream management (XEP-0198, without resumption) after login and
+answers each of the server's ``<r/>`` with an exact ``<a h/>``: the cost of acks on the hot path (the
+server asks every 5 stanzas by default, ``[sm] ack_every``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..targets import DOMAIN, Provisioning
+from ..xmppload.client import Session
 from ..xmppload.conn import XmppConn
 from ..xmppload.procstat import CpuMeter, tree_rss
 from ..xmppload.stats import summary_ms
@@ -38,6 +43,10 @@ from .base import (
 )
 
 RE_STAMP = re.compile(rb"T(\d{19});")
+SM_ENABLE = b"<enable xmlns='urn:xmpp:sm:3'/>"
+RE_SM_ENABLED = re.compile(rb"<enabled\b[^>]*urn:xmpp:sm:3[^>]*>")
+RE_SM_REQUEST = re.compile(rb"<r\s+xmlns=['\"]urn:xmpp:sm:3['\"]\s*/>")
+SM_REQUEST_MAX = 32  # longest spelling of <r/> we look for (the tail kept between chunks)
 END = b"</message>"
 BODY_BYTES = 100
 
@@ -64,11 +73,26 @@ class Stats:
 class Peer:
     """One online session: sends to its partner, counts and times what it receives."""
 
-    __slots__ = ("_buf", "conn", "credits_to", "partner_jid", "prefix", "stats", "suffix")
+    __slots__ = (
+        "_buf",
+        "_tail",
+        "conn",
+        "credits_to",
+        "handled",
+        "partner_jid",
+        "prefix",
+        "sm",
+        "stats",
+        "suffix",
+    )
 
-    def __init__(self, conn: XmppConn, partner: str, stats: Stats) -> None:
+    def __init__(self, conn: XmppConn, partner: str, stats: Stats, sm: bool = False) -> None:
         self.conn = conn
         self.stats = stats
+        #: XEP-0198 enabled: count stanzas received and answer the server's <r/>.
+        self.sm = sm
+        self.handled = 0
+        self._tail = b""
         self.prefix = f"<message to='{partner}@{DOMAIN}' type='chat'><body>T".encode()
         self.partner_jid = f"{partner}@{DOMAIN}/".encode()  # deliveries come from the partner's full JID
         pad = BODY_BYTES - len("T0000000000000000000;")
@@ -93,11 +117,17 @@ class Peer:
         if end < 0:
             if len(buf) > 1 << 20:
                 buf.clear()  # not message traffic; don't grow without bound
+            if self.sm:
+                self._answer_requests(data)
             return
         now = time.monotonic_ns()
         win = self.stats.window
         n = 0
-        for seg in bytes(buf[:end]).split(END):
+        segments = bytes(buf[:end]).split(END)
+        if self.sm:
+            # Every message before an <r/> has its end tag in what we have: h is exact.
+            self.handled += sum(1 for seg in segments if seg)  # the first may be the kept end tag
+        for seg in segments:
             m = RE_STAMP.search(seg)
             if m is None:
                 continue
@@ -114,10 +144,20 @@ class Peer:
             if win.start <= sent < win.end:
                 win.latencies_ns.append(now - sent)
         del buf[:end]
+        if self.sm:
+            self._answer_requests(data)
         if n:
             self.stats.received += n
             if self.credits_to is not None:
                 self.credits_to.send(n)
+
+    def _answer_requests(self, data: bytes) -> None:
+        """XEP-0198 §4: answer each <r/> at once with the count of stanzas received so far."""
+        scan = self._tail + data
+        requests = len(RE_SM_REQUEST.findall(scan))
+        self._tail = scan[-SM_REQUEST_MAX:]
+        if requests:
+            self.conn.write(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % (self.handled % (1 << 32)))
 
 
 class OneOneScenario(Scenario):
@@ -134,6 +174,11 @@ class OneOneScenario(Scenario):
             "--window", type=int, default=4, help="saturation: messages in flight per direction"
         )
         parser.add_argument("--login-concurrency", type=int, default=50)
+        parser.add_argument(
+            "--sm",
+            action="store_true",
+            help="enable stream management (XEP-0198) and answer the server's acks",
+        )
 
     def rates(self) -> list[int]:
         return [int(r) for r in str(self.args.rates).split(",") if r.strip()]
@@ -172,7 +217,9 @@ class OneOneScenario(Scenario):
         args = self.args
         accounts = self.provisioning().accounts
         result = ServerResult()
-        batch = await login_many(ctx, accounts, args.login_concurrency, "c", keep=True)
+        batch = await login_many(
+            ctx, accounts, args.login_concurrency, "c", keep=True, on_session=_enable_sm if args.sm else None
+        )
         if batch.errors:
             raise RuntimeError(f"{len(batch.errors)} logins failed, e.g. {batch.errors[0]}")
         ctx.log(f"  {len(batch.sessions)} sessions online after {batch.wall:.1f}s")
@@ -182,8 +229,8 @@ class OneOneScenario(Scenario):
         peers: list[Peer] = []
         for i in range(0, len(accounts), 2):
             a, b = accounts[i].user, accounts[i + 1].user
-            pa = Peer(by_user[a].conn, b, stats)
-            pb = Peer(by_user[b].conn, a, stats)
+            pa = Peer(by_user[a].conn, b, stats, args.sm)
+            pb = Peer(by_user[b].conn, a, stats, args.sm)
             peers += [pa, pb]
         try:
             for rate in self.rates():
@@ -309,3 +356,9 @@ class OneOneScenario(Scenario):
         )
         ctx.log(f"  delivered per 0.5 s: {timeline}")
         check_interference(ctx, delta)
+
+
+async def _enable_sm(session: Session) -> None:
+    """XEP-0198 §3: enable stream management (no resumption) once bound and available."""
+    session.conn.write(SM_ENABLE)
+    await session.conn.expect(RE_SM_ENABLED, 15.0)

@@ -12,7 +12,7 @@ import slixmpp
 class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
     """A slixmpp client that trusts the test server's self-signed certificate."""
 
-    def __init__(self, jid: str, password: str, **kwargs: Any) -> None:
+    def __init__(self, jid: str, password: str, plugins: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(jid, password, **kwargs)
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
@@ -26,7 +26,7 @@ class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.add_event_handler("failed_auth", lambda *_: self.failed_auth.set())
         self.add_event_handler("disconnected", lambda *_: self.disconnected_event.set())
         self.add_event_handler("message", self.received.put_nowait)
-        for plugin in ("xep_0030", "xep_0199", "xep_0092", "xep_0202", "xep_0012"):
+        for plugin in ("xep_0030", "xep_0199", "xep_0092", "xep_0202", "xep_0012", *plugins):
             self.register_plugin(plugin)
 
     async def _on_session_start(self, _: Any) -> None:
@@ -42,9 +42,10 @@ async def connect(
     mech: str | None = None,
     send_presence: bool = True,
     timeout: float = 10,
+    plugins: tuple[str, ...] = (),
 ) -> Client:
-    """Log in and wait for the session to start."""
-    client = Client(jid, password, sasl_mech=mech)
+    """Log in and wait for the session to start (``plugins``: more slixmpp plugins, e.g. xep_0198)."""
+    client = Client(jid, password, plugins, sasl_mech=mech)
     client.enable_direct_tls = direct_tls
     client.enable_starttls = not direct_tls
     client.enable_plaintext = False

@@ -176,6 +176,10 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_HELP_FORMATTER,
         parents=[common_sub],
     )
+    check.add_argument(
+        "what", nargs="?", choices=["federation"], help="'federation': check the way to another server"
+    )
+    check.add_argument("domain", nargs="?", help="the remote domain for 'check federation'")
     check.set_defaults(handler=_cmd_check)
 
     user = commands.add_parser(

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from roost.admin.metrics import observe_login
-from roost.core import hooks
+from roost.core import hooks, sm
 from roost.core.session import ClientSession, SessionState, new_session_id
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError, StreamError
@@ -30,8 +30,10 @@ from roost.stream.c2s import (
     RegisterRequest,
     StreamEvent,
 )
+from roost.stream.csi import ClientState
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials
+from roost.stream.sm import AckNonza, EnableRequested, ResumeRequested, StreamManagement
 from roost.util.logging import bind_conn_id
 from roost.xml.element import Element
 
@@ -87,6 +89,7 @@ class C2SDriver:
         "ping_sent_at",
         "server",
         "session",
+        "sm",
         "stream",
     )
 
@@ -99,6 +102,8 @@ class C2SDriver:
         self.auth_done = False
         self.ping_sent_at = 0.0
         self._closed = False
+        #: XEP-0198 state while stream management is enabled: counts the client's stanzas.
+        self.sm: StreamManagement | None = None
         server.connections.add(self)
 
     @property
@@ -156,6 +161,8 @@ class C2SDriver:
         session = self.session
         for event in events:
             if event.__class__ is Element:
+                if self.sm is not None:
+                    self.sm.handled()
                 session.receive(event)
             else:
                 self._on_event(event)
@@ -178,6 +185,8 @@ class C2SDriver:
         elif isinstance(event, AuthFailed):
             session.log.info("authentication failed for %s: %s", event.username or "?", event.condition)
             observe_login(self.server, event.mechanism, False)
+        elif isinstance(event, (AckNonza, EnableRequested, ResumeRequested, ClientState)):
+            sm.stream_event(self, event)
         elif isinstance(event, Closed):
             if event.error is None:
                 # RFC 6120 §4.4: what the client sent before closing is handled first, in order.
@@ -285,6 +294,8 @@ class C2SDriver:
                 session.connection = None
                 session.log.info("connection closed")
                 return
+            if session.sm is not None and sm.detach(session, reason or "disconnect"):
+                return  # kept for stream-management resumption (XEP-0198 §5)
             if not server.sessions.end(session, reason or "disconnect"):
                 session.log.info("connection closed")
         finally:

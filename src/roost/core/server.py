@@ -25,11 +25,15 @@ from roost.core.hooks import StanzaEvent
 from roost.core.host import Host
 from roost.core.iq import IqTracker
 from roost.core.router import Router
+from roost.core.routes import RouteTable
 from roost.core.sessions import SessionManager
 from roost.stanza.errors import StreamError
 from roost.storage.manager import StorageManager
 from roost.stream.c2s import C2SSettings
+from roost.stream.core import Feature
+from roost.stream.csi import CsiFeature
 from roost.stream.sasl.scram import set_unknown_user_secret
+from roost.stream.sm import SmFeature
 from roost.transports import tls
 from roost.transports.batching import WriteBatcher
 from roost.xml.element import Element
@@ -78,6 +82,8 @@ class Server:
         self.hosts: dict[str, Host] = {}
         #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
         self.routes: dict[str, Callable[[StanzaEvent], None]] = {}
+        #: Where addresses live: local sessions, components, federation (modules ask here).
+        self.route_table = RouteTable(self)
         self.router = Router(self)
         self.iq_tracker = IqTracker()
         #: Live c2s connections (their drivers), for liveness checks and shutdown.
@@ -86,6 +92,7 @@ class Server:
         self.storage: StorageManager = None  # type: ignore[assignment]  # set in start()
         self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
         self.certificate_der: bytes | None = None
+        self.certificate_files: tuple[Path, Path] = (Path(), Path())
         self._servers: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -132,12 +139,14 @@ class Server:
         )
         # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
         # real accounts (stable salt) from unknown ones (salt changes on restart).
-        set_unknown_user_secret(_load_secret(data_dir / "server.secret"))
+        set_unknown_user_secret(load_secret(data_dir / "server.secret"))
         if config.tls.cert is not None and config.tls.key is not None:
             cert, key = config.tls.cert, config.tls.key
         else:
             cert, key = tls.ensure_certificate(data_dir, config.server.domains)
         self.tls_context = tls.server_context(cert, key)
+        #: The certificate and key files (s2s presents them on both ends of its streams).
+        self.certificate_files = (cert, key)
         self.certificate_der = tls.certificate_der(cert)
 
         for domain in config.server.domains:
@@ -172,6 +181,7 @@ class Server:
             idle_seconds=int(c2s.idle_ping_seconds),
             extra_features=self.stream_features,
             preauth_register=self._preauth_register,
+            features=_nonza_features,
         )
 
     def _preauth_register(self, domain: str) -> bool:
@@ -233,6 +243,8 @@ class Server:
             conn.close(shutdown, reason="shutdown")
         for session in list(self.sessions):
             session.close(shutdown, reason="shutdown")  # detached ones, and any without a driver
+        for link in list(self.route_table.links):
+            link.close(shutdown, reason="shutdown")
         # Let SESSION_CLOSED handlers (unavailable presence, offline state) and writes finish.
         deadline = time.monotonic() + 5
         while self._tasks and time.monotonic() < deadline:
@@ -303,7 +315,7 @@ class Server:
         return released
 
 
-def _load_secret(path: Path) -> bytes:
+def load_secret(path: Path) -> bytes:
     """A per-installation random secret, created on first start (mode 0600)."""
     try:
         secret = path.read_bytes()
@@ -348,3 +360,8 @@ async def run_until_signalled(server: Server, ready: Callable[[], None] | None =
     await stop.wait()
     await server.stop()
     return 0
+
+
+def _nonza_features() -> tuple[Feature, ...]:
+    """Per-stream features beyond negotiation: XEP-0198 and XEP-0352 nonzas (answered in core/sm.py)."""
+    return (SmFeature(), CsiFeature())

@@ -36,6 +36,8 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.admin:AdminCommands",
     "roost.modules.metrics:Metrics",
     "roost.modules.trace:StanzaTrace",
+    "roost.modules.stream_management:StreamManagement",
+    "roost.modules.csi:ClientStateIndication",
 )
 
 

@@ -118,12 +118,14 @@ class StanzaError(Exception):
 class StreamError(Exception):
     """A stream-level error (RFC 6120 §4.9): the stream is closed after sending it."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(self, condition: str, text: str | None = None, *, app: Element | None = None) -> None:
         if condition not in STREAM_ERROR_CONDITIONS:
             raise ValueError(f"unknown stream error condition {condition!r}")
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        #: An application-specific condition (RFC 6120 §4.9.4), e.g. XEP-0198's <handled-count-too-high/>.
+        self.app = app
 
     def to_element(self) -> Element:
         """The ``<stream:error/>`` element."""
@@ -131,4 +133,6 @@ class StreamError(Exception):
         error.add(self.condition, STREAMS_ERRORS)
         if self.text:
             error.add("text", STREAMS_ERRORS, {"xml:lang": "en"}, self.text)
+        if self.app is not None:
+            error.append(self.app)
         return error

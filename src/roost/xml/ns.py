@@ -17,6 +17,8 @@ BIND: Final = "urn:ietf:params:xml:ns:xmpp-bind"
 SESSION: Final = "urn:ietf:params:xml:ns:xmpp-session"
 SASL_CB: Final = "urn:xmpp:sasl-cb:0"  # XEP-0440
 LIMITS: Final = "urn:xmpp:stream-limits:0"  # XEP-0478
+SM: Final = "urn:xmpp:sm:3"  # XEP-0198 stream management
+CSI: Final = "urn:xmpp:csi:0"  # XEP-0352 client state indication
 
 DISCO_INFO: Final = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS: Final = "http://jabber.org/protocol/disco#items"

@@ -22,8 +22,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import CursorResult, Row
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.pool import QueuePool
 
 T = TypeVar("T")
+
+#: How long a coroutine waits for a free pooled connection (the pool's own timeout is 30 s too).
+PERMIT_TIMEOUT = 30.0
 
 
 class BufferedResult:
@@ -196,12 +201,23 @@ class DatabaseThread:
 class ThreadedEngine:
     """A sync engine plus the one thread all its connections live in."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_connections: int | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self._thread = DatabaseThread("roost-sqlite")
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
         self._reader: Any = None  # a DB-API connection kept for fetch(); database thread only
+        # A connection is checked out from the pool *in the database thread*. When the pool is
+        # exhausted, that checkout blocks the only database thread until the pool's timeout (30 s), so
+        # the coroutines holding the connections cannot finish either: every login and offline
+        # message stalled for 30 s at a time, then failed (found by ``bench/run soak`` under heavy
+        # offline traffic). Coroutines therefore wait here, on the event loop, for a connection
+        # permit; one pooled connection is fetch()'s reader.
+        if max_connections is None:
+            pool = engine.pool
+            size = pool.size() if isinstance(pool, QueuePool) else 0
+            max_connections = size + getattr(pool, "_max_overflow", 0) if size else None
+        self._permits = asyncio.Semaphore(max(1, max_connections - 1)) if max_connections else None
 
     async def fetch(self, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of a prebuilt SELECT, run on the raw driver connection.
@@ -256,15 +272,36 @@ class ThreadedEngine:
             with self.engine.connect() as conn:
                 return fn(conn)
 
-        return await self.call(step)
+        async with self._permit():
+            return await self.call(step)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[ThreadedConnection]:
-        conn = ThreadedConnection(self)
+        async with self._permit():
+            conn = ThreadedConnection(self)
+            try:
+                yield conn
+            finally:
+                await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _permit(self) -> AsyncIterator[None]:
+        """Wait (on the event loop) until the pool has a connection for us."""
+        permits = self._permits
+        if permits is None:
+            yield
+            return
         try:
-            yield conn
+            async with asyncio.timeout(PERMIT_TIMEOUT):
+                await permits.acquire()
+        except TimeoutError:
+            raise SATimeoutError(
+                f"no database connection free after {PERMIT_TIMEOUT:.0f}s (all in use)"
+            ) from None
+        try:
+            yield
         finally:
-            await conn.close()
+            permits.release()
 
     async def dispose(self) -> None:
         def close() -> None:
