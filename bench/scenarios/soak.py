@@ -41,9 +41,18 @@ from typing import Any, Protocol
 
 from ..targets import DOMAIN, Provisioning
 from ..xmppload.client import STREAM_CLOSE, Account, Session, login
-from ..xmppload.procstat import self_cpu, tree_cpu, tree_fds, tree_rss
+from ..xmppload.procstat import tree_fds, tree_rss
 from ..xmppload.stats import percentile
-from .base import Metric, RunContext, Scenario, ServerResult, bench_accounts, close_all, login_many
+from .base import (
+    FOREIGN_LIMIT,
+    Metric,
+    RunContext,
+    Scenario,
+    ServerResult,
+    bench_accounts,
+    close_all,
+    login_many,
+)
 
 RE_BODY = re.compile(rb"<body>S(\d+);R(\d+);")
 END = b"</message>"
@@ -169,6 +178,7 @@ class IntervalSample:
     fds: int
     server_util: float
     generator_util: float
+    others_load: float  # CPU of the server's core used by other processes (NaN when not pinned)
     sent: int
     online: int
     logins: int
@@ -204,8 +214,9 @@ class SoakScenario(Scenario):
             help="a loss counts as 'online, then dropped' if its recipient dropped TCP within this long",
         )  # fmt: skip
         parser.add_argument(
-            "--drain", type=float, default=5.0, help="at the end, wait until no delivery for this long"
-        )
+            "--drain", type=float, default=15.0,
+            help="at the end, wait until no delivery for this long (an overloaded server may pause longer)",
+        )  # fmt: skip
         parser.add_argument("--login-concurrency", type=int, default=50)
         parser.add_argument(
             "--sm", action="store_true",
@@ -239,6 +250,7 @@ class SoakScenario(Scenario):
             m("fds_end", "server open files at the end"),
             m("server_util", "server CPU use", "cores", fmt="{:.2f}", r=True),
             m("generator_util", "generator CPU use", "cores", fmt="{:.2f}"),
+            m("others_load_max", "others on the pinned CPUs (worst interval)", "cores", fmt="{:.2f}"),
             m("logins", "re-logins"),
             m("login_errors", "failed logins"),
             m("server_closed", "sessions closed by the server"),
@@ -451,7 +463,7 @@ class SoakRun:
         samples: list[IntervalSample] = []
         pacer = asyncio.get_running_loop().create_task(self._pacer(end))
         churn = asyncio.get_running_loop().create_task(self._churn(end))
-        cpu0, me0 = tree_cpu(pid), self_cpu()
+        meter = ctx.meter()
         sent0, logins0, errors0 = 0, 0, 0
         rss0 = tree_rss(pid)
         ctx.log(f"  soak: {duration:.0f}s, server RSS {rss0 / 1e6:.1f} MB, {tree_fds(pid)} fds")
@@ -459,22 +471,23 @@ class SoakRun:
             next_t = t0 + args.interval
             while time.monotonic() < end - 1e-3:
                 await asyncio.sleep(max(0.0, min(next_t, end) - time.monotonic()))
-                cpu1, me1 = tree_cpu(pid), self_cpu()
-                wall = cpu1.wall - cpu0.wall
+                delta = meter.stop()
+                meter = ctx.meter()
                 sent = len(self.ledger.klass)
                 s = IntervalSample(
                     t=round(time.monotonic() - t0, 2),
                     rss_mb=tree_rss(pid) / 1e6,
                     fds=tree_fds(pid),
-                    server_util=(cpu1.cpu - cpu0.cpu) / wall if wall > 0 else 0.0,
-                    generator_util=(me1.cpu - me0.cpu) / wall if wall > 0 else 0.0,
+                    server_util=delta.server_util,
+                    generator_util=delta.generator_util,
+                    others_load=max(delta.foreign_load, delta.generator_foreign_load),
                     sent=sent - sent0,
                     online=len(self.online),
                     logins=self.logins - logins0,
                     login_errors=len(self.login_errors) - errors0,
                 )
                 samples.append(s)
-                cpu0, me0, sent0, logins0, errors0 = cpu1, me1, sent, self.logins, len(self.login_errors)
+                sent0, logins0, errors0 = sent, self.logins, len(self.login_errors)
                 lat = self.ledger.latencies.get(len(samples) - 1, [])
                 ctx.log(
                     f"  t={s.t:.0f}s sent {s.sent} p50 {_pct_ms(lat, 50):.2f} ms "
@@ -482,6 +495,11 @@ class SoakRun:
                     f"max {max(lat, default=0) / 1e6:.1f} ms; RSS {s.rss_mb:.1f} MB, {s.fds} fds; "
                     f"server {s.server_util:.2f} cores; {s.online} online, {s.logins} logins"
                     + (f", {s.login_errors} failed" if s.login_errors else "")
+                    + (
+                        f"; BUSY: others used {s.others_load:.2f} cores"
+                        if s.others_load > FOREIGN_LIMIT
+                        else ""
+                    )
                 )
                 next_t += args.interval
         finally:
@@ -522,6 +540,7 @@ class SoakRun:
         dup = {name: 0 for name in CLASS_NAMES}
         race_ns = int(args.race_window * 1e9)
         exactly = 0
+        lost_examples: list[dict[str, Any]] = []  # losses that are bugs: for hunting them down
         for seq in range(sent):
             c = counts[seq]
             if c == 1:
@@ -538,6 +557,15 @@ class SoakRun:
                 if i < len(drops) and drops[i] - t <= race_ns:
                     name = "online_then_dropped"
             lost[name] += 1
+            if len(lost_examples) < 50 and name in ("online", "after_clean_logout"):
+                lost_examples.append(
+                    {
+                        "id": f"s{seq}",
+                        "to": self.members[ledger.recipient[seq]].user,
+                        "class": name,
+                        "sent_s": round((ledger.sent_ns[seq] - ledger.started_ns) / 1e9, 3),
+                    }
+                )
         mt["sent"] = sent
         mt["exactly_once"] = exactly
         mt["duplicated"] = sum(dup.values())
@@ -562,6 +590,7 @@ class SoakRun:
                 "fds": s.fds,
                 "server_util": s.server_util,
                 "generator_util": s.generator_util,
+                "others_load": s.others_load,
                 "online": s.online,
                 "logins": s.logins,
                 "login_errors": s.login_errors,
@@ -587,6 +616,14 @@ class SoakRun:
         mt["fds_end"] = fds_end
         mt["server_util"] = _mean([s.server_util for s in samples])
         mt["generator_util"] = _mean([s.generator_util for s in samples])
+        loads = [s.others_load for s in samples if not math.isnan(s.others_load)]
+        mt["others_load_max"] = max(loads, default=math.nan)
+        busy = sum(1 for x in loads if x > FOREIGN_LIMIT)
+        if busy:
+            self.ctx.log(
+                f"  warning: in {busy} of {len(samples)} intervals other processes used the pinned CPUs; "
+                "latencies there are not the server's alone (is the machine idle?)"
+            )
         mt["logins"] = self.logins
         mt["login_errors"] = len(self.login_errors)
         mt["server_closed"] = self.server_closed
@@ -595,6 +632,7 @@ class SoakRun:
             "duplicated": dup,
             "lost": lost,
             "stray": ledger.stray,
+            "lost_examples": lost_examples,
             "rss_mb_start": rss0 / 1e6,
             "login_error_examples": self.login_errors[:5],
             "drops": sum(len(m.drops) for m in self.members),

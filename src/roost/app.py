@@ -12,9 +12,12 @@ import functools
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from roost.component.link import ComponentConnection
 from roost.config.schema import Config, ListenEntry, listen_hosts
-from roost.core.server import Listener, ListenerStarter, Server, run_until_signalled
+from roost.core.server import Listener, ListenerStarter, Server, load_secret, run_until_signalled
 from roost.modules import all_modules
+from roost.s2s.link import IncomingS2S
+from roost.s2s.manager import Federation
 from roost.transports.tcp import TcpConnection
 from roost.transports.web import start_http
 from roost.util.logging import setup_logging
@@ -36,9 +39,50 @@ async def start_tcp_c2s(server: Server, entry: ListenEntry) -> tuple[Listener, t
     return srv, (str(address[0]), int(address[1]))
 
 
+async def start_component(server: Server, entry: ListenEntry) -> tuple[Listener, tuple[str, int]]:
+    """A ``component`` listener: external components (XEP-0114) over plain TCP."""
+    host, port = entry.host_port
+    srv = await asyncio.get_running_loop().create_server(
+        functools.partial(ComponentConnection, server),
+        host or None,
+        port,
+        backlog=entry.backlog,
+        reuse_address=True,
+    )
+    address = srv.sockets[0].getsockname()[:2]
+    return srv, (str(address[0]), int(address[1]))
+
+
+async def start_s2s(server: Server, entry: ListenEntry) -> tuple[Listener, tuple[str, int]]:
+    """An ``s2s`` listener; the first one turns federation on (outgoing links, dialback)."""
+    federation = server.route_table.remote
+    if not isinstance(federation, Federation):
+        secret = load_secret(server.config.server.data_dir / "dialback.secret")
+        federation = Federation(server, server.config.s2s, secret)
+        server.route_table.remote = federation
+        federation.start()
+    host, port = entry.host_port
+    srv = await asyncio.get_running_loop().create_server(
+        functools.partial(IncomingS2S, server, federation),
+        host or None,
+        port,
+        backlog=entry.backlog,
+        reuse_address=True,
+    )
+    address = srv.sockets[0].getsockname()[:2]
+    return srv, (str(address[0]), int(address[1]))
+
+
 def listener_starters() -> Mapping[str, ListenerStarter]:
     """How each kind of listener starts."""
-    return {"c2s": start_tcp_c2s, "c2s_tls": start_tcp_c2s, "http": start_http, "https": start_http}
+    return {
+        "c2s": start_tcp_c2s,
+        "c2s_tls": start_tcp_c2s,
+        "http": start_http,
+        "https": start_http,
+        "component": start_component,
+        "s2s": start_s2s,
+    }
 
 
 def create_server(config: Config) -> Server:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.core.gc_policy import MIN_INTERVAL, _Policy, malloc_trim
 from roost.util.gcstats import STATS, GcStats
 from tests.support.server import running_server
 
@@ -47,7 +48,10 @@ async def test_server_freezes_collects_periodically_and_unfreezes_on_stop(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="roost.gc")
-    extra = "[gc]\ntuning = true\nfreeze_interval_seconds = 0.5\nlog_pause_ms = 0\nyoung_threshold = 2000\n"
+    extra = (
+        "[gc]\ntuning = true\nfreeze_interval_seconds = 0.5\nlog_pause_ms = 0\nyoung_threshold = 2000\n"
+        "malloc_trim_interval_seconds = 0.5\n"
+    )
     thresholds = gc.get_threshold()
     try:
         async with running_server(tmp_path, extra):
@@ -62,9 +66,45 @@ async def test_server_freezes_collects_periodically_and_unfreezes_on_stop(
             assert STATS.generations[2].collected - before >= 100
             assert "unreachable objects in the last interval" in caplog.text
             assert any(r.getMessage().startswith("gc generation 2:") for r in caplog.records)
+            if malloc_trim() is not None:  # glibc: the C heap's free pages went back to the system
+                assert STATS.malloc_trims >= 1
+                assert "malloc_trim:" in caplog.text
         # An embedding process gets its collector back as it was.
         assert gc.get_freeze_count() == 0
         assert gc.get_threshold() == thresholds
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+@pytest.mark.skipif(malloc_trim() is None, reason="malloc_trim is glibc's")
+async def test_without_tuning_nothing_is_frozen_but_the_heap_is_still_trimmed(tmp_path: Path) -> None:
+    extra = "[gc]\ntuning = false\nmalloc_trim_interval_seconds = 0.5\n"
+    thresholds = gc.get_threshold()
+    async with running_server(tmp_path, extra):
+        before = STATS.malloc_trims
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if STATS.malloc_trims > before:
+                break
+        assert STATS.malloc_trims > before
+        assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == thresholds
+
+
+async def test_collections_come_more_often_while_they_take_longer_than_the_target() -> None:
+    policy = _Policy(10.0, False, None, 0)
+    try:
+        policy.target = 0.010
+        policy.adapt(0.050)
+        assert policy.current == 5.0
+        for _ in range(10):
+            policy.adapt(0.050)
+        assert policy.current == MIN_INTERVAL
+        policy.adapt(0.005)  # under the target, not far under: stays
+        assert policy.current == MIN_INTERVAL
+        for _ in range(20):
+            policy.adapt(0.001)
+        assert policy.current == 10.0  # never longer than configured
+    finally:
+        policy.stop(None)

@@ -8,6 +8,7 @@ on it, listen addresses (ports already taken) and the storage URL. Each problem 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import os
 import socket
@@ -47,6 +48,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"problem: {config_problem}")
         print(f"{len(e.problems)} problem{'s' if len(e.problems) != 1 else ''} in the configuration")
         return EXIT_FAILED
+    if getattr(args, "what", None) == "federation":
+        return _check_federation(config, args.domain)
     report = _Report()
     _check_tls(config, report)
     _check_writable_dir(config.server.data_dir, "server.data_dir", report)
@@ -71,6 +74,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"config OK: {_summary(config)}")
     return EXIT_OK
+
+
+def _check_federation(config: Config, domain: str | None) -> int:
+    """``roost check federation DOMAIN``: DNS, connection, TLS, certificate, authentication."""
+    from roost.cli.main import EXIT_USAGE, _error
+    from roost.s2s.diagnose import diagnose
+
+    if not domain:
+        _error("check federation needs the remote domain: roost check federation example.org")
+        return EXIT_USAGE
+    steps = asyncio.run(diagnose(domain.strip().lower(), config))
+    for step in steps:
+        print(f"{'ok' if step.ok else 'FAILED'}: {step.name}: {step.detail}")
+        if step.fix and (not step.ok or step.name == "authentication"):
+            print(f"    {'fix' if not step.ok else 'note'}: {step.fix}")
+    if all(step.ok for step in steps):
+        print(f"federation with {domain} looks possible")
+        return EXIT_OK
+    return EXIT_FAILED
 
 
 def _check_tls(config: Config, report: _Report) -> None:
@@ -140,7 +162,7 @@ def _check_listeners(config: Config, report: _Report, *, running: bool = False) 
     if public and all(a is None or a[0] in loopback for _, a in addresses):
         report.warning(
             "the client listeners bind loopback only (the default): clients on other machines cannot "
-            "connect; set [listen] c2s = \":5222\" and c2s_tls = \":5223\" to serve them"
+            'connect; set [listen] c2s = ":5222" and c2s_tls = ":5223" to serve them'
         )
     getuid: Callable[[], int] | None = getattr(os, "getuid", None)
     for key, address in addresses:
@@ -189,6 +211,31 @@ def _check_policy(config: Config, report: _Report) -> None:
         domain = admin.rpartition("@")[2]
         if domain not in config.server.domains:
             report.warning(f"admin {admin} is not on a domain this server hosts")
+    _check_federation_config(config, report)
+
+
+def _check_federation_config(config: Config, report: _Report) -> None:
+    """Federation and components: settings that work but are probably not what was meant."""
+    for entry in config.listeners:
+        host = entry.host_port[0]
+        if entry.kind == "component" and host not in ("127.0.0.1", "::1", "localhost"):
+            report.warning(
+                f"the component listener on {entry.address} is not on loopback: XEP-0114 has no encryption, "
+                "keep it on 127.0.0.1 or a private network"
+            )
+    if not config.federation:
+        return
+    if config.tls.cert is None:
+        report.warning(
+            "federation is on with a generated self-signed certificate: other servers cannot validate it, "
+            "so only dialback works (and servers with secure_auth refuse you); set [tls] cert and key"
+        )
+    if not config.s2s.require_encryption:
+        report.warning("s2s.require_encryption is false: other servers may talk to this one unencrypted")
+    if config.s2s.ca_file is not None and not config.s2s.ca_file.is_file():
+        report.problem(
+            f"s2s.ca_file {config.s2s.ca_file} does not exist", "point it at a PEM file of CA certificates"
+        )
 
 
 def _summary(config: Config) -> str:

@@ -176,6 +176,10 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=_HELP_FORMATTER,
         parents=[common_sub],
     )
+    check.add_argument(
+        "what", nargs="?", choices=["federation"], help="'federation': check the way to another server"
+    )
+    check.add_argument("domain", nargs="?", help="the remote domain for 'check federation'")
     check.set_defaults(handler=_cmd_check)
 
     user = commands.add_parser(
@@ -603,7 +607,33 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> tuple[JID
     password = _read_password(args)
     credentials = _derive_or_usage_error(password, config)
 
-    async def store() -> None:
+    async def store() -> bool:
+        """Through the running server's account service if there is one (its modules hear of the
+        new account); else in storage directly. True if a running server did it."""
+        from roost.core import control
+
+        op = "create-account" if new_account else "set-credentials"
+        keys = [
+            {
+                "hash_name": c.hash_name,
+                "salt": c.salt.hex(),
+                "iterations": c.iterations,
+                "stored_key": c.stored_key.hex(),
+                "server_key": c.server_key.hex(),
+            }
+            for c in credentials
+        ]
+        message = {"op": op, "domain": jid.domain, "username": local, "credentials": keys}
+        try:
+            reply = await control.request(control.socket_path(config.server.data_dir), message)
+        except OSError as e:
+            raise OperationFailed(f"the running server did not complete the change: {e}") from None
+        if reply is not None:
+            if reply.get("ok"):
+                return True
+            if reply.get("exists") or reply.get("missing"):
+                raise refused
+            raise OperationFailed(f"the running server refused: {reply.get('error', 'no reason given')}")
         storage = await _open_storage(config)
         try:
             if new_account:
@@ -614,9 +644,10 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> tuple[JID
             raise refused from None
         finally:
             await storage.close()
+        return False
 
-    asyncio.run(store())
-    tell(config, f"user {jid} {'created' if new_account else 'password changed'}")
+    if not asyncio.run(store()):
+        tell(config, f"user {jid} {'created' if new_account else 'password changed'}")
     return jid, config
 
 

@@ -146,6 +146,8 @@ def _code(text: str) -> str:
 
 
 def _default_text(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
     value = field.get_default(call_default_factory=True)
     if value is None:
         return "unset"

@@ -282,8 +282,8 @@ class ListenSection(_Section):
         return None if self.c2s_tls is None else parse_address(self.c2s_tls)
 
 
-#: What a ``[[listen]]`` entry accepts. Federation adds "s2s" and "component".
-ListenerKind = Literal["c2s", "c2s_tls", "http", "https"]
+#: What a ``[[listen]]`` entry accepts.
+ListenerKind = Literal["c2s", "c2s_tls", "http", "https", "s2s", "component"]
 
 
 class ListenEntry(_Section):
@@ -298,7 +298,9 @@ class ListenEntry(_Section):
 
     kind: ListenerKind = Field(
         description="What is served: 'c2s' (client connections with STARTTLS), 'c2s_tls' (direct TLS, "
-        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services)."
+        "XEP-0368), 'http' or 'https' (WebSocket, BOSH, and the other HTTP services), 's2s' (other "
+        "servers; also turns federation on), 'component' "
+        "(external components, XEP-0114: keep it on a loopback or private address)."
     )
     address: str = Field(
         description="'host:port', '[ipv6]:port' or ':port' (every interface, IPv4 and IPv6). Port 0 picks a "
@@ -680,7 +682,10 @@ class GcSection(_Section):
 
     tuning: bool = Field(
         default=True,
-        description="Freeze start-up objects and, periodically, long-lived ones (off: Python's defaults).",
+        description=(
+            "Freeze start-up objects and, periodically, long-lived ones (off: Python's collector "
+            "settings; malloc_trim_interval_seconds still applies)."
+        ),
         examples=[False],
     )
     young_threshold: int = Field(
@@ -698,16 +703,122 @@ class GcSection(_Section):
         ge=0.5,
         le=3600,
         description=(
-            "How often what survived since the last interval is collected and then frozen; shorter "
-            "means shorter pauses."
+            "Longest time between two collections of what survived since the last one (each followed "
+            "by a freeze); shorter means shorter pauses."
         ),
         examples=[5.0],
+    )
+    target_pause_ms: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Periodic collections aim to stay under this: while one takes longer, the interval "
+            "halves (down to 0.5 s), and grows back to freeze_interval_seconds once they are short."
+        ),
+        examples=[5.0],
+    )
+    malloc_trim_interval_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "How often memory freed inside the C allocator is handed back to the system "
+            "(glibc malloc_trim, about a millisecond); 0: never. Under churn the heap otherwise keeps "
+            "growing with free fragments."
+        ),
+        examples=[0],
     )
     log_pause_ms: float = Field(
         default=5.0,
         ge=0,
         description="Collections pausing at least this long are logged at debug (full ones always).",
         examples=[1.0],
+    )
+
+
+# --- [s2s] -------------------------------------------------------------------------------------
+
+
+class S2SSection(_Section):
+    """Federation with other servers. It is on when a ``[[listen]]`` entry has ``kind = "s2s"``."""
+
+    ca_file: ConfigPath | None = Field(
+        default=None,
+        description="PEM file of the CA certificates peers' certificates are validated against "
+        "(RFC 6125). Default: the system store.",
+        examples=["/etc/ssl/certs/ca-certificates.crt"],
+    )
+    source_address: str | None = Field(
+        default=None,
+        description="Bind outgoing s2s connections to this local address.",
+        examples=["192.0.2.10"],
+    )
+    require_encryption: bool = Field(
+        default=True,
+        description="Streams in both directions must use TLS before anything else (STARTTLS "
+        "required, RFC 7590).",
+        examples=[True],
+    )
+    secure_auth: bool = Field(
+        default=False,
+        description="Accept only peers whose certificate validates for their domain (SASL EXTERNAL, "
+        "XEP-0178); no Server Dialback. Incoming streams then ask for the peer's certificate.",
+        examples=[True],
+    )
+    blocklist: list[str] = Field(
+        default_factory=list,
+        description="Domains (and their subdomains) this server neither connects to nor accepts.",
+        examples=[["spam.example"]],
+    )
+    rate_limit: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Stanzas per second accepted from each remote domain (over a burst of twice that); "
+        "faster senders are slowed down (their connection stops being read).",
+        examples=[50.0],
+    )
+    idle_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Outgoing links with no stanza for this long are closed.",
+        examples=[300.0],
+    )
+    connect_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Time to connect to and authenticate with a remote server (and to have a dialback "
+        "key verified) before queued stanzas bounce with remote-server-timeout.",
+        examples=[30.0],
+    )
+    max_queue: int = Field(
+        default=1000,
+        ge=1,
+        description="Stanzas held per remote domain while its link is being set up; more bounce "
+        "with resource-constraint.",
+        examples=[500],
+    )
+
+
+# --- [components."domain"] ---------------------------------------------------------------------
+
+
+class ComponentSection(_Section):
+    """External components (XEP-0114): one ``[components."domain"]`` table per component.
+
+    ```toml
+    [[listen]]
+    kind = "component"
+    address = "127.0.0.1:5347"
+    [components."irc.example.org"]
+    secret = "a long random string"
+    ```
+    The component owns its domain and every subdomain of it; it is listed in the disco items of
+    every served domain.
+    """
+
+    secret: str = Field(
+        min_length=1,
+        description="The shared secret of the component's handshake (XEP-0114 §3).",
+        examples=["a long random string"],
     )
 
 
@@ -723,6 +834,8 @@ CORE_SECTIONS: dict[str, type[_Section]] = {
     "storage": StorageSection,
     "log": LogSection,
     "gc": GcSection,
+    "s2s": S2SSection,
+    "components": ComponentSection,
 }
 
 _module_sections: dict[str, type[ModuleOptions]] = {}
@@ -798,6 +911,9 @@ class Config(BaseModel):
     storage: StorageSection = Field(default_factory=lambda: StorageSection())
     log: LogSection = Field(default_factory=lambda: LogSection())
     gc: GcSection = Field(default_factory=lambda: GcSection())
+    s2s: S2SSection = Field(default_factory=lambda: S2SSection())
+    #: External components (XEP-0114) by domain: ``[components."irc.example.org"]``.
+    components: dict[str, ComponentSection] = Field(default_factory=dict)
     #: Validated module sections present in the file (others get their defaults on demand).
     modules: dict[str, ModuleOptions] = Field(default_factory=dict)
     #: The file this came from; None when running on built-in defaults.
@@ -833,6 +949,11 @@ class Config(BaseModel):
         if listen.c2s_tls is not None:
             entries.append(ListenEntry.model_validate({"kind": "c2s_tls", "address": listen.c2s_tls}))
         return entries
+
+    @property
+    def federation(self) -> bool:
+        """Whether federation is on: a ``[[listen]]`` entry of kind "s2s" exists."""
+        return any(e.kind == "s2s" for e in self.listeners)
 
     @property
     def storage_url(self) -> str:
@@ -895,4 +1016,12 @@ class Config(BaseModel):
                 # Port 0: each listener gets its own free port.
                 problems.append((key, f"same address as {seen[entry.address]} ({entry.address})"))
             seen.setdefault(entry.address, key)
+        for domain in self.components:
+            key = f"components.{domain}"
+            if domain in self.server.domains:
+                problems.append((key, f"{domain} is in [server] domains; a component needs its own"))
+            elif not domain or domain != domain.lower() or "@" in domain or "/" in domain:
+                problems.append((key, "a component is named by its domain, lower case (irc.example.org)"))
+        if self.components and not any(e.kind == "component" for e in self.listeners):
+            problems.append(("components", 'components need a [[listen]] entry with kind = "component"'))
         return problems

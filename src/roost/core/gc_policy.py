@@ -7,7 +7,13 @@ sessions froze for a quarter of a second every minute or so. The policy here:
 * right after start, collect once and ``gc.freeze()`` what start-up built (modules, tables, config);
 * every ``freeze_interval_seconds``, off any stanza's path (a loop timer): collect what is not frozen
   (only what survived since the last interval, so the pause stays short), then freeze the survivors.
+  While such a collection takes longer than ``target_pause_ms`` (many logins), the interval halves
+  (down to 0.5 s); once they are well under it, it grows back.
   Automatic full collections are then cheap too: they only see what is not frozen yet.
+* every ``malloc_trim_interval_seconds``, hand free pages of the C heap back to the system
+  (``malloc_trim(0)``, glibc only). Measured under churn (2,000 sessions, 1 %/s, 500 msg/s): the
+  allocator's free fragments grew from 3 to 8 MiB in three minutes while the memory in use stayed
+  flat, and one trim returned 4 MiB of RSS in 0.9 ms.
 
 A frozen object is still freed by reference counting when its last reference goes; a reference cycle
 among frozen objects would never be collected, which is why closed connections must leave none
@@ -19,9 +25,12 @@ there is a new cycle to hunt down.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from roost.core import hooks
@@ -32,47 +41,98 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roost.gc")
 
+#: The shortest collect-and-freeze interval (seconds) the policy shortens to.
+MIN_INTERVAL = 0.5
+
 
 def start(server: Server) -> None:
-    """Install the measurements and, if ``[gc] tuning`` is on, the freezing policy (after start-up)."""
+    """Install the measurements, the freezing policy (``tuning``) and the periodic malloc_trim."""
     options = server.config.gc
     STATS.log_over_seconds = options.log_pause_ms / 1000
     STATS.install()
-    if not options.tuning:
+    trim = malloc_trim() if options.malloc_trim_interval_seconds > 0 else None
+    if not options.tuning and trim is None:
         return
-    policy = _Policy(options.freeze_interval_seconds, gc.get_threshold())
-    _, young1, old = policy.thresholds
-    gc.set_threshold(options.young_threshold, young1, old)
-    t0 = time.perf_counter()
-    gc.collect()
-    gc.freeze()
-    log.debug(
-        "gc: froze %d start-up objects in %.1f ms", gc.get_freeze_count(), (time.perf_counter() - t0) * 1000
-    )
+    interval = options.freeze_interval_seconds
+    if not options.tuning:
+        interval = min(interval, options.malloc_trim_interval_seconds)
+    policy = _Policy(interval, options.tuning, trim, options.malloc_trim_interval_seconds)
+    policy.target = options.target_pause_ms / 1000
+    if options.tuning:
+        _, young1, old = policy.thresholds
+        gc.set_threshold(options.young_threshold, young1, old)
+        t0 = time.perf_counter()
+        gc.collect()
+        gc.freeze()
+        log.debug(
+            "gc: froze %d start-up objects in %.1f ms",
+            gc.get_freeze_count(),
+            (time.perf_counter() - t0) * 1000,
+        )
+        STATS.reset()  # from here on: the pauses that clients see
     for host in server.hosts.values():
         host.bus.on(hooks.SERVER_STOPPING, policy.stop)
 
 
 class _Policy:
-    """The periodic collect-and-freeze timer of one running server (a loop timer, not a task)."""
+    """The periodic timer of one running server (a loop timer, not a task): collect and freeze (when
+    tuning), trim the C heap (when due)."""
 
-    def __init__(self, interval: float, thresholds: tuple[int, int, int]) -> None:
-        self.interval = interval
-        self.thresholds = thresholds
+    def __init__(
+        self, interval: float, freeze: bool, trim: Callable[[], object] | None, trim_interval: float
+    ) -> None:
+        self.interval = interval  # the longest
+        self.current = interval  # shortened while periodic collections take longer than the target
+        self.target = 0.010
+        self.freeze = freeze
+        self.thresholds = gc.get_threshold()
+        self.trim = trim
+        self.trim_interval = trim_interval
         self.loop = asyncio.get_running_loop()
+        self.last_trim = self.loop.time()
         self.handle: asyncio.TimerHandle | None = self.loop.call_later(interval, self.tick)
 
     def tick(self) -> None:
-        collect_and_freeze()
-        self.handle = self.loop.call_later(self.interval, self.tick)
+        if self.freeze:
+            t0 = time.thread_time()
+            collect_and_freeze()
+            self.adapt(time.thread_time() - t0)
+        if self.trim is not None and self.loop.time() - self.last_trim >= self.trim_interval:
+            self.last_trim = self.loop.time()
+            t0 = time.perf_counter()
+            self.trim()
+            STATS.trimmed(time.perf_counter() - t0)
+        self.handle = self.loop.call_later(self.current, self.tick)
+
+    def adapt(self, seconds: float) -> None:
+        """A collection's cost grows with what survived since the previous one (logins, mostly):
+        collect more often while it is over the target, less often again once well under it."""
+        if seconds > self.target and self.current > MIN_INTERVAL:
+            self.current = max(MIN_INTERVAL, self.current / 2)
+            log.debug("gc: collections every %.2f s (the last took %.1f ms)", self.current, seconds * 1000)
+        elif seconds < self.target / 4 and self.current < self.interval:
+            self.current = min(self.interval, self.current * 1.5)
 
     def stop(self, event: object) -> None:
         """Server stopping: no more timer, and nothing stays frozen (an embedding process goes on)."""
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-            gc.unfreeze()
-            gc.set_threshold(*self.thresholds)
+            if self.freeze:
+                gc.unfreeze()
+                gc.set_threshold(*self.thresholds)
+
+
+@functools.cache  # one ctypes lookup per process (it builds classes, i.e. a little cyclic garbage)
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)`` as a function, or None where the C library has none (musl, macOS)."""
+    try:
+        func = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_size_t]
+    func.restype = ctypes.c_int
+    return lambda: func(0)
 
 
 def collect_and_freeze() -> int:

@@ -25,6 +25,7 @@ from roost.core.hooks import StanzaEvent
 from roost.core.host import Host
 from roost.core.iq import IqTracker
 from roost.core.router import Router
+from roost.core.routes import RouteTable
 from roost.core.sessions import SessionManager
 from roost.stanza.errors import StreamError
 from roost.storage.manager import StorageManager
@@ -35,6 +36,7 @@ from roost.stream.sasl.scram import set_unknown_user_secret
 from roost.stream.sm import SmFeature
 from roost.transports import tls
 from roost.transports.batching import WriteBatcher
+from roost.util.latency import LatencyStats
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, PING
 
@@ -81,14 +83,19 @@ class Server:
         self.hosts: dict[str, Host] = {}
         #: Routes to domains that are not ours (components, s2s, cluster peers): domain → deliver.
         self.routes: dict[str, Callable[[StanzaEvent], None]] = {}
+        #: Where addresses live: local sessions, components, federation (modules ask here).
+        self.route_table = RouteTable(self)
         self.router = Router(self)
         self.iq_tracker = IqTracker()
+        #: Routing latency of stanzas from local clients, kept while metrics are on (None: off).
+        self.route_stats: LatencyStats | None = None
         #: Live c2s connections (their drivers), for liveness checks and shutdown.
         self.connections: set[C2SDriver] = set()
         self.writes = WriteBatcher()
         self.storage: StorageManager = None  # type: ignore[assignment]  # set in start()
         self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
         self.certificate_der: bytes | None = None
+        self.certificate_files: tuple[Path, Path] = (Path(), Path())
         self._servers: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -135,12 +142,14 @@ class Server:
         )
         # Fake SCRAM salts for unknown users must be stable across restarts, or an attacker could tell
         # real accounts (stable salt) from unknown ones (salt changes on restart).
-        set_unknown_user_secret(_load_secret(data_dir / "server.secret"))
+        set_unknown_user_secret(load_secret(data_dir / "server.secret"))
         if config.tls.cert is not None and config.tls.key is not None:
             cert, key = config.tls.cert, config.tls.key
         else:
             cert, key = tls.ensure_certificate(data_dir, config.server.domains)
         self.tls_context = tls.server_context(cert, key)
+        #: The certificate and key files (s2s presents them on both ends of its streams).
+        self.certificate_files = (cert, key)
         self.certificate_der = tls.certificate_der(cert)
 
         for domain in config.server.domains:
@@ -237,6 +246,8 @@ class Server:
             conn.close(shutdown, reason="shutdown")
         for session in list(self.sessions):
             session.close(shutdown, reason="shutdown")  # detached ones, and any without a driver
+        for link in list(self.route_table.links):
+            link.close(shutdown, reason="shutdown")
         # Let SESSION_CLOSED handlers (unavailable presence, offline state) and writes finish.
         deadline = time.monotonic() + 5
         while self._tasks and time.monotonic() < deadline:
@@ -307,7 +318,7 @@ class Server:
         return released
 
 
-def _load_secret(path: Path) -> bytes:
+def load_secret(path: Path) -> bytes:
     """A per-installation random secret, created on first start (mode 0600)."""
     try:
         secret = path.read_bytes()

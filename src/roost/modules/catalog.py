@@ -17,7 +17,8 @@ HEADER = """# Supported XEPs and RFCs
 Core RFCs: RFC 6120 (XMPP Core: streams, STARTTLS, SASL, binding, stanzas, errors), RFC 6121 (IM and
 presence, where the modules below say so), RFC 7622 (addresses, PRECIS), RFC 5802 / RFC 7677 (SCRAM),
 RFC 5929 and RFC 9266 (channel bindings), RFC 7590 (TLS), XEP-0368 (direct TLS), XEP-0440 (channel-binding
-types advertised), XEP-0478 (stream limits advertised).
+types advertised), XEP-0478 (stream limits advertised), XEP-0114 (external components,
+docs/federation.md).
 
 Web transports ([docs/http.md](http.md)): RFC 7395 (XMPP over WebSocket), XEP-0124 1.11.2 and XEP-0206 1.4
 (BOSH), XEP-0156 1.4.0 (host-meta, XRD and JRD).

@@ -76,6 +76,9 @@ class Disco(Module):
         node = event.stanza.first().get("node")  # type: ignore[union-attr]
         collected = DiscoItemsEvent(event.to, node, event.frm, [])
         await self.host.bus.fire(hooks.DISCO_ITEMS_HOST, collected)
+        if not node:
+            # External components (XEP-0114) connected now are services of every served domain.
+            collected.items.extend((domain, None, None) for domain in self.server.route_table.components())
         # A node named after an advertised feature (XEP-0050's commands node) exists even when empty.
         if node and not collected.items and node not in self.host.features():
             raise StanzaError("item-not-found", "no such node")

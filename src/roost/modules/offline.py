@@ -129,16 +129,20 @@ class OfflineStorage(Module):
         except Exception:
             self._counts.pop(key, None)
             raise
+        self._stored(domain, user, key)
+        return True
+
+    def _stored(self, domain: str, user: str, key: str) -> None:
+        """After an append: the account may have become available while the message was on its way
+        to storage. Its initial presence has then already collected what was stored (XEP-0160 §3)
+        and the message would wait for the next login: hand it over now (pop_all is atomic, so
+        nothing is delivered twice)."""
         if self._counts.get(key) == 0:
             self._counts.pop(key, None)  # a delivery emptied the count meanwhile: storage has this one
-        # The account may have become available while this message was on its way to storage; its
-        # initial presence has then already collected what was stored (XEP-0160 §3) and this message
-        # would wait for the next login. Hand it over now (pop_all is atomic: never twice).
         for session in self.server.sessions.resources(domain, user):
             if session.available and session.priority >= 0:
                 self.server.spawn(self._hand_over(session), f"{session.id}-offline-late")
-                break
-        return True
+                return
 
     @hook(hooks.PRESENCE_INITIAL)
     async def deliver_stored(self, event: SessionEvent) -> None:
@@ -159,10 +163,11 @@ class OfflineStorage(Module):
         if not items:
             self._counts[key] = 0
             return
-        if self.server.sessions.get(jid) is not session:
-            # Gone while we read: keep them for the next session.
+        if self.server.route_table.session(jid) is not session:
+            # Gone while we read: keep them for the next session (or another one that is available).
             for item in items:
                 await self.archive.append(domain, user, item)
+            self._stored(domain, user, key)
             return
         router = self.server.router
         for item in items:

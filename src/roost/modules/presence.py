@@ -725,8 +725,8 @@ class Presence(Module):
             if contact.local is None or not await self.server.account_exists(domain, contact.local):
                 return StanzaError("item-not-found", "no such account")
             return None
-        if domain in self.server.hosts or domain in self.server.routes:
-            return None
+        if self.server.route_table.is_routable(domain):
+            return None  # served here, a component, or federation (a link being dialled counts)
         return StanzaError("remote-server-not-found", f"cannot reach {domain}")
 
     # -- probes (§4.3.2, §4.6.6) -----------------------------------------------------------------------------

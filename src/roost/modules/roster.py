@@ -381,7 +381,7 @@ class Roster(Module):
             key in self._cache
             and key not in self._writers
             and key not in self._loading
-            and not self.server.sessions.is_online(self.host.domain, key)
+            and not self.server.route_table.is_online(self.host.domain, key)
         ):
             del self._cache[key]
 
@@ -553,7 +553,8 @@ class Roster(Module):
     # -- pushes ----------------------------------------------------------------------------------------
     def interested(self, user: JID) -> list[Session]:
         """Sessions that requested the roster (RFC 6121 §2.2 "interested resources")."""
-        return [s for s in self.server.sessions.resources(self.host.domain, user.local or "") if s.interested]
+        sessions = self.server.route_table.resources(self.host.domain, user.local or "")
+        return [s for s in sessions if s.interested]
 
     def push(
         self,
@@ -619,7 +620,7 @@ class Roster(Module):
     def _interim_pushes(self, session: Session, ver: str) -> None:
         """After the empty result: one push per item changed since ``ver`` (computed now, so current)."""
         roster = self.cached(session.jid.bare)
-        if roster is None or self.server.sessions.get(session.jid) is not session:
+        if roster is None or self.server.route_table.session(session.jid) is not session:
             return
         for version, item in roster.changes_since(ver) or ():
             self.push(roster, item, [session], version)
@@ -718,7 +719,7 @@ class Roster(Module):
             # Rule 2 (also denies a pending request). RFC 6121 §3.2.2: unavailable first, while the
             # contact is still subscribed.
             if old.has_from:
-                for session in self.server.sessions.resources(self.host.domain, user.local or ""):
+                for session in self.server.route_table.resources(self.host.domain, user.local or ""):
                     if session.available:
                         outgoing.append(_presence(session.jid_str, str(contact), "unavailable"))
             outgoing.append(_presence(bare, str(contact), "unsubscribed"))

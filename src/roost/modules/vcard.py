@@ -238,14 +238,14 @@ class VCardTemp(Module):
             queue = self._waiting.get(key, [])
             while queue:
                 session, stanza = queue.pop(0)
-                if self.server.sessions.get(session.jid) is not session:
+                if self.server.route_table.session(session.jid) is not session:
                     continue  # that session ended meanwhile
                 if stanza.attrs.get("type") is None:
                     self._stamp(session, stanza, self._photos.get(key, photo))
                 await self._replay(session, stanza)
         finally:
             self._waiting.pop(key, None)
-            if not self.server.sessions.is_online(*key):
+            if not self.server.route_table.is_online(*key):
                 self._photos.pop(key, None)
 
     async def _replay(self, session: Session, stanza: Element) -> None:
@@ -263,12 +263,12 @@ class VCardTemp(Module):
 
     def _photo_changed(self, key: UserKey, photo: str) -> None:
         old = self._photos.get(key)
-        if not self.server.sessions.is_online(*key):
+        if not self.server.route_table.is_online(*key):
             return
         self._photos[key] = photo
         if not self.options.avatar_presence or old is None or old == photo:
             return
-        for session in self.server.sessions.resources(*key):
+        for session in self.server.route_table.resources(*key):
             last = session.presence
             if session.data.get(self.name) is not True or not session.available or last is None:
                 continue
@@ -283,7 +283,7 @@ class VCardTemp(Module):
     @hook(hooks.SESSION_CLOSED)
     def forget_session(self, event: SessionEvent) -> None:
         key = _key(event.session.jid)
-        if not self.server.sessions.is_online(*key) and key not in self._waiting:
+        if not self.server.route_table.is_online(*key) and key not in self._waiting:
             self._photos.pop(key, None)
 
     @hook(hooks.USER_DELETED)

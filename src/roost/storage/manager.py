@@ -29,6 +29,7 @@ from roost.storage.api import (
     timestamp_to_us,
 )
 from roost.storage.backend import ArchiveBackend, Backend, QueuedAppend
+from roost.storage.sql.threaded import DatabaseThread
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +395,13 @@ class StorageManager:
             raise ValueError("delete_user needs a username; host-wide data is not a user's")
         await self._writer.flush()
         await self._backend.delete_user(domain, username)
+
+    @property
+    def database_thread(self) -> DatabaseThread | None:
+        """The embedded database's worker thread (its job latencies and queue), None for others."""
+        database = getattr(self._backend, "database", None)
+        thread = getattr(getattr(database, "engine", None), "_thread", None)
+        return thread if isinstance(thread, DatabaseThread) else None
 
     @property
     def pending_writes(self) -> int:

@@ -150,9 +150,12 @@ class C2SStream(Stream):
         """
         return self._tls.established(self, channel_bindings)
 
-    def credentials(self, creds: ScramCredentials | None, password_ok: bool = False) -> list[StreamEvent]:
-        """Answer a :class:`NeedCredentials` (``creds`` None: no such account)."""
-        return self._sasl.credentials(self, creds, password_ok)
+    def credentials(
+        self, creds: ScramCredentials | None, password_ok: bool = False, disabled: str | None = None
+    ) -> list[StreamEvent]:
+        """Answer a :class:`NeedCredentials` (``creds`` None: no such account; ``disabled``: the
+        reason the account is locked, refused with <account-disabled/> after a correct proof)."""
+        return self._sasl.credentials(self, creds, password_ok, disabled)
 
     def bound(self, jid: JID) -> list[StreamEvent]:
         """Answer a :class:`NeedBind` with the session's full JID."""

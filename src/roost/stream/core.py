@@ -409,6 +409,7 @@ class Stream:
         if self.phase is not Phase.WAIT_HEADER:
             return self._close(StreamError("not-well-formed", "unexpected stream header"))
         attrs = opened.header.attrs
+        self.peer_header = dict(attrs)
         self.lang = attrs.get("xml:lang") or "en"
         self.stream_id = random_token(12)
         if opened.content_ns is not None and opened.content_ns != self.content_ns:

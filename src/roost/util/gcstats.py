@@ -23,6 +23,9 @@ class GenerationStats:
     collections: int = 0
     pause_seconds: float = 0.0
     max_pause_seconds: float = 0.0
+    #: CPU time of the longest collection: unlike the wall-clock pause, not stretched when the
+    #: process is descheduled mid-collection (a busy machine), so it tells the collector's own work.
+    max_cpu_seconds: float = 0.0
     collected: int = 0  # unreachable objects found (reference cycles) and freed
     uncollectable: int = 0
 
@@ -35,7 +38,11 @@ class GcStats:
     #: Pauses at or above this are logged at debug (full collections always are).
     log_over_seconds: float = 0.005
     last_pause_seconds: float = 0.0
+    #: Times the C heap's free pages were handed back (roost.core.gc_policy), and the longest.
+    malloc_trims: int = 0
+    malloc_trim_max_seconds: float = 0.0
     _started: float = 0.0
+    _started_cpu: float = 0.0
     _installed: bool = False
 
     def install(self) -> None:
@@ -51,26 +58,36 @@ class GcStats:
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            self._started_cpu = time.thread_time()
             self._started = time.perf_counter()
             return
         pause = time.perf_counter() - self._started
+        cpu = time.thread_time() - self._started_cpu
         generation = info["generation"]
         g = self.generations[generation]
         g.collections += 1
         g.pause_seconds += pause
         if pause > g.max_pause_seconds:
             g.max_pause_seconds = pause
+        if cpu > g.max_cpu_seconds:
+            g.max_cpu_seconds = cpu
         g.collected += info["collected"]
         g.uncollectable += info["uncollectable"]
         self.last_pause_seconds = pause
         if (generation == 2 or pause >= self.log_over_seconds) and log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "gc generation %d: %.1f ms, %d unreachable objects freed, %d uncollectable",
+                "gc generation %d: %.1f ms (%.1f ms CPU), %d unreachable objects freed, %d uncollectable",
                 generation,
                 pause * 1000,
+                cpu * 1000,
                 info["collected"],
                 info["uncollectable"],
             )
+
+    def trimmed(self, seconds: float) -> None:
+        self.malloc_trims += 1
+        self.malloc_trim_max_seconds = max(self.malloc_trim_max_seconds, seconds)
+        log.debug("malloc_trim: %.1f ms", seconds * 1000)
 
     @property
     def max_pause_seconds(self) -> float:
@@ -81,11 +98,14 @@ class GcStats:
         return {
             "max_pause_ms": self.max_pause_seconds * 1000,
             "frozen_objects": gc.get_freeze_count(),
+            "malloc_trims": self.malloc_trims,
+            "malloc_trim_max_ms": self.malloc_trim_max_seconds * 1000,
             "generations": [
                 {
                     "collections": g.collections,
                     "pause_ms_total": g.pause_seconds * 1000,
                     "pause_ms_max": g.max_pause_seconds * 1000,
+                    "cpu_ms_max": g.max_cpu_seconds * 1000,
                     "collected": g.collected,
                     "uncollectable": g.uncollectable,
                 }
@@ -96,6 +116,8 @@ class GcStats:
     def reset(self) -> None:
         self.generations = [GenerationStats() for _ in range(3)]
         self.last_pause_seconds = 0.0
+        self.malloc_trims = 0
+        self.malloc_trim_max_seconds = 0.0
 
 
 #: The process-wide figures (the collector is process-wide too).

@@ -579,3 +579,42 @@ def test_check_warns_of_a_certificate_expiring_soon(
     assert main(["check", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert "expires on" in out and "within 14 days" in out
+
+
+# --- federation and components --------------------------------------------------------------------
+
+
+def test_check_warns_about_federation_with_a_self_signed_certificate_and_an_open_component_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "roost.toml"
+    path.write_text(
+        f'[server]\ndomains = ["example.org"]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[listen]]\nkind = "c2s"\naddress = ":0"\n'
+        '[[listen]]\nkind = "s2s"\naddress = ":0"\n'
+        '[[listen]]\nkind = "component"\naddress = "0.0.0.0:0"\n'
+        '[components."irc.example.org"]\nsecret = "s"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "-c", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "only dialback works" in out
+    assert "not on loopback" in out
+
+
+def test_check_federation_needs_a_domain(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(config_file), "federation"]) == 2
+    assert "needs the remote domain" in capsys.readouterr().err
+
+
+def test_component_domain_must_not_be_a_served_domain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "roost.toml"
+    path.write_text(
+        '[server]\ndomains = ["example.org"]\n[[listen]]\nkind = "component"\naddress = "127.0.0.1:0"\n'
+        '[components."example.org"]\nsecret = "s"\n',
+        encoding="utf-8",
+    )
+    assert main(["check", "-c", str(path)]) == 1
+    assert "a component needs its own" in capsys.readouterr().out

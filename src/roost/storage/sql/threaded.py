@@ -17,13 +17,21 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import CursorResult, Row
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+from sqlalchemy.pool import QueuePool
+
+from roost.util.latency import LatencyStats
 
 T = TypeVar("T")
+
+#: How long a coroutine waits for a free pooled connection (the pool's own timeout is 30 s too).
+PERMIT_TIMEOUT = 30.0
 
 
 class BufferedResult:
@@ -157,22 +165,29 @@ class DatabaseThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any], float] | None] = (
             queue.SimpleQueue()
         )
+        #: How long jobs ran, and how long they waited in the queue (written by the thread only).
+        self.run_times = LatencyStats()
+        self.wait_times = LatencyStats()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
         self._stopped = False
 
     def _work(self) -> None:  # database thread
+        clock = time.perf_counter
         while (item := self._queue.get()) is not None:
-            fn, future = item
+            fn, future, queued_at = item
+            started = clock()
             try:
                 result = fn()
             except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
                 ok, value = False, exc
             else:
                 ok, value = True, result
+            self.wait_times.observe(started - queued_at)
+            self.run_times.observe(clock() - started)
             try:
                 future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
             except RuntimeError:
@@ -182,8 +197,13 @@ class DatabaseThread:
         if self._stopped:
             raise RuntimeError("the database thread has stopped")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((fn, future))
+        self._queue.put((fn, future, time.perf_counter()))
         return future
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the thread."""
+        return self._queue.qsize()
 
     def stop(self) -> None:
         """Finish the queued work, then end the thread (blocks until it has)."""
@@ -196,12 +216,23 @@ class DatabaseThread:
 class ThreadedEngine:
     """A sync engine plus the one thread all its connections live in."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_connections: int | None = None) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self._thread = DatabaseThread("roost-sqlite")
         self._compiled: dict[int, tuple[str, tuple[str, ...]]] = {}
         self._reader: Any = None  # a DB-API connection kept for fetch(); database thread only
+        # A connection is checked out from the pool *in the database thread*. When the pool is
+        # exhausted, that checkout blocks the only database thread until the pool's timeout (30 s), so
+        # the coroutines holding the connections cannot finish either: every login and offline
+        # message stalled for 30 s at a time, then failed (found by ``bench/run soak`` under heavy
+        # offline traffic). Coroutines therefore wait here, on the event loop, for a connection
+        # permit; one pooled connection is fetch()'s reader.
+        if max_connections is None:
+            pool = engine.pool
+            size = pool.size() if isinstance(pool, QueuePool) else 0
+            max_connections = size + getattr(pool, "_max_overflow", 0) if size else None
+        self._permits = asyncio.Semaphore(max(1, max_connections - 1)) if max_connections else None
 
     async def fetch(self, statement: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Rows of a prebuilt SELECT, run on the raw driver connection.
@@ -256,15 +287,36 @@ class ThreadedEngine:
             with self.engine.connect() as conn:
                 return fn(conn)
 
-        return await self.call(step)
+        async with self._permit():
+            return await self.call(step)
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[ThreadedConnection]:
-        conn = ThreadedConnection(self)
+        async with self._permit():
+            conn = ThreadedConnection(self)
+            try:
+                yield conn
+            finally:
+                await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _permit(self) -> AsyncIterator[None]:
+        """Wait (on the event loop) until the pool has a connection for us."""
+        permits = self._permits
+        if permits is None:
+            yield
+            return
         try:
-            yield conn
+            async with asyncio.timeout(PERMIT_TIMEOUT):
+                await permits.acquire()
+        except TimeoutError:
+            raise SATimeoutError(
+                f"no database connection free after {PERMIT_TIMEOUT:.0f}s (all in use)"
+            ) from None
+        try:
+            yield
         finally:
-            await conn.close()
+            permits.release()
 
     async def dispose(self) -> None:
         def close() -> None:

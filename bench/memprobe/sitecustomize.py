@@ -1,0 +1,126 @@
+"""Memory and GC probe inside a Roost server started by ``bench/run`` (investigation aid, issue 15).
+
+    PYTHONPATH=$PWD/bench/memprobe ROOST_MEMPROBE=/tmp/probe.txt bench/run soak --servers roost ...
+
+(an absolute PYTHONPATH: the servers run in their own directories)
+
+Python imports ``sitecustomize`` at start-up; this one acts only in a ``roost … run`` process with
+``ROOST_MEMPROBE`` set. Every 20 s it appends one line to that file: RSS, glibc's heap (``mallinfo2``:
+arena size, bytes in use, free bytes), Python's allocated blocks, SQLite's memory, frozen objects and
+``roost.util.gcstats.STATS`` (collections, longest pause wall/CPU, objects freed, per generation).
+Optional: ``ROOST_MEMPROBE_TRIM=SECONDS`` runs one ``malloc_trim(0)`` then and logs what it gave back;
+``ROOST_MEMPROBE_GCRESET=SECONDS`` resets the GC figures then (to see steady state only);
+``ROOST_MEMPROBE_FRAMES=N`` starts tracemalloc (slow: a snapshot stops the server for seconds) and
+writes the top differences between a snapshot at ``ROOST_MEMPROBE_SNAP1`` seconds and exit.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _install(path: str) -> None:
+    import atexit
+    import ctypes
+    import ctypes.util
+    import gc
+    import threading
+    import time
+    import tracemalloc
+    from typing import Any
+
+    out = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    frames = int(os.environ.get("ROOST_MEMPROBE_FRAMES", "0"))
+    if frames:
+        tracemalloc.start(frames)
+    libc = ctypes.CDLL(None)
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (n, ctypes.c_size_t)
+            for n in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                "fordblks", "keepcost",
+            )
+        ]  # fmt: skip
+
+    libc.mallinfo2.restype = MallInfo2
+    sqlite: Any = None
+    name = ctypes.util.find_library("sqlite3")
+    if name:
+        sqlite = ctypes.CDLL(name)
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+    t0 = time.monotonic()
+    done: set[str] = set()
+    snapshots: dict[str, tracemalloc.Snapshot] = {}
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def line(tag: str = "") -> None:
+        mi = libc.mallinfo2()
+        row: dict[str, Any] = {
+            "t": round(time.monotonic() - t0),
+            "rss_mib": rss() >> 20,
+            "heap_mib": mi.arena >> 20,
+            "malloc_used_mib": mi.uordblks >> 20,
+            "malloc_free_mib": mi.fordblks >> 20,
+            "py_blocks": sys.getallocatedblocks(),
+            "sqlite_kib": sqlite.sqlite3_memory_used() >> 10 if sqlite else -1,
+            "frozen": gc.get_freeze_count(),
+        }
+        try:
+            from roost.util.gcstats import STATS
+
+            snap = STATS.snapshot()
+            row["gc"] = [
+                (g["collections"], round(g["pause_ms_max"], 2), round(g["cpu_ms_max"], 2), g["collected"])
+                for g in snap["generations"]
+            ]
+        except Exception as exc:  # the server may not have imported it yet
+            row["gc"] = repr(exc)
+        out.write(f"{tag} {row}\n")
+
+    def env_after(name: str) -> bool:
+        value = os.environ.get(name)
+        if not value or name in done or time.monotonic() - t0 < float(value):
+            return False
+        done.add(name)
+        return True
+
+    def loop() -> None:
+        while True:
+            time.sleep(20)
+            line()
+            if env_after("ROOST_MEMPROBE_GCRESET"):
+                from roost.util.gcstats import STATS
+
+                STATS.reset()
+                out.write("gc figures reset\n")
+            if frames and env_after("ROOST_MEMPROBE_SNAP1"):
+                snapshots["a"] = tracemalloc.take_snapshot()
+                out.write("snapshot a\n")
+            if env_after("ROOST_MEMPROBE_TRIM"):
+                before, start = rss(), time.perf_counter()
+                libc.malloc_trim(0)
+                took = time.perf_counter() - start
+                out.write(f"malloc_trim: RSS {before >> 20} -> {rss() >> 20} MiB in {took * 1000:.1f} ms\n")
+
+    threading.Thread(target=loop, name="memprobe", daemon=True).start()
+
+    def at_exit() -> None:
+        line("exit")
+        if "a" in snapshots:
+            ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+            b = tracemalloc.take_snapshot().filter_traces(ignore)
+            for stat in b.compare_to(snapshots["a"].filter_traces(ignore), "lineno")[:25]:
+                out.write(f"DIFF {stat}\n")
+
+    atexit.register(at_exit)
+
+
+_path = os.environ.get("ROOST_MEMPROBE")
+if _path and "run" in sys.argv[1:] and "roost" in os.path.basename(sys.argv[0]):
+    _install(_path)

@@ -1,0 +1,1 @@
+"""External components (XEP-0114)."""

@@ -1,0 +1,1 @@
+"""Federation with real Prosody and ejabberd (scripts/install-peers installs them)."""
