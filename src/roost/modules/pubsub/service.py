@@ -25,7 +25,7 @@ from roost.core.modules import Module, Xep, hook
 from roost.jid import JID, JIDError, prepare_domain
 from roost.modules.disco import info_element
 from roost.modules.pubsub.config import PUBSUB, PUBSUB_OWNER, SUBSCRIBE_AUTHORIZATION, Limits
-from roost.modules.pubsub.engine import Notice, Outcome, PubSubService, Requester
+from roost.modules.pubsub.engine import FEATURE_SUFFIXES, Notice, Outcome, PubSubService, Requester
 from roost.modules.pubsub.store import NodeStore
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
@@ -44,45 +44,7 @@ SERVICE_FEATURES = (
     DISCO_INFO,
     DISCO_ITEMS,
     PING,
-    *(
-        PUBSUB + suffix
-        for suffix in (
-            "",
-            "#access-authorize",
-            "#access-open",
-            "#access-whitelist",
-            "#auto-create",
-            "#config-node",
-            "#create-and-configure",
-            "#create-nodes",
-            "#delete-items",
-            "#delete-nodes",
-            "#get-pending",
-            "#instant-nodes",
-            "#item-ids",
-            "#last-published",
-            "#manage-subscriptions",
-            "#member-affiliation",
-            "#meta-data",
-            "#modify-affiliations",
-            "#outcast-affiliation",
-            "#persistent-items",
-            "#presence-notifications",
-            "#publish",
-            "#publish-options",
-            "#publish-only-affiliation",
-            "#publisher-affiliation",
-            "#purge-nodes",
-            "#retract-items",
-            "#retrieve-affiliations",
-            "#retrieve-default",
-            "#retrieve-items",
-            "#retrieve-subscriptions",
-            "#subscribe",
-            "#subscription-options",
-            "#rsm",
-        )
-    ),
+    *(PUBSUB + suffix for suffix in (*FEATURE_SUFFIXES, "#get-pending", "#instant-nodes", "#meta-data")),
 )
 
 
