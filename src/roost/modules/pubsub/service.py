@@ -14,9 +14,9 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from roost.config.schema import ModuleOptions
+from roost.config.schema import ModuleOptions, ServiceDomain
 from roost.core import hooks
 from roost.core.hooks import DiscoItemsEvent, ServerEvent, StanzaEvent, UserEvent
 from roost.core.host import Host
@@ -51,7 +51,7 @@ SERVICE_FEATURES = (
 class PubSubOptions(ModuleOptions):
     """A XEP-0060 PubSub service on its own domain (docs/pubsub.md)."""
 
-    domain: str = Field(
+    domain: ServiceDomain = Field(
         "",
         description="Domain of the PubSub service. Empty: 'pubsub.' + the first of server.domains "
         "(pubsub.localhost with the built-in defaults). Clients find it in the server's disco#items.",
@@ -95,16 +95,6 @@ class PubSubOptions(ModuleOptions):
         le=10_000_000,
         description="Most subscriptions one node accepts (`<too-many-subscriptions/>`).",
     )
-
-    @field_validator("domain")
-    @classmethod
-    def _check_domain(cls, value: str) -> str:
-        if not value:
-            return value
-        try:
-            return prepare_domain(value)
-        except JIDError as e:
-            raise ValueError(f"{value!r} is not a valid domain name ({e})") from None
 
 
 class PubSubRuntime:
