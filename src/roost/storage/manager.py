@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 _ArchiveKey = tuple[str, str, str]  # (store, domain, user)
 
+#: Items per archive write transaction at most. On a big archive each row dirties a page of every
+#: owner-ordered index; a bigger batch shares more of them (measured on SQLite at 300k rows across 10^4
+#: owners: 60 µs/row in batches of 500, 45 µs/row in batches of 2000). Below that rate the 50 ms delay
+#: ends a batch first, so only a busy server makes them this big.
+DEFAULT_BATCH_SIZE: Final = 2000
+
 #: How long an archive read waits for that user's queued writes before giving up (storage unreachable).
 SETTLE_TIMEOUT: Final = 30.0
 
@@ -51,7 +57,7 @@ class ArchiveWriter:
         commit: Callable[[Sequence[QueuedAppend]], Awaitable[None]],
         *,
         batch_delay: float = 0.05,
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_pending: int = 100_000,
         retry_delay: float = 0.1,
         max_retry_delay: float = 5.0,
@@ -352,7 +358,7 @@ class StorageManager:
         *,
         progress: Callable[[str], None] | None = None,
         batch_delay: float = 0.05,
-        batch_size: int = 500,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_pending: int = 100_000,
     ) -> StorageManager:
         """Open storage at ``url`` and bring its schema to the newest version.
