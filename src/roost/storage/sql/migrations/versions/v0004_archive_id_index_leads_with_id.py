@@ -4,7 +4,8 @@ The old index (store, domain, username, id, ts, seq) put each new row at a rando
 written in a batch): on a large archive every batch dirtied and wrote back hundreds of pages of it.
 Archive ids are time-ordered (roost.util.ids), so an index that starts with the id grows at one end,
 like the table. Lookups by id (RSM anchors, 'ids', retractions) are still one index seek: the owner
-columns follow the id. Rebuilding the index reads the table once (a few seconds per million rows).
+columns follow the id. Rebuilding the index is one pass over the table (measured on SQLite: 110,000
+rows in under 5 s on a loaded 2-core machine).
 
 Revision ID: 0004
 Revises: 0003
