@@ -43,13 +43,39 @@ async def reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
+_worker_url: str | None = None
+
+
+async def worker_postgres_url() -> str:
+    """The database this pytest process empties: under pytest-xdist each worker has its own (made on
+    first use next to the given one), since two workers resetting one database break each other."""
+    global _worker_url
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
+        return POSTGRES_URL
+    if _worker_url is None:
+        given = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
+        name = f"{given.database}_{worker}"
+        engine = create_async_engine(given, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                found = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+                if not found:
+                    await conn.execute(text(f'CREATE DATABASE "{name}"'))
+        finally:
+            await engine.dispose()
+        _worker_url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    return _worker_url
+
+
 async def url_for(backend: str, tmp_path: Path) -> str:
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'roost.db'}"
-    await reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    url = await worker_postgres_url()
+    await reset_postgres(url)
+    return url
 
 
 @pytest.fixture(params=BACKENDS)
