@@ -12,6 +12,7 @@ SRV/static resolution, STARTTLS, SASL EXTERNAL (certificates from a throwaway CA
 
     .venv/bin/python -m bench.s2s --messages 20000
     .venv/bin/python -m bench.s2s --auth external
+    .venv/bin/python -m bench.s2s --off mam        # without archiving (the link's own cost shows more)
 """
 
 from __future__ import annotations
@@ -55,16 +56,17 @@ level = "warning"
     return path
 
 
-async def _servers(tmp: Path, auth: str) -> tuple[Server, Server]:
+async def _servers(tmp: Path, auth: str, off: list[str]) -> tuple[Server, Server]:
     # No per-domain rate limit: the link's own throughput is measured.
-    extras = ["[s2s]\nrate_limit = 1e9\n", "[s2s]\nrate_limit = 1e9\n"]
+    disabled = "".join(f"[{name}]\nenabled = false\n" for name in off)
+    extras = [disabled + "[s2s]\nrate_limit = 1e9\n", disabled + "[s2s]\nrate_limit = 1e9\n"]
     if auth == "external":
         ca = TestCA(tmp / "ca")
         for i, domain in enumerate(("a.test", "b.test")):
             issued = ca.issue(domain)
             extras[i] = (
                 f'[tls]\ncert = "{issued.cert}"\nkey = "{issued.key}"\n'
-                f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\nrate_limit = 1e9\n'
+                f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\nrate_limit = 1e9\n' + disabled
             )
     a = create_server(load_config(_config(tmp / "a", "a.test", extras[0])))
     b = create_server(load_config(_config(tmp / "b", "b.test", extras[1])))
@@ -94,9 +96,9 @@ async def _wait_for(sessions: list[CountingSession], total: int, limit: float = 
         await asyncio.sleep(0)
 
 
-async def run(messages: int, users: int, auth: str) -> None:
+async def run(messages: int, users: int, auth: str, off: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        a, b = await _servers(Path(tmp), auth)
+        a, b = await _servers(Path(tmp), auth, off)
         try:
             senders = [await bind(a, f"user{i}", "bench", "a.test") for i in range(users)]
             receivers = [await bind(b, f"user{i}", "bench", "b.test") for i in range(users)]
@@ -137,8 +139,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--auth", choices=["dialback", "external"], default="dialback")
+    parser.add_argument(
+        "--off", action="append", default=[], metavar="MODULE", help="disable a module on both (e.g. mam)"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.users, args.auth))
+    asyncio.run(run(args.messages, args.users, args.auth, args.off))
 
 
 if __name__ == "__main__":

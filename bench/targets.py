@@ -683,6 +683,22 @@ class RoostTarget(Target):
             await storage.close()
 
 
+def _template_of(checkout: Path) -> str | None:
+    """``ROOST_CONFIG`` as another checkout's bench/targets.py spells it (read, not imported)."""
+    import ast
+
+    try:
+        tree = ast.parse((checkout / "bench" / "targets.py").read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "ROOST_CONFIG" for t in node.targets):
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+    return None
+
+
 class RoostRefTarget(RoostTarget):
     """Another checkout of Roost (``ROOST_REF_SRC=/path/to/checkout``), run with this virtualenv: a
     before/after comparison of a change in the same run (e.g. ``git worktree add /tmp/ref <commit>``)."""
@@ -696,6 +712,8 @@ class RoostRefTarget(RoostTarget):
             raise RuntimeError("roost-ref needs ROOST_REF_SRC=<another Roost checkout>")
         self.ref = Path(src).resolve()
         self.env = {"PYTHONPATH": f"{self.ref / 'src'}"}
+        # That checkout's own config template: its server may not know the sections ours has.
+        self.template = _template_of(self.ref) or self.template
 
     def version(self) -> str:
         try:

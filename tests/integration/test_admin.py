@@ -162,9 +162,17 @@ async def test_lock_and_unlock_by_adhoc(server: RunningServer) -> None:
     try:
         await adhoc(boss, f"{ADMIN}#disable-user", {"accountjids": ["bob@localhost"], "reason": ["spam"]})
         assert await stream_error_text(bob) == ("not-authorized", "account locked: spam")
-        # A locked account cannot log in, and is told why.
-        again = await RawClient.login(server.c2s_port, "bob", "bobpw", "again")
-        assert await stream_error_text(again) == ("not-authorized", "account locked: spam")
+        # A locked account cannot log in, and is told why (RFC 6120 §6.5.1), once the password is right.
+        again = await RawClient.connect(server.c2s_port)
+        await again.open()
+        await again.starttls()
+        failure = await again.auth_scram("bob", "bobpw")
+        assert failure.name == "failure" and failure.first() is not None
+        assert failure.first().name == "account-disabled"  # type: ignore[union-attr]
+        assert "spam" in failure.find_text("text")
+        wrong = await again.auth_scram("bob", "not-the-password")
+        assert wrong.first() is not None and wrong.first().name == "not-authorized"  # type: ignore[union-attr]
+        again.close()
         await adhoc(boss, f"{ADMIN}#reenable-user", {"accountjids": ["bob@localhost"]})
         back = await RawClient.login(server.c2s_port, "bob", "bobpw", "back")
         back.send_raw("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")

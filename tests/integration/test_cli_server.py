@@ -98,6 +98,11 @@ async def test_run_user_add_while_running_and_sigterm(config: tuple[Path, int, i
             env={"ROOST_CONFIG": str(path)},
         )
         assert "alice@localhost" in run_cli("--config", str(path), "user", "list", cwd=tmp_path)
+        # The running server made it (account service, USER_CREATED), and a new password works at once.
+        run_cli(
+            "--config", str(path), "user", "passwd", "alice@localhost", "--password-stdin",
+            cwd=tmp_path, stdin="wonderland\n",
+        )  # fmt: skip
         client = await connect("alice@localhost/cli", "wonderland", c2s)
         raw = await RawClient.login(c2s, "alice", "wonderland", "raw")
         proc.send_signal(signal.SIGTERM)
@@ -107,6 +112,8 @@ async def test_run_user_add_while_running_and_sigterm(config: tuple[Path, int, i
         assert await asyncio.to_thread(proc.wait, 20) == 0
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert "wonderland" not in output  # never a password in a log
+        assert "account alice@localhost created" in output  # by the server's account service
+        assert "password of alice@localhost changed" in output
         assert "shutting down" in output
     finally:
         if proc.poll() is None:

@@ -116,3 +116,57 @@ async def test_shutdown_ends_websocket_and_bosh_sessions_with_system_shutdown(tm
         finally:
             await ws.aclose()
             await bosh.aclose()
+
+
+async def test_cors_only_for_listed_origins(tmp_path: Path) -> None:
+    extra = '[http]\ncors_origins = ["https://app.example"]\n'
+    async with web_server(tmp_path, extra) as running, aiohttp.ClientSession() as http:
+        url = http_url(running, "/.well-known/host-meta.json")
+        async with http.get(url, ssl=False, headers={"Origin": "https://app.example"}) as r:
+            assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+            assert r.headers["Vary"] == "Origin"
+        async with http.get(url, ssl=False, headers={"Origin": "https://evil.example"}) as r:
+            assert r.status == 200 and "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_closed_websocket_and_bosh_sessions_leave_no_roost_garbage(tmp_path: Path) -> None:
+    """Like TCP connections (test_no_cycles.py): freed by reference counting, no cycle for the collector."""
+    import gc
+
+    from roost.core.c2s import C2SDriver
+    from roost.core.session import ClientSession
+    from roost.stream.c2s import C2SStream
+
+    kinds = (C2SDriver, ClientSession, C2SStream)
+    async with web_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw")
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(3):
+                ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+                await ws.login("alice", "pw", f"ws{i}")
+                await ws.send(f'<close xmlns="{FRAMING}"/>')
+                await ws.closed()
+                await ws.aclose()
+                bosh = await BoshClient.start(http_url(running, "/http-bind"))
+                await bosh.login("alice", "pw", f"bosh{i}")
+                await bosh.post(bosh.body(type="terminate"))
+                await bosh.aclose()
+            for _ in range(50):
+                if not running.server.connections:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)
+            alive = [type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)]
+            assert alive == []
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            garbage = sorted(
+                {type(o).__qualname__ for o in gc.garbage if type(o).__module__.startswith("roost.")}
+            )
+            assert garbage == []
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()

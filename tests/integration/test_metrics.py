@@ -67,6 +67,15 @@ async def test_metrics_scraped_and_parsed(tmp_path: Path) -> None:
                    and ("result", "success") in labels) == 2  # fmt: skip
         assert found[("process_resident_memory_bytes", ())] > 1_000_000
         assert ("roost_event_loop_lag_seconds", ()) in found
+        # Routing and storage latency: histograms with every bucket, and the database queue.
+        assert found[("roost_routing_seconds_count", ())] >= 3  # presence, message, … from the clients
+        assert (
+            found[("roost_routing_seconds_bucket", (("le", "+Inf"),))]
+            == found[("roost_routing_seconds_count", ())]
+        )
+        assert found[("roost_storage_seconds_count", ())] >= 1  # logins read credentials
+        assert ("roost_storage_wait_seconds_sum", ()) in found
+        assert ("roost_storage_queue", ()) in found
         assert ("roost_storage_write_queue", ()) in found
 
 

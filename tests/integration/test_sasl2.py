@@ -448,3 +448,21 @@ async def test_inline_resume_failure_then_bind(server: RunningServer) -> None:
     assert failed is not None and failed.find("item-not-found", STANZA_ERRORS) is not None
     assert result.bound is not None and "/" in result.authzid, "XEP-0386 §3.1: bound after all"
     raw.close()
+
+
+async def test_locked_account_is_refused_over_sasl2_and_fast(server: RunningServer) -> None:
+    from roost.admin import locks
+
+    await server.add_user("romeo@localhost", "s3cret")
+    agent = Agent()
+    token = await _token(server, agent)
+    await locks.lock(server.server.storage, "localhost", "romeo", "spam", "test")
+    raw = await connect(server)
+    refused = await sasl2.scram(raw, "romeo", "s3cret", agent=agent)
+    assert refused.condition == "account-disabled"
+    assert (await sasl2.ht(raw, "romeo", token, agent)).condition == "account-disabled"
+    raw.close()
+    await locks.unlock(server.server.storage, "localhost", "romeo")
+    raw = await connect(server)
+    assert (await sasl2.ht(raw, "romeo", token, agent)).ok
+    raw.close()

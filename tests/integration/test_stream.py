@@ -167,3 +167,24 @@ async def test_stream_error_element_shape(server: RunningServer) -> None:
     error = await raw.element()
     assert error.ns == STREAM and error.name == "error"
     assert error.find("host-unknown", "urn:ietf:params:xml:ns:xmpp-streams") is not None
+
+
+async def test_a_tls_client_on_the_starttls_port_is_logged_and_closed(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ssl as ssl_module
+
+    from roost.transports import tls as tls_module
+
+    caplog.set_level("INFO", logger="roost")
+    context = tls_module.client_context()
+    with pytest.raises((ssl_module.SSLError, ConnectionError, OSError)):
+        await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", server.c2s_port, ssl=context, server_hostname="localhost"),
+            10,
+        )
+    for _ in range(50):
+        if "TLS client connected to the STARTTLS port" in caplog.text:
+            break
+        await asyncio.sleep(0.05)
+    assert "TLS client connected to the STARTTLS port" in caplog.text

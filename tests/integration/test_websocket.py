@@ -212,3 +212,18 @@ async def test_message_over_the_websocket_limit_closes_with_1009(tmp_path: Path)
             assert await ws.closed() == 1009  # RFC 6455 §7.4.1: message too big
         finally:
             await ws.aclose()
+
+
+async def test_two_elements_in_one_message_end_the_stream(tmp_path: Path) -> None:
+    async with web_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw")
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket"))
+        try:
+            await ws.login("alice", "pw")
+            # RFC 7395 §3.3.3: one element per message.
+            await ws.send("<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>")
+            error = await ws.element()
+            assert error.name == "error" and error.first().name == "not-well-formed"  # type: ignore[union-attr]
+            assert (await ws.element()).name == "close"
+        finally:
+            await ws.aclose()

@@ -43,20 +43,20 @@ async def reset_postgres(url: str) -> None:
         await engine.dispose()
 
 
-#: With pytest-xdist, each worker gets a database of its own (resetting a shared one races).
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 _worker_url: str | None = None
 
 
-async def postgres_url() -> str:
-    """The suite's PostgreSQL URL: ROOST_TEST_POSTGRES_URL, or a per-worker database beside it."""
+async def worker_postgres_url() -> str:
+    """The database this pytest process empties: under pytest-xdist each worker has its own (made on
+    first use next to the given one), since two workers resetting one database break each other."""
     global _worker_url
-    if not _WORKER:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
         return POSTGRES_URL
     if _worker_url is None:
-        base = make_url(POSTGRES_URL)
-        name = f"{base.database}_{_WORKER}"
-        engine = create_async_engine(base.set(drivername="postgresql+asyncpg"), isolation_level="AUTOCOMMIT")
+        given = make_url(POSTGRES_URL).set(drivername="postgresql+asyncpg")
+        name = f"{given.database}_{worker}"
+        engine = create_async_engine(given, isolation_level="AUTOCOMMIT")
         try:
             async with engine.connect() as conn:
                 found = await conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
@@ -64,7 +64,7 @@ async def postgres_url() -> str:
                     await conn.execute(text(f'CREATE DATABASE "{name}"'))
         finally:
             await engine.dispose()
-        _worker_url = base.set(database=name).render_as_string(hide_password=False)
+        _worker_url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     return _worker_url
 
 
@@ -73,7 +73,7 @@ async def url_for(backend: str, tmp_path: Path) -> str:
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'roost.db'}"
-    url = await postgres_url()
+    url = await worker_postgres_url()
     await reset_postgres(url)
     return url
 

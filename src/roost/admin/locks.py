@@ -6,11 +6,12 @@ unlocking gives the account back as it was (XEP-0133 §4.3/§4.4, disable/re-ena
 
 Where it is enforced:
 
+* SASL: the c2s driver reads :func:`lock_reason` with the credentials; once the client has proved the
+  password, the stream refuses with ``<account-disabled/>`` (RFC 6120 §6.5.1) and the reason as text
+  (someone without the password learns nothing of the lock).
 * :class:`roost.modules.admin.AdminCommands` ends a locked account's session right after binding with
-  a ``<not-authorized/>`` stream error whose text gives the reason, and locking ends the account's
-  current sessions the same way.
-* :func:`lock_reason` is the check for the credential lookup: a transport that calls it before
-  SASL completes can refuse with ``<account-disabled/>`` (RFC 6120 §6.5.1) and the reason as text.
+  a ``<not-authorized/>`` stream error whose text gives the reason (whatever way it logged in), and
+  locking ends the account's current sessions the same way.
 """
 
 from __future__ import annotations

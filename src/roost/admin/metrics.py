@@ -22,11 +22,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from roost.admin.sessions import transport_name
+from roost.util.latency import LatencyStats
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -40,13 +41,19 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _BY_SERVER: weakref.WeakKeyDictionary[Server, ServerMetrics] = weakref.WeakKeyDictionary()
 
 
+def _histogram(name: str, documentation: str, stats: LatencyStats) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric([], stats.cumulative(), stats.total)
+    return family
+
+
 class _LiveCollector(Collector):
     """Gauges read from the server when scraped."""
 
     def __init__(self, server: Server) -> None:
         self._server = weakref.ref(server)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
         server = self._server()
         if server is None:
             return
@@ -60,7 +67,7 @@ class _LiveCollector(Collector):
         for (transport, state), count in sorted(tally.items()):
             sessions.add_metric([transport, state], count)
         yield sessions
-        pending = sum(1 for c in server.connections if not getattr(c, "jid_str", ""))
+        pending = sum(1 for c in server.connections if not c.session.jid_str)
         yield GaugeMetricFamily(
             "roost_connections_unbound", "Connections not (yet) bound to a session", value=pending
         )
@@ -79,6 +86,23 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "roost_storage_write_queue", "Archive writes queued, not yet committed", value=queued
         )
+        if server.route_stats is not None:
+            yield _histogram(
+                "roost_routing_seconds", "Time to route a stanza from a local client", server.route_stats
+            )
+        thread = storage.database_thread if storage is not None else None
+        if thread is not None:
+            yield _histogram(
+                "roost_storage_seconds", "Time storage jobs ran (embedded database)", thread.run_times
+            )
+            yield _histogram(
+                "roost_storage_wait_seconds",
+                "Time storage jobs waited for the database thread",
+                thread.wait_times,
+            )
+            yield GaugeMetricFamily(
+                "roost_storage_queue", "Storage jobs waiting for the database", value=thread.queued
+            )
         yield GaugeMetricFamily(
             "roost_uptime_seconds", "Seconds since the server started", value=time.time() - server.started_at
         )

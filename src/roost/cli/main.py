@@ -651,7 +651,33 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> tuple[JID
     password = _read_password(args)
     credentials = _derive_or_usage_error(password, config)
 
-    async def store() -> None:
+    async def store() -> bool:
+        """Through the running server's account service if there is one (its modules hear of the
+        new account); else in storage directly. True if a running server did it."""
+        from roost.core import control
+
+        op = "create-account" if new_account else "set-credentials"
+        keys = [
+            {
+                "hash_name": c.hash_name,
+                "salt": c.salt.hex(),
+                "iterations": c.iterations,
+                "stored_key": c.stored_key.hex(),
+                "server_key": c.server_key.hex(),
+            }
+            for c in credentials
+        ]
+        message = {"op": op, "domain": jid.domain, "username": local, "credentials": keys}
+        try:
+            reply = await control.request(control.socket_path(config.server.data_dir), message)
+        except OSError as e:
+            raise OperationFailed(f"the running server did not complete the change: {e}") from None
+        if reply is not None:
+            if reply.get("ok"):
+                return True
+            if reply.get("exists") or reply.get("missing"):
+                raise refused
+            raise OperationFailed(f"the running server refused: {reply.get('error', 'no reason given')}")
         storage = await _open_storage(config)
         try:
             if new_account:
@@ -662,9 +688,10 @@ def _store_password(args: argparse.Namespace, *, new_account: bool) -> tuple[JID
             raise refused from None
         finally:
             await storage.close()
+        return False
 
-    asyncio.run(store())
-    tell(config, f"user {jid} {'created' if new_account else 'password changed'}")
+    if not asyncio.run(store()):
+        tell(config, f"user {jid} {'created' if new_account else 'password changed'}")
     return jid, config
 
 

@@ -254,6 +254,20 @@ def _check_listen(value: str | None) -> str | None:
 ListenAddress = Annotated[str | None, AfterValidator(_check_listen)]
 
 
+def _check_service_domain(value: str) -> str:
+    if not value:
+        return value
+    try:
+        return prepare_domain(value)
+    except JIDError as e:
+        raise ValueError(f"{value!r} is not a valid domain name ({e})") from None
+
+
+#: The domain of a service a module runs on its own host (``conference.…``, ``pubsub.…``); "" means
+#: the module's default, made from the first of server.domains.
+ServiceDomain = Annotated[str, AfterValidator(_check_service_domain)]
+
+
 class ListenSection(_Section):
     """Where the server accepts connections. An empty string disables a listener."""
 

@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from roost.admin.locks import lock_reason
 from roost.admin.metrics import observe_login
 from roost.core import hooks, sasl2, sm
 from roost.core.session import ClientSession, SessionState, new_session_id
@@ -222,6 +223,7 @@ class C2SDriver:
         with bind_conn_id(session.id):
             creds: ScramCredentials | None = None
             ok = False
+            disabled: str | None = None
             try:
                 stored = await self.server.storage.accounts.get_credentials(
                     event.domain, event.username, event.hash_name
@@ -234,13 +236,15 @@ class C2SDriver:
                     ok = await asyncio.get_running_loop().run_in_executor(
                         None, verify_password, event.password, creds
                     )
+                if creds is not None:
+                    disabled = await lock_reason(self.server.storage, event.domain, event.username)
             except Exception:
                 session.log.exception("credential lookup failed")
                 self.close(StreamError("internal-server-error"), reason="error")
                 return
             if self._closed:
                 return
-            self._handle(self.stream.credentials(creds, ok))
+            self._handle(self.stream.credentials(creds, ok, disabled))
 
     async def _register(self, event: RegisterRequest) -> None:
         """Hand a pre-authentication registration IQ to the host's modules (XEP-0077 §3.1.1)."""

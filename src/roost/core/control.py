@@ -201,6 +201,8 @@ class ControlChannel:
                 log.exception("control socket: removing %s@%s failed", username, domain)
                 return {"ok": False, "error": f"removal failed: {e}"}
             return {"ok": True, "removed": removed}
+        if op == "create-account" or op == "set-credentials":
+            return await self._account(op, request)
         if op == "reload":
             from roost.core.reload import reload
 
@@ -220,6 +222,45 @@ class ControlChannel:
             log.info("roost CLI: %s", text.replace("\n", " "))
             return {"ok": True}
         return {"ok": False, "error": f"unknown operation {op!r}"}
+
+    async def _account(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """``roost user add``/``passwd`` on a running server: through the account service, so that
+        the modules hear of it (``USER_CREATED``). The CLI derives the SCRAM keys; no password travels."""
+        from roost.storage.api import AccountExists, NoSuchAccount, StoredCredentials
+
+        domain, username = request.get("domain"), request.get("username")
+        if not isinstance(domain, str) or not isinstance(username, str) or not username:
+            return {"ok": False, "error": f"{op} needs 'domain' and 'username'"}
+        if domain not in self.server.hosts:
+            return {"ok": False, "error": f"this server does not serve {domain}"}
+        try:
+            credentials = [
+                StoredCredentials(
+                    str(c["hash_name"]),
+                    bytes.fromhex(str(c["salt"])),
+                    int(c["iterations"]),
+                    bytes.fromhex(str(c["stored_key"])),
+                    bytes.fromhex(str(c["server_key"])),
+                )
+                for c in request.get("credentials") or ()
+            ]
+        except (KeyError, TypeError, ValueError):
+            return {"ok": False, "error": f"{op}: malformed credentials"}
+        if not credentials:
+            return {"ok": False, "error": f"{op} needs SCRAM credentials"}
+        accounts = self.server.accounts
+        try:
+            if op == "create-account":
+                await accounts.create(domain, username, credentials)
+            else:
+                await accounts.set_credentials(domain, username, credentials)
+        except AccountExists:
+            return {"ok": False, "exists": True, "error": f"user {username}@{domain} already exists"}
+        except NoSuchAccount:
+            return {"ok": False, "missing": True, "error": f"no such user: {username}@{domain}"}
+        what = "created" if op == "create-account" else "password changed"
+        log.info("roost CLI: user %s@%s %s", username, domain, what)
+        return {"ok": True}
 
     async def _command(self, request: dict[str, Any]) -> dict[str, Any]:
         """An admin command (:mod:`roost.admin.commands`) run for the CLI."""

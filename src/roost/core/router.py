@@ -284,6 +284,15 @@ class Router:
         if queue is not None:
             queue.append(event)
             return
+        pending = self._filter_and_send(session, event)
+        if pending is not None:
+            session.delivery_queue = deque()
+            self.server.spawn(self._deliver_later(session, pending, event), f"{session.id}-deliver")
+
+    def _filter_and_send(
+        self, session: Session, event: StanzaEvent
+    ) -> Awaitable[tuple[Session, StanzaEvent] | None] | None:
+        """Run the delivery filters and send what passes; the filters' awaitable if one waits."""
         host = self.hosts.get(session.jid.domain)
         if host is not None:
             name = _DELIVER[event.stanza.name]
@@ -292,27 +301,26 @@ class Router:
                     filtered = host.bus.fold(name, (session, event))
                 except StanzaError as e:
                     self._bounce_event(event, e)
-                    return
+                    return None
                 except Exception:
                     log.exception("delivery filter failed on %r", event.stanza)
                     self._bounce_event(event, StanzaError("internal-server-error"))
-                    return
+                    return None
                 if filtered is None:
-                    return
+                    return None
                 if filtered.__class__ is not tuple:
-                    session.delivery_queue = deque()
-                    self.server.spawn(
-                        self._deliver_later(session, filtered, event),  # type: ignore[arg-type]
-                        f"{session.id}-deliver",
-                    )
-                    return
+                    return filtered  # type: ignore[return-value]
                 session, event = filtered
         session.send(event.stanza)
+        return None
 
     async def _deliver_later(
-        self, session: Session, pending: Awaitable[tuple[Session, StanzaEvent] | None], event: StanzaEvent
+        self,
+        session: Session,
+        pending: Awaitable[tuple[Session, StanzaEvent] | None],
+        event: StanzaEvent,
     ) -> None:
-        """Finish a delivery whose filters waited, then the stanzas that queued behind it."""
+        """Finish a delivery whose filters waited, then the stanzas that queued behind it, in order."""
         while True:
             try:
                 filtered = await pending
@@ -329,28 +337,10 @@ class Router:
             queue = session.delivery_queue
             while queue:
                 event = queue.popleft()
-                host = self.hosts.get(session.jid.domain)
-                name = _DELIVER[event.stanza.name]
-                if host is None or not host.bus.has_handlers(name):
-                    session.send(event.stanza)
-                    continue
-                try:
-                    result = host.bus.fold(name, (session, event))
-                except StanzaError as e:
-                    self._bounce_event(event, e)
-                    continue
-                except Exception:
-                    log.exception("delivery filter failed on %r", event.stanza)
-                    self._bounce_event(event, StanzaError("internal-server-error"))
-                    continue
-                if result is None:
-                    continue
-                if result.__class__ is tuple:
-                    target, out = result
-                    target.send(out.stanza)
-                    continue
-                pending = result  # type: ignore[assignment]
-                break
+                more = self._filter_and_send(session, event)
+                if more is not None:
+                    pending = more
+                    break
             else:
                 session.delivery_queue = None
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from roost.admin.locks import lock_reason
 from roost.core import hooks, sm
 from roost.core.fast import expiry_text
 from roost.core.session import SessionState
@@ -36,13 +37,16 @@ async def lookup_tokens(driver: C2SDriver, event: NeedToken) -> None:
     with bind_conn_id(session.id):
         try:
             tokens = await driver.server.fast.lookup(event.domain, event.username, event.client_id)
+            disabled = (
+                await lock_reason(driver.server.storage, event.domain, event.username) if tokens else None
+            )
         except Exception:
             session.log.exception("FAST token lookup failed")
             driver.close(StreamError("internal-server-error"), reason="error")
             return
         if driver.closed:
             return
-        driver.handle_events(driver.stream.tokens(tokens))
+        driver.handle_events(driver.stream.tokens(tokens, disabled))
 
 
 def _tag(request: Element) -> str:

@@ -37,6 +37,7 @@ from roost.stream.sasl.scram import set_unknown_user_secret
 from roost.stream.sm import SmFeature
 from roost.transports import tls
 from roost.transports.batching import WriteBatcher
+from roost.util.latency import LatencyStats
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, PING
 
@@ -88,6 +89,8 @@ class Server:
         self.route_table = RouteTable(self)
         self.router = Router(self)
         self.iq_tracker = IqTracker()
+        #: Routing latency of stanzas from local clients, kept while metrics are on (None: off).
+        self.route_stats: LatencyStats | None = None
         #: Live c2s connections (their drivers), for liveness checks and shutdown.
         self.connections: set[C2SDriver] = set()
         self.writes = WriteBatcher()

@@ -15,6 +15,7 @@ from roost.core.hooks import StanzaEvent
 from roost.core.modules import Module, hook
 from roost.core.session import Session
 from roost.transports.web import http_routes
+from roost.util.latency import LatencyStats
 
 Delivery = tuple[Session, StanzaEvent]
 
@@ -56,6 +57,8 @@ class Metrics(Module):
         self.metrics.allow = server_metrics.parse_allow(self.options.allow)
         self.metrics.users += 1
         self.metrics.start_lag_monitor(self.options.lag_interval_seconds)
+        if self.server.route_stats is None:
+            self.server.route_stats = LatencyStats()
         self._in = {k: self.metrics.stanzas_in.labels(k) for k in ("message", "presence", "iq")}
         self._out = {k: self.metrics.stanzas_out.labels(k) for k in ("message", "presence", "iq")}
         routes = http_routes(self.server)
@@ -68,6 +71,7 @@ class Metrics(Module):
         if self.metrics.users <= 0:
             server_metrics.detach(self.server)
             http_routes(self.server).unmount(METRICS_PATH)
+            self.server.route_stats = None
 
     # Lowest priority: counts what the other filters let through.
     @hook(hooks.PRE_MESSAGE, priority=-10_000)

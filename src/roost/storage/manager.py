@@ -29,10 +29,17 @@ from roost.storage.api import (
     timestamp_to_us,
 )
 from roost.storage.backend import ArchiveBackend, Backend, QueuedAppend
+from roost.storage.sql.threaded import DatabaseThread
 
 log = logging.getLogger(__name__)
 
 _ArchiveKey = tuple[str, str, str]  # (store, domain, user)
+
+#: Items per archive write transaction at most. On a big archive each row dirties a page of every
+#: owner-ordered index; a bigger batch shares more of them (measured on SQLite at 300k rows across 10^4
+#: owners: 60 µs/row in batches of 500, 45 µs/row in batches of 2000). Below that rate the 50 ms delay
+#: ends a batch first, so only a busy server makes them this big.
+DEFAULT_BATCH_SIZE: Final = 2000
 
 #: How long an archive read waits for that user's queued writes before giving up (storage unreachable).
 SETTLE_TIMEOUT: Final = 30.0
@@ -51,12 +58,14 @@ class ArchiveWriter:
         commit: Callable[[Sequence[QueuedAppend]], Awaitable[None]],
         *,
         batch_delay: float = 0.05,
-        batch_size: int = 500,
+        batch_size: int | None = None,
         max_pending: int = 100_000,
         retry_delay: float = 0.1,
         max_retry_delay: float = 5.0,
         name: str = "storage-archive-writer",
     ) -> None:
+        if batch_size is None:  # the default, but never more than the queue can hold
+            batch_size = min(DEFAULT_BATCH_SIZE, max_pending)
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if batch_delay < 0:
@@ -92,7 +101,7 @@ class ArchiveWriter:
         self._enqueued += 1
         self._queue.append((self._enqueued, entry))
         self._last_ticket[(entry.store, entry.domain, entry.user)] = self._enqueued
-        self._wake.set()
+        self._wake_writer()
 
     def offer(self, entry: QueuedAppend) -> bool:
         """Queue one item unless ``max_pending`` items are waiting already (then False): never waits."""
@@ -102,8 +111,16 @@ class ArchiveWriter:
         self._enqueued += 1
         self._queue.append((self._enqueued, entry))
         self._last_ticket[(entry.store, entry.domain, entry.user)] = self._enqueued
-        self._wake.set()
+        self._wake_writer()
         return True
+
+    def _wake_writer(self) -> None:
+        # Only when the writer needs to know: the queue was empty (it may be idle) or a batch is full.
+        # Waking it for every item cost a task switch and a timeout per message (measured: about half
+        # of archiving's CPU on the 1:1 hot path).
+        queued = len(self._queue)
+        if queued == 1 or queued >= self._batch_size:
+            self._wake.set()
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -316,6 +333,8 @@ class _BatchedArchive:
 def _search_text(text: str) -> str:
     """Search text as every backend indexes it: valid, and NFC (so that a decomposed "é" is found by
     the composed one the query is normalized to)."""
+    if type(text) is str and text.isascii() and "\x00" not in text:
+        return text  # the usual case, checked in one pass
     check_text(text, "search text")
     return text if text.isascii() else unicodedata.normalize("NFC", text)
 
@@ -342,7 +361,7 @@ class StorageManager:
         *,
         progress: Callable[[str], None] | None = None,
         batch_delay: float = 0.05,
-        batch_size: int = 500,
+        batch_size: int | None = None,
         max_pending: int = 100_000,
     ) -> StorageManager:
         """Open storage at ``url`` and bring its schema to the newest version.
@@ -394,6 +413,13 @@ class StorageManager:
             raise ValueError("delete_user needs a username; host-wide data is not a user's")
         await self._writer.flush()
         await self._backend.delete_user(domain, username)
+
+    @property
+    def database_thread(self) -> DatabaseThread | None:
+        """The embedded database's worker thread (its job latencies and queue), None for others."""
+        database = getattr(self._backend, "database", None)
+        thread = getattr(getattr(database, "engine", None), "_thread", None)
+        return thread if isinstance(thread, DatabaseThread) else None
 
     @property
     def pending_writes(self) -> int:

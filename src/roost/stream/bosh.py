@@ -326,7 +326,10 @@ class BoshSession:
         while self._rid + 1 in self._waiting and not self.closed:
             waiting = self._waiting.pop(self._rid + 1)
             self._rid += 1
-            incoming.extend(self._process(waiting.body, now))
+            try:
+                incoming.extend(self._process(waiting.body, now))
+            except BoshError as e:  # a malformed attribute: a binding syntax error (§17.2)
+                self._fail(e.condition, self._rid)
         return incoming
 
     def _repeat(self, rid: int) -> None:
@@ -344,10 +347,11 @@ class BoshSession:
 
     def _process(self, body: BoshBody, now: float) -> list[Incoming]:
         rid = self._rid
+        ack = body.int_attr("ack")  # parsed before anything changes: BoshError leaves no trace
+        pause = body.int_attr("pause")
         if not self._check_key(body):
             self._fail("item-not-found", rid)  # §15.4
             return []
-        ack = body.int_attr("ack")
         report: tuple[int, float] | None = None
         if ack is not None:
             for old in [r for r in self._sent if r <= ack]:
@@ -357,7 +361,6 @@ class BoshSession:
                 report = (ack + 1, now - missing[1])
         self._current_inactivity = self.inactivity  # a pause lasts until the next request (§10)
         self._held.append(_Held(rid, now + self.wait))
-        pause = body.int_attr("pause")
         if pause is not None and self.maxpause:
             # §10: answer everything now (the pause answer carries no payloads) and wait longer.
             self._current_inactivity = min(pause, self.maxpause)

@@ -165,14 +165,18 @@ class C2SStream(Stream):
         """
         return self._tls.established(self, channel_bindings)
 
-    def credentials(self, creds: ScramCredentials | None, password_ok: bool = False) -> list[StreamEvent]:
-        """Answer a :class:`NeedCredentials` (``creds`` None: no such account)."""
+    def credentials(
+        self, creds: ScramCredentials | None, password_ok: bool = False, disabled: str | None = None
+    ) -> list[StreamEvent]:
+        """Answer a :class:`NeedCredentials` (``creds`` None: no such account; ``disabled``: the
+        reason the account is locked, refused with <account-disabled/> after a correct proof)."""
         sasl = self._sasl2 if self.pending_on is self._sasl2 else self._sasl
-        return sasl.credentials(self, creds, password_ok)
+        return sasl.credentials(self, creds, password_ok, disabled)
 
-    def tokens(self, stored: Sequence[StoredToken]) -> list[StreamEvent]:
-        """Answer a :class:`NeedToken` with the client's stored FAST tokens."""
-        return self._sasl2.tokens(self, stored)
+    def tokens(self, stored: Sequence[StoredToken], disabled: str | None = None) -> list[StreamEvent]:
+        """Answer a :class:`NeedToken` with the client's stored FAST tokens (``disabled``: the
+        account is locked, as for :meth:`credentials`)."""
+        return self._sasl2.tokens(self, stored, disabled)
 
     def sasl2_complete(
         self,

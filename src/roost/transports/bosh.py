@@ -140,8 +140,9 @@ class BoshConnection:
         else:
             try:
                 incoming = self.engine.receive(body, self._loop.time())
-            except BoshError as e:
+            except BoshError as e:  # the engine checks what it reads; this is a safety net
                 self.engine.close(e.condition, now=self._loop.time())
+                future.set_result(terminal_response(rid, e.condition))
                 incoming = []
             for item in incoming:
                 if isinstance(item, Payloads):

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from multidict import MultiMapping
 
+from roost.config.schema import listen_hosts
+
 if TYPE_CHECKING:
     from roost.core.server import Server
 
@@ -264,7 +266,7 @@ class HttpListener:
         handler = self._runner.server
         assert handler is not None
         self._listener = await loop.create_server(
-            handler, host or None, port, ssl=context, backlog=backlog, reuse_address=True
+            handler, listen_hosts(host, port), port, ssl=context, backlog=backlog, reuse_address=True
         )
         sockname = self._listener.sockets[0].getsockname()
         self.address = (str(sockname[0]), int(sockname[1]))

@@ -85,6 +85,14 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         tls = self.tls
+        if tls is None and data[:1] == b"\x16" and data[1:2] == b"\x03" and not self.driver.stream.secure:
+            # A TLS ClientHello where an XML stream should start: a client set to direct TLS (XEP-0368)
+            # on the STARTTLS port. It cannot read an XMPP stream error; say so in the log and close.
+            self.driver.session.log.info(
+                "a TLS client connected to the STARTTLS port (it needs the c2s_tls listener); closing"
+            )
+            self.abort()
+            return
         if tls is not None:
             try:
                 data, out, completed = tls.receive(data)

@@ -409,3 +409,12 @@ def test_an_unclaimed_terminate_is_dropped_after_inactivity() -> None:
     assert s.awaiting_final and s.next_deadline() == 30
     s.tick(31)
     assert not s.awaiting_final and s.next_deadline() is None
+
+
+def test_a_malformed_attribute_ends_the_session_on_that_request() -> None:
+    s = started()
+    s.receive(body(RID + 1), 1)
+    s.receive(body(RID + 2, ack="not-a-number"), 2)
+    responses = s.take()
+    assert [r.rid for r in responses] == [RID + 1, RID + 2]
+    assert parsed(responses[-1])[0]["condition"] == "bad-request" and s.closed

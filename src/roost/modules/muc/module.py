@@ -16,16 +16,16 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from roost.config.schema import ModuleOptions
+from roost.config.schema import ModuleOptions, ServiceDomain
 from roost.core import hooks
 from roost.core.hooks import DiscoItemsEvent, ServerEvent, SessionEvent, StanzaEvent
 from roost.core.host import Host
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook
 from roost.core.session import Session
-from roost.jid import JIDError, prepare_domain
+from roost.jid import prepare_domain
 from roost.modules.muc.model import MODERATE, MUC, MUC_ADMIN, MUC_OWNER, REGISTER, ServicePolicy
 from roost.modules.muc.room import Broadcast, Outcome, Room, presence_error
 from roost.modules.muc.service import MucService, RoomArchiveHooks
@@ -47,7 +47,7 @@ _GONE_CODES = {"disconnect": ("333",), "timeout": ("333",), "error": ("333",)}
 class MucOptions(ModuleOptions):
     """Multi-User Chat (XEP-0045): chat rooms on their own service domain."""
 
-    domain: str = Field(
+    domain: ServiceDomain = Field(
         "",
         description="Domain of the chat service. Empty: 'conference.' + the first of server.domains "
         "(conference.localhost with the built-in defaults). Clients find it in the server's disco#items.",
@@ -84,16 +84,6 @@ class MucOptions(ModuleOptions):
     max_body_chars: int = Field(
         10_000, ge=1, description="Longest message body (characters) a room relays; longer ones are refused."
     )
-
-    @field_validator("domain")
-    @classmethod
-    def _check_domain(cls, value: str) -> str:
-        if not value:
-            return value
-        try:
-            return prepare_domain(value)
-        except JIDError as e:
-            raise ValueError(f"{value!r} is not a valid domain name ({e})") from None
 
 
 class MucRuntime:

@@ -1060,3 +1060,39 @@ def _rsm_page(items: list[Item], rsm: Element) -> tuple[list[Item], Element]:
         set_el.add("last", text=page[-1].id)
     set_el.add("count", text=str(len(items)))
     return page, set_el
+
+
+#: XEP-0060 §10 features (suffixes of the pubsub namespace) both PEP and the service implement.
+FEATURE_SUFFIXES: Final = (
+    "",
+    "#access-authorize",
+    "#access-open",
+    "#access-whitelist",
+    "#auto-create",
+    "#config-node",
+    "#create-and-configure",
+    "#create-nodes",
+    "#delete-items",
+    "#delete-nodes",
+    "#item-ids",
+    "#last-published",
+    "#manage-subscriptions",
+    "#member-affiliation",
+    "#modify-affiliations",
+    "#outcast-affiliation",
+    "#persistent-items",
+    "#presence-notifications",
+    "#publish",
+    "#publish-options",
+    "#publish-only-affiliation",
+    "#publisher-affiliation",
+    "#purge-nodes",
+    "#retract-items",
+    "#retrieve-affiliations",
+    "#retrieve-default",
+    "#retrieve-items",
+    "#retrieve-subscriptions",
+    "#subscribe",
+    "#subscription-options",
+    "#rsm",
+)

@@ -52,7 +52,7 @@ from roost.modules.pubsub.config import (
     read_publish_options,
     unmet_precondition,
 )
-from roost.modules.pubsub.engine import Node, Notice, Outcome, PubSubService, Requester
+from roost.modules.pubsub.engine import FEATURE_SUFFIXES, Node, Notice, Outcome, PubSubService, Requester
 from roost.modules.pubsub.store import NodeStore, Owner
 from roost.stanza.errors import StanzaError
 from roost.util.bounded import BoundedDict
@@ -73,41 +73,11 @@ log = logging.getLogger("roost.mod.pep")
 PEP_FEATURES = tuple(
     PUBSUB + suffix
     for suffix in (
-        "",
-        "#access-authorize",
-        "#access-open",
+        *FEATURE_SUFFIXES,
         "#access-presence",
         "#access-roster",
-        "#access-whitelist",
-        "#auto-create",
         "#auto-subscribe",
-        "#config-node",
-        "#create-and-configure",
-        "#create-nodes",
-        "#delete-items",
-        "#delete-nodes",
         "#filtered-notifications",
-        "#item-ids",
-        "#last-published",
-        "#manage-subscriptions",
-        "#member-affiliation",
-        "#modify-affiliations",
-        "#outcast-affiliation",
-        "#persistent-items",
-        "#presence-notifications",
-        "#publish",
-        "#publish-options",
-        "#publish-only-affiliation",
-        "#publisher-affiliation",
-        "#purge-nodes",
-        "#retract-items",
-        "#retrieve-affiliations",
-        "#retrieve-default",
-        "#retrieve-items",
-        "#retrieve-subscriptions",
-        "#subscribe",
-        "#subscription-options",
-        "#rsm",
     )
 )
 _CAPS_QUERY_SECONDS = 30.0

@@ -14,9 +14,9 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from roost.config.schema import ModuleOptions
+from roost.config.schema import ModuleOptions, ServiceDomain
 from roost.core import hooks
 from roost.core.hooks import DiscoItemsEvent, ServerEvent, StanzaEvent, UserEvent
 from roost.core.host import Host
@@ -25,7 +25,7 @@ from roost.core.modules import Module, Xep, hook
 from roost.jid import JID, JIDError, prepare_domain
 from roost.modules.disco import info_element
 from roost.modules.pubsub.config import PUBSUB, PUBSUB_OWNER, SUBSCRIBE_AUTHORIZATION, Limits
-from roost.modules.pubsub.engine import Notice, Outcome, PubSubService, Requester
+from roost.modules.pubsub.engine import FEATURE_SUFFIXES, Notice, Outcome, PubSubService, Requester
 from roost.modules.pubsub.store import NodeStore
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
@@ -44,52 +44,14 @@ SERVICE_FEATURES = (
     DISCO_INFO,
     DISCO_ITEMS,
     PING,
-    *(
-        PUBSUB + suffix
-        for suffix in (
-            "",
-            "#access-authorize",
-            "#access-open",
-            "#access-whitelist",
-            "#auto-create",
-            "#config-node",
-            "#create-and-configure",
-            "#create-nodes",
-            "#delete-items",
-            "#delete-nodes",
-            "#get-pending",
-            "#instant-nodes",
-            "#item-ids",
-            "#last-published",
-            "#manage-subscriptions",
-            "#member-affiliation",
-            "#meta-data",
-            "#modify-affiliations",
-            "#outcast-affiliation",
-            "#persistent-items",
-            "#presence-notifications",
-            "#publish",
-            "#publish-options",
-            "#publish-only-affiliation",
-            "#publisher-affiliation",
-            "#purge-nodes",
-            "#retract-items",
-            "#retrieve-affiliations",
-            "#retrieve-default",
-            "#retrieve-items",
-            "#retrieve-subscriptions",
-            "#subscribe",
-            "#subscription-options",
-            "#rsm",
-        )
-    ),
+    *(PUBSUB + suffix for suffix in (*FEATURE_SUFFIXES, "#get-pending", "#instant-nodes", "#meta-data")),
 )
 
 
 class PubSubOptions(ModuleOptions):
     """A XEP-0060 PubSub service on its own domain (docs/pubsub.md)."""
 
-    domain: str = Field(
+    domain: ServiceDomain = Field(
         "",
         description="Domain of the PubSub service. Empty: 'pubsub.' + the first of server.domains "
         "(pubsub.localhost with the built-in defaults). Clients find it in the server's disco#items.",
@@ -133,16 +95,6 @@ class PubSubOptions(ModuleOptions):
         le=10_000_000,
         description="Most subscriptions one node accepts (`<too-many-subscriptions/>`).",
     )
-
-    @field_validator("domain")
-    @classmethod
-    def _check_domain(cls, value: str) -> str:
-        if not value:
-            return value
-        try:
-            return prepare_domain(value)
-        except JIDError as e:
-            raise ValueError(f"{value!r} is not a valid domain name ({e})") from None
 
 
 class PubSubRuntime:

@@ -81,16 +81,13 @@ class SqlArchive:
 
     async def _anchor(self, conn: AsyncConnection, domain: str, user: str, item_id: str) -> tuple[int, int]:
         a = archive.c
-        stmt = (
-            select(a.ts, a.seq)
-            .where(*self._where(domain, user), a.id == item_id)
-            .order_by(a.ts, a.seq)  # the earliest wins if an id was stored twice
-            .limit(1)
-        )
-        row = (await conn.execute(stmt)).first()
-        if row is None:
+        # No ORDER BY: SQLite would walk the owner's time index to avoid a sort instead of seeking the
+        # id index. An id is stored once (rarely twice): the earliest wins.
+        stmt = select(a.ts, a.seq).where(*self._where(domain, user), a.id == item_id)
+        rows = [(int(row.ts), int(row.seq)) for row in (await conn.execute(stmt)).all()]
+        if not rows:
             raise NoSuchItem(item_id)
-        return int(row.ts), int(row.seq)
+        return min(rows)
 
     async def _filters(
         self, conn: AsyncConnection, domain: str, user: str, q: ArchiveQuery
@@ -110,13 +107,18 @@ class SqlArchive:
         if q.ids is not None:
             wanted = list(dict.fromkeys(q.ids))
             present: set[str] = set()
+            seqs: list[int] = []
             for chunk in chunks(wanted):
-                stmt = select(a.id).distinct().where(*self._where(domain, user), a.id.in_(chunk))
-                present.update(await conn.scalars(stmt))
+                stmt = select(a.id, a.seq).where(*self._where(domain, user), a.id.in_(chunk))
+                for row in (await conn.execute(stmt)).all():
+                    present.add(row.id)
+                    seqs.append(int(row.seq))
             for item_id in wanted:
                 if item_id not in present:
                     raise NoSuchItem(item_id)
-            where.append(a.id.in_(wanted))
+            # The rows by their keys (all of them the owner's), without the owner filters: otherwise
+            # SQLite picks an owner-prefixed index for the other filters and scans it.
+            where = [a.seq.in_(seqs), *where[len(self._where(domain, user)) :]]
         if q.text is not None:
             where.append(self._matching(q.text))
         return where

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -24,6 +25,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.pool import QueuePool
+
+from roost.util.latency import LatencyStats
 
 T = TypeVar("T")
 
@@ -162,22 +165,29 @@ class DatabaseThread:
     """
 
     def __init__(self, name: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any], float] | None] = (
             queue.SimpleQueue()
         )
+        #: How long jobs ran, and how long they waited in the queue (written by the thread only).
+        self.run_times = LatencyStats()
+        self.wait_times = LatencyStats()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
         self._stopped = False
 
     def _work(self) -> None:  # database thread
+        clock = time.perf_counter
         while (item := self._queue.get()) is not None:
-            fn, future = item
+            fn, future, queued_at = item
+            started = clock()
             try:
                 result = fn()
             except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
                 ok, value = False, exc
             else:
                 ok, value = True, result
+            self.wait_times.observe(started - queued_at)
+            self.run_times.observe(clock() - started)
             try:
                 future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
             except RuntimeError:
@@ -187,8 +197,13 @@ class DatabaseThread:
         if self._stopped:
             raise RuntimeError("the database thread has stopped")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put((fn, future))
+        self._queue.put((fn, future, time.perf_counter()))
         return future
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the thread."""
+        return self._queue.qsize()
 
     def stop(self) -> None:
         """Finish the queued work, then end the thread (blocks until it has)."""

@@ -63,6 +63,7 @@ class SaslServer(Feature):
     """Receiving role: ``<mechanisms/>`` before authentication; ``<auth/>`` → ``<success/>``."""
 
     __slots__ = (
+        "_disabled",
         "_mechanism",
         "_pending_user",
         "_scram",
@@ -92,6 +93,8 @@ class SaslServer(Feature):
         self._scram_started = False
         self._mechanism = ""
         self._pending_user: str | None = None
+        #: Why the account may not log in (an operator's lock), told only once the proof checks out.
+        self._disabled: str | None = None
 
     def offered(self, stream: Stream) -> list[str]:
         offered = []
@@ -145,12 +148,14 @@ class SaslServer(Feature):
         return self._failure(stream, SaslFailure("malformed-request", f"unexpected <{el.name}/>"))
 
     def credentials(
-        self, stream: Stream, creds: ScramCredentials | None, password_ok: bool
+        self, stream: Stream, creds: ScramCredentials | None, password_ok: bool, disabled: str | None = None
     ) -> list[StreamEvent]:
-        """The driver's answer to :class:`NeedCredentials` (``creds`` None: no such account)."""
+        """The driver's answer to :class:`NeedCredentials` (``creds`` None: no such account;
+        ``disabled``: why the account is locked — said only to someone who proves the password)."""
         if not self.pending:
             return []
         self.pending = False
+        self._disabled = disabled
         stream.pending_on = None
         if self._scram is not None:
             try:
@@ -274,6 +279,9 @@ class SaslServer(Feature):
 
     def _success(self, stream: Stream, additional: bytes) -> list[StreamEvent]:
         assert stream.domain is not None and self._pending_user is not None
+        if self._disabled is not None:
+            # RFC 6120 §6.5.1, after the proof: nobody learns of the lock without the password.
+            return self._failure(stream, SaslFailure("account-disabled", self._disabled))
         stream.username = self._pending_user
         stream.authenticated = True
         self._pending_user = None

@@ -273,11 +273,15 @@ class Sasl2Server(SaslServer):
         self._wait(stream)
         return [NeedToken(stream.domain, username, self._user_agent.id)]
 
-    def tokens(self, stream: Stream, stored: Sequence[StoredToken]) -> list[StreamEvent]:
-        """The driver's answer to :class:`NeedToken`: the client's live tokens (maybe none)."""
+    def tokens(
+        self, stream: Stream, stored: Sequence[StoredToken], disabled: str | None = None
+    ) -> list[StreamEvent]:
+        """The driver's answer to :class:`NeedToken`: the client's live tokens (maybe none);
+        ``disabled``: the account is locked (refused after a correct proof, as with a password)."""
         if not self.pending:
             return []
         self.pending = False
+        self._disabled = disabled
         stream.pending_on = None
         cb_type = HT_BINDINGS[self._mechanism.rsplit("-", 1)[1]]
         cb_data = stream.channel_bindings.get(cb_type, b"") if cb_type else b""
@@ -313,6 +317,9 @@ class Sasl2Server(SaslServer):
     def _success(self, stream: Stream, additional: bytes) -> list[StreamEvent]:
         """The mechanism succeeded: hold the stream while the driver sets the session up."""
         assert stream.domain is not None and self._pending_user is not None
+        if self._disabled is not None:
+            # RFC 6120 §6.5.1, after the proof: a locked account is refused, whatever the mechanism.
+            return self._failure(stream, SaslFailure("account-disabled", self._disabled))
         username = self._pending_user
         self._pending_user = None
         self._scram = None
