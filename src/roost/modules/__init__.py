@@ -35,6 +35,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.adhoc:AdhocCommands",
     "roost.modules.admin:AdminCommands",
     "roost.modules.metrics:Metrics",
+    "roost.modules.upload.module:HttpUpload",
     "roost.modules.trace:StanzaTrace",
 )
 
