@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 
 from roost.config.schema import ModuleOptions
 from roost.core import hooks
-from roost.core.hooks import DiscoItemsEvent, StanzaEvent, UserEvent
+from roost.core.hooks import DiscoItemsEvent, ServerEvent, StanzaEvent, UserEvent
 from roost.core.host import Host
 from roost.core.iq import Target
 from roost.core.modules import Module, Xep, hook
@@ -244,8 +244,14 @@ class UploadRuntime:
         http_routes(self.server).mount(
             self.options.path, self.handle, methods=("GET", "PUT"), prefix=True, cors=True, owner="upload"
         )
-        self._cleaner = self.server.spawn(self._cleanup_loop(), "upload-cleanup")
+        self._undo.append(self.host.bus.on(hooks.SERVER_STOPPING, self.on_stopping))
+        # Not a server.spawn task: shutdown waits for those, and this one sleeps for long.
+        self._cleaner = asyncio.get_running_loop().create_task(self._cleanup_loop(), name="upload-cleanup")
         log.info("upload service %s started (%d files)", self.domain, len(self.stored))
+
+    async def on_stopping(self, event: ServerEvent) -> None:
+        if self._cleaner is not None:
+            self._cleaner.cancel()
 
     async def stop(self) -> None:
         http_routes(self.server).unmount(self.options.path)
@@ -350,15 +356,15 @@ class UploadRuntime:
         slot = Element("slot", NS_UPLOAD)
         slot.add("put", attrs={"url": f"{base}{path}?v={token}"})
         slot.add("get", attrs={"url": f"{self.options.external_url or base}{path}"})
-        self.server.spawn(self._forget_unused(slot_id, self.options.slot_seconds + 5), "upload-slot")
         return slot
 
-    async def _forget_unused(self, slot_id: str, delay: float) -> None:
-        await asyncio.sleep(delay)
-        meta = self.pending.get(slot_id)
-        if meta is not None and slot_id not in self._uploading:
-            del self.pending[slot_id]
-            self.ledger.remove(meta.owner, slot_id)
+    def forget_unused(self, now: float) -> None:
+        """Slots whose PUT URL expired unused stop counting against their owner's quota."""
+        cutoff = now - self.options.slot_seconds - 5
+        for slot_id, meta in list(self.pending.items()):
+            if meta.created < cutoff and slot_id not in self._uploading:
+                del self.pending[slot_id]
+                self.ledger.remove(meta.owner, slot_id)
 
     def _disk_has_room(self, size: int) -> bool:
         floor = self.options.min_free_disk_mb * MB
@@ -512,10 +518,15 @@ class UploadRuntime:
 
     # -- removal -----------------------------------------------------------------------------------------
     async def _cleanup_loop(self) -> None:
+        interval = min(self.options.cleanup_interval_seconds, 60.0)
+        last_expiry = time.monotonic()
         while True:
-            await asyncio.sleep(self.options.cleanup_interval_seconds)
+            await asyncio.sleep(interval)
             try:
-                await self.expire(time.time())
+                self.forget_unused(time.time())
+                if time.monotonic() - last_expiry >= self.options.cleanup_interval_seconds - 0.01:
+                    last_expiry = time.monotonic()
+                    await self.expire(time.time())
             except Exception:
                 log.exception("upload cleanup failed")
 
