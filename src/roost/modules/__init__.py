@@ -36,6 +36,8 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.admin:AdminCommands",
     "roost.modules.metrics:Metrics",
     "roost.modules.upload.module:HttpUpload",
+    "roost.modules.extdisco:ExternalServices",
+    "roost.modules.contact_info:ContactInfo",
     "roost.modules.trace:StanzaTrace",
 )
 
