@@ -38,6 +38,7 @@ BUILTIN: tuple[str, ...] = (
     "roost.modules.upload.module:HttpUpload",
     "roost.modules.extdisco:ExternalServices",
     "roost.modules.contact_info:ContactInfo",
+    "roost.modules.http_auth:HttpAuth",
     "roost.modules.trace:StanzaTrace",
 )
 
