@@ -140,7 +140,7 @@ def _check_listeners(config: Config, report: _Report, *, running: bool = False) 
     if public and all(a is None or a[0] in loopback for _, a in addresses):
         report.warning(
             "the client listeners bind loopback only (the default): clients on other machines cannot "
-            'connect; set [listen] c2s = ":5222" and c2s_tls = ":5223" to serve them'
+            "connect; set [listen] c2s = \":5222\" and c2s_tls = \":5223\" to serve them"
         )
     getuid: Callable[[], int] | None = getattr(os, "getuid", None)
     for key, address in addresses:

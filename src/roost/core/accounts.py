@@ -44,7 +44,9 @@ class AccountService:
         # Lowest priority: runs after every other close handler of the session.
         host.bus.on(hooks.SESSION_CLOSED, self._session_wound_up, -1000)
 
-    async def create(self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]) -> None:
+    async def create(
+        self, domain: str, username: str, credentials: Sequence[StoredCredentialsLike]
+    ) -> None:
         """Create the account (``AccountExists`` if it exists) and tell the host's modules."""
         await self.server.storage.accounts.create(domain, username, credentials)
         log.info("account %s@%s created", username, domain)

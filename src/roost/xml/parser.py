@@ -173,6 +173,7 @@ class StreamParser:
             b._events = []
         return events
 
+
     def _check_encoding(self, data: bytes) -> None:
         """RFC 6120 §11.6: UTF-8 only. Expat would honour a UTF-16 (or UTF-32) byte-order mark even
         with UTF-8 forced, so the first bytes of a stream are looked at before expat sees them: a
