@@ -17,7 +17,7 @@ from slixmpp.jid import JID as SJID
 
 from roost.modules.upload.module import UploadRuntime, find_runtime
 from tests.support.clients import Client, connect
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, running_server
 from tests.support.web import http_url, web_server
 
 NS = "urn:xmpp:http:upload:0"
@@ -266,3 +266,14 @@ async def test_files_and_urls_survive_a_restart(tmp_path: Path) -> None:
     ):
         assert r.status == 200 and await r.read() == b"hello"
         assert r.headers["Content-Type"].startswith("text/plain")
+
+
+async def test_not_advertised_without_an_http_listener(tmp_path: Path) -> None:
+    async with running_server(tmp_path) as running:
+        await running.add_user("alice@localhost", "pw-alice")
+        client = await connect("alice@localhost", "pw-alice", running.c2s_port)
+        try:
+            items = await client.plugin["xep_0030"].get_items(jid="localhost")
+            assert "upload.localhost" not in [i[0] for i in items["disco_items"]["items"]]
+        finally:
+            client.disconnect()

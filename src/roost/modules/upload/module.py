@@ -311,6 +311,10 @@ class UploadRuntime:
                 return f"{kind}://{host}" + ("" if port == default else f":{port}")
         raise StanzaError("service-unavailable", "No HTTP listener serves uploads")
 
+    def reachable(self) -> bool:
+        """Whether slot URLs can point somewhere: base_url set, or an http/https listener running."""
+        return bool(self.options.base_url) or any(k in self.server.addresses for k in ("http", "https"))
+
     def request_slot(self, event: StanzaEvent) -> Element:
         request = event.stanza.first()
         assert request is not None
@@ -608,7 +612,8 @@ class HttpUpload(Module):
 
     @hook(hooks.DISCO_ITEMS_HOST)
     def disco_items(self, event: DiscoItemsEvent) -> None:
-        if not event.node:
+        # Not advertised when no HTTP listener (nor base_url) could serve the files.
+        if not event.node and self.runtime.reachable():
             event.items.append((self.runtime.domain, None, self.options.name))
 
     @hook(hooks.USER_DELETED)
