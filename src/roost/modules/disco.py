@@ -47,7 +47,13 @@ class Disco(Module):
     account_features = (DISCO_INFO, DISCO_ITEMS)
 
     def _host_info(self, node: str | None = None) -> Element:
-        return info_element(node, [("server", "im", "Roost")], self.host.features(), [])
+        # Modules that define disco_forms() add XEP-0128 extended forms (e.g. XEP-0157 addresses).
+        forms: list[Element] = []
+        for module in self.host.modules.loaded.values():
+            extra = getattr(module, "disco_forms", None)
+            if callable(extra):
+                forms.extend(extra())
+        return info_element(node, [("server", "im", "Roost")], self.host.features(), forms)
 
     def stream_features(self) -> Sequence[Element]:
         """The server's own XEP-0115 caps, in the features after authentication (§6.3)."""
