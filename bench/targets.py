@@ -142,8 +142,9 @@ class Target(ABC):
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
+        pin = ("taskset", "-c", str(self.cpu)) if self.cpu >= 0 else ()  # -1: --no-pin
         self.proc = await asyncio.create_subprocess_exec(
-            "taskset", "-c", str(self.cpu), *argv,
+            *pin, *argv,
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env, cwd=self.dir,
             start_new_session=True,
         )  # fmt: skip
