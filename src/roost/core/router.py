@@ -116,14 +116,7 @@ class Router:
                 if folded.__class__ is not StanzaEvent and not isinstance(folded, StanzaEvent):
                     return self._after_filters(folded, event)  # a filter is waiting for storage
                 event = folded
-        try:
-            pending = self.deliver(event)
-        except StanzaError as e:
-            return self._bounce_event(event, e)
-        except Exception:
-            log.exception("routing failed on %r", event.stanza)
-            return self._bounce_event(event, StanzaError("internal-server-error"))
-        return None if pending is None else self._guard_pending(pending, event)
+        return self._deliver_guarded(event)
 
     async def _after_filters(self, pending: Awaitable[StanzaEvent | None], event: StanzaEvent) -> None:
         try:

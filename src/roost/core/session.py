@@ -190,8 +190,10 @@ class ClientSession:
 
     # -- in: the ordered queue -------------------------------------------------------------------------
     def receive(self, stanza: Element) -> None:
-        """A stanza from the client: routed now, or queued behind one that is still being handled."""
-        self.last_received = time.monotonic()
+        """A stanza from the client: routed now, or queued behind one that is still being handled.
+
+        (Liveness, ``last_received``, is the connection's business: the driver stamps it once per read.)
+        """
         if self._busy:
             self._queue(stanza)
             return
