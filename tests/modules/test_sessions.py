@@ -8,7 +8,7 @@ import pytest
 
 from roost.core import hooks
 from roost.core.session import SessionState
-from tests.support.scenario import Harness, ScriptedSession
+from tests.support.scenario import Harness, ScriptedSession, parse
 
 
 def record(h: Harness, hook: Any) -> list[tuple[str, str]]:
@@ -107,4 +107,41 @@ async def test_a_response_with_a_malformed_to_is_dropped(h: Harness) -> None:
     romeo.expect(
         "<iq type='error' id='g1'><error>"
         "<jid-malformed xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+    )
+
+
+async def test_a_waiting_delivery_filter_keeps_that_recipients_order_and_holds_nobody_else(
+    h: Harness,
+) -> None:
+    import asyncio
+
+    romeo = await h.login("romeo")
+    juliet = await h.login("juliet")
+    nurse = await h.login("nurse")
+    gate = asyncio.get_running_loop().create_future()
+
+    def slow_first(value: Any) -> Any:
+        event = value[1]
+        if event.stanza.find_text("body") == "1" and not gate.done():
+
+            async def later() -> Any:
+                await gate
+                return value
+
+            return later()
+        return value
+
+    h.server.hosts["localhost"].bus.on(hooks.DELIVER_MESSAGE, slow_first)
+    # receive(), not submit(): submit settles, which would wait for the gated delivery.
+    for n in ("1", "2", "3"):
+        romeo.receive(parse(f"<message to='juliet@localhost/juliet' type='chat'><body>{n}</body></message>"))
+    romeo.receive(parse("<message to='nurse@localhost/nurse' type='chat'><body>x</body></message>"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    nurse.expect("<message><body>x</body></message>")  # another recipient is not held
+    juliet.expect_nothing()  # 2 and 3 wait behind 1
+    gate.set_result(None)
+    await h.settle()
+    juliet.expect(
+        "<message><body>1</body></message><message><body>2</body></message><message><body>3</body></message>"
     )
