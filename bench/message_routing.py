@@ -63,7 +63,8 @@ async def run(
         path = Path(tmp) / "roost.toml"
         url = f"sqlite:///{tmp}/data/roost.db" if sqlite else "memory://"
         path.write_text(
-            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
+            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n'
+            '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n'
             f'[storage]\nurl = "{url}"\n'
             f"[mam]\nenabled = {str(mam).lower()}\nsearch = {str(search).lower()}\n"
         )

@@ -622,7 +622,7 @@ class RoostTarget(Target):
     def listen_block(self, websocket: bool) -> str:
         """The listeners: c2s (STARTTLS), and an https listener for WebSocket when asked for."""
         if not websocket:
-            return f'[listen]\nc2s = "127.0.0.1:{self.port}"\nc2s_tls = ""'
+            return f'[listen]\nc2s = "127.0.0.1:{self.port}"\nc2s_tls = ""\nhttp = ""'
         return (
             f'[[listen]]\nkind = "c2s"\naddress = "127.0.0.1:{self.port}"\n\n'
             f'[[listen]]\nkind = "https"\naddress = "127.0.0.1:{self.ws_port}"'

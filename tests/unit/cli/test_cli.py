@@ -449,7 +449,8 @@ def test_check_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_check_all_listeners_disabled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "roost.toml"
-    path.write_text('[server]\ndata_dir = "d"\n[listen]\nc2s = ""\nc2s_tls = ""\n', encoding="utf-8")
+    listen = '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n'
+    path.write_text('[server]\ndata_dir = "d"\n' + listen, encoding="utf-8")
     assert main(["check", "-c", str(path)]) == 1
     out = capsys.readouterr().out
     assert "every client listener is disabled" in out
@@ -528,7 +529,8 @@ def test_check_reports_a_busy_port_and_every_bad_domain(
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        path.write_text(f'[listen]\nc2s = "127.0.0.1:{port}"\nc2s_tls = "127.0.0.1:0"\n', encoding="utf-8")
+        listen = f'[listen]\nc2s = "127.0.0.1:{port}"\nc2s_tls = "127.0.0.1:0"\nhttp = ""\n'
+        path.write_text(listen, encoding="utf-8")
         assert main(["check", "-c", str(path)]) == 1
         out = capsys.readouterr().out
         assert (
