@@ -530,6 +530,14 @@ class HttpSection(_Section):
         "webchat/node_modules beside the source.",
         examples=["/usr/share/converse.js/dist"],
     )
+    plain_loopback: bool = Field(
+        default=True,
+        description="Let WebSocket and BOSH clients on this machine (a loopback peer, no proxy hop) log in "
+        "over plain HTTP although c2s.require_encryption is on: their traffic never leaves the host (what "
+        "http://localhost:5280/chat of the embedded default uses). Turn it off if a plain-HTTP proxy on "
+        "this machine forwards remote clients without being listed in trusted_proxies.",
+        examples=[False],
+    )
     public_url: str | None = Field(
         default=None,
         description="The base URL clients reach the HTTP services at, as host-meta advertises them "

@@ -65,6 +65,7 @@ def converse_settings(
         "view_mode": "fullscreen",
         "allow_non_roster_messaging": True,
         "message_archiving": "always",
+        "muc_nickname_from_jid": True,
         "play_sounds": False,
         "show_controlbox_by_default": True,
         "theme": "classic",
@@ -90,11 +91,16 @@ def page(settings: dict[str, object], title: str) -> str:
 <title>{html.escape(title)}</title>
 <link rel="stylesheet" href="{ASSETS_PATH}/converse.min.css">
 <link rel="icon" href="{ASSETS_PATH}/images/favicon.ico">
-<script src="{ASSETS_PATH}/converse.min.js"></script>
+<script>
+// Converse's page footer shows its sponsors' logos from conversejs.org: defined first as an empty
+// element, it stays empty, and the page loads nothing from anywhere but this server.
+customElements.define("converse-footer", class extends HTMLElement {{}});
+</script>
+<script type="module" src="{ASSETS_PATH}/converse.min.js"></script>
 </head>
 <body class="converse-fullscreen">
 <noscript>This chat needs JavaScript.</noscript>
-<script>converse.initialize({config});</script>
+<script type="module">converse.initialize({config});</script>
 </body>
 </html>
 """
@@ -130,7 +136,7 @@ class WebChat:
     def _muc_domain(self) -> str | None:
         host = self.server.hosts.get(self.domain)
         muc = host.modules.loaded.get("muc") if host is not None else None
-        domain = getattr(muc, "domain", None)
+        domain = getattr(getattr(muc, "runtime", None), "domain", None)
         return domain if isinstance(domain, str) else None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
