@@ -60,15 +60,14 @@ async def test_chat_page_points_converse_at_this_server(tmp_path: Path) -> None:
 async def test_chat_page_says_what_to_install(tmp_path: Path) -> None:
     empty = tmp_path / "no-converse"
     empty.mkdir()
-    async with web_server(tmp_path, f'[http]\nwebchat_assets = "{empty}"\n') as running:
-        async with aiohttp.ClientSession() as http:
+    async def status(extra: str, where: Path) -> tuple[int, str]:
+        async with web_server(where, extra) as running, aiohttp.ClientSession() as http:
             async with http.get(http_url(running, "/chat", tls=False)) as page:
-                assert page.status == 503
-                assert "scripts/install-webchat" in await page.text()
-    async with web_server(tmp_path / "off", "[http]\nwebchat = false\n") as running:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(http_url(running, "/chat", tls=False)) as page:
-                assert page.status == 404
+                return page.status, await page.text()
+
+    status_code, text = await status(f'[http]\nwebchat_assets = "{empty}"\n', tmp_path)
+    assert status_code == 503 and "scripts/install-webchat" in text
+    assert (await status("[http]\nwebchat = false\n", tmp_path / "off"))[0] == 404
 
 
 async def test_converse_in_chromium(tmp_path: Path) -> None:
