@@ -61,9 +61,12 @@ async def test_chat_page_says_what_to_install(tmp_path: Path) -> None:
     empty = tmp_path / "no-converse"
     empty.mkdir()
     async def status(extra: str, where: Path) -> tuple[int, str]:
-        async with web_server(where, extra) as running, aiohttp.ClientSession() as http:
-            async with http.get(http_url(running, "/chat", tls=False)) as page:
-                return page.status, await page.text()
+        async with (
+            web_server(where, extra) as running,
+            aiohttp.ClientSession() as http,
+            http.get(http_url(running, "/chat", tls=False)) as page,
+        ):
+            return page.status, await page.text()
 
     status_code, text = await status(f'[http]\nwebchat_assets = "{empty}"\n', tmp_path)
     assert status_code == 503 and "scripts/install-webchat" in text
