@@ -81,6 +81,8 @@ async def test_metrics_by_password_or_confirmed_transaction(tmp_path: Path) -> N
             assert status == 200 and "roost_" in body
             confirm = asked[0]["confirm"]
             assert (confirm["id"], confirm["method"], confirm["url"]) == ("txn-1", "GET", url)
+            # A full JID: an IQ to that very client (§4.1).
+            assert (await scrape(url, basic("boss@localhost/laptop", "txn-3")))[0] == 200
             # The other admin's client denies.
             assert (await scrape(url, basic("ops@localhost", "txn-2")))[0] == 403
         finally:
