@@ -181,6 +181,14 @@ class C2SDriver:
 
     def _on_event(self, event: StreamEvent) -> None:
         session = self.session
+        if event.__class__ is AckNonza:
+            # The most frequent nonza by far (XEP-0198 <r/>/<a/>): straight to the session's state.
+            managed = session.sm
+            if isinstance(managed, sm.SmSession):
+                managed.ack_nonza(self, event.element)
+            else:
+                sm.stream_event(self, event)  # §6: not enabled here; the service says so
+            return
         if isinstance(event, NeedTls):
             starter: TlsStarter = self.connection  # type: ignore[assignment]
             starter.start_tls()

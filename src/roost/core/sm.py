@@ -123,6 +123,18 @@ class SmSession:
         return True
 
     # -- acks --------------------------------------------------------------------------------------------
+    def ack_nonza(self, driver: C2SDriver, el: Element) -> None:
+        """``<r/>`` or ``<a h/>`` from the client on ``driver``'s established stream (§4)."""
+        if el.name == "r":
+            driver.connection.send_raw(serialize(self.state.answer()).encode())
+            return
+        try:
+            self.acknowledged(sm.parse_h(el.attrs.get("h")))
+        except ValueError as e:
+            driver.close(StreamError("invalid-xml", f"<a/>: {e}"), "error")
+        except HandledCountTooHigh as e:
+            driver.close(e.stream_error(), "error")
+
     def acknowledged(self, h: int) -> None:
         """An ``<a h/>`` from the client."""
         if self.state.acknowledge(h):
@@ -231,15 +243,7 @@ class SmService:
             # §6: misuse of stream management may end the stream.
             driver.close(StreamError("unsupported-stanza-type", "stream management is not enabled"), "error")
             return
-        if el.name == "r":
-            driver.connection.send_raw(serialize(managed.state.answer()).encode())
-            return
-        try:
-            managed.acknowledged(sm.parse_h(el.attrs.get("h")))
-        except ValueError as e:
-            driver.close(StreamError("invalid-xml", f"<a/>: {e}"), "error")
-        except HandledCountTooHigh as e:
-            driver.close(e.stream_error(), "error")
+        managed.ack_nonza(driver, el)
 
     def resume(self, driver: C2SDriver, request: sm.ResumeRequest) -> SmFailure | list[Element]:
         """``<resume/>`` after authentication (§5): move the session to this connection.
