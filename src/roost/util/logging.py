@@ -39,7 +39,7 @@ LEVELS: dict[str, int] = {
 conn_id_var: ContextVar[str | None] = ContextVar("roost_conn_id", default=None)
 
 
-class bind_conn_id:  # noqa: N801 - used as a function: ``with bind_conn_id(session.id):``
+class bind_conn_id:
     """Tag every log line emitted in this context (and tasks it starts) with ``conn_id``.
 
     A class rather than a ``@contextmanager`` generator: it runs on every read of every connection,
