@@ -45,7 +45,7 @@ from roost.stream.sm import (
 from roost.util.bounded import BoundedDict
 from roost.util.datetime import format_datetime
 from roost.xml.element import Element
-from roost.xml.ns import DELAY
+from roost.xml.ns import CLIENT, DELAY
 from roost.xml.serializer import serialize
 
 if TYPE_CHECKING:
@@ -105,10 +105,13 @@ class SmSession:
     def on_send(self, session: ClientSession, stanza: Element) -> bool:
         """Count and keep the stanza, write it if connected, and an <r/> after it when one is due."""
         state = self.state
-        due = state.sent(stanza, _now())
         connection = session.connection
+        # Detached: kept as it would be written on the stream the session had (the usual case).
+        ns = connection.stanza_ns if connection is not None else CLIENT
+        data = serialize(stanza, ns).encode()
+        due = state.sent(data, ns, _now())
         if connection is not None:
-            connection.send_stanza(serialize(stanza, connection.stanza_ns).encode())
+            connection.send_stanza(data)
             if due:
                 state.requested()
                 connection.send_raw(_REQUEST)
