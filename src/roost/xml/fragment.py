@@ -38,7 +38,8 @@ def parse_bytes(data: bytes, default_ns: str | None = None, max_bytes: int = 1_0
         raise FragmentError(f"larger than {max_bytes} bytes")
     opening = _OPEN
     if default_ns:
-        opening = b"<f:fragment xmlns:f='urn:roost:fragment' xmlns='" + escape_attr(default_ns).encode() + b"'>"
+        declared = escape_attr(default_ns).encode()  # escaped for double quotes
+        opening = b'<f:fragment xmlns:f="urn:roost:fragment" xmlns="' + declared + b'">'
     parser = StreamParser(max_stanza_bytes=max_bytes, root=(_WRAPPER_NS, "fragment"))
     try:
         events = parser.feed(opening + data + (_CLOSE if not default_ns else b"</f:fragment>"))
