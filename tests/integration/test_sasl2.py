@@ -13,7 +13,7 @@ from roost.core.session import SessionState
 from roost.stream.sasl.scram import SaslFailure, ScramClient, derive_credentials, ssdp_string
 from roost.util.datetime import parse_datetime
 from roost.xml.element import Element
-from roost.xml.ns import BIND, BIND2, CSI, SASL, SASL2, SASL_CB, SM, STANZA_ERRORS
+from roost.xml.ns import BIND, BIND2, CSI, SASL, SASL2, SASL_CB, SASL_UPGRADE, SM, STANZA_ERRORS
 from tests.support import sasl2
 from tests.support.im import eventually
 from tests.support.raw import RawClient
@@ -466,3 +466,86 @@ async def test_locked_account_is_refused_over_sasl2_and_fast(server: RunningServ
     raw = await connect(server)
     assert (await sasl2.ht(raw, "romeo", token, agent)).ok
     raw.close()
+
+
+# -- <continue/> tasks: XEP-0480 SCRAM upgrades -------------------------------------------------------
+
+
+async def sha1_only_user(server: RunningServer) -> None:
+    """An account as imported from a server that stored SCRAM-SHA-1 keys only."""
+    await server.server.storage.accounts.create("localhost", "juliet", [derive_credentials("n0rth", "SHA-1")])
+
+
+async def test_scram_upgrade_tasks_add_the_missing_hashes(server: RunningServer) -> None:
+    await sha1_only_user(server)
+    raw = await connect(server)
+    auth = raw.features.find("authentication", SASL2) if raw.features is not None else None
+    assert auth is not None
+    offered = [u.text for u in auth.elements("upgrade", SASL_UPGRADE)]
+    assert offered == ["UPGR-SCRAM-SHA-1", "UPGR-SCRAM-SHA-256", "UPGR-SCRAM-SHA-512"]
+    # Without SHA-256 keys, SCRAM-SHA-256 cannot log in.
+    assert (
+        await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-256", agent=Agent())
+    ).condition == "not-authorized"
+    upgrades = ["UPGR-SCRAM-SHA-256", "UPGR-SCRAM-SHA-512", "UPGR-BLOOP2"]
+    first = await sasl2.scram(
+        raw, "juliet", "n0rth", "SCRAM-SHA-1-PLUS", cb_type="tls-exporter", upgrade=upgrades
+    )
+    # One <continue/> per task (XEP-0388 §2.6.3), the SCRAM signature in the first (checked by
+    # sasl2.scram); the task Roost does not know is not run.
+    assert sasl2.continue_tasks(first) == ["UPGR-SCRAM-SHA-256"]
+    second, salt = await sasl2.scram_upgrade(raw, "UPGR-SCRAM-SHA-256", "n0rth")
+    assert int(salt.attrs["iterations"]) >= 4096
+    assert sasl2.continue_tasks(second) == ["UPGR-SCRAM-SHA-512"]
+    assert second.element.find("additional-data", SASL2) is None
+    done, _ = await sasl2.scram_upgrade(raw, "UPGR-SCRAM-SHA-512", "n0rth")
+    assert done.ok, done.element
+    assert done.authzid.startswith("juliet@localhost/") and done.bound is not None
+    raw.close()
+    accounts = server.server.storage.accounts
+    sha256 = await accounts.get_credentials("localhost", "juliet", "SHA-256")
+    assert sha256 is not None and sha256.salt == base64.b64decode(salt.text), "keys with the salt sent"
+    for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512", "SCRAM-SHA-1"):  # old keys kept (XEP-0480 §4)
+        again = await connect(server)
+        assert (await sasl2.scram(again, "juliet", "n0rth", mech, agent=Agent())).ok, mech
+        again.close()
+    # Keys the account has are not offered as a task again.
+    again = await connect(server)
+    result = await sasl2.scram(again, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrades)
+    assert result.ok, result.element
+    again.close()
+
+
+async def test_scram_upgrade_task_failures(server: RunningServer) -> None:
+    await sha1_only_user(server)
+    raw = await connect(server)
+    upgrade = ["UPGR-SCRAM-SHA-256"]
+    # <next/> naming another task than the one offered.
+    first = await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    assert sasl2.continue_tasks(first) == upgrade
+    raw.send(Element("next", SASL2, {"task": "UPGR-SCRAM-SHA-512"}))
+    assert (await sasl2.finish(raw)).condition == "malformed-request"
+    # A SaltedPassword of the wrong length (a SHA-1 one for SHA-256).
+    first = await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    raw.send(Element("next", SASL2, {"task": "UPGR-SCRAM-SHA-256"}))
+    assert (await raw.element()).name == "task-data"
+    bad = Element("task-data", SASL2)
+    bad.add("hash", "urn:xmpp:scram-upgrade:0", text=base64.b64encode(b"x" * 20).decode())
+    raw.send(bad)
+    assert (await sasl2.finish(raw)).condition == "malformed-request"
+    assert await server.server.storage.accounts.get_credentials("localhost", "juliet", "SHA-256") is None
+    # Third failure ends the stream, as for any SASL failure (RFC 6120 §6.4.5).
+    await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    raw.send(Element("abort", SASL2))
+    assert (await sasl2.finish(raw)).condition == "aborted"  # aborting does not count
+    await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    raw.send(Element("task-data", SASL2))  # before <next/>
+    assert (await sasl2.finish(raw)).condition == "malformed-request"
+    assert await raw.stream_error() == "policy-violation"
+    # XEP-0388 §7: <authenticate/> after <continue/> is a stream error.
+    other = await connect(server)
+    first = await sasl2.scram(other, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    assert sasl2.continue_tasks(first) == upgrade
+    other.send(sasl2.authenticate("PLAIN", b"\0juliet\0n0rth", Agent()))
+    assert await other.stream_error() == "policy-violation"
+    assert await server.server.storage.accounts.get_credentials("localhost", "juliet", "SHA-256") is None

@@ -125,6 +125,11 @@ def ssdp_hash(hash_name: str, ssdp: bytes) -> str:
     return _b64(hashlib.new(_hashlib_name(hash_name), ssdp).digest())
 
 
+def digest_size(hash_name: str) -> int:
+    """Octets of one ``hash_name`` digest (the length of a SaltedPassword)."""
+    return hashlib.new(_hashlib_name(hash_name)).digest_size
+
+
 def salted_password(password: str, hash_name: str, salt: bytes, iterations: int) -> bytes:
     """SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802 §3), with OpaqueString as Normalize.
 
@@ -140,7 +145,7 @@ def derive_credentials(
     if salt is None:
         salt = secrets.token_bytes(16)
     salted = salted_password(password, hash_name, salt, iterations)
-    return _credentials_from_salted(hash_name, salted, salt, iterations)
+    return credentials_from_salted(hash_name, salted, salt, iterations)
 
 
 class ScramServer:
@@ -447,7 +452,8 @@ def _hi(hash_name: str, prepared_password: bytes, salt: bytes, iterations: int) 
     return hashlib.pbkdf2_hmac(_hashlib_name(hash_name), prepared_password, salt, iterations)
 
 
-def _credentials_from_salted(hash_name: str, salted: bytes, salt: bytes, iterations: int) -> ScramCredentials:
+def credentials_from_salted(hash_name: str, salted: bytes, salt: bytes, iterations: int) -> ScramCredentials:
+    """StoredKey and ServerKey from a SaltedPassword (RFC 5802 §3): what a XEP-0480 upgrade hands over."""
     name = _hashlib_name(hash_name)
     client_key = hmac.digest(salted, b"Client Key", name)
     return ScramCredentials(
