@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from roost.core.fast import DAY
 from roost.core.session import SessionState
 from roost.stream.sasl.scram import SaslFailure, ScramClient, derive_credentials, ssdp_string
+from roost.transports import tls
 from roost.util.datetime import parse_datetime
 from roost.xml.element import Element
 from roost.xml.ns import BIND, BIND2, CSI, SASL, SASL2, SASL_CB, SASL_UPGRADE, SM, STANZA_ERRORS
@@ -316,10 +318,19 @@ async def test_fast_needs_a_user_agent_id(server: RunningServer) -> None:
 # -- downgrade protection (XEP-0474 SSDP) ------------------------------------------------------------
 
 
-async def _scram_with_ssdp(raw: RawClient, mechs: list[str], cbs: list[str] | None, *, sasl2_: bool) -> str:
-    """A SCRAM-SHA-256 exchange whose client believes the server offered ``mechs``/``cbs``:
-    "ok" if the server's hash matched, else the client's failure text."""
-    client = ScramClient("SHA-256", "romeo", "s3cret", ssdp=ssdp_string(mechs, cbs))
+async def _scram_with_ssdp(
+    raw: RawClient, mechs: list[str], cbs: list[str] | None, *, sasl2_: bool, tls_version: str | None = None
+) -> str:
+    """A SCRAM-SHA-256 exchange whose client believes the server offered ``mechs``/``cbs`` (and
+    that its TLS version is ``tls_version``, default the real one): "ok" if the server's hash
+    matched, else the client's failure text."""
+    client = ScramClient(
+        "SHA-256",
+        "romeo",
+        "s3cret",
+        ssdp=ssdp_string(mechs, cbs),
+        tls_version=tls_version or raw.tls_version(),
+    )
     if sasl2_:
         raw.send(sasl2.authenticate("SCRAM-SHA-256", client.first(), Agent()))
     else:
@@ -330,6 +341,7 @@ async def _scram_with_ssdp(raw: RawClient, mechs: list[str], cbs: list[str] | No
     assert challenge.name == "challenge"
     server_first = base64.b64decode(challenge.text)
     assert b",h=" in server_first
+    assert f",t={raw.tls_version()}".encode() in server_first, "XEP-0515: the TLS version the server sees"
     try:
         client.respond(server_first)
     except SaslFailure as e:
@@ -366,6 +378,37 @@ async def test_stripped_mechanism_list_is_detected(server: RunningServer, use_sa
     # ... or the whole XEP-0440 list.
     raw = await connect(server)
     assert "downgrade" in await _scram_with_ssdp(raw, mechs, None, sasl2_=use_sasl2)
+    raw.close()
+
+
+@pytest.mark.parametrize("use_sasl2", [False, True])
+async def test_tls_version_split_is_detected(server: RunningServer, use_sasl2: bool) -> None:
+    """XEP-0515: a MITM speaking TLS 1.3 to the client and TLS 1.2 to the server (where tls-exporter
+    is not offered) is caught by the t= the server puts in the signed server-first-message."""
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    assert raw.tls_version() == "0304"
+    mechs, cbs = _advertised(raw)
+    assert await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2) == "ok"
+    raw.close()
+    # The server's arm of the MITM: TLS 1.2. The server says t=0303; a client on TLS 1.2 agrees ...
+    tls12 = tls.client_context()
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open()
+    await raw.starttls(tls12)
+    assert raw.tls_version() == "0303"
+    mechs, cbs = _advertised(raw)
+    assert "tls-exporter" not in cbs
+    assert await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2) == "ok"
+    raw.close()
+    # ... but the client of the MITM, on TLS 1.3 (and shown the TLS 1.2 lists), sees the split.
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open()
+    await raw.starttls(tls12)
+    mechs, cbs = _advertised(raw)
+    failure = await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2, tls_version="0304")
+    assert "downgrade" in failure and "0303" in failure
     raw.close()
 
 

@@ -126,7 +126,15 @@ async def scram(
     assert parsed is not None
     hash_name, plus = parsed
     cb_data = raw.channel_binding(cb_type) if cb_type else b""
-    client = ScramClient(hash_name, username, password, plus=plus, cb_type=cb_type, cb_data=cb_data)
+    client = ScramClient(
+        hash_name,
+        username,
+        password,
+        plus=plus,
+        cb_type=cb_type,
+        cb_data=cb_data,
+        tls_version=raw.tls_version(),
+    )
     raw.send(authenticate(mechanism, client.first(), agent, **kwargs))  # type: ignore[arg-type]
     challenge = await raw.element()
     if challenge.name != "challenge":
