@@ -457,7 +457,7 @@ def test_tls_version_attribute_is_signed_and_checked() -> None:
     assert _tls_exchange("0304", "0304").endswith(b",t=0304")
     assert b",t=" not in _tls_exchange(None, "0304"), "a server without TLS info sends no t="
     _tls_exchange("0303", None)  # a client that does not check ignores it
-    with pytest.raises(SaslFailure, match="downgrade.*0303.*0304"):
+    with pytest.raises(SaslFailure, match=r"downgrade.*0303.*0304"):
         _tls_exchange("0303", "0304")  # TLS 1.2 on the server's arm, 1.3 on ours
     with pytest.raises(SaslFailure, match="downgrade"):
         _tls_exchange("0304", "")  # we have no TLS at all, the server has
@@ -470,5 +470,5 @@ def test_tls_version_attribute_cannot_be_stripped() -> None:
     server.start(client.first())
     server_first = server.challenge(derive_credentials("pencil", "SHA-256", FAST))
     tampered = server_first.replace(b",t=0303", b"")
-    with pytest.raises(SaslFailure, match="not-authorized|proof"):
+    with pytest.raises(SaslFailure, match=r"not-authorized"):
         server.finish(client.respond(tampered))
