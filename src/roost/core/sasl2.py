@@ -10,7 +10,8 @@ the XEP-0480 SCRAM upgrade tasks: which hashes the account lacks keys for, stori
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from roost.admin.locks import lock_reason
 from roost.core import hooks, sm
@@ -24,6 +25,7 @@ from roost.stream.features.sasl2 import (
     NeedUpgrades,
     Sasl2Login,
     ScramUpgrade,
+    StoredToken,
     StoreUpgrade,
     bind2_resource,
     upgrade_hash,
@@ -36,53 +38,62 @@ from roost.xml.ns import BIND2, FAST, SM
 
 if TYPE_CHECKING:
     from roost.core.c2s import C2SDriver
+    from roost.stream.c2s import StreamEvent
     from roost.stream.sm import SmFailure
+
+T = TypeVar("T")
 
 #: Longest client tag kept in a resource (XEP-0386 §3.2; the rest of the resource is ours).
 MAX_TAG = 32
 
 
-async def lookup_tokens(driver: C2SDriver, event: NeedToken) -> None:
-    """Answer :class:`NeedToken` with the client's live tokens."""
+async def _answer(
+    driver: C2SDriver, what: str, lookup: Awaitable[T], reply: Callable[[T], list[StreamEvent]]
+) -> None:
+    """Await a storage step of the login, then hand its result to the stream (``reply``), unless the
+    connection went meanwhile; a failed step ends the stream with internal-server-error."""
     session = driver.session
     with bind_conn_id(session.id):
         try:
-            tokens = await driver.server.fast.lookup(event.domain, event.username, event.client_id)
-            disabled = (
-                await lock_reason(driver.server.storage, event.domain, event.username) if tokens else None
-            )
+            found = await lookup
         except Exception:
-            session.log.exception("FAST token lookup failed")
+            session.log.exception("%s failed", what)
             driver.close(StreamError("internal-server-error"), reason="error")
             return
         if driver.closed:
             return
-        driver.handle_events(driver.stream.tokens(tokens, disabled))
+        driver.handle_events(reply(found))
+
+
+async def lookup_tokens(driver: C2SDriver, event: NeedToken) -> None:
+    """Answer :class:`NeedToken` with the client's live tokens."""
+
+    async def lookup() -> tuple[list[StoredToken], str | None]:
+        tokens = await driver.server.fast.lookup(event.domain, event.username, event.client_id)
+        disabled = await lock_reason(driver.server.storage, event.domain, event.username) if tokens else None
+        return tokens, disabled
+
+    await _answer(driver, "FAST token lookup", lookup(), lambda found: driver.stream.tokens(*found))
 
 
 async def upgrades_needed(driver: C2SDriver, event: NeedUpgrades) -> None:
     """Answer :class:`NeedUpgrades`: the asked-for tasks whose hash the account has no keys for
     (XEP-0480 is for adding keys; keys the account has are never replaced this way)."""
-    session = driver.session
-    storage = driver.server.storage
+    accounts = driver.server.storage.accounts
     iterations = driver.server.config.storage.scram_iterations
-    with bind_conn_id(session.id):
+
+    async def lookup() -> list[ScramUpgrade]:
         needed: list[ScramUpgrade] = []
-        try:
-            for task in event.tasks:
-                hash_name = upgrade_hash(task)
-                if hash_name is None:
-                    continue
-                if await storage.accounts.get_credentials(event.domain, event.username, hash_name) is None:
-                    salt = secrets.token_bytes(16)
-                    needed.append(ScramUpgrade(task, hash_name, salt, iterations))
-        except Exception:
-            session.log.exception("credential lookup for an upgrade task failed")
-            driver.close(StreamError("internal-server-error"), reason="error")
-            return
-        if driver.closed:
-            return
-        driver.handle_events(driver.stream.sasl2_upgrades(needed))
+        for task in event.tasks:
+            hash_name = upgrade_hash(task)
+            if (
+                hash_name is not None
+                and await accounts.get_credentials(event.domain, event.username, hash_name) is None
+            ):
+                needed.append(ScramUpgrade(task, hash_name, secrets.token_bytes(16), iterations))
+        return needed
+
+    await _answer(driver, "credential lookup for an upgrade task", lookup(), driver.stream.sasl2_upgrades)
 
 
 async def store_upgrade(driver: C2SDriver, event: StoreUpgrade) -> None:
