@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from roost.core.fast import DAY
+from roost.core.fast import DAY, LAST_USED_PRECISION
 from roost.core.session import SessionState
+from roost.stream.features.sasl2 import UserAgent
 from roost.stream.sasl.scram import SaslFailure, ScramClient, derive_credentials, ssdp_string
 from roost.transports import tls
 from roost.util.datetime import parse_datetime
@@ -249,6 +250,24 @@ async def test_fast_rotation_keeps_the_old_token_until_the_new_one_is_used(tmp_p
         raw = await connect(server)
         assert (await sasl2.ht(raw, "romeo", old, agent)).condition == "not-authorized"
         raw.close()
+
+
+async def test_fast_use_writes_last_used_only_when_stale(server: RunningServer) -> None:
+    """A phone reconnecting every few minutes costs no token-store write per login."""
+    fast = server.server.fast
+    agent = UserAgent("dev-1", "TestClient", "phone")
+    await fast.issue("localhost", "romeo", agent, "HT-SHA-256-NONE")
+    (token,) = await fast.lookup("localhost", "romeo", agent.id)
+    (issued,) = await fast.devices("localhost", "romeo")
+    assert issued.last_used > 0, "issuing is a login of that device"
+    await fast.used("localhost", "romeo", agent.id, token)
+    assert (await fast.devices("localhost", "romeo"))[0].last_used == issued.last_used
+    record = await fast.store.get("localhost", "romeo", agent.id)
+    assert isinstance(record, dict)
+    stale = issued.last_used - LAST_USED_PRECISION - 1
+    await fast.store.set("localhost", "romeo", agent.id, {**record, "last_used": stale})
+    await fast.used("localhost", "romeo", agent.id, token)
+    assert (await fast.devices("localhost", "romeo"))[0].last_used > issued.last_used
 
 
 async def _token_short(server: RunningServer, agent: Agent) -> str:
