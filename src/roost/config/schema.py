@@ -436,6 +436,13 @@ class C2SSection(_Section):
         "token in one round trip instead of its password.",
         examples=[True],
     )
+    scram_upgrade: bool = Field(
+        default=True,
+        description="Offer the SCRAM upgrade tasks of XEP-0480 in SASL2: a client logging in to an "
+        "account that lacks keys for one of storage.scram_hashes (e.g. imported with SCRAM-SHA-1 only) "
+        "hands over the salted password for that hash, and the account gains those keys.",
+        examples=[True],
+    )
     fast_token_days: float = Field(
         default=21.0,
         gt=0,

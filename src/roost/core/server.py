@@ -188,6 +188,7 @@ class Server:
             preauth_register=self._preauth_register,
             bind2_features=self.bind2_features,
             fast=c2s.fast,
+            scram_upgrades=tuple(self.config.storage.scram_hashes) if c2s.scram_upgrade else (),
             features=_nonza_features,
         )
 
