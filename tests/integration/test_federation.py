@@ -27,14 +27,14 @@ from tests.support.server import RunningServer
 from tests.support.testca import TestCA
 
 
-def write_config(directory: Path, domain: str, extra: str = "") -> Path:
+def write_config(directory: Path, domain: str, extra: str = "", more_domains: str = "") -> Path:
     data_dir = directory / "data"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "roost.toml"
     path.write_text(
         f"""
 [server]
-domains = ["{domain}"]
+domains = ["{domain}"{more_domains}]
 data_dir = "{data_dir}"
 
 [[listen]]
@@ -59,15 +59,16 @@ class Pair:
     a: Server
     b: Server
 
-    async def user(self, server: Server, name: str) -> Client:
-        domain = server.config.server.domains[0]
+    async def user(self, server: Server, name: str, domain: str = "") -> Client:
+        domain = domain or server.config.server.domains[0]
         await RunningServer(server, server.config.server.data_dir).add_user(f"{name}@{domain}", "pw")
         return await connect(f"{name}@{domain}", "pw", server.addresses["c2s"][1])
 
 
-async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "") -> Pair:
+async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "", more_b: str = "") -> Pair:
+    """a.test and b.test (``more_b``: more domains on b, e.g. ``, "c.test"``)."""
     a = create_server(load_config(write_config(tmp_path / "a", "a.test", extra_a)))
-    b = create_server(load_config(write_config(tmp_path / "b", "b.test", extra_b)))
+    b = create_server(load_config(write_config(tmp_path / "b", "b.test", extra_b, more_b)))
     await a.start()
     await b.start()
     a_port, b_port = a.addresses["s2s"][1], b.addresses["s2s"][1]
@@ -77,6 +78,7 @@ async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "") -> Pa
             "conference.a.test": ("127.0.0.1", a_port),
             "b.test": ("127.0.0.1", b_port),
             "conference.b.test": ("127.0.0.1", b_port),
+            "c.test": ("127.0.0.1", b_port),
         }
     )
     for server in (a, b):
@@ -156,6 +158,46 @@ async def test_chat_both_ways_with_sasl_external(
     lines = [r.getMessage() for r in caplog.records]
     assert any("s2s in: a.test → b.test authenticated by external" in line for line in lines)
     assert any("s2s out: b.test → a.test authenticated by external" in line for line in lines)
+
+
+async def test_each_domain_presents_its_own_certificate_by_sni(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """b.test and c.test on one server with a certificate each ([tls.domains]); a.test accepts
+    certificate-authenticated peers only, so every link below is proof that the certificate for
+    the right name was presented: by SNI on b's listener, as the client certificate from c.test."""
+    ca = TestCA(tmp_path / "ca")
+    a, b, c = ca.issue("a.test"), ca.issue("b.test"), ca.issue("c.test")
+    s2s = f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\n'
+    extra_a = f'[tls]\ncert = "{a.cert}"\nkey = "{a.key}"\n{s2s}'
+    extra_b = (
+        f'[tls]\ncert = "{b.cert}"\nkey = "{b.key}"\n'
+        f'[tls.domains."c.test"]\ncert = "{c.cert}"\nkey = "{c.key}"\n{s2s}'
+    )
+    caplog.set_level("INFO", logger="roost.s2s")
+    pair = await start_pair(tmp_path, extra_a, extra_b, ', "c.test"')
+    try:
+        alice = await pair.user(pair.a, "alice")
+        bob = await pair.user(pair.b, "bob")
+        carol = await pair.user(pair.b, "carol", "c.test")
+        try:
+            for peer, jid in ((bob, "bob@b.test"), (carol, "carol@c.test")):
+                alice.send_message(mto=jid, mbody=f"hi {jid}", mtype="chat")
+                got = await next_message(peer)
+                assert got["body"] == f"hi {jid}"
+                peer.send_message(mto=got["from"], mbody=f"from {jid}", mtype="chat")
+                back = await next_message(alice)
+                assert back["body"] == f"from {jid}" and str(back["from"]).startswith(jid + "/")
+        finally:
+            for client in (alice, bob, carol):
+                client.disconnect()
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    for remote in ("b.test", "c.test"):
+        assert any(f"s2s out: a.test → {remote} authenticated by external" in line for line in lines)
+        assert any(f"s2s in: {remote} → a.test authenticated by external" in line for line in lines)
 
 
 async def test_unreachable_domain_bounces_remote_server_not_found(dialback_pair: Pair) -> None:

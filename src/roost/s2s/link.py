@@ -195,7 +195,7 @@ class OutgoingS2S(StreamConnection):
         super().connection_made(transport)
         if self.direct_tls:
             self.stream.secure = True
-            self._start_tls(False, self.federation.client_tls_context(), self.link.remote)
+            self._start_tls(False, self.federation.client_tls_context(self.link.local), self.link.remote)
         else:
             self.stream.start(self.link.remote, from_=self.link.local)
             self._flush_stream()
@@ -221,7 +221,7 @@ class OutgoingS2S(StreamConnection):
 
     def _event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):
-            self._start_tls(False, self.federation.client_tls_context(), self.link.remote)
+            self._start_tls(False, self.federation.client_tls_context(self.link.local), self.link.remote)
         elif isinstance(event, PeerAuthenticated):
             self.method = event.method
         elif isinstance(event, ExternalRefused):

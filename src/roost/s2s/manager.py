@@ -27,11 +27,11 @@ from roost.s2s.dns import DnsResolver, NoService, Resolver
 from roost.s2s.link import OutgoingS2S
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
-from roost.transports import tls as tls_util
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
     from roost.core.server import Server
+    from roost.transports.certificates import Certificates
 
 log = logging.getLogger("roost.s2s")
 
@@ -185,8 +185,10 @@ class Federation:
         self.store = load_store(settings.ca_file)
         self._verifies: dict[tuple[str, str, str], asyncio.Future[bool | None]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        #: Contexts made from ``server.certificates`` (made again when a reload replaces them).
+        self._certificates: Certificates | None = None
         self._server_ctx: ssl.SSLContext | None = None
-        self._client_ctx: ssl.SSLContext | None = None
+        self._client_ctx: dict[str, ssl.SSLContext] = {}
         self._blocked = tuple(d.lower().rstrip(".") for d in settings.blocklist)
         self._sweeper: asyncio.Task[Any] | None = None
 
@@ -265,26 +267,35 @@ class Federation:
         self.server.router.send(reply)
 
     # -- TLS -----------------------------------------------------------------------------------------
+    def _current(self) -> Certificates:
+        certificates = self.server.certificates
+        if certificates is not self._certificates:
+            self._certificates, self._server_ctx, self._client_ctx = certificates, None, {}
+        return certificates
+
     def server_tls_context(self) -> ssl.SSLContext:
-        """Receiving side: our certificate; the peer's certificate is asked for only with secure_auth."""
+        """Receiving side: the certificate for the name the peer asks for by SNI; the peer's
+        certificate is asked for only with secure_auth."""
+        certificates = self._current()
         if self._server_ctx is None:
-            cert, key = self.server.certificate_files
-            ctx = tls_util.server_context(cert, key)
-            if self.settings.secure_auth:
-                ctx.verify_mode = ssl.CERT_OPTIONAL
-                _load_cas(ctx, self.settings.ca_file)
-            self._server_ctx = ctx
+
+            def ask_peer(ctx: ssl.SSLContext) -> None:
+                if self.settings.secure_auth:
+                    ctx.verify_mode = ssl.CERT_OPTIONAL
+                    _load_cas(ctx, self.settings.ca_file)
+
+            self._server_ctx = certificates.server_context(ask_peer)
         return self._server_ctx
 
-    def client_tls_context(self) -> ssl.SSLContext:
-        """Initiating side: our certificate as the client certificate (for the peer's SASL
+    def client_tls_context(self, local: str) -> ssl.SSLContext:
+        """Initiating side: ``local``'s certificate as the client certificate (for the peer's SASL
         EXTERNAL); the peer's certificate is checked after the handshake (:mod:`roost.s2s.certs`)."""
-        if self._client_ctx is None:
-            cert, key = self.server.certificate_files
-            ctx = tls_util.client_context(verify=False)
-            ctx.load_cert_chain(str(cert), str(key))
-            self._client_ctx = ctx
-        return self._client_ctx
+        certificates = self._current()
+        files = certificates.files_for(local)
+        ctx = self._client_ctx.get(str(files))
+        if ctx is None:
+            ctx = self._client_ctx[str(files)] = certificates.client_context(local)
+        return ctx
 
     # -- housekeeping ----------------------------------------------------------------------------------
     async def _sweep(self) -> None:
