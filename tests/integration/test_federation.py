@@ -146,8 +146,10 @@ async def test_chat_both_ways_with_dialback(dialback_pair: Pair, caplog: pytest.
     caplog.set_level("INFO", logger="roost.s2s")
     await chat_both_ways(dialback_pair)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("s2s in: a.test → b.test authenticated by dialback" in line for line in lines)
-    assert any("s2s out: b.test → a.test authenticated by dialback" in line for line in lines)
+    assert any("s2s in: a.test → b.test authenticated by dialback, bidi" in line for line in lines)
+    # b verified a's key over a stream of its own to a (never on the stream that asked, XEP-0288
+    # §2.2), which then carries b's stanzas too.
+    assert any("s2s out: b.test → a.test authenticated by dialback, bidi" in line for line in lines)
 
 
 async def test_chat_both_ways_with_sasl_external(
@@ -156,8 +158,37 @@ async def test_chat_both_ways_with_sasl_external(
     caplog.set_level("INFO", logger="roost.s2s")
     await chat_both_ways(external_pair)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("s2s in: a.test → b.test authenticated by external" in line for line in lines)
-    assert any("s2s out: b.test → a.test authenticated by external" in line for line in lines)
+    assert any("s2s in: a.test → b.test authenticated by external, bidi" in line for line in lines)
+    assert any("s2s out: a.test → b.test authenticated by external, bidi" in line for line in lines)
+    # XEP-0288: b answered on a's stream; it opened none of its own (one TCP connection in all).
+    b_federation = external_pair.b.route_table.remote
+    assert isinstance(b_federation, Federation)
+    assert ("b.test", "a.test") not in b_federation.links
+    assert ("b.test", "a.test") in b_federation.bidi_in
+
+
+async def test_chat_both_ways_with_sasl_external_without_bidi(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[s2s] bidi = false`` on the receiving server: each direction opens its own stream."""
+    ca = TestCA(tmp_path / "ca")
+    extras = []
+    for domain, bidi in (("a.test", "true"), ("b.test", "false")):
+        issued = ca.issue(domain)
+        extras.append(
+            f'[tls]\ncert = "{issued.cert}"\nkey = "{issued.key}"\n'
+            f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\nbidi = {bidi}\n'
+        )
+    caplog.set_level("INFO", logger="roost.s2s")
+    pair = await start_pair(tmp_path, *extras)
+    try:
+        await chat_both_ways(pair)
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("s2s out: b.test → a.test authenticated by external (" in line for line in lines)
+    assert not any(", bidi" in line for line in lines)
 
 
 async def test_each_domain_presents_its_own_certificate_by_sni(
@@ -170,9 +201,10 @@ async def test_each_domain_presents_its_own_certificate_by_sni(
     a, b, c = ca.issue("a.test"), ca.issue("b.test"), ca.issue("c.test")
     s2s = f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\n'
     extra_a = f'[tls]\ncert = "{a.cert}"\nkey = "{a.key}"\n{s2s}'
+    # No bidi on b: it opens streams of its own, presenting its client certificates.
     extra_b = (
         f'[tls]\ncert = "{b.cert}"\nkey = "{b.key}"\n'
-        f'[tls.domains."c.test"]\ncert = "{c.cert}"\nkey = "{c.key}"\n{s2s}'
+        f'[tls.domains."c.test"]\ncert = "{c.cert}"\nkey = "{c.key}"\n{s2s}bidi = false\n'
     )
     caplog.set_level("INFO", logger="roost.s2s")
     pair = await start_pair(tmp_path, extra_a, extra_b, ', "c.test"')

@@ -835,6 +835,12 @@ class S2SSection(_Section):
         "XEP-0178); no Server Dialback. Incoming streams then ask for the peer's certificate.",
         examples=[True],
     )
+    bidi: bool = Field(
+        default=True,
+        description="Bidirectional streams (XEP-0288): offered to peers and asked for when they offer "
+        "it, so one TCP connection carries stanzas both ways for an authenticated domain pair.",
+        examples=[False],
+    )
     blocklist: list[str] = Field(
         default_factory=list,
         description="Domains (and their subdomains) this server neither connects to nor accepts.",

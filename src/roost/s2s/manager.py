@@ -24,7 +24,7 @@ from roost.config.schema import S2SSection
 from roost.core.hooks import StanzaEvent
 from roost.s2s.certs import load_store
 from roost.s2s.dns import DnsResolver, NoService, Resolver
-from roost.s2s.link import OutgoingS2S
+from roost.s2s.link import IncomingS2S, OutgoingS2S
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
@@ -182,6 +182,8 @@ class Federation:
         self.secret = secret
         self.resolver: Resolver = resolver or DnsResolver()
         self.links: dict[tuple[str, str], OutgoingLink] = {}
+        #: Incoming XEP-0288 streams that may carry our stanzas, by (local, remote) pair.
+        self.bidi_in: dict[tuple[str, str], IncomingS2S] = {}
         self.store = load_store(settings.ca_file)
         self._verifies: dict[tuple[str, str, str], asyncio.Future[bool | None]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -205,7 +207,28 @@ class Federation:
         if local not in self.server.hosts:
             self.bounce(event.stanza, StanzaError("service-unavailable", "no federation for this sender"))
             return
+        bidi = self.bidi_in.get((local, remote))
+        if bidi is not None:
+            link = self.links.get((local, remote))
+            if link is None or not link.up:
+                # The peer's bidirectional stream carries this pair: no stream of our own needed.
+                bidi.send(event.stanza)
+                return
         self.link(local, remote).send(event.stanza)
+
+    def bidi_up(self, local: str, remote: str, conn: IncomingS2S) -> None:
+        """An incoming XEP-0288 stream authenticated (remote → local): it carries local → remote too.
+        Stanzas queued for a stream of our own still connecting go out on it at once."""
+        self.bidi_in[(local, remote)] = conn
+        link = self.links.get((local, remote))
+        if link is not None and not link.up:
+            queue, link.queue = link.queue, deque()
+            for stanza in queue:
+                conn.send(stanza)
+
+    def bidi_down(self, conn: IncomingS2S) -> None:
+        for key in [k for k, c in self.bidi_in.items() if c is conn]:
+            del self.bidi_in[key]
 
     def link(self, local: str, remote: str) -> OutgoingLink:
         key = (local, remote)
