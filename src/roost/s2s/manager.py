@@ -208,7 +208,7 @@ class Federation:
             self.bounce(event.stanza, StanzaError("service-unavailable", "no federation for this sender"))
             return
         bidi = self.bidi_in.get((local, remote))
-        if bidi is not None:
+        if bidi is not None and not bidi.closed:
             link = self.links.get((local, remote))
             if link is None or not link.up:
                 # The peer's bidirectional stream carries this pair: no stream of our own needed.
