@@ -23,6 +23,7 @@ import pytest
 from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
+from tests.integration.test_components import write_config
 from tests.interop.peers import free_port, missing, wait_for_port
 from tests.support.clients import Client, connect
 from tests.support.server import RunningServer
@@ -70,39 +71,12 @@ class Processes:
         )
 
 
-def roost_config(directory: Path) -> Path:
-    data_dir = directory / "data"
-    path = directory / "roost.toml"
-    path.write_text(
-        f"""
-[server]
-domains = ["localhost"]
-data_dir = "{data_dir}"
-
-[[listen]]
-kind = "c2s"
-address = "127.0.0.1:0"
-
-[[listen]]
-kind = "component"
-address = "127.0.0.1:0"
-
-[storage]
-url = "sqlite:///{data_dir / "roost.db"}"
-
-[components."{GATEWAY}"]
-secret = "{SECRET}"
-"""
-    )
-    return path
-
-
 @pytest.fixture
 async def roost(tmp_path: Path) -> AsyncIterator[Server]:
     why = missing("biboumi")
     if why is not None:
         pytest.skip(f"biboumi component test: {why}")
-    server = create_server(load_config(roost_config(tmp_path)))
+    server = create_server(load_config(write_config(tmp_path, GATEWAY, SECRET)))
     await server.start()
     try:
         yield server

@@ -10,27 +10,12 @@ import pytest
 from roost.transports import tls
 from roost.transports.certificates import Certificates
 from tests.support.testca import TestCA
+from tests.unit.transports.test_tls import memory_handshake
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, name: str) -> ssl.SSLObject:
-    """A TLS handshake over memory BIOs; returns the server's end (a verifying client checked the name)."""
-    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
-    server = server_ctx.wrap_bio(server_in, server_out, server_side=True)
-    client = client_ctx.wrap_bio(client_in, client_out, server_hostname=name)
-    done = [False, False]
-    for _ in range(10):
-        for index, end in enumerate((client, server)):
-            if not done[index]:
-                try:
-                    end.do_handshake()
-                    done[index] = True
-                except ssl.SSLWantReadError:
-                    pass
-        server_in.write(client_out.read())
-        client_in.write(server_out.read())
-        if all(done):
-            return server
-    raise AssertionError("handshake did not complete")
+    """A TLS handshake over memory BIOs; the server's end (a verifying client checked the name)."""
+    return memory_handshake(server_ctx, client_ctx, name)[0]
 
 
 def _verifying_client(ca: TestCA) -> ssl.SSLContext:
