@@ -22,7 +22,9 @@ from roost.core.server import Server
 from roost.s2s.diagnose import diagnose
 from roost.s2s.dns import StaticResolver
 from roost.s2s.manager import Federation
+from roost.transports import tls as tls_util
 from tests.support.clients import Client, connect
+from tests.support.raw import RawClient
 from tests.support.server import RunningServer
 from tests.support.testca import TestCA
 
@@ -230,6 +232,34 @@ async def test_each_domain_presents_its_own_certificate_by_sni(
     for remote in ("b.test", "c.test"):
         assert any(f"s2s out: a.test → {remote} authenticated by external" in line for line in lines)
         assert any(f"s2s in: {remote} → a.test authenticated by external" in line for line in lines)
+
+
+async def test_c2s_presents_each_domains_certificate_by_sni(tmp_path: Path) -> None:
+    """Clients of b.test and c.test on one server each get their domain's certificate: it validates
+    against the CA for the name, and SCRAM-PLUS with tls-server-end-point (which hashes the
+    certificate the server presented) succeeds."""
+    ca = TestCA(tmp_path / "ca")
+    b, c = ca.issue("b.test"), ca.issue("c.test")
+    extra = (
+        f'[tls]\ncert = "{b.cert}"\nkey = "{b.key}"\n'
+        f'[tls.domains."c.test"]\ncert = "{c.cert}"\nkey = "{c.key}"\n'
+    )
+    server = create_server(load_config(write_config(tmp_path / "b", "b.test", extra, ', "c.test"')))
+    await server.start()
+    try:
+        for domain in ("b.test", "c.test"):
+            await RunningServer(server, server.config.server.data_dir).add_user(f"u@{domain}", "pw")
+            raw = await RawClient.connect(server.addresses["c2s"][1], domain)
+            await raw.open()
+            await raw.starttls(tls_util.client_context(verify=True, cafile=ca.ca_file))
+            presented = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            assert presented == tls_util.certificate_der(ca.directory / f"{domain}.crt")
+            mechanism = next(m for m in raw.mechanisms() if m.endswith("-PLUS"))
+            result = await raw.auth_scram("u", "pw", mechanism, cb_type="tls-server-end-point")
+            assert result.name == "success", result
+            raw.close()
+    finally:
+        await server.stop()
 
 
 async def test_unreachable_domain_bounces_remote_server_not_found(dialback_pair: Pair) -> None:
