@@ -106,10 +106,14 @@ class RawClient:
         return features
 
     async def starttls(self, context: ssl.SSLContext | None = None) -> None:
+        """STARTTLS; with ``context`` (e.g. one that verifies), SNI names the stream's domain."""
         self.send_raw(f"<starttls xmlns='{TLS}'/>")
         proceed = await self.element()
         assert proceed.name == "proceed", proceed
-        await self.writer.start_tls(context or tls.client_context())
+        if context is None:
+            await self.writer.start_tls(tls.client_context())
+        else:
+            await self.writer.start_tls(context, server_hostname=self.domain)
         await self.open()
 
     def mechanisms(self) -> list[str]:
