@@ -423,7 +423,7 @@ class Pep(Module):
     name = "pep"
     xeps = (
         Xep(163, "1.2.2"),
-        Xep(60, "1.30.0", status="partial", note="leaf nodes; collections are not supported"),
+        Xep(60, "1.30.0", status="partial", note="leaf nodes (collections: on the PubSub service)"),
         Xep(
             115,
             "1.6.0",
