@@ -19,8 +19,7 @@ from roost.modules.pubsub.config import PUBSUB, PUBSUB_EVENT
 from roost.modules.pubsub.pep import PepRuntime, find_runtime
 from roost.xml.element import Element
 from tests.integration.test_federation import Pair, start_pair
-from tests.integration.test_pep import TUNE, PepPeer, publish, tune
-from tests.support.clients import Client
+from tests.integration.test_pep import TUNE, PepPeer, pep_login, publish, tune
 from tests.support.im import PASSWORD
 from tests.support.server import RunningServer
 
@@ -37,18 +36,8 @@ class FedPeer(PepPeer):
 
 async def login(server: Server, jid: str, interests: tuple[str, ...] = ()) -> FedPeer:
     running = RunningServer(server, server.config.server.data_dir)
-    client = Client(jid, PASSWORD)
-    for plugin in ("xep_0030", "xep_0060", "xep_0115", "xep_0163"):
-        client.register_plugin(plugin)
-    for ns in interests:
-        client.plugin["xep_0030"].add_feature(ns + "+notify")
-    client.enable_plaintext = False
-    client.connect("127.0.0.1", running.c2s_port)
-    await asyncio.wait_for(client.session_started.wait(), 10)
-    peer = FedPeer(client)
-    await client.plugin["xep_0115"].update_caps(broadcast=False)
-    client.send_presence()
-    await peer.sync()
+    peer = await pep_login(running, jid, interests, peer_class=FedPeer)
+    assert isinstance(peer, FedPeer)
     return peer
 
 
