@@ -35,6 +35,7 @@ from .xmppload.client import Account, CredentialCache, Endpoint
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
+PUBSUB_DOMAIN = "pubsub.localhost"  # the PubSub service (XEP-0060) on every server
 # MUC rooms as configured on every server (see each config): history kept, most occupants allowed.
 MUC_HISTORY = 20
 MUC_MAX_OCCUPANTS = 1000
@@ -261,6 +262,11 @@ Component "{MUC_DOMAIN}" "muc"
   muc_room_default_persistent = false
   muc_room_default_history_length = {MUC_HISTORY}
   muc_room_locking = true
+
+-- The PubSub service (mod_pubsub, its defaults). Only admins may create nodes on Prosody's: user1 is
+-- one here, so that the pep scenario can create its node.
+Component "{PUBSUB_DOMAIN}" "pubsub"
+  admins = {{ "user1@{DOMAIN}" }}
 """
         self.config.write_text(text)
 
