@@ -35,6 +35,7 @@ from .xmppload.client import Account, CredentialCache, Endpoint
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = "localhost"
 MUC_DOMAIN = "conference.localhost"
+PUBSUB_DOMAIN = "pubsub.localhost"  # the PubSub service (XEP-0060) on every server
 # MUC rooms as configured on every server (see each config): history kept, most occupants allowed.
 MUC_HISTORY = 20
 MUC_MAX_OCCUPANTS = 1000
@@ -261,6 +262,11 @@ Component "{MUC_DOMAIN}" "muc"
   muc_room_default_persistent = false
   muc_room_default_history_length = {MUC_HISTORY}
   muc_room_locking = true
+
+-- The PubSub service (mod_pubsub, its defaults). Only admins may create nodes on Prosody's: user1 is
+-- one here, so that the pep scenario can create its node.
+Component "{PUBSUB_DOMAIN}" "pubsub"
+  admins = {{ "user1@{DOMAIN}" }}
 """
         self.config.write_text(text)
 
@@ -334,6 +340,15 @@ class EjabberdTarget(Target):
     name = "ejabberd"
     package = "ejabberd"
     NODE = "roostbench@localhost"
+    #: Appended to the module list of the config (indented YAML lines).
+    extra_modules = ""
+
+    def erl_libs(self) -> str:
+        return _ejabberd_lib_dir()
+
+    def code_paths(self) -> list[str]:
+        """``-pa`` directories put before the system's Erlang libraries."""
+        return []
 
     def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
         super().__init__(workdir, certs, cpu, log)
@@ -472,7 +487,7 @@ modules:
     search: false
   mod_vcard_xupdate: {{}}
   mod_version: {{}}
-"""
+{self.extra_modules}"""
         self.config.write_text(text)
         (self.dir / "inetrc").write_text('{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
 
@@ -485,7 +500,7 @@ modules:
             "EJABBERD_CONFIG_PATH": str(self.config),
             "EJABBERD_LOG_PATH": str(self.logs / "ejabberd.log"),
             "EJABBERD_PID_PATH": str(self.dir / "ejabberd.pid"),
-            "ERL_LIBS": _ejabberd_lib_dir(),
+            "ERL_LIBS": self.erl_libs(),
             "ERL_CRASH_DUMP": str(self.logs / "erl_crash.dump"),
             "ERL_INETRC": str(self.dir / "inetrc"),
             "ERL_MAX_PORTS": "65536",
@@ -499,6 +514,8 @@ modules:
             "-mnesia", "dir", f'"{self.spool}"',
             "-s", "ejabberd", "-noinput",
         ]  # fmt: skip
+        for path in self.code_paths():
+            argv += ["-pa", path]
         await self._spawn(argv, env)
         await wait_for_port("127.0.0.1", self.http_port, 90, self._alive)
         await wait_for_port("127.0.0.1", self.port, 30, self._alive)
@@ -726,6 +743,36 @@ class RoostRefTarget(RoostTarget):
             return str(self.ref)
 
 
+#: Where bench/fetch-ejabberd-backports unpacks Debian bookworm-backports' ejabberd (never installed).
+EJABBERD_BACKPORTS_ROOT = Path(os.environ.get("ROOST_BENCH_EJABBERD_ROOT", "/opt/ejabberd-bpo/root"))
+
+
+class EjabberdBackportsTarget(EjabberdTarget):
+    """ejabberd 24.12 from bookworm-backports (SASL2, Bind2, FAST: ``mod_auth_fast``), unpacked by
+    bench/fetch-ejabberd-backports into its own root beside the system's 23.01: its Erlang
+    libraries go first in the code path (``-pa``), the system's OTP serves the rest."""
+
+    name = "ejabberd24"
+    package = None
+    extra_modules = "  mod_auth_fast: {}\n"
+
+    def _root_lib(self) -> Path:
+        found = sorted(EJABBERD_BACKPORTS_ROOT.glob("usr/lib/*/ejabberd-*/ebin"))
+        if not found:
+            fetch = "run bench/fetch-ejabberd-backports"
+            raise RuntimeError(f"no ejabberd under {EJABBERD_BACKPORTS_ROOT}; {fetch}")
+        return found[-1].parent
+
+    def version(self) -> str:
+        return self._root_lib().name.removeprefix("ejabberd-") + " (bookworm-backports)"
+
+    def erl_libs(self) -> str:
+        return str(self._root_lib().parent)
+
+    def code_paths(self) -> list[str]:
+        return [str(p) for p in sorted((EJABBERD_BACKPORTS_ROOT / "usr/lib/erlang/lib").glob("*/ebin"))]
+
+
 TARGETS: dict[str, type[Target]] = {
-    t.name: t for t in (RoostTarget, RoostRefTarget, ProsodyTarget, EjabberdTarget)
+    t.name: t for t in (RoostTarget, RoostRefTarget, ProsodyTarget, EjabberdTarget, EjabberdBackportsTarget)
 }

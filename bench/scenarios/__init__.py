@@ -7,6 +7,7 @@ from .idle import IdleScenario
 from .login import LoginScenario
 from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
+from .pep import PepScenario
 from .presence import PresenceScenario
 from .reconnect import ReconnectScenario
 from .soak import SoakScenario
@@ -21,6 +22,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         PresenceScenario,
         ReconnectScenario,
         MucFanoutScenario,
+        PepScenario,
         SoakScenario,
         WebSocketScenario,
     )

@@ -107,7 +107,7 @@ class ReconnectScenario(Scenario):
 
         # -- FAST + resume --
         opts = ctx.login_options("none")
-        if not await supports_fast(endpoint, opts):
+        if not await supports_fast(endpoint, opts, accounts[0]):
             ctx.log("  no SASL2 with FAST (HT-SHA-256-NONE) offered: FAST rows are n/a")
             for key in ("logins_per_s", "p50_ms", "round_trips", "cpu_ms", "resumed"):
                 result.metrics[f"fast.{key}"] = math.nan

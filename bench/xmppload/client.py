@@ -42,10 +42,13 @@ def client_tls_context() -> ssl.SSLContext:
     return ctx
 
 
-def stream_open(domain: str) -> bytes:
+def stream_open(domain: str, frm: str | None = None) -> bytes:
+    """A stream header; ``frm``: the account's bare JID (RFC 6120 §4.7.1; XEP-0388 clients send it,
+    and ejabberd offers SASL2 only to a stream that names its account)."""
+    from_attr = f" from='{frm}'" if frm else ""
     return (
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-        f"xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+        f"xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'{from_attr} version='1.0'>"
     ).encode()
 
 

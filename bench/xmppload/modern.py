@@ -65,14 +65,17 @@ class Device:
     sm_id: str = ""
 
 
-async def _connect_tls(endpoint: Endpoint, opts: LoginOptions) -> tuple[XmppConn, bytes, int]:
-    """TCP, stream, STARTTLS, stream again: the connection and the features after TLS."""
+async def _connect_tls(
+    endpoint: Endpoint, opts: LoginOptions, account: Account | None = None
+) -> tuple[XmppConn, bytes, int]:
+    """TCP, stream, STARTTLS, stream again: the connection and the features after TLS. With
+    ``account``, the headers name it in 'from' (what a SASL2 client does, XEP-0388 §2.1)."""
     loop = asyncio.get_running_loop()
     _, conn = await asyncio.wait_for(
         loop.create_connection(XmppConn, endpoint.host, endpoint.port, local_addr=opts.local_addr),
         opts.timeout,
     )
-    opener = stream_open(endpoint.domain)
+    opener = stream_open(endpoint.domain, f"{account.user}@{endpoint.domain}" if account else None)
     conn.write(opener)
     await conn.expect(RE_FEATURES, opts.timeout)
     conn.write(STARTTLS)
@@ -126,16 +129,16 @@ _BIND_SM = (
 )
 
 
-async def supports_fast(endpoint: Endpoint, opts: LoginOptions) -> bool:
-    """Whether the server offers SASL2 with FAST HT-SHA-256-NONE."""
-    conn, features, _ = await _connect_tls(endpoint, opts)
+async def supports_fast(endpoint: Endpoint, opts: LoginOptions, account: Account) -> bool:
+    """Whether the server offers SASL2 with FAST HT-SHA-256-NONE (to a stream from ``account``)."""
+    conn, features, _ = await _connect_tls(endpoint, opts, account)
     conn.abort()
     return RE_SASL2.search(features) is not None and RE_FAST_NONE.search(features) is not None
 
 
 async def fast_setup(endpoint: Endpoint, device: Device, creds: CredentialCache, opts: LoginOptions) -> None:
     """Password login over SASL2 asking for a token, Bind2 with SM; then the network "drops"."""
-    conn, _, _ = await _connect_tls(endpoint, opts)
+    conn, _, _ = await _connect_tls(endpoint, opts, device.account)
     try:
         account = device.account
         cached = creds.get(account.user, opts.hash_name)
@@ -160,7 +163,7 @@ async def fast_resume(endpoint: Endpoint, device: Device, opts: LoginOptions) ->
     """Token login with inline resumption; (seconds, round trips, resumed). Drops the connection
     again afterwards, so the session can be resumed once more."""
     t0 = time.perf_counter()
-    conn, _, trips = await _connect_tls(endpoint, opts)
+    conn, _, trips = await _connect_tls(endpoint, opts, device.account)
     try:
         proof = hmac.digest(device.token.encode(), b"Initiator", "sha256")
         inner = (

@@ -20,7 +20,8 @@ SECRET = "component-secret"
 DOMAIN = "bot.localhost"
 
 
-def write_config(tmp_path: Path) -> Path:
+def write_config(tmp_path: Path, domain: str = DOMAIN, secret: str = SECRET) -> Path:
+    """A server for localhost with a c2s and a component listener, and one component."""
     data_dir = tmp_path / "data"
     path = tmp_path / "roost.toml"
     path.write_text(
@@ -40,8 +41,8 @@ address = "127.0.0.1:0"
 [storage]
 url = "sqlite:///{data_dir / "roost.db"}"
 
-[components."{DOMAIN}"]
-secret = "{SECRET}"
+[components."{domain}"]
+secret = "{secret}"
 """
     )
     return path

@@ -22,19 +22,21 @@ from roost.core.server import Server
 from roost.s2s.diagnose import diagnose
 from roost.s2s.dns import StaticResolver
 from roost.s2s.manager import Federation
+from roost.transports import tls as tls_util
 from tests.support.clients import Client, connect
+from tests.support.raw import RawClient
 from tests.support.server import RunningServer
 from tests.support.testca import TestCA
 
 
-def write_config(directory: Path, domain: str, extra: str = "") -> Path:
+def write_config(directory: Path, domain: str, extra: str = "", more_domains: str = "") -> Path:
     data_dir = directory / "data"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "roost.toml"
     path.write_text(
         f"""
 [server]
-domains = ["{domain}"]
+domains = ["{domain}"{more_domains}]
 data_dir = "{data_dir}"
 
 [[listen]]
@@ -59,15 +61,16 @@ class Pair:
     a: Server
     b: Server
 
-    async def user(self, server: Server, name: str) -> Client:
-        domain = server.config.server.domains[0]
+    async def user(self, server: Server, name: str, domain: str = "") -> Client:
+        domain = domain or server.config.server.domains[0]
         await RunningServer(server, server.config.server.data_dir).add_user(f"{name}@{domain}", "pw")
         return await connect(f"{name}@{domain}", "pw", server.addresses["c2s"][1])
 
 
-async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "") -> Pair:
+async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "", more_b: str = "") -> Pair:
+    """a.test and b.test (``more_b``: more domains on b, e.g. ``, "c.test"``)."""
     a = create_server(load_config(write_config(tmp_path / "a", "a.test", extra_a)))
-    b = create_server(load_config(write_config(tmp_path / "b", "b.test", extra_b)))
+    b = create_server(load_config(write_config(tmp_path / "b", "b.test", extra_b, more_b)))
     await a.start()
     await b.start()
     a_port, b_port = a.addresses["s2s"][1], b.addresses["s2s"][1]
@@ -77,6 +80,7 @@ async def start_pair(tmp_path: Path, extra_a: str = "", extra_b: str = "") -> Pa
             "conference.a.test": ("127.0.0.1", a_port),
             "b.test": ("127.0.0.1", b_port),
             "conference.b.test": ("127.0.0.1", b_port),
+            "c.test": ("127.0.0.1", b_port),
         }
     )
     for server in (a, b):
@@ -144,8 +148,10 @@ async def test_chat_both_ways_with_dialback(dialback_pair: Pair, caplog: pytest.
     caplog.set_level("INFO", logger="roost.s2s")
     await chat_both_ways(dialback_pair)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("s2s in: a.test → b.test authenticated by dialback" in line for line in lines)
-    assert any("s2s out: b.test → a.test authenticated by dialback" in line for line in lines)
+    assert any("s2s in: a.test → b.test authenticated by dialback, bidi" in line for line in lines)
+    # b verified a's key over a stream of its own to a (never on the stream that asked, XEP-0288
+    # §2.2), which then carries b's stanzas too.
+    assert any("s2s out: b.test → a.test authenticated by dialback, bidi" in line for line in lines)
 
 
 async def test_chat_both_ways_with_sasl_external(
@@ -154,8 +160,106 @@ async def test_chat_both_ways_with_sasl_external(
     caplog.set_level("INFO", logger="roost.s2s")
     await chat_both_ways(external_pair)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("s2s in: a.test → b.test authenticated by external" in line for line in lines)
-    assert any("s2s out: b.test → a.test authenticated by external" in line for line in lines)
+    assert any("s2s in: a.test → b.test authenticated by external, bidi" in line for line in lines)
+    assert any("s2s out: a.test → b.test authenticated by external, bidi" in line for line in lines)
+    # XEP-0288: b answered on a's stream; it opened none of its own (one TCP connection in all).
+    b_federation = external_pair.b.route_table.remote
+    assert isinstance(b_federation, Federation)
+    assert ("b.test", "a.test") not in b_federation.links
+    assert ("b.test", "a.test") in b_federation.bidi_in
+
+
+async def test_chat_both_ways_with_sasl_external_without_bidi(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[s2s] bidi = false`` on the receiving server: each direction opens its own stream."""
+    ca = TestCA(tmp_path / "ca")
+    extras = []
+    for domain, bidi in (("a.test", "true"), ("b.test", "false")):
+        issued = ca.issue(domain)
+        extras.append(
+            f'[tls]\ncert = "{issued.cert}"\nkey = "{issued.key}"\n'
+            f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\nbidi = {bidi}\n'
+        )
+    caplog.set_level("INFO", logger="roost.s2s")
+    pair = await start_pair(tmp_path, *extras)
+    try:
+        await chat_both_ways(pair)
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("s2s out: b.test → a.test authenticated by external (" in line for line in lines)
+    assert not any(", bidi" in line for line in lines)
+
+
+async def test_each_domain_presents_its_own_certificate_by_sni(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """b.test and c.test on one server with a certificate each ([tls.domains]); a.test accepts
+    certificate-authenticated peers only, so every link below is proof that the certificate for
+    the right name was presented: by SNI on b's listener, as the client certificate from c.test."""
+    ca = TestCA(tmp_path / "ca")
+    a, b, c = ca.issue("a.test"), ca.issue("b.test"), ca.issue("c.test")
+    s2s = f'[s2s]\nca_file = "{ca.ca_file}"\nsecure_auth = true\n'
+    extra_a = f'[tls]\ncert = "{a.cert}"\nkey = "{a.key}"\n{s2s}'
+    # No bidi on b: it opens streams of its own, presenting its client certificates.
+    extra_b = (
+        f'[tls]\ncert = "{b.cert}"\nkey = "{b.key}"\n'
+        f'[tls.domains."c.test"]\ncert = "{c.cert}"\nkey = "{c.key}"\n{s2s}bidi = false\n'
+    )
+    caplog.set_level("INFO", logger="roost.s2s")
+    pair = await start_pair(tmp_path, extra_a, extra_b, ', "c.test"')
+    try:
+        alice = await pair.user(pair.a, "alice")
+        bob = await pair.user(pair.b, "bob")
+        carol = await pair.user(pair.b, "carol", "c.test")
+        try:
+            for peer, jid in ((bob, "bob@b.test"), (carol, "carol@c.test")):
+                alice.send_message(mto=jid, mbody=f"hi {jid}", mtype="chat")
+                got = await next_message(peer)
+                assert got["body"] == f"hi {jid}"
+                peer.send_message(mto=got["from"], mbody=f"from {jid}", mtype="chat")
+                back = await next_message(alice)
+                assert back["body"] == f"from {jid}" and str(back["from"]).startswith(jid + "/")
+        finally:
+            for client in (alice, bob, carol):
+                client.disconnect()
+    finally:
+        await pair.a.stop()
+        await pair.b.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    for remote in ("b.test", "c.test"):
+        assert any(f"s2s out: a.test → {remote} authenticated by external" in line for line in lines)
+        assert any(f"s2s in: {remote} → a.test authenticated by external" in line for line in lines)
+
+
+async def test_c2s_presents_each_domains_certificate_by_sni(tmp_path: Path) -> None:
+    """Clients of b.test and c.test on one server each get their domain's certificate: it validates
+    against the CA for the name, and SCRAM-PLUS with tls-server-end-point (which hashes the
+    certificate the server presented) succeeds."""
+    ca = TestCA(tmp_path / "ca")
+    b, c = ca.issue("b.test"), ca.issue("c.test")
+    extra = (
+        f'[tls]\ncert = "{b.cert}"\nkey = "{b.key}"\n'
+        f'[tls.domains."c.test"]\ncert = "{c.cert}"\nkey = "{c.key}"\n'
+    )
+    server = create_server(load_config(write_config(tmp_path / "b", "b.test", extra, ', "c.test"')))
+    await server.start()
+    try:
+        for domain in ("b.test", "c.test"):
+            await RunningServer(server, server.config.server.data_dir).add_user(f"u@{domain}", "pw")
+            raw = await RawClient.connect(server.addresses["c2s"][1], domain)
+            await raw.open()
+            await raw.starttls(tls_util.client_context(verify=True, cafile=ca.ca_file))
+            presented = raw.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+            assert presented == tls_util.certificate_der(ca.directory / f"{domain}.crt")
+            mechanism = next(m for m in raw.mechanisms() if m.endswith("-PLUS"))
+            result = await raw.auth_scram("u", "pw", mechanism, cb_type="tls-server-end-point")
+            assert result.name == "success", result
+            raw.close()
+    finally:
+        await server.stop()
 
 
 async def test_unreachable_domain_bounces_remote_server_not_found(dialback_pair: Pair) -> None:

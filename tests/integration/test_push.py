@@ -91,8 +91,8 @@ async def login(running: RunningServer, user: str, *inline: Element) -> tuple[Ra
     return raw, result.authzid
 
 
-async def iq(raw: RawClient, payload: Element) -> Element:
-    el = Element("iq", "jabber:client", {"type": "set", "id": "push1"})
+async def iq(raw: RawClient, payload: Element, to: str | None = None) -> Element:
+    el = Element("iq", "jabber:client", {"type": "set", "id": "push1", **({"to": to} if to else {})})
     el.append(payload)
     raw.send(el)
     while True:
@@ -280,4 +280,63 @@ async def test_push_for_a_room_mention_in_a_detached_session(running: RunningSer
     note = await app.next()
     assert note.summary["last-message-sender"] == f"{room}/romeo"
     assert note.summary["last-message-body"] == "Jules, art thou awake?"
+    romeo.close()
+
+
+def bookmark(room: str, nick: str, *settings: tuple[str, dict[str, str]]) -> Element:
+    """A XEP-0402 publish of ``room``'s bookmark with XEP-0492 notification settings."""
+    conference = Element("conference", "urn:xmpp:bookmarks:1", {"autojoin": "true"})
+    conference.add("nick", text=nick)
+    notify = conference.add("extensions").add("notify", "urn:xmpp:notification-settings:1")
+    for name, attrs in settings:
+        notify.add(name, attrs=attrs)
+    pubsub = Element("pubsub", "http://jabber.org/protocol/pubsub")
+    pubsub.add("publish", attrs={"node": "urn:xmpp:bookmarks:1"}).add("item", attrs={"id": room}).append(
+        conference
+    )
+    form = pubsub.add("publish-options").add("x", DATA_FORMS, {"type": "submit"})
+    for var, value in (
+        ("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"),
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#send_last_published_item", "never"),
+        ("pubsub#access_model", "whitelist"),
+    ):
+        form.add("field", attrs={"var": var}).add("value", text=value)
+    return pubsub
+
+
+async def test_push_for_every_message_of_a_marked_room(running: RunningServer, app: AppServer) -> None:
+    """XEP-0492 in the room's bookmark: 'always' for a phone wakes it for every message, 'never'
+    not even for a mention."""
+    room = "capulet@conference.localhost"
+    phone = {"identity-category": "client", "identity-type": "phone"}
+    juliet, _ = await login(running, "juliet", Element("enable", SM, {"resume": "true"}))
+    assert (await iq(juliet, enable("node-6", body=True))).attrs["type"] == "result"
+    published = await iq(juliet, bookmark(room, "jules", ("always", phone), ("on-mention", {})))
+    assert published.attrs["type"] == "result", published
+    await join(juliet, room, "jules")
+    owner = Element("query", "http://jabber.org/protocol/muc#owner")
+    owner.add("x", DATA_FORMS, {"type": "submit"})
+    assert (await iq(juliet, owner, to=room)).attrs["type"] == "result"
+    romeo, _ = await login(running, "romeo")
+    await join(romeo, room, "romeo")
+    (session,) = running.server.sessions.resources("localhost", "juliet")
+    juliet.writer.transport.abort()
+
+    async def detached() -> bool:
+        return session.state is SessionState.DETACHED
+
+    await eventually(detached)
+    romeo.send(chat(room, "good morrow, all", "groupchat"))
+    note = await app.next()
+    assert note.summary["last-message-body"] == "good morrow, all", "a marked room: every message"
+    # Another client of Juliet's marks the room 'never' for phones (and leaves).
+    other, _ = await login(running, "juliet")
+    assert (await iq(other, bookmark(room, "jules", ("never", phone), ("always", {})))).attrs[
+        "type"
+    ] == "result"
+    other.close()
+    romeo.send(chat(room, "Jules, art thou awake?", "groupchat"))
+    assert await app.nothing(1.0), "'never': not even a mention wakes the phone"
     romeo.close()

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 from pathlib import Path
 
 import pytest
 
-from roost.core.fast import DAY
+from roost.core.fast import DAY, LAST_USED_PRECISION
 from roost.core.session import SessionState
+from roost.stream.features.sasl2 import UserAgent
 from roost.stream.sasl.scram import SaslFailure, ScramClient, derive_credentials, ssdp_string
+from roost.transports import tls
 from roost.util.datetime import parse_datetime
 from roost.xml.element import Element
-from roost.xml.ns import BIND, BIND2, CSI, SASL, SASL2, SASL_CB, SM, STANZA_ERRORS
+from roost.xml.ns import BIND, BIND2, CSI, SASL, SASL2, SASL_CB, SASL_UPGRADE, SM, STANZA_ERRORS
 from tests.support import sasl2
 from tests.support.im import eventually
 from tests.support.raw import RawClient
@@ -249,6 +252,24 @@ async def test_fast_rotation_keeps_the_old_token_until_the_new_one_is_used(tmp_p
         raw.close()
 
 
+async def test_fast_use_writes_last_used_only_when_stale(server: RunningServer) -> None:
+    """A phone reconnecting every few minutes costs no token-store write per login."""
+    fast = server.server.fast
+    agent = UserAgent("dev-1", "TestClient", "phone")
+    await fast.issue("localhost", "romeo", agent, "HT-SHA-256-NONE")
+    (token,) = await fast.lookup("localhost", "romeo", agent.id)
+    (issued,) = await fast.devices("localhost", "romeo")
+    assert issued.last_used > 0, "issuing is a login of that device"
+    await fast.used("localhost", "romeo", agent.id, token)
+    assert (await fast.devices("localhost", "romeo"))[0].last_used == issued.last_used
+    record = await fast.store.get("localhost", "romeo", agent.id)
+    assert isinstance(record, dict)
+    stale = issued.last_used - LAST_USED_PRECISION - 1
+    await fast.store.set("localhost", "romeo", agent.id, {**record, "last_used": stale})
+    await fast.used("localhost", "romeo", agent.id, token)
+    assert (await fast.devices("localhost", "romeo"))[0].last_used > issued.last_used
+
+
 async def _token_short(server: RunningServer, agent: Agent) -> str:
     raw = await connect(server)
     result = await sasl2.scram(raw, "romeo", "s3cret", agent=agent, request_token="HT-SHA-256-NONE")
@@ -316,10 +337,19 @@ async def test_fast_needs_a_user_agent_id(server: RunningServer) -> None:
 # -- downgrade protection (XEP-0474 SSDP) ------------------------------------------------------------
 
 
-async def _scram_with_ssdp(raw: RawClient, mechs: list[str], cbs: list[str] | None, *, sasl2_: bool) -> str:
-    """A SCRAM-SHA-256 exchange whose client believes the server offered ``mechs``/``cbs``:
-    "ok" if the server's hash matched, else the client's failure text."""
-    client = ScramClient("SHA-256", "romeo", "s3cret", ssdp=ssdp_string(mechs, cbs))
+async def _scram_with_ssdp(
+    raw: RawClient, mechs: list[str], cbs: list[str] | None, *, sasl2_: bool, tls_version: str | None = None
+) -> str:
+    """A SCRAM-SHA-256 exchange whose client believes the server offered ``mechs``/``cbs`` (and
+    that its TLS version is ``tls_version``, default the real one): "ok" if the server's hash
+    matched, else the client's failure text."""
+    client = ScramClient(
+        "SHA-256",
+        "romeo",
+        "s3cret",
+        ssdp=ssdp_string(mechs, cbs),
+        tls_version=tls_version or raw.tls_version(),
+    )
     if sasl2_:
         raw.send(sasl2.authenticate("SCRAM-SHA-256", client.first(), Agent()))
     else:
@@ -330,6 +360,7 @@ async def _scram_with_ssdp(raw: RawClient, mechs: list[str], cbs: list[str] | No
     assert challenge.name == "challenge"
     server_first = base64.b64decode(challenge.text)
     assert b",h=" in server_first
+    assert f",t={raw.tls_version()}".encode() in server_first, "XEP-0515: the TLS version the server sees"
     try:
         client.respond(server_first)
     except SaslFailure as e:
@@ -366,6 +397,37 @@ async def test_stripped_mechanism_list_is_detected(server: RunningServer, use_sa
     # ... or the whole XEP-0440 list.
     raw = await connect(server)
     assert "downgrade" in await _scram_with_ssdp(raw, mechs, None, sasl2_=use_sasl2)
+    raw.close()
+
+
+@pytest.mark.parametrize("use_sasl2", [False, True])
+async def test_tls_version_split_is_detected(server: RunningServer, use_sasl2: bool) -> None:
+    """XEP-0515: a MITM speaking TLS 1.3 to the client and TLS 1.2 to the server (where tls-exporter
+    is not offered) is caught by the t= the server puts in the signed server-first-message."""
+    await server.add_user("romeo@localhost", "s3cret")
+    raw = await connect(server)
+    assert raw.tls_version() == "0304"
+    mechs, cbs = _advertised(raw)
+    assert await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2) == "ok"
+    raw.close()
+    # The server's arm of the MITM: TLS 1.2. The server says t=0303; a client on TLS 1.2 agrees ...
+    tls12 = tls.client_context()
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open()
+    await raw.starttls(tls12)
+    assert raw.tls_version() == "0303"
+    mechs, cbs = _advertised(raw)
+    assert "tls-exporter" not in cbs
+    assert await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2) == "ok"
+    raw.close()
+    # ... but the client of the MITM, on TLS 1.3 (and shown the TLS 1.2 lists), sees the split.
+    raw = await RawClient.connect(server.c2s_port)
+    await raw.open()
+    await raw.starttls(tls12)
+    mechs, cbs = _advertised(raw)
+    failure = await _scram_with_ssdp(raw, mechs, cbs, sasl2_=use_sasl2, tls_version="0304")
+    assert "downgrade" in failure and "0303" in failure
     raw.close()
 
 
@@ -466,3 +528,86 @@ async def test_locked_account_is_refused_over_sasl2_and_fast(server: RunningServ
     raw = await connect(server)
     assert (await sasl2.ht(raw, "romeo", token, agent)).ok
     raw.close()
+
+
+# -- <continue/> tasks: XEP-0480 SCRAM upgrades -------------------------------------------------------
+
+
+async def sha1_only_user(server: RunningServer) -> None:
+    """An account as imported from a server that stored SCRAM-SHA-1 keys only."""
+    await server.server.storage.accounts.create("localhost", "juliet", [derive_credentials("n0rth", "SHA-1")])
+
+
+async def test_scram_upgrade_tasks_add_the_missing_hashes(server: RunningServer) -> None:
+    await sha1_only_user(server)
+    raw = await connect(server)
+    auth = raw.features.find("authentication", SASL2) if raw.features is not None else None
+    assert auth is not None
+    offered = [u.text for u in auth.elements("upgrade", SASL_UPGRADE)]
+    assert offered == ["UPGR-SCRAM-SHA-1", "UPGR-SCRAM-SHA-256", "UPGR-SCRAM-SHA-512"]
+    # Without SHA-256 keys, SCRAM-SHA-256 cannot log in.
+    assert (
+        await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-256", agent=Agent())
+    ).condition == "not-authorized"
+    upgrades = ["UPGR-SCRAM-SHA-256", "UPGR-SCRAM-SHA-512", "UPGR-BLOOP2"]
+    first = await sasl2.scram(
+        raw, "juliet", "n0rth", "SCRAM-SHA-1-PLUS", cb_type="tls-exporter", upgrade=upgrades
+    )
+    # One <continue/> per task (XEP-0388 §2.6.3), the SCRAM signature in the first (checked by
+    # sasl2.scram); the task Roost does not know is not run.
+    assert sasl2.continue_tasks(first) == ["UPGR-SCRAM-SHA-256"]
+    second, salt = await sasl2.scram_upgrade(raw, "UPGR-SCRAM-SHA-256", "n0rth")
+    assert int(salt.attrs["iterations"]) >= 4096
+    assert sasl2.continue_tasks(second) == ["UPGR-SCRAM-SHA-512"]
+    assert second.element.find("additional-data", SASL2) is None
+    done, _ = await sasl2.scram_upgrade(raw, "UPGR-SCRAM-SHA-512", "n0rth")
+    assert done.ok, done.element
+    assert done.authzid.startswith("juliet@localhost/") and done.bound is not None
+    raw.close()
+    accounts = server.server.storage.accounts
+    sha256 = await accounts.get_credentials("localhost", "juliet", "SHA-256")
+    assert sha256 is not None and sha256.salt == base64.b64decode(salt.text), "keys with the salt sent"
+    for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512", "SCRAM-SHA-1"):  # old keys kept (XEP-0480 §4)
+        again = await connect(server)
+        assert (await sasl2.scram(again, "juliet", "n0rth", mech, agent=Agent())).ok, mech
+        again.close()
+    # Keys the account has are not offered as a task again.
+    again = await connect(server)
+    result = await sasl2.scram(again, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrades)
+    assert result.ok, result.element
+    again.close()
+
+
+async def test_scram_upgrade_task_failures(server: RunningServer) -> None:
+    await sha1_only_user(server)
+    raw = await connect(server)
+    upgrade = ["UPGR-SCRAM-SHA-256"]
+    # <next/> naming another task than the one offered.
+    first = await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    assert sasl2.continue_tasks(first) == upgrade
+    raw.send(Element("next", SASL2, {"task": "UPGR-SCRAM-SHA-512"}))
+    assert (await sasl2.finish(raw)).condition == "malformed-request"
+    # A SaltedPassword of the wrong length (a SHA-1 one for SHA-256).
+    first = await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    raw.send(Element("next", SASL2, {"task": "UPGR-SCRAM-SHA-256"}))
+    assert (await raw.element()).name == "task-data"
+    bad = Element("task-data", SASL2)
+    bad.add("hash", "urn:xmpp:scram-upgrade:0", text=base64.b64encode(b"x" * 20).decode())
+    raw.send(bad)
+    assert (await sasl2.finish(raw)).condition == "malformed-request"
+    assert await server.server.storage.accounts.get_credentials("localhost", "juliet", "SHA-256") is None
+    # Third failure ends the stream, as for any SASL failure (RFC 6120 §6.4.5).
+    await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    raw.send(Element("abort", SASL2))
+    assert (await sasl2.finish(raw)).condition == "aborted"  # aborting does not count
+    await sasl2.scram(raw, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    raw.send(Element("task-data", SASL2))  # before <next/>
+    assert (await sasl2.finish(raw)).condition == "malformed-request"
+    assert await raw.stream_error() == "policy-violation"
+    # XEP-0388 §7: <authenticate/> after <continue/> is a stream error.
+    other = await connect(server)
+    first = await sasl2.scram(other, "juliet", "n0rth", "SCRAM-SHA-1", agent=Agent(), upgrade=upgrade)
+    assert sasl2.continue_tasks(first) == upgrade
+    other.send(sasl2.authenticate("PLAIN", b"\0juliet\0n0rth", Agent()))
+    assert await other.stream_error() == "policy-violation"
+    assert await server.server.storage.accounts.get_credentials("localhost", "juliet", "SHA-256") is None

@@ -105,17 +105,27 @@ class RawClient:
         self.features = features
         return features
 
-    async def starttls(self) -> None:
+    async def starttls(self, context: ssl.SSLContext | None = None) -> None:
+        """STARTTLS; with ``context`` (e.g. one that verifies), SNI names the stream's domain."""
         self.send_raw(f"<starttls xmlns='{TLS}'/>")
         proceed = await self.element()
         assert proceed.name == "proceed", proceed
-        await self.writer.start_tls(tls.client_context())
+        if context is None:
+            await self.writer.start_tls(tls.client_context())
+        else:
+            await self.writer.start_tls(context, server_hostname=self.domain)
         await self.open()
 
     def mechanisms(self) -> list[str]:
         assert self.features is not None
         mechs = self.features.find("mechanisms", SASL)
         return [] if mechs is None else [m.text for m in mechs.elements("mechanism")]
+
+    def tls_version(self) -> str:
+        """The connection's TLS version as XEP-0515 writes it ("0304")."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        assert isinstance(ssl_object, ssl.SSLObject)
+        return tls.TLS_VERSION_CODES[ssl_object.version() or ""]
 
     def channel_binding(self, cb_type: str) -> bytes:
         ssl_object = self.writer.get_extra_info("ssl_object")

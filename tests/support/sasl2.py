@@ -9,9 +9,9 @@ import hmac
 import uuid
 from dataclasses import dataclass, field
 
-from roost.stream.sasl.scram import ScramClient, parse_mechanism
+from roost.stream.sasl.scram import ScramClient, parse_mechanism, salted_password
 from roost.xml.element import Element
-from roost.xml.ns import BIND2, FAST, SASL, SASL2, STREAM
+from roost.xml.ns import BIND2, FAST, SASL, SASL2, SASL_UPGRADE, SCRAM_UPGRADE, STREAM
 from tests.support.raw import RawClient
 
 HT_CB = {"NONE": None, "EXPR": "tls-exporter", "ENDP": "tls-server-end-point", "UNIQ": "tls-unique"}
@@ -75,6 +75,7 @@ def authenticate(
     inline: list[Element] | None = None,
     request_token: str | None = None,
     fast: dict[str, str] | None = None,
+    upgrade: list[str] | None = None,
     extra: list[Element] | None = None,
 ) -> Element:
     el = Element("authenticate", SASL2, {"mechanism": mechanism})
@@ -94,6 +95,8 @@ def authenticate(
         el.add("request-token", FAST, {"mechanism": request_token})
     if fast is not None:
         el.add("fast", FAST, fast)
+    for task in upgrade or []:
+        el.add("upgrade", SASL_UPGRADE, text=task)  # XEP-0480 §2.2
     for child in extra or []:
         el.append(child)
     return el
@@ -123,7 +126,15 @@ async def scram(
     assert parsed is not None
     hash_name, plus = parsed
     cb_data = raw.channel_binding(cb_type) if cb_type else b""
-    client = ScramClient(hash_name, username, password, plus=plus, cb_type=cb_type, cb_data=cb_data)
+    client = ScramClient(
+        hash_name,
+        username,
+        password,
+        plus=plus,
+        cb_type=cb_type,
+        cb_data=cb_data,
+        tls_version=raw.tls_version(),
+    )
     raw.send(authenticate(mechanism, client.first(), agent, **kwargs))  # type: ignore[arg-type]
     challenge = await raw.element()
     if challenge.name != "challenge":
@@ -132,11 +143,36 @@ async def scram(
     response.children.append(base64.b64encode(client.respond(base64.b64decode(challenge.text))).decode())
     raw.send(response)
     result = await finish(raw)
-    if result.ok:
+    if result.ok or result.element.name == "continue":
+        # The server signature comes in <success/>, or in the first <continue/> (XEP-0388 §2.6.3).
         data = result.element.find_text("additional-data", SASL2)
         assert data, "SCRAM success carries the server signature"
         client.verify(base64.b64decode(data))
     return result
+
+
+def continue_tasks(result: Result) -> list[str]:
+    """The tasks a ``<continue/>`` offers (empty for anything else)."""
+    tasks = result.element.find("tasks", SASL2) if result.element.name == "continue" else None
+    return [t.text for t in tasks.elements("task", SASL2)] if tasks is not None else []
+
+
+async def scram_upgrade(raw: RawClient, task: str, password: str) -> tuple[Result, Element]:
+    """Run the XEP-0480 §3 task ``task`` offered by a ``<continue/>``: ``<next/>``, read the salt,
+    send the SaltedPassword. The server's answer (``<continue/>``, ``<success/>``, ``<failure/>``)
+    and the ``<salt/>`` it sent."""
+    hash_name = task.removeprefix("UPGR-SCRAM-")
+    raw.send(Element("next", SASL2, {"task": task}))
+    data = await raw.element()
+    assert data.name == "task-data" and data.ns == SASL2, data
+    salt_el = data.find("salt", SCRAM_UPGRADE)
+    assert salt_el is not None
+    salt, iterations = base64.b64decode(salt_el.text), int(salt_el.attrs["iterations"])
+    answer = Element("task-data", SASL2)
+    salted = salted_password(password, hash_name, salt, iterations)
+    answer.add("hash", SCRAM_UPGRADE, text=base64.b64encode(salted).decode())
+    raw.send(answer)
+    return await finish(raw), salt_el
 
 
 async def plain(

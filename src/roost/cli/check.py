@@ -97,9 +97,13 @@ def _check_federation(config: Config, domain: str | None) -> int:
 
 
 def _check_tls(config: Config, report: _Report) -> None:
+    from roost.transports.certificates import default_domains
     from roost.transports.tls import CERT_FILE_NAME, KEY_FILE_NAME, certificate_problems, expires_within
 
-    domains = config.server.domains
+    domains = default_domains(config)
+    for domain, entry in config.tls.domains.items():
+        for message in certificate_problems(entry.cert, entry.key, [domain]):
+            report.problem(f"[tls.domains.{domain!r}]: {message}")
     if config.tls.cert is not None and config.tls.key is not None:
         for message in certificate_problems(config.tls.cert, config.tls.key, domains):
             report.problem(message)

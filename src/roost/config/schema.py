@@ -45,6 +45,7 @@ __all__ = [
     "ModuleOptions",
     "ServerSection",
     "StorageSection",
+    "TLSDomainSection",
     "TLSSection",
     "listen_hosts",
     "parse_address",
@@ -152,12 +153,27 @@ class ServerSection(_Section):
 # --- [tls] -------------------------------------------------------------------------------------
 
 
+class TLSDomainSection(_Section):
+    """A certificate of its own for one served domain (and its subdomains), chosen by SNI.
+
+    ```toml
+    [tls.domains."example.net"]
+    cert = "/etc/letsencrypt/live/example.net/fullchain.pem"
+    key = "/etc/letsencrypt/live/example.net/privkey.pem"
+    ```
+    """
+
+    cert: ConfigPath = Field(description="PEM certificate chain for this domain.")
+    key: ConfigPath = Field(description="PEM private key matching cert.")
+
+
 class TLSSection(_Section):
-    """The certificate presented to clients (STARTTLS and direct TLS)."""
+    """The certificate presented to clients and servers (STARTTLS and direct TLS, c2s and s2s)."""
 
     cert: ConfigPath | None = Field(
         default=None,
-        description="PEM certificate chain covering every domain in server.domains. Omit both cert "
+        description="PEM certificate chain covering every domain in server.domains (but those with "
+        "their own in tls.domains). Omit both cert "
         "and key to have a self-signed certificate generated in <data_dir>/tls (fine for testing; "
         "clients will warn).",
         examples=["/etc/letsencrypt/live/example.org/fullchain.pem"],
@@ -168,8 +184,27 @@ class TLSSection(_Section):
         examples=["/etc/letsencrypt/live/example.org/privkey.pem"],
     )
 
+    domains: dict[str, TLSDomainSection] = Field(
+        default_factory=dict,
+        description="Certificates per domain: [tls.domains.\"example.net\"] cert/key. The one for the "
+        "name a peer asks for by SNI (or its closest parent domain) is presented on c2s and s2s "
+        "listeners, and as the client certificate on s2s streams from that domain; cert/key above "
+        "(or the generated one) serve every other name.",
+        examples=[
+            {
+                "example.net": {
+                    "cert": "/etc/letsencrypt/live/example.net/fullchain.pem",
+                    "key": "/etc/letsencrypt/live/example.net/privkey.pem",
+                }
+            }
+        ],
+    )
+
     @model_validator(mode="after")
     def _both_or_neither(self) -> TLSSection:
+        for domain in self.domains:
+            if not domain or domain != domain.lower() or any(c in domain for c in "@/ *"):
+                raise ValueError(f"[tls.domains] {domain!r}: write a lower-case domain name")
         if (self.cert is None) != (self.key is None):
             missing = "key" if self.key is None else "cert"
             given = "cert" if self.key is None else "key"
@@ -441,6 +476,13 @@ class C2SSection(_Section):
         default=True,
         description="Offer FAST token authentication (XEP-0484) in SASL2: a client logs back in with a "
         "token in one round trip instead of its password.",
+        examples=[True],
+    )
+    scram_upgrade: bool = Field(
+        default=True,
+        description="Offer the SCRAM upgrade tasks of XEP-0480 in SASL2: a client logging in to an "
+        "account that lacks keys for one of storage.scram_hashes (e.g. imported with SCRAM-SHA-1 only) "
+        "hands over the salted password for that hash, and the account gains those keys.",
         examples=[True],
     )
     fast_token_days: float = Field(
@@ -828,6 +870,12 @@ class S2SSection(_Section):
         "XEP-0178); no Server Dialback. Incoming streams then ask for the peer's certificate.",
         examples=[True],
     )
+    bidi: bool = Field(
+        default=True,
+        description="Bidirectional streams (XEP-0288): offered to peers and asked for when they offer "
+        "it, so one TCP connection carries stanzas both ways for an authenticated domain pair.",
+        examples=[False],
+    )
     blocklist: list[str] = Field(
         default_factory=list,
         description="Domains (and their subdomains) this server neither connects to nor accepts.",
@@ -1082,6 +1130,11 @@ class Config(BaseModel):
                 # Port 0: each listener gets its own free port.
                 problems.append((key, f"same address as {seen[entry.address]} ({entry.address})"))
             seen.setdefault(entry.address, key)
+        for domain in self.tls.domains:
+            if not any(domain == d or domain.endswith("." + d) for d in self.server.domains):
+                problems.append(
+                    (f"tls.domains.{domain}", f"{domain} is not in [server] domains nor a subdomain of one")
+                )
         for domain in self.components:
             key = f"components.{domain}"
             if domain in self.server.domains:

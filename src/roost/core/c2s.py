@@ -29,8 +29,10 @@ from roost.stream.c2s import (
     NeedCredentials,
     NeedTls,
     NeedToken,
+    NeedUpgrades,
     RegisterRequest,
     Sasl2Login,
+    StoreUpgrade,
     StreamEvent,
 )
 from roost.stream.csi import ClientState
@@ -181,6 +183,14 @@ class C2SDriver:
 
     def _on_event(self, event: StreamEvent) -> None:
         session = self.session
+        if event.__class__ is AckNonza:
+            # The most frequent nonza by far (XEP-0198 <r/>/<a/>): straight to the session's state.
+            managed = session.sm
+            if isinstance(managed, sm.SmSession):
+                managed.ack_nonza(self, event.element)
+            else:
+                sm.stream_event(self, event)  # §6: not enabled here; the service says so
+            return
         if isinstance(event, NeedTls):
             starter: TlsStarter = self.connection  # type: ignore[assignment]
             starter.start_tls()
@@ -190,6 +200,10 @@ class C2SDriver:
             self._bind(event)
         elif isinstance(event, NeedToken):
             self.server.spawn(sasl2.lookup_tokens(self, event), f"{session.id}-fast")
+        elif isinstance(event, NeedUpgrades):
+            self.server.spawn(sasl2.upgrades_needed(self, event), f"{session.id}-upgrade")
+        elif isinstance(event, StoreUpgrade):
+            self.server.spawn(sasl2.store_upgrade(self, event), f"{session.id}-upgrade")
         elif isinstance(event, Sasl2Login):
             self.server.spawn(sasl2.complete_login(self, event), f"{session.id}-sasl2")
         elif isinstance(event, RegisterRequest):

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from roost.storage.api import MapStore
 
 DAY = 86400.0
+#: How stale a device's "last used" may get before a login writes it again: a phone reconnects
+#: many times an hour, and a write per reconnect would buy the operator nothing.
+LAST_USED_PRECISION = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,7 @@ class FastTokens:
             software=agent.software or record.get("software", ""),
             device=agent.device or record.get("device", ""),
             tokens=[_token_json(t) for t in (*kept, new)],
+            last_used=time.time(),  # issued in a login of this device
         )
         await self.store.set(domain, username, agent.id, record)
         return token, expiry
@@ -130,8 +134,14 @@ class FastTokens:
             if not record:
                 return  # revoked meanwhile
             tokens = _tokens(record)
-            record["tokens"] = [_token_json(t) for t in tokens if t.expiry >= token.expiry]
-            record["last_used"] = time.time()
+            live = [t for t in tokens if t.expiry >= token.expiry]
+            now = time.time()
+            last = record.get("last_used")
+            recent = isinstance(last, (int, float)) and now - last < LAST_USED_PRECISION
+            if len(live) == len(tokens) and recent:
+                return  # nothing to drop, and "last used" is fresh enough: no write
+            record["tokens"] = [_token_json(t) for t in live]
+            record["last_used"] = now
             await self.store.set(domain, username, client_id, record)
 
     def due(self, token: StoredToken) -> bool:

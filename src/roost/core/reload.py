@@ -29,6 +29,7 @@ from roost.config.schema import Config
 
 if TYPE_CHECKING:
     from roost.core.server import Server
+    from roost.transports.certificates import Certificates
 
 log = logging.getLogger("roost.reload")
 
@@ -71,17 +72,19 @@ def _overrides(server: Server) -> dict[str, str]:
     return dict(found) if isinstance(found, dict) else {}
 
 
-def _load_tls(config: Config, data_dir: Path) -> tuple[ssl.SSLContext, bytes]:
+def _load_tls(config: Config, data_dir: Path) -> tuple[ssl.SSLContext, bytes, Certificates]:
     from roost.transports import tls
+    from roost.transports.certificates import default_domains, load_certificates
 
     if config.tls.cert is not None and config.tls.key is not None:
         cert, key = config.tls.cert, config.tls.key
-        problems = tls.certificate_problems(cert, key, config.server.domains)
+        problems = tls.certificate_problems(cert, key, default_domains(config))
         if problems:
             raise ValueError("; ".join(problems))
     else:
         cert, key = tls.ensure_certificate(data_dir, config.server.domains)
-    return tls.server_context(cert, key), tls.certificate_der(cert)
+    certificates = load_certificates(config, (cert, key))
+    return certificates.server_context(), tls.certificate_der(cert), certificates
 
 
 def _listeners(entries: Sequence[tuple[str, str]]) -> str:
@@ -119,7 +122,7 @@ async def reload(server: Server) -> ReloadReport:
     try:
         new = load_config(old.path, overrides=_overrides(server))
         new = _effective(old, new, report)
-        context, der = _load_tls(new, old.server.data_dir)
+        context, der, certificates = _load_tls(new, old.server.data_dir)
     except ConfigError as e:
         report.ok, report.error = False, str(e)
     except (OSError, ValueError, ssl.SSLError) as e:
@@ -130,6 +133,7 @@ async def reload(server: Server) -> ReloadReport:
 
     _reopen_logs(old, new, report)
     server.tls_context = context
+    server.certificates = certificates
     if der != server.certificate_der:
         report.changed.append("TLS certificate (new connections get it)")
     server.certificate_der = der

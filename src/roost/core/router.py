@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from roost.core import hooks
+from roost.core.fanout import fanout
 from roost.core.hooks import FireHook, Origin, StanzaEvent
 from roost.core.iq import Target
 from roost.core.session import ClientSession as Session
@@ -218,6 +219,12 @@ class Router:
         pending = self.route(stanza)
         if pending is not None:
             self.server.spawn(pending, "route")
+
+    def fanout(self, stanza: Element, to: Iterable[JID], frm: JID) -> None:
+        """One stanza (``from`` set, no ``to``) to many recipients, serialized once per framing
+        (:mod:`roost.core.fanout`): MUC broadcasts and presence broadcasts. Not for subscription
+        stanzas or probes, which the recipient's server handles (RFC 6121 §8.5.3.1)."""
+        fanout(self.server, stanza, to, frm)
 
     # -- delivery ------------------------------------------------------------------------------------
     def deliver(self, event: StanzaEvent) -> Awaitable[None] | None:

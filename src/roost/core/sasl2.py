@@ -3,12 +3,15 @@
 The stream feature (:mod:`roost.stream.features.sasl2`) runs the mechanisms; what needs storage or
 the session table happens here: looking up a client's FAST tokens, recording the user agent,
 issuing and rotating tokens, binding the stable per-device resource and letting modules enable
-their inline features (``BIND2_INLINE``), before ``<success/>`` is written.
+their inline features (``BIND2_INLINE``), before ``<success/>`` is written; and, before all that,
+the XEP-0480 SCRAM upgrade tasks: which hashes the account lacks keys for, storing the new keys.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from roost.admin.locks import lock_reason
 from roost.core import hooks, sm
@@ -17,7 +20,17 @@ from roost.core.session import SessionState
 from roost.jid import JIDError, prepare_resource
 from roost.stanza.errors import StreamError
 from roost.stream import sm as sm_protocol
-from roost.stream.features.sasl2 import NeedToken, Sasl2Login, bind2_resource
+from roost.stream.features.sasl2 import (
+    NeedToken,
+    NeedUpgrades,
+    Sasl2Login,
+    ScramUpgrade,
+    StoredToken,
+    StoreUpgrade,
+    bind2_resource,
+    upgrade_hash,
+)
+from roost.stream.sasl.scram import HASH_NAMES, credentials_from_salted
 from roost.util.ids import random_token
 from roost.util.logging import bind_conn_id
 from roost.xml.element import Element
@@ -25,28 +38,93 @@ from roost.xml.ns import BIND2, FAST, SM
 
 if TYPE_CHECKING:
     from roost.core.c2s import C2SDriver
+    from roost.stream.c2s import StreamEvent
     from roost.stream.sm import SmFailure
+
+T = TypeVar("T")
 
 #: Longest client tag kept in a resource (XEP-0386 §3.2; the rest of the resource is ours).
 MAX_TAG = 32
 
 
-async def lookup_tokens(driver: C2SDriver, event: NeedToken) -> None:
-    """Answer :class:`NeedToken` with the client's live tokens."""
+async def _answer(
+    driver: C2SDriver, what: str, lookup: Awaitable[T], reply: Callable[[T], list[StreamEvent]]
+) -> None:
+    """Await a storage step of the login, then hand its result to the stream (``reply``), unless the
+    connection went meanwhile; a failed step ends the stream with internal-server-error."""
     session = driver.session
     with bind_conn_id(session.id):
         try:
-            tokens = await driver.server.fast.lookup(event.domain, event.username, event.client_id)
-            disabled = (
-                await lock_reason(driver.server.storage, event.domain, event.username) if tokens else None
-            )
+            found = await lookup
         except Exception:
-            session.log.exception("FAST token lookup failed")
+            session.log.exception("%s failed", what)
             driver.close(StreamError("internal-server-error"), reason="error")
             return
         if driver.closed:
             return
-        driver.handle_events(driver.stream.tokens(tokens, disabled))
+        driver.handle_events(reply(found))
+
+
+async def lookup_tokens(driver: C2SDriver, event: NeedToken) -> None:
+    """Answer :class:`NeedToken` with the client's live tokens."""
+
+    async def lookup() -> tuple[list[StoredToken], str | None]:
+        tokens = await driver.server.fast.lookup(event.domain, event.username, event.client_id)
+        disabled = await lock_reason(driver.server.storage, event.domain, event.username) if tokens else None
+        return tokens, disabled
+
+    await _answer(driver, "FAST token lookup", lookup(), lambda found: driver.stream.tokens(*found))
+
+
+async def upgrades_needed(driver: C2SDriver, event: NeedUpgrades) -> None:
+    """Answer :class:`NeedUpgrades`: the asked-for tasks whose hash the account has no keys for
+    (XEP-0480 is for adding keys; keys the account has are never replaced this way)."""
+    accounts = driver.server.storage.accounts
+    iterations = driver.server.config.storage.scram_iterations
+
+    async def lookup() -> list[ScramUpgrade]:
+        needed: list[ScramUpgrade] = []
+        for task in event.tasks:
+            hash_name = upgrade_hash(task)
+            if (
+                hash_name is not None
+                and await accounts.get_credentials(event.domain, event.username, hash_name) is None
+            ):
+                needed.append(ScramUpgrade(task, hash_name, secrets.token_bytes(16), iterations))
+        return needed
+
+    await _answer(driver, "credential lookup for an upgrade task", lookup(), driver.stream.sasl2_upgrades)
+
+
+async def store_upgrade(driver: C2SDriver, event: StoreUpgrade) -> None:
+    """Answer :class:`StoreUpgrade`: add the keys derived from the client's SaltedPassword to the
+    account's, keeping every key it has (XEP-0480 §4: the mechanisms offered before stay usable)."""
+    session = driver.session
+    accounts = driver.server.storage.accounts
+    upgrade = event.upgrade
+    with bind_conn_id(session.id):
+        new = credentials_from_salted(
+            upgrade.hash_name, event.salted_password, upgrade.salt, upgrade.iterations
+        )
+        ok = True
+        try:
+            # The store replaces the set as a whole; the account's other keys are read first. A
+            # password change between the two would be undone for these hashes only by an
+            # authenticated client of that account, at worst restoring keys of its old password.
+            kept = [
+                creds
+                for name in HASH_NAMES
+                if name != upgrade.hash_name
+                and (creds := await accounts.get_credentials(event.domain, event.username, name)) is not None
+            ]
+            await accounts.set_credentials(event.domain, event.username, [*kept, new])
+            session.log.info("SCRAM keys for %s added by %s", upgrade.hash_name, upgrade.task)
+        except Exception:
+            session.log.exception("storing the keys of an upgrade task failed")
+            ok = False
+        if driver.closed:
+            return
+        driver.handle_events(driver.stream.sasl2_upgraded(ok))
 
 
 def _tag(request: Element) -> str:

@@ -37,6 +37,7 @@ from roost.stream.sasl.scram import set_unknown_user_secret
 from roost.stream.sm import SmFeature
 from roost.transports import tls
 from roost.transports.batching import WriteBatcher
+from roost.transports.certificates import Certificates, load_certificates
 from roost.util.latency import LatencyStats
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, PING
@@ -98,6 +99,8 @@ class Server:
         self.tls_context: ssl.SSLContext = None  # type: ignore[assignment]
         self.certificate_der: bytes | None = None
         self.certificate_files: tuple[Path, Path] = (Path(), Path())
+        #: Every certificate, by domain (SNI); replaced on reload.
+        self.certificates: Certificates = None  # type: ignore[assignment]
         self._servers: list[Listener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -149,8 +152,9 @@ class Server:
             cert, key = config.tls.cert, config.tls.key
         else:
             cert, key = tls.ensure_certificate(data_dir, config.server.domains)
-        self.tls_context = tls.server_context(cert, key)
-        #: The certificate and key files (s2s presents them on both ends of its streams).
+        self.certificates = load_certificates(config, (cert, key))
+        self.tls_context = self.certificates.server_context()
+        #: The default certificate and key files.
         self.certificate_files = (cert, key)
         self.certificate_der = tls.certificate_der(cert)
 
@@ -188,6 +192,7 @@ class Server:
             preauth_register=self._preauth_register,
             bind2_features=self.bind2_features,
             fast=c2s.fast,
+            scram_upgrades=tuple(self.config.storage.scram_hashes) if c2s.scram_upgrade else (),
             features=_nonza_features,
         )
 

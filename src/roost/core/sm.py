@@ -45,7 +45,7 @@ from roost.stream.sm import (
 from roost.util.bounded import BoundedDict
 from roost.util.datetime import format_datetime
 from roost.xml.element import Element
-from roost.xml.ns import DELAY
+from roost.xml.ns import CLIENT, DELAY
 from roost.xml.serializer import serialize
 
 if TYPE_CHECKING:
@@ -105,10 +105,13 @@ class SmSession:
     def on_send(self, session: ClientSession, stanza: Element) -> bool:
         """Count and keep the stanza, write it if connected, and an <r/> after it when one is due."""
         state = self.state
-        due = state.sent(stanza, _now())
         connection = session.connection
+        # Detached: kept as it would be written on the stream the session had (the usual case).
+        ns = connection.stanza_ns if connection is not None else CLIENT
+        data = serialize(stanza, ns).encode()
+        due = state.sent(data, ns, _now())
         if connection is not None:
-            connection.send_stanza(serialize(stanza, connection.stanza_ns).encode())
+            connection.send_stanza(data)
             if due:
                 state.requested()
                 connection.send_raw(_REQUEST)
@@ -123,6 +126,18 @@ class SmSession:
         return True
 
     # -- acks --------------------------------------------------------------------------------------------
+    def ack_nonza(self, driver: C2SDriver, el: Element) -> None:
+        """``<r/>`` or ``<a h/>`` from the client on ``driver``'s established stream (§4)."""
+        if el.name == "r":
+            driver.connection.send_raw(serialize(self.state.answer()).encode())
+            return
+        try:
+            self.acknowledged(sm.parse_h(el.attrs.get("h")))
+        except ValueError as e:
+            driver.close(StreamError("invalid-xml", f"<a/>: {e}"), "error")
+        except HandledCountTooHigh as e:
+            driver.close(e.stream_error(), "error")
+
     def acknowledged(self, h: int) -> None:
         """An ``<a h/>`` from the client."""
         if self.state.acknowledge(h):
@@ -231,15 +246,7 @@ class SmService:
             # §6: misuse of stream management may end the stream.
             driver.close(StreamError("unsupported-stanza-type", "stream management is not enabled"), "error")
             return
-        if el.name == "r":
-            driver.connection.send_raw(serialize(managed.state.answer()).encode())
-            return
-        try:
-            managed.acknowledged(sm.parse_h(el.attrs.get("h")))
-        except ValueError as e:
-            driver.close(StreamError("invalid-xml", f"<a/>: {e}"), "error")
-        except HandledCountTooHigh as e:
-            driver.close(e.stream_error(), "error")
+        managed.ack_nonza(driver, el)
 
     def resume(self, driver: C2SDriver, request: sm.ResumeRequest) -> SmFailure | list[Element]:
         """``<resume/>`` after authentication (§5): move the session to this connection.

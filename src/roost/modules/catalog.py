@@ -20,10 +20,12 @@ RFC 5929 and RFC 9266 (channel bindings), RFC 7590 (TLS), XEP-0368 (direct TLS),
 types advertised), XEP-0478 (stream limits advertised), XEP-0114 (external components,
 docs/federation.md).
 
-Modern login ([docs/modern-login.md](modern-login.md)): XEP-0388 1.0.4 (SASL2, no `<continue/>`
-tasks yet), XEP-0386 1.1.0 (Bind2: stable per-device resources, inline Carbons, SM, CSI),
+Modern login ([docs/modern-login.md](modern-login.md)): XEP-0388 1.0.4 (SASL2, `<continue/>`
+tasks), XEP-0480 0.2.0 (SCRAM upgrade tasks),
+XEP-0386 1.1.0 (Bind2: stable per-device resources, inline Carbons, SM, CSI),
 XEP-0484 0.2.0 (FAST: HT-SHA-256-NONE/-UNIQ/-EXPR/-ENDP, tokens stored hashed, rotation; no TLS
-0-RTT), XEP-0474 0.5.0 (SSDP in SCRAM).
+0-RTT), XEP-0474 0.5.0 (SSDP in SCRAM), XEP-0515 0.1.0
+(TLS version in SCRAM).
 
 Web transports ([docs/http.md](http.md)): RFC 7395 (XMPP over WebSocket), XEP-0124 1.11.2 and XEP-0206 1.4
 (BOSH), XEP-0156 1.4.0 (host-meta, XRD and JRD).

@@ -404,14 +404,17 @@ class Presence(Module):
             session.priority = 0
             session.presence = None
         subscribers = roster.subscribers()
-        for contact in subscribers:
-            if self._is_account_domain(contact.domain) and not self.server.sessions.is_online(
-                contact.domain, contact.local or ""
-            ):
-                continue  # nobody there to deliver to (§8.5.2.2.2)
-            copy = stanza.shallow_copy()
-            copy.attrs["to"] = str(contact)
-            self._send(copy)
+        online = self.server.sessions.is_online
+        # Nobody there to deliver to on our own domains (§8.5.2.2.2); the router's fan-out does the rest.
+        self.server.router.fanout(
+            stanza,
+            [
+                c
+                for c in subscribers
+                if not self._is_account_domain(c.domain) or online(c.domain, c.local or "")
+            ],
+            session.jid,
+        )
         # The user's own available resources, this one included (an account is subscribed to itself).
         own = self._available(user)
         if not closing and session not in own:

@@ -7,7 +7,10 @@ from the account's bare JID to the app server, §7) is sent when a message would
 - the account has no session at all ("gone"): a 1:1 chat/normal message that carries content;
 - a session is detached (XEP-0198, waiting to be resumed): a 1:1 message delivered into it, or a
   groupchat message that mentions the user's nick in that room (learnt from the room's
-  self-presence, XEP-0045 §7.2.3).
+  self-presence, XEP-0045 §7.2.3) — or any groupchat message with a body, in a room the user
+  marked for it: XEP-0492 notification settings in the room's XEP-0402 bookmark (``always``
+  for a phone; ``never`` silences even mentions). The bookmark is what clients already sync, so
+  a user marks a room once, in any client, for every device.
 
 The summary form (§7: ``urn:xmpp:push:summary``) carries the message count since the user was last
 online and the last sender; the body only if ``include_body`` is on and the client asked for it
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from pydantic import Field
@@ -34,6 +38,7 @@ from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session, SessionState
 from roost.jid import JID, JIDError
 from roost.modules.message import is_archivable
+from roost.modules.pubsub.pep import Pep
 from roost.stanza.errors import StanzaError
 from roost.util.bounded import BoundedDict
 from roost.xml.element import Element
@@ -49,6 +54,10 @@ MUC_USER: Final = "http://jabber.org/protocol/muc#user"
 #: The enable-form field a client sets to ask for message bodies (never sent to the app server).
 INCLUDE_BODY: Final = "include-body"
 STORE: Final = "push"
+BOOKMARKS2: Final = "urn:xmpp:bookmarks:1"  # XEP-0402
+NOTIFY: Final = "urn:xmpp:notification-settings:1"  # XEP-0492
+#: XEP-0492 §3: what push wakes is a phone; settings for other identities do not apply to it.
+PUSH_IDENTITY: Final = ("client", "phone")
 
 
 class PushOptions(ModuleOptions):
@@ -85,6 +94,13 @@ class PushOptions(ModuleOptions):
     muc_mentions: bool = Field(
         default=True,
         description="Notify a detached session of room messages that mention the user's nick.",
+        examples=[True],
+    )
+    marked_rooms: bool = Field(
+        default=True,
+        description="Follow the XEP-0492 notification settings of the user's room bookmarks "
+        "(XEP-0402): notify of every message in rooms set to 'always' (for a phone), of none in "
+        "rooms set to 'never'; other rooms notify of mentions (muc_mentions).",
         examples=[True],
     )
 
@@ -136,6 +152,35 @@ def notification(
     return iq
 
 
+def room_setting(conference: Element | None, identity: tuple[str, str] = PUSH_IDENTITY) -> str | None:
+    """The XEP-0492 setting ("always", "on-mention", "never") of a XEP-0402 ``<conference/>`` for
+    ``identity``, or None if it has none. §4: the most specific element wins — category and type,
+    then category alone, then the fallback without attributes."""
+    if conference is None:
+        return None
+    extensions = conference.find("extensions", BOOKMARKS2)
+    notify = extensions.find("notify", NOTIFY) if extensions is not None else None
+    if notify is None:
+        return None
+    category, type_ = identity
+    best: tuple[int, str] | None = None
+    for el in notify.elements(ns=NOTIFY):
+        if el.name not in ("always", "on-mention", "never"):
+            continue
+        cat, typ = el.attrs.get("identity-category"), el.attrs.get("identity-type")
+        if cat is None and typ is None:
+            rank = 1
+        elif cat == category and typ is None:
+            rank = 2
+        elif cat == category and typ == type_:
+            rank = 3
+        else:
+            continue  # another identity's setting (or a bad one: a type without a category)
+        if best is None or rank > best[0]:
+            best = (rank, el.name)
+    return best[1] if best is not None else None
+
+
 def mentions(body: str, nick: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(nick)}(?!\w)", body, re.IGNORECASE) is not None
 
@@ -149,9 +194,10 @@ class Push(Module):
             357,
             "0.4.1",
             status="partial",
-            note="summary form; for accounts with no session or a detached (XEP-0198) one, 1:1 messages "
-            "and room mentions; failing app servers disabled; no marked rooms",
+            note="summary form; for accounts with no session or a detached (XEP-0198) one, 1:1 messages, "
+            "room mentions and rooms marked in bookmarks (XEP-0492); failing app servers disabled",
         ),
+        Xep(492, "0.2.0", status="partial", note="read by push: a room bookmark's setting for a phone"),
     )
     account_features = (PUSH,)
     Options = PushOptions
@@ -244,7 +290,11 @@ class Push(Module):
             stanza = event.stanza
             type_ = stanza.attrs.get("type", "normal")
             if type_ == "groupchat":
-                if self.options.muc_mentions and self._mentioned(session, stanza):
+                if stanza.find("body", stanza.ns) is None or self._own(session, stanza):
+                    return value
+                if self.options.marked_rooms and self._pep() is not None:
+                    self._spawn(self._room_message(session, event))
+                elif self.options.muc_mentions and self._mentioned(session, stanza):
                     self._notify(session.jid.domain, session.jid.local or "", event, session)
             elif self._worth_it(stanza):
                 self._notify(session.jid.domain, session.jid.local or "", event, session)
@@ -264,6 +314,32 @@ class Push(Module):
             elif nick:
                 nicks[room] = nick
         return value
+
+    def _pep(self) -> Pep | None:
+        pep = self.host.modules.loaded.get("pep")
+        return pep if isinstance(pep, Pep) else None
+
+    async def _room_message(self, session: Session, event: StanzaEvent) -> None:
+        """A room message for a detached session: what the user's bookmark of the room says."""
+        pep = self._pep()
+        jid = session.jid
+        room = event.stanza.attrs.get("from", "").partition("/")[0]
+        setting = None
+        if pep is not None:
+            service = await pep.runtime.service(jid.domain, jid.local or "")
+            node = service.nodes.get(BOOKMARKS2)
+            item = node.items.get(room) if node is not None else None
+            setting = room_setting(item.payload if item is not None else None)
+        if setting == "never":
+            return
+        if setting == "always" or (self.options.muc_mentions and self._mentioned(session, event.stanza)):
+            self._notify(jid.domain, jid.local or "", event, session)
+
+    @staticmethod
+    def _own(session: Session, stanza: Element) -> bool:
+        """The room's reflection of the user's own message (XEP-0045 §7.4): nobody to wake."""
+        room, _, sender = stanza.attrs.get("from", "").partition("/")
+        return sender != "" and session.data.get("push_nicks", {}).get(room) == sender
 
     @staticmethod
     def _mentioned(session: Session, stanza: Element) -> bool:
@@ -288,7 +364,10 @@ class Push(Module):
         if mark in self._sent:
             return
         self._sent[mark] = None
-        task = asyncio.get_running_loop().create_task(self._send_all(domain, user, event))
+        self._spawn(self._send_all(domain, user, event))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -6,6 +6,10 @@ hands the peer's stanzas to ``Router.from_remote``, in order, rate limited per r
 :class:`OutgoingS2S` is one we opened for one (local domain, remote domain) pair: it authenticates us
 (EXTERNAL first, then dialback), then carries our stanzas, and the ``<db:verify/>`` requests of our
 incoming streams. Both write through one batched buffer per event-loop turn, TLS over memory BIOs.
+
+With XEP-0288 (bidi) each also carries the other direction, for exactly the authenticated pair: an
+incoming stream our stanzas from its ``local`` to its ``remote`` (the :class:`Federation` prefers it
+to opening a stream of our own), an outgoing one the peer's stanzas from ``remote`` to ``local``.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from typing import TYPE_CHECKING
 
 from roost.s2s.certs import chain_of, valid_for
 from roost.stanza.errors import StreamError
-from roost.stream.core import Established, StreamEvent
+from roost.stream.core import Established, Phase, StreamEvent
 from roost.stream.events import NeedTls
 from roost.stream.features.tls import StartTls
 from roost.stream.s2s import (
     DIALBACK,
+    BidiEnabled,
     DialbackServer,
     ExternalRefused,
     NeedDialbackVerify,
@@ -43,11 +48,36 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roost.s2s")
 
-class IncomingS2S(StreamConnection):
-    """A stream another server opened to us."""
-
+class S2SConnection(StreamConnection):
+    """What both directions share: the peer's stanzas to the router, rate limited per remote domain."""
 
     kind = "s2s"
+    federation: Federation
+
+    def _route_remote(self, stanza: Element) -> Awaitable[None] | None:
+        frm = stanza.attrs.get("from", "")
+        domain = frm.rpartition("@")[2].partition("/")[0] if frm else ""
+        if domain and not self.federation.take_token(domain) and not self._paused:
+            # Over the domain's rate: stop reading until the bucket refills (nothing is dropped).
+            self._pause()
+            self.server.spawn(self._slow_down(domain), f"{self.id}-rate")
+        return self.server.router.from_remote(self, stanza)
+
+    async def _slow_down(self, domain: str) -> None:
+        await asyncio.sleep(self.federation.wait_for_token(domain))
+        if self._inbox is None:
+            self._resume()
+
+    def _write_stanza(self, stanza: Element) -> None:
+        if self._closed or self.stream.closed:
+            return
+        self.last_active = time.monotonic()
+        self.stream.send(stanza)
+        self._flush_stream()
+
+
+class IncomingS2S(S2SConnection):
+    """A stream another server opened to us."""
 
     def __init__(self, server: Server, federation: Federation) -> None:
         super().__init__(server, "s2s")
@@ -56,6 +86,7 @@ class IncomingS2S(StreamConnection):
             federation.secret,
             secure_auth=federation.settings.secure_auth,
             require_encryption=federation.settings.require_encryption,
+            bidi=federation.settings.bidi,
         )
         self.stream, self.starttls, self.external, self.dialback = receiving_stream(
             self.policy,
@@ -67,6 +98,10 @@ class IncomingS2S(StreamConnection):
         self.pairs: set[tuple[str, str]] = set()
         self._remotes: set[str] = set()
         self._locals: set[str] = set()
+        #: XEP-0288 enabled: authenticated pairs not yet offered to the federation (the stream is
+        #: established first: after EXTERNAL, the peer restarts it).
+        self.bidi = False
+        self._bidi_waiting: list[tuple[str, str]] = []
 
     def describe(self) -> str:
         remotes = ", ".join(sorted(self._remotes)) or self.stream.peer_header.get("from", "?")
@@ -87,6 +122,8 @@ class IncomingS2S(StreamConnection):
     def _event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):
             self._start_tls(True, self.federation.server_tls_context())
+        elif isinstance(event, BidiEnabled):
+            self.bidi = True
         elif isinstance(event, NeedDialbackVerify):
             if self.federation.blocked(event.remote):
                 self.close(StreamError("policy-violation", "your domain is blocked here"))
@@ -100,13 +137,23 @@ class IncomingS2S(StreamConnection):
             self._remotes.add(event.remote)
             self._locals.add(event.local)
             log.info(
-                "s2s in: %s → %s authenticated by %s (%s, %s)",
+                "s2s in: %s → %s authenticated by %s%s (%s, %s)",
                 event.remote,
                 event.local,
                 event.method,
+                ", bidi" if self.bidi else "",
                 self.peer,
                 self.id,
             )
+            if self.bidi:
+                self._bidi_waiting.append((event.local, event.remote))
+
+    def _handle(self, events: list[StreamEvent]) -> None:
+        super()._handle(events)
+        if self._bidi_waiting and self.stream.phase is Phase.ESTABLISHED and not self._closed:
+            waiting, self._bidi_waiting = self._bidi_waiting, []
+            for local, remote in waiting:
+                self.federation.bidi_up(local, remote, self)
 
     def _tls_done(self) -> None:
         tls = self.tls
@@ -126,22 +173,14 @@ class IncomingS2S(StreamConnection):
             self._handle(self.dialback.verified(self.stream, event.remote, event.local, valid))
 
     def _route(self, stanza: Element) -> Awaitable[None] | None:
-        frm = stanza.attrs.get("from", "")
-        domain = frm.rpartition("@")[2].partition("/")[0] if frm else ""
-        if domain and not self.federation.take_token(domain) and not self._paused:
-            # Over the domain's rate: stop reading until the bucket refills (nothing is dropped).
-            self._pause()
-            self.server.spawn(self._slow_down(domain), f"{self.id}-rate")
-        return self.server.router.from_remote(self, stanza)
-
-    async def _slow_down(self, domain: str) -> None:
-        await asyncio.sleep(self.federation.wait_for_token(domain))
-        if self._inbox is None:
-            self._resume()
+        return self._route_remote(stanza)
 
     # -- Link --------------------------------------------------------------------------------------
     def send(self, stanza: Element) -> None:
-        """Incoming streams carry the peer's stanzas only (no XEP-0288 bidirectional s2s yet)."""
+        """Our stanzas go out here only with bidi (XEP-0288), for a pair the peer authenticated:
+        the federation hands us only those. Without bidi the peer's stream is one-way."""
+        if self.bidi:
+            self._write_stanza(stanza)
 
     def may_send_from(self, domain: str) -> bool:
         return domain in self._remotes
@@ -150,13 +189,14 @@ class IncomingS2S(StreamConnection):
         return domain in self._locals
 
     def _lost(self) -> None:
+        if self.bidi:
+            self.federation.bidi_down(self)
         if self._remotes:
             log.info("s2s in: stream from %s closed (%s)", ", ".join(sorted(self._remotes)), self.id)
 
 
-class OutgoingS2S(StreamConnection):
+class OutgoingS2S(S2SConnection):
     """A stream we opened from ``local`` to ``remote`` (owned by an :class:`OutgoingLink`)."""
-
 
     def __init__(
         self,
@@ -176,6 +216,7 @@ class OutgoingS2S(StreamConnection):
             secure_auth=federation.settings.secure_auth,
             require_encryption=federation.settings.require_encryption,
             have_certificate=external,
+            bidi=federation.settings.bidi,
         )
         self.stream, self.starttls, self.auth = initiating_stream(
             link.local,
@@ -195,7 +236,7 @@ class OutgoingS2S(StreamConnection):
         super().connection_made(transport)
         if self.direct_tls:
             self.stream.secure = True
-            self._start_tls(False, self.federation.client_tls_context(), self.link.remote)
+            self._start_tls(False, self.federation.client_tls_context(self.link.local), self.link.remote)
         else:
             self.stream.start(self.link.remote, from_=self.link.local)
             self._flush_stream()
@@ -221,7 +262,7 @@ class OutgoingS2S(StreamConnection):
 
     def _event(self, event: StreamEvent) -> None:
         if isinstance(event, NeedTls):
-            self._start_tls(False, self.federation.client_tls_context(), self.link.remote)
+            self._start_tls(False, self.federation.client_tls_context(self.link.local), self.link.remote)
         elif isinstance(event, PeerAuthenticated):
             self.method = event.method
         elif isinstance(event, ExternalRefused):
@@ -232,10 +273,11 @@ class OutgoingS2S(StreamConnection):
         elif isinstance(event, Established):
             self.established = True
             log.info(
-                "s2s out: %s → %s authenticated by %s (%s, %s)",
+                "s2s out: %s → %s authenticated by %s%s (%s, %s)",
                 self.link.local,
                 self.link.remote,
                 self.method or "?",
+                ", bidi" if self.auth.bidi else "",
                 self.peer,
                 self.id,
             )
@@ -261,22 +303,22 @@ class OutgoingS2S(StreamConnection):
         self._flush_stream()
 
     def send(self, stanza: Element) -> None:
-        if self._closed or self.stream.closed:
-            return
-        self.last_active = time.monotonic()
-        self.stream.send(stanza)
-        self._flush_stream()
+        self._write_stanza(stanza)
 
     def _route(self, stanza: Element) -> Awaitable[None] | None:
-        # No XEP-0288: the peer's stanzas belong on its own stream to us.
-        log.debug("%s: ignoring a stanza on our outgoing stream", self.id)
-        return None
+        if not (self.auth.bidi and self.established):
+            # No XEP-0288: the peer's stanzas belong on its own stream to us.
+            log.debug("%s: ignoring a stanza on our outgoing stream", self.id)
+            return None
+        self.link.last_used = time.monotonic()  # traffic either way keeps the link open
+        return self._route_remote(stanza)
 
+    # With bidi the peer speaks for the domain we connected to, to the domain we connected from.
     def may_send_from(self, domain: str) -> bool:
-        return False
+        return self.auth.bidi and domain == self.link.remote
 
     def may_send_to(self, domain: str) -> bool:
-        return False
+        return self.auth.bidi and domain == self.link.local
 
     def _lost(self) -> None:
         self.link.lost(self)

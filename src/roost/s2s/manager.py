@@ -24,14 +24,14 @@ from roost.config.schema import S2SSection
 from roost.core.hooks import StanzaEvent
 from roost.s2s.certs import load_store
 from roost.s2s.dns import DnsResolver, NoService, Resolver
-from roost.s2s.link import OutgoingS2S
+from roost.s2s.link import IncomingS2S, OutgoingS2S
 from roost.stanza import error_reply
 from roost.stanza.errors import StanzaError
-from roost.transports import tls as tls_util
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
     from roost.core.server import Server
+    from roost.transports.certificates import Certificates
 
 log = logging.getLogger("roost.s2s")
 
@@ -182,11 +182,15 @@ class Federation:
         self.secret = secret
         self.resolver: Resolver = resolver or DnsResolver()
         self.links: dict[tuple[str, str], OutgoingLink] = {}
+        #: Incoming XEP-0288 streams that may carry our stanzas, by (local, remote) pair.
+        self.bidi_in: dict[tuple[str, str], IncomingS2S] = {}
         self.store = load_store(settings.ca_file)
         self._verifies: dict[tuple[str, str, str], asyncio.Future[bool | None]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        #: Contexts made from ``server.certificates`` (made again when a reload replaces them).
+        self._certificates: Certificates | None = None
         self._server_ctx: ssl.SSLContext | None = None
-        self._client_ctx: ssl.SSLContext | None = None
+        self._client_ctx: dict[str, ssl.SSLContext] = {}
         self._blocked = tuple(d.lower().rstrip(".") for d in settings.blocklist)
         self._sweeper: asyncio.Task[Any] | None = None
 
@@ -203,7 +207,28 @@ class Federation:
         if local not in self.server.hosts:
             self.bounce(event.stanza, StanzaError("service-unavailable", "no federation for this sender"))
             return
+        bidi = self.bidi_in.get((local, remote))
+        if bidi is not None and not bidi.closed:
+            link = self.links.get((local, remote))
+            if link is None or not link.up:
+                # The peer's bidirectional stream carries this pair: no stream of our own needed.
+                bidi.send(event.stanza)
+                return
         self.link(local, remote).send(event.stanza)
+
+    def bidi_up(self, local: str, remote: str, conn: IncomingS2S) -> None:
+        """An incoming XEP-0288 stream authenticated (remote → local): it carries local → remote too.
+        Stanzas queued for a stream of our own still connecting go out on it at once."""
+        self.bidi_in[(local, remote)] = conn
+        link = self.links.get((local, remote))
+        if link is not None and not link.up:
+            queue, link.queue = link.queue, deque()
+            for stanza in queue:
+                conn.send(stanza)
+
+    def bidi_down(self, conn: IncomingS2S) -> None:
+        for key in [k for k, c in self.bidi_in.items() if c is conn]:
+            del self.bidi_in[key]
 
     def link(self, local: str, remote: str) -> OutgoingLink:
         key = (local, remote)
@@ -265,26 +290,35 @@ class Federation:
         self.server.router.send(reply)
 
     # -- TLS -----------------------------------------------------------------------------------------
+    def _current(self) -> Certificates:
+        certificates = self.server.certificates
+        if certificates is not self._certificates:
+            self._certificates, self._server_ctx, self._client_ctx = certificates, None, {}
+        return certificates
+
     def server_tls_context(self) -> ssl.SSLContext:
-        """Receiving side: our certificate; the peer's certificate is asked for only with secure_auth."""
+        """Receiving side: the certificate for the name the peer asks for by SNI; the peer's
+        certificate is asked for only with secure_auth."""
+        certificates = self._current()
         if self._server_ctx is None:
-            cert, key = self.server.certificate_files
-            ctx = tls_util.server_context(cert, key)
-            if self.settings.secure_auth:
-                ctx.verify_mode = ssl.CERT_OPTIONAL
-                _load_cas(ctx, self.settings.ca_file)
-            self._server_ctx = ctx
+
+            def ask_peer(ctx: ssl.SSLContext) -> None:
+                if self.settings.secure_auth:
+                    ctx.verify_mode = ssl.CERT_OPTIONAL
+                    _load_cas(ctx, self.settings.ca_file)
+
+            self._server_ctx = certificates.server_context(ask_peer)
         return self._server_ctx
 
-    def client_tls_context(self) -> ssl.SSLContext:
-        """Initiating side: our certificate as the client certificate (for the peer's SASL
+    def client_tls_context(self, local: str) -> ssl.SSLContext:
+        """Initiating side: ``local``'s certificate as the client certificate (for the peer's SASL
         EXTERNAL); the peer's certificate is checked after the handshake (:mod:`roost.s2s.certs`)."""
-        if self._client_ctx is None:
-            cert, key = self.server.certificate_files
-            ctx = tls_util.client_context(verify=False)
-            ctx.load_cert_chain(str(cert), str(key))
-            self._client_ctx = ctx
-        return self._client_ctx
+        certificates = self._current()
+        files = certificates.files_for(local)
+        ctx = self._client_ctx.get(str(files))
+        if ctx is None:
+            ctx = self._client_ctx[str(files)] = certificates.client_context(local)
+        return ctx
 
     # -- housekeeping ----------------------------------------------------------------------------------
     async def _sweep(self) -> None:

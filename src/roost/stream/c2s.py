@@ -34,7 +34,15 @@ from roost.stream.events import (
 from roost.stream.features.bind import BindServer, ExtraFeatures, LegacySession, Limits
 from roost.stream.features.register import PreAuthRegister
 from roost.stream.features.sasl import ALL_MECHANISMS, SaslServer
-from roost.stream.features.sasl2 import NeedToken, Sasl2Login, Sasl2Server, StoredToken
+from roost.stream.features.sasl2 import (
+    NeedToken,
+    NeedUpgrades,
+    Sasl2Login,
+    Sasl2Server,
+    ScramUpgrade,
+    StoredToken,
+    StoreUpgrade,
+)
 from roost.stream.features.tls import StartTls
 from roost.stream.framing import Framing, XmlFraming
 from roost.stream.sasl.scram import ScramCredentials
@@ -52,9 +60,12 @@ __all__ = [
     "NeedCredentials",
     "NeedTls",
     "NeedToken",
+    "NeedUpgrades",
     "RegisterRequest",
     "Sasl2Login",
+    "ScramUpgrade",
     "State",
+    "StoreUpgrade",
     "StreamEvent",
 ]
 
@@ -83,6 +94,8 @@ class C2SSettings:
     bind2_features: Callable[[], Sequence[str]] = field(default=lambda: ())
     #: XEP-0484: offer FAST token authentication in SASL2.
     fast: bool = True
+    #: XEP-0480: the SCRAM hashes a client may add keys for in a SASL2 upgrade task.
+    scram_upgrades: Sequence[str] = ()
     #: Serialized <stream:features/> by what they depend on (every login sends three features
     #: elements; they hardly ever differ).
     features_cache: dict[Hashable, tuple[bytes, bool]] = field(default_factory=dict)
@@ -134,6 +147,7 @@ class C2SStream(Stream):
             max_failures=settings.max_auth_failures,
             bind_features=settings.bind2_features,
             fast=settings.fast,
+            upgrades=settings.scram_upgrades,
         )
         self._register = PreAuthRegister(
             settings.preauth_register, require_encryption=settings.require_encryption
@@ -188,6 +202,14 @@ class C2SStream(Stream):
     ) -> list[StreamEvent]:
         """Answer a :class:`Sasl2Login`: ``<success/>`` (bound to ``jid`` if the client asked)."""
         return self._sasl2.complete(self, jid, extra, bound, resumed=resumed)
+
+    def sasl2_upgrades(self, needed: Sequence[ScramUpgrade]) -> list[StreamEvent]:
+        """Answer a :class:`NeedUpgrades` with the XEP-0480 tasks the account needs (maybe none)."""
+        return self._sasl2.upgrades(self, needed)
+
+    def sasl2_upgraded(self, ok: bool = True) -> list[StreamEvent]:
+        """Answer a :class:`StoreUpgrade`: the keys are stored (or could not be: ``ok`` False)."""
+        return self._sasl2.upgraded(self, ok)
 
     def sasl2_refuse(self, condition: str, text: str | None = None) -> list[StreamEvent]:
         """Answer a :class:`Sasl2Login` with a SASL failure (RFC 6120 §6.5 ``condition``)."""

@@ -263,8 +263,9 @@ class Stream:
     def items_to_send(self) -> list[bytes]:
         """What the stream wants written, one item per element (WebSocket messages, BOSH payloads)."""
         out = self._out
-        self._out = []
-        return out
+        if out:
+            self._out = []
+        return out  # when empty, the stream's own (empty) list: callers only iterate it
 
     def send(self, el: Element) -> None:
         """Write one element (a stanza, or a negotiation element) in the stream's framing."""

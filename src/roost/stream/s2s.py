@@ -10,6 +10,11 @@ Authentication of the peer server, in order of preference:
   asks that authoritative server (over its own outgoing stream: ``<db:verify>``) whether the key is
   right. The stream id binds the key to this stream.
 
+**Bidirectional streams** (XEP-0288): the receiving side offers ``<bidi/>`` (once TLS is up, when
+encryption is required); the initiating side asks for it before authenticating. Then the receiving
+server may send stanzas back on the same stream, for the pairs the initiating server authenticated
+(from the stream's ``to``, to the peer's domain: §2.2), and the peer needs no stream of its own.
+
 The driver does the I/O: TLS handshakes and certificate checks, connecting to the authoritative
 server. Events tell it what to do (:class:`NeedDialbackVerify`) and what happened
 (:class:`PeerAuthenticated`, :class:`VerifyAnswer`).
@@ -36,6 +41,9 @@ from roost.xml.serializer import escape_attr, escape_text, serialize
 DIALBACK: Final = "jabber:server:dialback"
 #: XEP-0220 §2.5 stream feature (with <errors/>: we understand dialback errors).
 DIALBACK_FEATURE: Final = "urn:xmpp:features:dialback"
+#: XEP-0288: the stream feature, and the element that enables bidirectionality.
+BIDI_FEATURE: Final = "urn:xmpp:features:bidi"
+BIDI: Final = "urn:xmpp:bidi"
 
 
 class S2SFraming(XmlFraming):
@@ -71,6 +79,23 @@ def dialback_key(secret: bytes, receiving: str, originating: str, stream_id: str
     return hmac.new(key, f"{receiving} {originating} {stream_id}".encode(), hashlib.sha256).hexdigest()
 
 
+def answer_verify(stream: Stream, secret: bytes, el: Element) -> None:
+    """XEP-0220 §2.3: we are the authoritative server of ``to``; is the key one we made?"""
+    frm, to, sid = el.attrs.get("from", ""), el.attrs.get("to", ""), el.attrs.get("id", "")
+    valid = hmac.compare_digest(dialback_key(secret, frm, to, sid), el.text.strip())
+    answer = {"from": to, "to": frm, "id": sid, "type": "valid" if valid else "invalid"}
+    send_dialback(stream, Element("verify", DIALBACK, answer))
+
+
+def dialback_error(stream: Stream, remote: str, local: str, condition: str, text: str) -> None:
+    """XEP-0220 §2.4: a dialback error is answered on the result; the stream lives on."""
+    result = Element("result", DIALBACK, {"from": local, "to": remote, "type": "error"})
+    error = result.add("error", SERVER, {"type": "cancel"})
+    error.add(condition, "urn:ietf:params:xml:ns:xmpp-stanzas")
+    error.add("text", "urn:ietf:params:xml:ns:xmpp-stanzas", text=text)
+    send_dialback(stream, result)
+
+
 # -- events ------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PeerAuthenticated(Event):
@@ -103,6 +128,11 @@ class VerifyAnswer(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BidiEnabled(Event):
+    """XEP-0288: this stream carries stanzas both ways once the peer is authenticated."""
+
+
+@dataclass(frozen=True, slots=True)
 class ExternalRefused(Event):
     """Initiating role: the peer refused our certificate (SASL EXTERNAL failed); the stream closes.
     Connect again without trying EXTERNAL (``S2SPolicy.have_certificate = False``): dialback."""
@@ -122,6 +152,12 @@ class S2SPolicy:
     require_encryption: bool = True
     #: Initiating role: we presented a certificate (EXTERNAL is worth trying).
     have_certificate: bool = True
+    #: Offer (receiving) and ask for (initiating) bidirectional streams (XEP-0288, ``[s2s] bidi``).
+    bidi: bool = True
+
+    def bidi_allowed(self, stream: Stream) -> bool:
+        """XEP-0288 §2.2: with TLS in use, STARTTLS comes before bidi; bidi comes before authentication."""
+        return self.bidi and not stream.authenticated and (stream.secure or not self.require_encryption)
 
 
 def _error_condition(el: Element) -> str:
@@ -204,7 +240,11 @@ class DialbackServer(Feature):
             return None
         if el.name == "verify":
             return self._verify(stream, el)
-        if el.name == "result" and "type" not in el.attrs:
+        if el.name == "result":
+            if "type" in el.attrs:
+                # We never ask on a stream the peer opened: an answer here proves nothing
+                # (XEP-0288 §4, the "unsolicited dialback" note of XEP-0220). Ignored.
+                return []
             return self._result(stream, el)
         return None
 
@@ -212,12 +252,7 @@ class DialbackServer(Feature):
         return self.handle(stream, el)
 
     def _verify(self, stream: Stream, el: Element) -> list[StreamEvent]:
-        """XEP-0220 §2.3: we are the authoritative server of ``to``; is the key one we made?"""
-        frm, to, sid = el.attrs.get("from", ""), el.attrs.get("to", ""), el.attrs.get("id", "")
-        expected = dialback_key(self.policy.secret, frm, to, sid)
-        valid = hmac.compare_digest(expected, el.text.strip())
-        answer = {"from": to, "to": frm, "id": sid, "type": "valid" if valid else "invalid"}
-        send_dialback(stream, Element("verify", DIALBACK, answer))
+        answer_verify(stream, self.policy.secret, el)
         return []
 
     def _result(self, stream: Stream, el: Element) -> list[StreamEvent]:
@@ -254,13 +289,32 @@ class DialbackServer(Feature):
 
     @staticmethod
     def _error(stream: Stream, remote: str, local: str, condition: str, text: str) -> list[StreamEvent]:
-        """XEP-0220 §2.4: a dialback error is answered on the result; the stream lives on."""
-        result = Element("result", DIALBACK, {"from": local, "to": remote, "type": "error"})
-        error = result.add("error", SERVER, {"type": "cancel"})
-        error.add(condition, "urn:ietf:params:xml:ns:xmpp-stanzas")
-        error.add("text", "urn:ietf:params:xml:ns:xmpp-stanzas", text=text)
-        send_dialback(stream, result)
+        dialback_error(stream, remote, local, condition, text)
         return []
+
+
+class BidiServer(Feature):
+    """Receiving role: offer XEP-0288 and take the peer's ``<bidi/>`` (no answer is sent, §2.2)."""
+
+    def __init__(self, policy: S2SPolicy) -> None:
+        self.policy = policy
+        self.enabled = False
+
+    def cache_key(self, stream: Stream) -> object:
+        return self.policy.bidi
+
+    def advertise(self, stream: Stream) -> Element | None:
+        return Element("bidi", BIDI_FEATURE) if self.policy.bidi_allowed(stream) else None
+
+    def handle(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
+        if el.ns != BIDI or el.name != "bidi":
+            return None
+        if not self.policy.bidi_allowed(stream):
+            return stream.close(
+                StreamError("policy-violation", "bidi needs TLS first, before authentication")
+            )
+        self.enabled = True
+        return [BidiEnabled()]
 
 
 # -- initiating role ---------------------------------------------------------------------------------
@@ -278,6 +332,8 @@ class S2SAuthClient(Feature):
         self.policy = policy
         self.method = ""
         self.tried_external = False
+        #: XEP-0288 is enabled on this stream (we asked; the peer offered it).
+        self.bidi = False
         #: Whether the stream is ready to carry our <db:verify/> requests (past TLS).
         self.ready_for_verify = False
 
@@ -287,6 +343,16 @@ class S2SAuthClient(Feature):
             return None
         if self.policy.require_encryption and not stream.secure:
             return stream.close(StreamError("policy-violation", "encryption is required"))
+        events: list[StreamEvent] = []
+        if (
+            not self.bidi
+            and features.find("bidi", BIDI_FEATURE) is not None
+            and self.policy.bidi_allowed(stream)
+        ):
+            # XEP-0288 §2.2: before SASL or dialback.
+            self.bidi = True
+            stream.send_raw(b"<bidi xmlns='" + BIDI.encode() + b"'/>")
+            events.append(BidiEnabled())
         mechanisms = features.find("mechanisms", SASL)
         offered = (
             {m.text.strip() for m in mechanisms.elements("mechanism")} if mechanisms is not None else set()
@@ -302,8 +368,8 @@ class S2SAuthClient(Feature):
             auth = Element("auth", SASL, {"mechanism": "EXTERNAL"})
             auth.children.append(base64.b64encode(self.local.encode()).decode())
             stream.send(auth)
-            return []
-        return self._dialback(stream)
+            return events
+        return events + self._dialback(stream)
 
     def _dialback(self, stream: Stream) -> list[StreamEvent]:
         self.method = "dialback"
@@ -327,6 +393,16 @@ class S2SAuthClient(Feature):
             return None
         if el.ns != DIALBACK:
             return None
+        if el.name == "verify" and "type" not in el.attrs and self.bidi:
+            # Bidi: the peer asks us, on our stream, as the authoritative server of a key.
+            answer_verify(stream, self.policy.secret, el)
+            return []
+        if el.name == "result" and "type" not in el.attrs and self.bidi and stream.authenticated:
+            # Bidi: the peer would authenticate another domain pair on our stream (§2.2 "target
+            # piggybacking"); not supported here, so it opens a stream of its own (XEP-0220 §2.4).
+            frm, to = el.attrs.get("from", ""), el.attrs.get("to", "")
+            dialback_error(stream, frm, to, "not-acceptable", "open a stream of your own for this pair")
+            return []
         if el.name == "verify":
             valid = el.attrs.get("type") == "valid"
             # from/to as the authoritative server wrote them: from = the remote, to = us.
@@ -354,9 +430,8 @@ def receiving_stream(
     tls = StartTls(available=tls_available, required=policy.require_encryption)
     external = SaslExternalServer(policy)
     dialback = DialbackServer(policy)
-    stream = Stream(
-        S2SFraming(max_stanza_bytes), [tls, external, dialback], content_ns=SERVER, domains=domains
-    )
+    features = [tls, BidiServer(policy), external, dialback]
+    stream = Stream(S2SFraming(max_stanza_bytes), features, content_ns=SERVER, domains=domains)
     return stream, tls, external, dialback
 
 

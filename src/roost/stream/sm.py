@@ -21,6 +21,7 @@ from roost.stanza.errors import STANZA_ERROR_TYPES, StanzaError, StreamError
 from roost.stream.core import Event, Feature, Phase, Stream, StreamEvent
 from roost.util.ids import random_token
 from roost.xml.element import Element
+from roost.xml.fragment import parse_bytes
 from roost.xml.ns import SM, STANZA_ERRORS
 
 #: §4: 'h' is an xs:unsignedInt; it is reset from 2^32-1 to 0.
@@ -226,9 +227,12 @@ class StreamManagement:
         self.outbound = 0
         #: The client's last reported 'h' (stanzas it has handled), modulo 2^32.
         self.acked = 0
-        #: Sent and not yet acknowledged, oldest first, each with the time it was sent (for a
-        #: XEP-0203 delay stamp if it has to be re-routed, §4).
-        self.unacked: deque[tuple[Element, float]] = deque()
+        #: Sent and not yet acknowledged, oldest first: the bytes as written, the namespace in scope
+        #: where they were written (the stream's content namespace, or None where every stanza
+        #: declares its own), and the time (for a XEP-0203 delay stamp if it is re-routed, §4).
+        #: Bytes, not elements: compact, immutable and nothing for the cyclic garbage collector to
+        #: walk while acks are on their way; elements are rebuilt only to resume or re-route.
+        self.unacked: deque[tuple[bytes, str | None, float]] = deque()
         self._unrequested = 0
         self._first_unrequested_at = 0.0
         self._awaiting_ack = False
@@ -252,15 +256,16 @@ class StreamManagement:
         return answer(self.inbound)
 
     # -- outbound -----------------------------------------------------------------------------------------
-    def sent(self, stanza: Element, now: float) -> bool:
-        """Count a stanza written to the client and keep it until acknowledged.
+    def sent(self, data: bytes, ns: str | None, now: float) -> bool:
+        """Count a stanza written to the client (``data``, written where ``ns`` is the namespace in
+        scope) and keep it until acknowledged.
 
         True when an ``<r/>`` should follow it now (the ``every`` threshold, and no request is
         already waiting for its answer).
         """
         # The exit of every stanza to a managed session: kept to a few attribute operations.
         self.outbound = (self.outbound + 1) & _MASK
-        self.unacked.append((stanza, now))
+        self.unacked.append((data, ns, now))
         unrequested = self._unrequested
         if unrequested == 0:
             self._first_unrequested_at = now
@@ -318,11 +323,11 @@ class StreamManagement:
         # What is re-sent has not been asked about on this connection: request an ack for it soon.
         self._unrequested = len(self.unacked)
         self._first_unrequested_at = 0.0
-        return [stanza for stanza, _ in self.unacked]
+        return [parse_bytes(data, ns) for data, ns, _ in self.unacked]
 
     def take_unacked(self) -> list[tuple[Element, float]]:
         """Empty the queue: the session is over and these must be re-routed (§4), each exactly once."""
-        items = list(self.unacked)
+        items = [(parse_bytes(data, ns), at) for data, ns, at in self.unacked]
         self.unacked.clear()
         self._unrequested = 0
         self._awaiting_ack = False

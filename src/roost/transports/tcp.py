@@ -105,7 +105,8 @@ class TcpConnection(asyncio.Protocol):
                 self.transport.write(out)
             if completed:
                 self.driver.session.log.debug("TLS established (%s)", tls.version)
-                self.driver.tls_established(tls_util.channel_bindings(tls.obj, self.server.certificate_der))
+                own = self.server.certificates.presented_der(tls.obj)
+                self.driver.tls_established(tls_util.channel_bindings(tls.obj, own))
             if not data:
                 return
         self.driver.receive_data(data)

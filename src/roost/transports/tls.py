@@ -368,6 +368,10 @@ def exporter_supported() -> bool:
     return _exporter() is not None
 
 
+#: XEP-0515 §4.1: TLS versions as four lower-case hex digits (RFC 8446 / RFC 5246 version numbers).
+TLS_VERSION_CODES: dict[str, str] = {"TLSv1.3": "0304", "TLSv1.2": "0303", "TLSv1.1": "0302", "TLSv1": "0301"}
+
+
 def channel_bindings(
     ssl_object: ssl.SSLObject | ssl.SSLSocket, own_cert_der: bytes | None
 ) -> ChannelBindings:
@@ -386,7 +390,7 @@ class ChannelBindings(Mapping[str, bytes]):
     a -PLUS login, so the common login does not pay for the exporter call or the certificate hash.
     """
 
-    __slots__ = ("_cert_der", "_ssl_object", "_types", "_values")
+    __slots__ = ("_cert_der", "_ssl_object", "_types", "_values", "tls_version")
 
     def __init__(self, ssl_object: ssl.SSLObject | ssl.SSLSocket, own_cert_der: bytes | None) -> None:
         self._ssl_object = ssl_object
@@ -399,6 +403,8 @@ class ChannelBindings(Mapping[str, bytes]):
         if ssl_object.version() == "TLSv1.3" and _exporter() is not None:
             types.append("tls-exporter")
         self._types = tuple(types)
+        #: XEP-0515: the TLS version as SCRAM's t= attribute writes it ("0304").
+        self.tls_version = TLS_VERSION_CODES.get(ssl_object.version() or "")
 
     def __getitem__(self, kind: str) -> bytes:
         value = self._values.get(kind)

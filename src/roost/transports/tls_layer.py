@@ -49,12 +49,17 @@ class TlsLayer:
             completed = True
         chunks: list[bytes] = []
         obj = self.obj
+        incoming = self._in
         try:
+            # Read while whole records may remain (ciphertext in the BIO, plaintext in the object):
+            # the common case, one record per read, ends without raising SSLWantReadError.
             while True:
                 chunk = obj.read(READ_SIZE)
                 if not chunk:  # close_notify from the peer
                     break
                 chunks.append(chunk)
+                if not incoming.pending and not obj.pending():
+                    break
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLZeroReturnError:

@@ -261,5 +261,6 @@ def _new_driver(
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if info.direct_tls and ssl_object is not None:
         # TLS ends here, on this very connection: SCRAM-*-PLUS can bind to it.
-        stream.channel_bindings = tls_util.channel_bindings(ssl_object, server.certificate_der)
+        own = server.certificates.presented_der(ssl_object)
+        stream.channel_bindings = tls_util.channel_bindings(ssl_object, own)
     return C2SDriver(server, connection, stream)

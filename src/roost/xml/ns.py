@@ -20,6 +20,8 @@ LIMITS: Final = "urn:xmpp:stream-limits:0"  # XEP-0478
 SASL2: Final = "urn:xmpp:sasl:2"  # XEP-0388
 BIND2: Final = "urn:xmpp:bind:0"  # XEP-0386
 FAST: Final = "urn:xmpp:fast:0"  # XEP-0484
+SASL_UPGRADE: Final = "urn:xmpp:sasl:upgrade:0"  # XEP-0480
+SCRAM_UPGRADE: Final = "urn:xmpp:scram-upgrade:0"  # XEP-0480 §3
 SM: Final = "urn:xmpp:sm:3"  # XEP-0198 stream management
 CSI: Final = "urn:xmpp:csi:0"  # XEP-0352 client state indication
 

@@ -12,6 +12,7 @@ Expat does the byte-level work in C; Python runs only once per start tag, end ta
 from __future__ import annotations
 
 import pyexpat
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -19,6 +20,16 @@ from roost.xml.element import Element
 from roost.xml.ns import STREAM, XML
 
 _XML_ATTR_PREFIX: Final = XML + " "
+
+#: A lone empty element with its own default namespace and plain attributes, e.g. XEP-0198's
+#: ``<a xmlns='urn:xmpp:sm:3' h='12'/>`` or XEP-0352's ``<active xmlns='urn:xmpp:csi:0'/>``: the shape
+#: of the nonzas a client sends most, recognised byte-exactly so they skip expat (see
+#: :meth:`StreamParser._lone_empty`). Anything else (prefixes, entities, other characters) goes to expat.
+_LONE_EMPTY: Final = re.compile(
+    rb"<([A-Za-z][\w.-]{0,31}) xmlns=(?:'([\w.:/#+-]{1,128})'|\"([\w.:/#+-]{1,128})\")"
+    rb"((?: [A-Za-z][\w.-]{0,31}=(?:'[\w.:/+=@-]{0,128}'|\"[\w.:/+=@-]{0,128}\"))*) ?/>"
+)
+_ATTR: Final = re.compile(rb" ([\w.-]+)=(?:'([^']*)'|\"([^\"]*)\")")
 
 # expat error codes (pyexpat.errors.codes) mapped to RFC 6120 §4.9.3 stream error conditions.
 _codes = pyexpat.errors.codes
@@ -155,6 +166,10 @@ class StreamParser:
 
     def feed(self, data: bytes) -> list[ParseEvent]:
         """Parse ``data``; return the events it completed. Raises :class:`XmlStreamError`."""
+        if data[-2:] == b"/>" and data[:1] == b"<" and len(data) < 512:
+            lone = self._lone_empty(data)
+            if lone is not None:
+                return [lone]
         parser = self._parser or self._wake()
         b = self._b
         if b._fed < 4:
@@ -177,6 +192,33 @@ class StreamParser:
         if events:
             b._events = []
         return events
+
+    def _lone_empty(self, data: bytes) -> Element | None:
+        """``data`` as one top-level empty element without expat, when that is exactly what expat
+        would build; None otherwise (expat then parses it as usual).
+
+        Only between top-level elements: the stream is open, nothing is pending, and expat has
+        consumed every byte fed so far (no partial tag buffered, whatever the last byte was). The
+        bytes skipped are not counted in ``_fed`` so expat's positions stay aligned with it.
+        """
+        b = self._b
+        if len(b._stack) != 1 or b._events:
+            return None
+        parser = self._parser
+        if parser is not None and parser.CurrentByteIndex != b._fed:
+            return None
+        m = _LONE_EMPTY.fullmatch(data)
+        if m is None:
+            return None
+        attrs: dict[str, str] = {}
+        raw = m.group(4)
+        if raw:
+            for name, single, double in _ATTR.findall(raw):
+                key = name.decode()
+                if key in attrs or key == "xmlns":
+                    return None  # a duplicate attribute: expat reports the error
+                attrs[key] = (single or double).decode()
+        return Element(m.group(1).decode(), (m.group(2) or m.group(3)).decode(), attrs)
 
     def _check_encoding(self, data: bytes) -> None:
         """RFC 6120 §11.6: UTF-8 only. Expat would honour a UTF-16 (or UTF-32) byte-order mark even

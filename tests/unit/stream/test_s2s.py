@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from roost.stream.core import Closed, Established, Phase
 from roost.stream.pair import StreamPair
 from roost.stream.s2s import (
     DIALBACK,
+    BidiEnabled,
+    BidiServer,
     DialbackServer,
     ExternalRefused,
     NeedDialbackVerify,
@@ -135,3 +139,90 @@ def test_dialback_before_tls_is_refused_when_encryption_is_required() -> None:
     closed = server_events[-1]
     assert isinstance(closed, Closed) and closed.error is not None
     assert closed.error.condition == "policy-violation"
+
+
+# -- XEP-0288 bidirectional streams ------------------------------------------------------------------
+
+
+def _authenticate_by_dialback(pair: StreamPair, dialback: DialbackServer) -> tuple[list[Any], list[Any]]:
+    pair.pump()
+    _, server_events = pair.tls()
+    need = next(e for e in server_events if isinstance(e, NeedDialbackVerify))
+    pair.receiving.events += dialback.verified(pair.receiving.stream, need.remote, need.local, True)
+    pair.pump()
+    return pair.initiating.events, pair.receiving.events
+
+
+def _stanzas(events: list[Any]) -> list[Element]:
+    return [e for e in events if isinstance(e, Element)]
+
+
+def test_bidi_with_dialback_carries_stanzas_back_on_the_same_stream() -> None:
+    pair, dialback = make_pair()
+    client_events, server_events = _authenticate_by_dialback(pair, dialback)
+    assert BidiEnabled() in client_events and BidiEnabled() in server_events
+    # Asked for after TLS, before authentication (XEP-0288 §2.2).
+    wire = b"".join(pair.initiating.wire)
+    assert wire.index(b"<bidi xmlns='urn:xmpp:bidi'/>") < wire.index(b"<db:result")
+    bidi = pair.receiving.stream.feature(BidiServer)
+    assert bidi is not None and bidi.enabled
+    back = Element("message", SERVER, {"from": "y@b.example", "to": "x@a.example"})
+    pair.receiving.stream.send(back)
+    client_events, _ = pair.pump()
+    assert [e.attrs["to"] for e in _stanzas(client_events)] == ["x@a.example"]
+    assert not pair.initiating.stream.closed
+
+
+def test_bidi_with_sasl_external() -> None:
+    policy = S2SPolicy(SECRET_B)
+    pair, _ = make_pair(policy)
+    pair.pump()
+    policy.cert_domains = frozenset({"a.example"})
+    client_events, server_events = pair.tls()
+    assert BidiEnabled() in client_events and BidiEnabled() in server_events
+    assert PeerAuthenticated("a.example", "b.example", "external") in server_events
+    assert pair.receiving.stream.phase is Phase.ESTABLISHED
+    pair.receiving.stream.send(Element("iq", SERVER, {"from": "b.example", "to": "a.example", "type": "get"}))
+    client_events, _ = pair.pump()
+    assert [e.name for e in _stanzas(client_events)] == ["iq"]
+
+
+def test_bidi_is_neither_offered_nor_asked_for_when_disabled() -> None:
+    for receiving, initiating in ((False, True), (True, False)):
+        pair, dialback = make_pair(S2SPolicy(SECRET_B, bidi=receiving), S2SPolicy(SECRET_A, bidi=initiating))
+        client_events, server_events = _authenticate_by_dialback(pair, dialback)
+        assert BidiEnabled() not in client_events and BidiEnabled() not in server_events
+        assert b"urn:xmpp:bidi'" not in b"".join(pair.initiating.wire)
+
+
+def test_bidi_before_starttls_is_refused() -> None:
+    receiving, *_ = receiving_stream(S2SPolicy(SECRET_B), frozenset({"b.example"}), tls_available=True)
+    header = (
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' "
+        b"xmlns:stream='http://etherx.jabber.org/streams' to='b.example' from='a.example' version='1.0'>"
+    )
+    assert not receiving.receive_data(header)
+    assert b"urn:xmpp:features:bidi" not in b"".join(receiving.items_to_send())  # not offered yet
+    events = receiving.receive_data(b"<bidi xmlns='urn:xmpp:bidi'/>")
+    closed = next(e for e in events if isinstance(e, Closed))
+    assert closed.error is not None and closed.error.condition == "policy-violation"
+
+
+def test_bidi_initiator_answers_verify_and_refuses_piggybacking_without_closing() -> None:
+    pair, dialback = make_pair()
+    _authenticate_by_dialback(pair, dialback)
+    receiving = pair.receiving.stream
+    # b.example asks a.example (over a.example's own stream) whether a key is a.example's.
+    good = dialback_key(SECRET_A, "b.example", "a.example", "sid-9")
+    verify = Element("verify", DIALBACK, {"from": "b.example", "to": "a.example", "id": "sid-9"})
+    verify.children.append(good)
+    receiving.send(verify)
+    # And would authenticate another of its domains on it (target piggybacking): refused politely.
+    result = Element("result", DIALBACK, {"from": "muc.b.example", "to": "a.example"})
+    result.children.append("0" * 64)
+    receiving.send(result)
+    pair.pump()
+    wire = b"".join(pair.initiating.wire)
+    assert b'<db:verify from="a.example" to="b.example" id="sid-9" type="valid"/>' in wire
+    assert b'<db:result from="a.example" to="muc.b.example" type="error">' in wire
+    assert not pair.initiating.stream.closed and not receiving.closed

@@ -19,12 +19,18 @@ from roost.xml.serializer import serialize
 from tests.unit.stream.test_c2s import HEADER, Peer, negotiate_to_auth, scram_login
 
 
-def msg(n: int) -> Element:
-    return Element("message", "jabber:client", {"id": str(n)})
+def msg(n: int) -> bytes:
+    """A stanza as written on a c2s stream (jabber:client in scope)."""
+    return f"<message id='{n}'><body>{n}</body></message>".encode()
 
 
-def ids(items: list[Element]) -> list[str]:
-    return [e.attrs["id"] for e in items]
+CLIENT_NS = "jabber:client"
+
+
+def ids(items: list[Element] | list[bytes]) -> list[str]:
+    return [
+        item.attrs["id"] if isinstance(item, Element) else item.split(b"'")[1].decode() for item in items
+    ]
 
 
 def test_counters_start_at_zero_and_count_each_stanza() -> None:
@@ -34,17 +40,17 @@ def test_counters_start_at_zero_and_count_each_stanza() -> None:
     state.handled()
     assert state.answer().attrs == {"h": "2"}
     for n in range(3):
-        state.sent(msg(n), now=1.0)
+        state.sent(msg(n), CLIENT_NS, now=1.0)
     assert state.outbound == 3
-    assert ids([s for s, _ in state.unacked]) == ["0", "1", "2"]
+    assert ids([s for s, _, _ in state.unacked]) == ["0", "1", "2"]
 
 
 def test_ack_drops_handled_stanzas_from_the_queue() -> None:
     state = StreamManagement()
     for n in range(5):
-        state.sent(msg(n), now=1.0)
+        state.sent(msg(n), CLIENT_NS, now=1.0)
     state.acknowledge(2)
-    assert ids([s for s, _ in state.unacked]) == ["2", "3", "4"]
+    assert ids([s for s, _, _ in state.unacked]) == ["2", "3", "4"]
     state.acknowledge(2)  # the same h again changes nothing (§4: only an increment means progress)
     assert len(state.unacked) == 3
     state.acknowledge(5)
@@ -54,7 +60,7 @@ def test_ack_drops_handled_stanzas_from_the_queue() -> None:
 def test_ack_for_more_than_sent_is_handled_count_too_high() -> None:
     state = StreamManagement()
     for n in range(8):
-        state.sent(msg(n), now=1.0)
+        state.sent(msg(n), CLIENT_NS, now=1.0)
     with pytest.raises(HandledCountTooHigh) as caught:
         state.acknowledge(10)
     error = caught.value.stream_error().to_element()
@@ -72,12 +78,12 @@ def test_h_wraps_at_two_to_the_32() -> None:
     assert state.inbound == 0  # §4: reset from 2^32-1 to zero, not 2^32
     state.outbound = state.acked = sm.MODULO - 2
     for n in range(4):
-        state.sent(msg(n), now=1.0)
+        state.sent(msg(n), CLIENT_NS, now=1.0)
     assert state.outbound == 2
     state.acknowledge(sm.MODULO - 1)  # one handled, before the wrap
-    assert ids([s for s, _ in state.unacked]) == ["1", "2", "3"]
+    assert ids([s for s, _, _ in state.unacked]) == ["1", "2", "3"]
     state.acknowledge(1)  # two more, across the wrap
-    assert ids([s for s, _ in state.unacked]) == ["3"]
+    assert ids([s for s, _, _ in state.unacked]) == ["3"]
     with pytest.raises(HandledCountTooHigh):
         state.acknowledge(3)
     state.acknowledge(2)
@@ -89,7 +95,7 @@ def test_queue_length_is_sent_minus_acked_modulo(start: int, sent: int, acks: li
     state = StreamManagement(policy=AckPolicy(every=0, after_seconds=0))
     state.outbound = state.acked = start
     for n in range(sent):
-        state.sent(msg(n), now=0.0)
+        state.sent(msg(n), CLIENT_NS, now=0.0)
     done = 0
     for a in sorted(acks):
         if a > sent:
@@ -101,15 +107,15 @@ def test_queue_length_is_sent_minus_acked_modulo(start: int, sent: int, acks: li
         state.acknowledge((start + a) % sm.MODULO)
         done = a
         assert len(state.unacked) == (state.outbound - state.acked) % sm.MODULO == sent - a
-        assert ids([s for s, _ in state.unacked]) == [str(n) for n in range(a, sent)]
+        assert ids([s for s, _, _ in state.unacked]) == [str(n) for n in range(a, sent)]
 
 
 def test_server_requests_an_ack_every_n_stanzas_and_not_twice_while_waiting() -> None:
     state = StreamManagement(policy=AckPolicy(every=3, after_seconds=0))
-    assert [state.sent(msg(n), now=1.0) for n in range(3)] == [False, False, True]
+    assert [state.sent(msg(n), CLIENT_NS, now=1.0) for n in range(3)] == [False, False, True]
     assert state.requested() == Element("r", SM)
     # More stanzas while the <r/> is unanswered: no second request.
-    assert [state.sent(msg(n), now=1.0) for n in range(3, 7)] == [False] * 4
+    assert [state.sent(msg(n), CLIENT_NS, now=1.0) for n in range(3, 7)] == [False] * 4
     # The answer covers the first three; four wait, so another request is due at once.
     assert state.acknowledge(3) is True
     state.requested()
@@ -119,8 +125,8 @@ def test_server_requests_an_ack_every_n_stanzas_and_not_twice_while_waiting() ->
 def test_server_requests_an_ack_after_t_seconds() -> None:
     state = StreamManagement(policy=AckPolicy(every=100, after_seconds=10))
     assert not state.request_due(now=0.0)
-    state.sent(msg(1), now=100.0)
-    state.sent(msg(2), now=105.0)
+    state.sent(msg(1), CLIENT_NS, now=100.0)
+    state.sent(msg(2), CLIENT_NS, now=105.0)
     assert not state.request_due(now=109.9)
     assert state.request_due(now=110.0)
     state.requested()
@@ -131,14 +137,14 @@ def test_server_requests_an_ack_after_t_seconds() -> None:
 
 def test_time_threshold_off_when_zero() -> None:
     state = StreamManagement(policy=AckPolicy(every=0, after_seconds=0))
-    assert state.sent(msg(1), now=0.0) is False
+    assert state.sent(msg(1), CLIENT_NS, now=0.0) is False
     assert not state.request_due(now=1e9)
 
 
 def test_resume_acks_up_to_h_and_returns_the_rest_in_order() -> None:
     state = StreamManagement(sm_id=sm.new_id())
     for n in range(5):
-        state.sent(msg(n), now=1.0)
+        state.sent(msg(n), CLIENT_NS, now=1.0)
     state.handled()
     again = state.resume(3)
     assert ids(again) == ["3", "4"]
@@ -151,15 +157,15 @@ def test_resume_acks_up_to_h_and_returns_the_rest_in_order() -> None:
 
 def test_resume_with_too_high_h_raises() -> None:
     state = StreamManagement(sm_id=sm.new_id())
-    state.sent(msg(1), now=1.0)
+    state.sent(msg(1), CLIENT_NS, now=1.0)
     with pytest.raises(HandledCountTooHigh):
         state.resume(2)
 
 
 def test_take_unacked_empties_the_queue_once() -> None:
     state = StreamManagement()
-    state.sent(msg(1), now=7.0)
-    state.sent(msg(2), now=8.0)
+    state.sent(msg(1), CLIENT_NS, now=7.0)
+    state.sent(msg(2), CLIENT_NS, now=8.0)
     state.acknowledge(1)
     taken = state.take_unacked()
     assert [(s.attrs["id"], t) for s, t in taken] == [("2", 8.0)]
@@ -168,10 +174,10 @@ def test_take_unacked_empties_the_queue_once() -> None:
 
 def test_over_limit() -> None:
     state = StreamManagement(max_unacked=2)
-    state.sent(msg(1), now=0.0)
-    state.sent(msg(2), now=0.0)
+    state.sent(msg(1), CLIENT_NS, now=0.0)
+    state.sent(msg(2), CLIENT_NS, now=0.0)
     assert not state.over_limit
-    state.sent(msg(3), now=0.0)
+    state.sent(msg(3), CLIENT_NS, now=0.0)
     assert state.over_limit
 
 
@@ -327,3 +333,16 @@ def test_csi_nonzas() -> None:
     assert events == [ClientState(False), ClientState(True)]
     closed = stream.receive_data(b"<bogus xmlns='urn:xmpp:csi:0'/>")
     assert isinstance(closed[-1], Closed) and closed[-1].error is not None
+
+
+def test_unacked_stanzas_come_back_as_the_elements_written() -> None:
+    """The queue keeps bytes as written on the stream; resumption and re-routing get the elements back,
+    in the content namespace, whether the stream declared it (TCP) or each stanza did (WebSocket)."""
+    original = Element("message", CLIENT_NS, {"id": "m1", "to": "juliet@example.org/balcony"})
+    original.add("body", text="a < b & c")
+    original.add("x", "urn:example:x").add("y", attrs={"k": "v"})
+    state = StreamManagement(sm_id=sm.new_id())
+    state.sent(serialize(original, CLIENT_NS).encode(), CLIENT_NS, now=1.0)  # TCP: xmlns not repeated
+    state.sent(serialize(original, None).encode(), None, now=2.0)  # WebSocket: xmlns on the stanza
+    assert state.resume(0) == [original, original]
+    assert state.take_unacked() == [(original, 1.0), (original, 2.0)]

@@ -230,3 +230,75 @@ def test_stanza_just_under_the_limit_passes() -> None:
     stanza = b"<message><body>" + b"t" * 900 + b"</body></message>"
     assert len(stanza) < 1000
     assert len(parser.feed(stanza)) == 1
+
+
+# -- the lone-empty-element fast path (SM acks, CSI) ------------------------------------------------------
+LONE = [
+    b"<a xmlns='urn:xmpp:sm:3' h='12'/>",
+    b'<a xmlns="urn:xmpp:sm:3" h="4294967295"/>',
+    b"<r xmlns='urn:xmpp:sm:3'/>",
+    b"<active xmlns='urn:xmpp:csi:0' />",
+    b"<message xmlns='jabber:client' to='juliet@example.org/balcony' type='chat' id='a-1'/>",
+]
+
+
+def _via_expat(data: bytes) -> list[object]:
+    """What expat makes of ``data`` on a fresh stream: fed with a leading space, which the fast path
+    never takes, then the same bytes again through the fast path's stream for comparison."""
+    parser = opened()
+    return [e for e in parser.feed(b" " + data) if isinstance(e, Element)]
+
+
+@pytest.mark.parametrize("data", LONE)
+def test_lone_empty_element_is_parsed_as_expat_would(data: bytes) -> None:
+    parser = opened()
+    fast = parser.feed(data)
+    assert fast == _via_expat(data)
+    assert parser._parser is not None and parser._parser.CurrentByteIndex == parser._b._fed  # skipped
+    # The stream goes on exactly: positions and limits are intact for what follows.
+    events = parser.feed(b"<message to='a@b'><body>hi</body></message>")
+    assert [e.name for e in events if isinstance(e, Element)] == ["message"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"<a xmlns='urn:xmpp:sm:3' h='1' h='2'/>",  # duplicate attribute: expat's error
+        b"<a xmlns='urn:xmpp:sm:3' h='&amp;'/>",  # an entity: expat's business
+        b"<sm:a xmlns:sm='urn:xmpp:sm:3' h='1'/>",  # a prefix
+    ],
+)
+def test_lone_empty_fast_path_leaves_other_shapes_to_expat(data: bytes) -> None:
+    parser = opened()
+    if b"h='1' h='2'" in data:
+        with pytest.raises(XmlStreamError):
+            parser.feed(data)
+        return
+    events = parser.feed(data)
+    assert events == _via_expat(data)
+
+
+def test_lone_empty_fast_path_never_cuts_into_a_partial_tag() -> None:
+    # The previous chunk ends in '>' inside an attribute value: expat still holds a partial tag, so a
+    # lone <a/> after it is not a nonza but a '<' inside that attribute value, which XML forbids.
+    parser = opened()
+    assert parser.feed(b"<message to='a@b' id='x>") == []
+    with pytest.raises(XmlStreamError):
+        parser.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>")
+
+
+def test_lone_empty_inside_a_stanza_is_a_child_not_a_nonza() -> None:
+    parser = opened()
+    assert parser.feed(b"<message to='a@b'>") == []
+    assert parser.feed(b"<a xmlns='urn:xmpp:sm:3' h='1'/>") == []
+    events = parser.feed(b"</message>")
+    assert len(events) == 1 and events[0].children[0].name == "a"
+
+
+def test_lone_empty_on_a_released_parser() -> None:
+    parser = opened()
+    assert parser.release_parser()
+    assert parser.feed(b"<r xmlns='urn:xmpp:sm:3'/>") == [Element("r", "urn:xmpp:sm:3")]
+    assert parser.released  # nothing woke it
+    events = parser.feed(b"<message to='a@b'/><presence/>")
+    assert [e.name for e in events if isinstance(e, Element)] == ["message", "presence"]

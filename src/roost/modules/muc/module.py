@@ -3,8 +3,8 @@
 Loaded on each served domain, the module creates the service host (``conference.<domain>``) once per
 server: a :class:`~roost.core.host.Host` of kind "service" in ``server.hosts``, whose bus and IQ table
 receive every stanza for ``room@service`` and ``room@service/nick`` (see ``Router.deliver``). It feeds
-those to the pure engines, sends what they return — a groupchat message to many occupants is
-serialized once, each recipient only gets its own ``to`` — and keeps persistent rooms in the
+those to the pure engines, sends what they return — a broadcast to many occupants goes through
+``Router.fanout``, serialized once — and keeps persistent rooms in the
 ``muc_rooms`` map store.
 """
 
@@ -32,7 +32,6 @@ from roost.modules.muc.service import MucService, RoomArchiveHooks
 from roost.stanza.errors import StanzaError
 from roost.xml.element import Element
 from roost.xml.ns import DISCO_INFO, DISCO_ITEMS, PING
-from roost.xml.serializer import escape_attr, serialize
 
 if TYPE_CHECKING:
     from roost.core.server import Server
@@ -232,7 +231,7 @@ class MucRuntime:
             self.archive.record(room, outcome)
         for item in outcome.out:
             if isinstance(item, Broadcast):
-                self.fanout(item)
+                self.server.router.fanout(item.stanza, item.to, item.frm)
             else:
                 self.send(item)
         if save and room is not None and (outcome.save or outcome.destroyed):
@@ -242,72 +241,6 @@ class MucRuntime:
         pending = self.server.router.route(stanza)
         if pending is not None:
             self.server.spawn(pending, "muc-route")
-
-    def fanout(self, b: Broadcast) -> None:
-        """One stanza to many recipients, serialized once.
-
-        A local session whose exit needs no element (:meth:`ClientSession.raw_exit`) gets the
-        pre-serialized bytes with only its own ``to`` spliced in. The ``deliver/<kind>`` filters of
-        the recipient's domain (blocking, …) still see every copy; a copy a filter changed or
-        replaced is serialized on its own.
-        """
-        template = b.stanza
-        sessions = self.server.sessions
-        hosts = self.server.hosts
-        router = self.server.router
-        filter_name = hooks.DELIVER_MESSAGE if template.name == "message" else hooks.DELIVER_PRESENCE
-        filtering: dict[str, Host | None] = {}
-        parts: dict[str | None, tuple[bytes, bytes]] = {}
-        nchildren = len(template.children)
-        for jid in b.to:
-            session = sessions.get(jid)
-            to = str(jid)
-            if session is None:
-                copy = template.shallow_copy()
-                copy.attrs["to"] = to
-                pending = router.deliver(StanzaEvent(copy, None, jid, b.frm))
-                if pending is not None:
-                    self.server.spawn(pending, "muc-deliver")
-                continue
-            domain = jid.domain
-            if domain in filtering:
-                host = filtering[domain]
-            else:
-                candidate = hosts.get(domain)
-                host = (
-                    candidate if candidate is not None and candidate.bus.has_handlers(filter_name) else None
-                )
-                filtering[domain] = host
-            exit_ = session.raw_exit()
-            if host is not None or exit_ is None or session.delivery_queue is not None:
-                copy = template.shallow_copy()
-                copy.attrs["to"] = to
-                event = StanzaEvent(copy, None, jid, b.frm)
-                if host is None or exit_ is None:
-                    router.to_session(session, event)  # through the filters, the session's exit
-                    continue
-                result = host.bus.fold(filter_name, (session, event))
-                if result is None:
-                    continue
-                if result.__class__ is not tuple:
-                    router.to_session(session, event)  # a filter must wait: the ordered way
-                    continue
-                target, event = result
-                if (
-                    target is not session
-                    or event.stanza is not copy
-                    or len(copy.children) != nchildren
-                    or len(copy.attrs) != len(template.attrs) + 1
-                    or copy.attrs.get("to") != to
-                ):
-                    target.send(event.stanza)
-                    continue
-            # Serialized once per framing; each recipient only gets its own 'to' spliced in.
-            ns = exit_.stanza_ns
-            cut = parts.get(ns)
-            if cut is None:
-                cut = parts[ns] = _split(template, ns)
-            exit_.send_stanza(b"".join((cut[0], escape_attr(to).encode(), cut[1])))
 
     # -- stanzas to rooms and occupants ------------------------------------------------------------------
     def on_presence_full(self, event: StanzaEvent) -> bool:
@@ -447,16 +380,6 @@ class MucRuntime:
         if outcome.save or outcome.destroyed:
             self._dirty[room.name] = room
             await self._save(room)
-
-
-def _split(template: Element, ns: str | None) -> tuple[bytes, bytes]:
-    """The serialized ``template`` cut where each recipient's ``to`` attribute goes."""
-    probe = template.shallow_copy()
-    probe.attrs["to"] = "\x00"  # cannot occur in XML text, so the marker is unique
-    text = serialize(probe, ns)
-    marker = ' to="\x00"'
-    i = text.index(marker)
-    return (text[:i] + ' to="').encode(), ('"' + text[i + len(marker) :]).encode()
 
 
 #: The MUC runtime of each server (the module is loaded once per served domain; the service is one).

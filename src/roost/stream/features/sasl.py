@@ -29,6 +29,7 @@ from roost.stream.sasl.scram import (
     mechanism_name,
     parse_mechanism,
     ssdp_string,
+    tls_version_code,
 )
 from roost.xml.element import Element
 from roost.xml.ns import SASL, SASL_CB
@@ -209,6 +210,7 @@ class SaslServer(Feature):
             channel_bindings=stream.channel_bindings,
             cb_offered=any(m.endswith("-PLUS") for m in offered),
             ssdp=ssdp_string(offered, sorted(stream.channel_bindings) if stream.channel_bindings else None),
+            tls_version=tls_version_code(stream.channel_bindings),
         )
         self.challenging = True
         stream.active = self
@@ -344,6 +346,7 @@ class SaslClient(Feature):
                 cb_data=stream.channel_bindings.get(cb_type, b"") if cb_type else b"",
                 server_supports_plus=any(m.endswith("-PLUS") for m in offered),
                 ssdp=ssdp_string(offered, cb_types if cb_offer is not None else None),
+                tls_version=tls_version_code(stream.channel_bindings) if stream.secure else "",
             )
             return self._auth(stream, self._scram.first())
         return stream.close(StreamError("policy-violation", "no usable SASL mechanism offered"))

@@ -9,7 +9,13 @@ SCRAM and PLAIN exchanges, framed as ``<authenticate/>``/``<challenge/>``/``<res
   it answers with :meth:`Sasl2Server.complete` (or :meth:`Sasl2Server.refuse`), which writes
   ``<success/>`` (``<authorization-identifier/>``, ``<bound/>``) and the new stream features;
 - a FAST ``HT-*`` mechanism (draft-schmaus-kitten-sasl-ht) needs the tokens stored for the client:
-  :class:`NeedToken`, answered with :meth:`Sasl2Server.tokens`.
+  :class:`NeedToken`, answered with :meth:`Sasl2Server.tokens`;
+- ``<continue/>`` tasks (XEP-0388 §2.6.3): the SCRAM upgrade tasks of XEP-0480 the client asked
+  for. :class:`NeedUpgrades` asks the driver which of them the account needs (it lacks keys for
+  that hash), answered with :meth:`Sasl2Server.upgrades`; each task is ``<continue/>``,
+  ``<next/>``, ``<task-data/>`` with the salt, ``<task-data/>`` with the client's SaltedPassword,
+  then :class:`StoreUpgrade`, answered with :meth:`Sasl2Server.upgraded`. Only after the last
+  task does the login go on to :class:`Sasl2Login` and ``<success/>``.
 
 Tokens are stored as SHA-256 of the token only. Tokens are longer than the SHA-256 block (64
 bytes), and HMAC (RFC 2104 §2) first hashes such a key, so HMAC(token, m) = HMAC(SHA-256(token), m):
@@ -31,9 +37,9 @@ from roost.stanza.errors import StreamError
 from roost.stream.core import Event, Phase, Stream, StreamEvent
 from roost.stream.events import Authenticated
 from roost.stream.features.sasl import ALL_MECHANISMS, SaslServer
-from roost.stream.sasl.scram import SaslFailure
+from roost.stream.sasl.scram import HASH_NAMES, SaslFailure, digest_size
 from roost.xml.element import Element
-from roost.xml.ns import BIND2, FAST, SASL, SASL2, SM
+from roost.xml.ns import BIND2, FAST, SASL, SASL2, SASL_UPGRADE, SCRAM_UPGRADE, SM
 
 #: FAST mechanism suffix → the channel binding whose data goes into the HMAC (None: no binding).
 HT_BINDINGS: dict[str, str | None] = {
@@ -45,6 +51,19 @@ HT_BINDINGS: dict[str, str | None] = {
 HT_MECHANISMS = tuple(f"HT-SHA-256-{suffix}" for suffix in ("EXPR", "UNIQ", "ENDP", "NONE"))
 #: Longer than the SHA-256 block size, so that the stored SHA-256 is HMAC's effective key.
 TOKEN_BYTES = 72
+#: XEP-0480 §3: task names carry no -PLUS (channel binding has nothing to do with stored keys).
+UPGRADE_PREFIX = "UPGR-SCRAM-"
+
+
+def upgrade_task(hash_name: str) -> str:
+    """``"SHA-256"`` → ``"UPGR-SCRAM-SHA-256"`` (XEP-0480 §2.1)."""
+    return UPGRADE_PREFIX + hash_name
+
+
+def upgrade_hash(task: str) -> str | None:
+    """The SCRAM hash a task upgrades to, or None for a task Roost does not know."""
+    name = task[len(UPGRADE_PREFIX) :] if task.startswith(UPGRADE_PREFIX) else ""
+    return name if name in HASH_NAMES else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,35 @@ class NeedToken(Event):
     domain: str
     username: str
     client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScramUpgrade:
+    """One SCRAM upgrade task to run: the salt and iteration count the new keys will have."""
+
+    task: str
+    hash_name: str
+    salt: bytes
+    iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class NeedUpgrades(Event):
+    """Which of these XEP-0480 tasks does ``username`` need? Answer with ``upgrades``."""
+
+    domain: str
+    username: str
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUpgrade(Event):
+    """Store keys derived from the client's SaltedPassword for ``upgrade``; answer with ``upgraded``."""
+
+    domain: str
+    username: str
+    upgrade: ScramUpgrade
+    salted_password: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +187,17 @@ class Sasl2Server(SaslServer):
 
     __slots__ = (
         "_additional",
+        "_awaiting",
         "_ht_data",
         "_request",
+        "_requested",
+        "_tasks",
         "_token_used",
         "_user_agent",
         "bind_features",
         "done",
         "fast",
+        "upgrades_offered",
     )
 
     def __init__(
@@ -156,6 +208,7 @@ class Sasl2Server(SaslServer):
         max_failures: int = 3,
         bind_features: Callable[[], Sequence[str]] = lambda: (),
         fast: bool = True,
+        upgrades: Sequence[str] = (),
     ) -> None:
         super().__init__(
             mechanisms=mechanisms, require_encryption=require_encryption, max_failures=max_failures
@@ -168,6 +221,14 @@ class Sasl2Server(SaslServer):
         self._additional = b""
         self._ht_data = b""
         self._token_used: StoredToken | None = None
+        #: XEP-0480 task names offered (one per SCRAM hash the server stores keys for).
+        self.upgrades_offered = tuple(upgrade_task(h) for h in upgrades if h in HASH_NAMES)
+        #: Tasks the client asked for, until the driver said which the account needs.
+        self._requested: tuple[str, ...] = ()
+        #: Tasks still to run, once the first <continue/> went out (None: no task under way).
+        self._tasks: list[ScramUpgrade] | None = None
+        #: What the running task waits for from the client: "next" or "task-data".
+        self._awaiting = ""
 
     def cache_key(self, stream: Stream) -> Hashable:
         return (
@@ -200,6 +261,8 @@ class Sasl2Server(SaslServer):
             fast = inline.add("fast", FAST)
             for mech in ht_mechanisms(list(stream.channel_bindings)):
                 fast.add("mechanism", text=mech)
+        for task in self.upgrades_offered:
+            auth.add("upgrade", SASL_UPGRADE, text=task)  # XEP-0480 §2.1
         return [auth]
 
     # -- input -----------------------------------------------------------------------------------
@@ -211,6 +274,8 @@ class Sasl2Server(SaslServer):
             return stream.close(StreamError("policy-violation", "already authenticated"))
         if not stream.secure:
             return stream.close(StreamError("policy-violation", "encryption is required"))
+        if self._tasks is not None:
+            return self._task_input(stream, el)
         if el.name == "authenticate" and not self.challenging:
             return self._authenticate(stream, el)
         if el.name == "response" and self._scram is not None and self.challenging:
@@ -238,6 +303,9 @@ class Sasl2Server(SaslServer):
                 (ua.find_text("software", SASL2) or "")[:256],
                 (ua.find_text("device", SASL2) or "")[:256],
             )
+        # XEP-0480 §2.2: tasks the client can run; unknown ones are not an error, just not run.
+        asked = (u.text.strip() for u in el.elements("upgrade", SASL_UPGRADE))
+        self._requested = tuple(dict.fromkeys(t for t in asked if t in self.upgrades_offered))
         mech = el.attrs.get("mechanism", "")
         data = _b64(el.find("initial-response", SASL2))
         if mech in HT_MECHANISMS:
@@ -307,6 +375,12 @@ class Sasl2Server(SaslServer):
             el.children.append(base64.b64encode(data).decode())
         stream.send(el)
 
+    def _failure(self, stream: Stream, failure: SaslFailure) -> list[StreamEvent]:
+        self._tasks = None
+        self._requested = ()
+        self._awaiting = ""
+        return super()._failure(stream, failure)
+
     def _failure_element(self, failure: SaslFailure) -> Element:
         el = Element("failure", SASL2)
         el.add(failure.condition, SASL)
@@ -315,16 +389,108 @@ class Sasl2Server(SaslServer):
         return el
 
     def _success(self, stream: Stream, additional: bytes) -> list[StreamEvent]:
-        """The mechanism succeeded: hold the stream while the driver sets the session up."""
+        """The mechanism succeeded: tasks first if the client asked for any, then the login."""
         assert stream.domain is not None and self._pending_user is not None
         if self._disabled is not None:
             # RFC 6120 §6.5.1, after the proof: a locked account is refused, whatever the mechanism.
             return self._failure(stream, SaslFailure("account-disabled", self._disabled))
-        username = self._pending_user
-        self._pending_user = None
         self._scram = None
         self.challenging = False
         self._additional = additional
+        if self._requested:
+            self._wait(stream)
+            return [NeedUpgrades(stream.domain, self._pending_user, self._requested)]
+        return self._login(stream)
+
+    # -- <continue/> tasks (XEP-0388 §2.6.3, XEP-0480) -------------------------------------------
+    def upgrades(self, stream: Stream, needed: Sequence[ScramUpgrade]) -> list[StreamEvent]:
+        """The driver's answer to :class:`NeedUpgrades`: the tasks to run (maybe none)."""
+        if not self.pending or self._tasks is not None or not self._requested:
+            return []
+        self.pending = False
+        stream.pending_on = None
+        self._requested = ()
+        if not needed:
+            return self._login(stream)
+        self._tasks = list(needed)
+        self._continue(stream)
+        return stream.resume()
+
+    def _continue(self, stream: Stream) -> None:
+        """``<continue/>`` offering the next task; the mechanism's additional data goes in the first."""
+        assert self._tasks
+        el = Element("continue", SASL2)
+        if self._additional:
+            el.add("additional-data", text=base64.b64encode(self._additional).decode())
+            self._additional = b""
+        el.add("tasks").add("task", text=self._tasks[0].task)
+        stream.send(el)
+        self._awaiting = "next"
+        stream.active = self
+
+    def _task_input(self, stream: Stream, el: Element) -> list[StreamEvent]:
+        assert self._tasks is not None and stream.domain is not None and self._pending_user is not None
+        if el.name == "authenticate":
+            # XEP-0388 §7: after <continue/>, another <authenticate/> is a stream error.
+            return stream.close(StreamError("policy-violation", "authentication is already under way"))
+        if el.name == "abort":
+            return self._failure(stream, SaslFailure("aborted"))
+        task = self._tasks[0]
+        if el.name == "next" and self._awaiting == "next":
+            if el.attrs.get("task") != task.task:
+                return self._failure(
+                    stream, SaslFailure("malformed-request", f"the task offered is {task.task}")
+                )
+            # XEP-0480 §3: the salt and iteration count the client derives the SaltedPassword with.
+            data = Element("task-data", SASL2)
+            data.add(
+                "salt",
+                SCRAM_UPGRADE,
+                {"iterations": str(task.iterations)},
+                base64.b64encode(task.salt).decode(),
+            )
+            stream.send(data)
+            self._awaiting = "task-data"
+            return []
+        if el.name == "task-data" and self._awaiting == "task-data":
+            hash_el = el.find("hash", SCRAM_UPGRADE)
+            salted = _b64(hash_el) if hash_el is not None else None
+            if not salted:  # §3: <hash/> MUST NOT be empty
+                return self._failure(stream, SaslFailure("incorrect-encoding", "expected <hash/> in base64"))
+            if len(salted) != digest_size(task.hash_name):
+                return self._failure(
+                    stream,
+                    SaslFailure("malformed-request", f"a {task.hash_name} SaltedPassword has another length"),
+                )
+            self._awaiting = ""
+            self._wait(stream)
+            return [StoreUpgrade(stream.domain, self._pending_user, task, salted)]
+        return self._failure(
+            stream, SaslFailure("malformed-request", f"unexpected <{el.name}/> in task {task.task}")
+        )
+
+    def upgraded(self, stream: Stream, ok: bool = True) -> list[StreamEvent]:
+        """The driver's answer to :class:`StoreUpgrade`: the next task, or the login."""
+        if not self.pending or not self._tasks:
+            return []
+        self.pending = False
+        stream.pending_on = None
+        if not ok:
+            return self._failure(
+                stream, SaslFailure("temporary-auth-failure", "could not store the keys")
+            ) + (stream.resume())
+        self._tasks.pop(0)
+        if self._tasks:
+            self._continue(stream)  # §2.6.3: one <continue/> per task
+            return stream.resume()
+        self._tasks = None
+        return self._login(stream)
+
+    def _login(self, stream: Stream) -> list[StreamEvent]:
+        """Authenticated, every task done: hold the stream while the driver sets the session up."""
+        assert stream.domain is not None and self._pending_user is not None
+        username = self._pending_user
+        self._pending_user = None
         stream.authenticated = True
         stream.username = username
         request = self._request

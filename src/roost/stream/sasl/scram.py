@@ -111,6 +111,13 @@ def parse_mechanism(name: str) -> tuple[str, bool] | None:
     return rest, plus
 
 
+def tls_version_code(channel_bindings: object) -> str | None:
+    """The XEP-0515 code of the connection's TLS version: carried by the channel bindings of a TLS
+    connection (``tls_version``); None without TLS (or for bindings that do not say)."""
+    code = getattr(channel_bindings, "tls_version", None)
+    return code if isinstance(code, str) else None
+
+
 def ssdp_string(mechanisms: Sequence[str], channel_bindings: Sequence[str] | None) -> bytes:
     """XEP-0474 §5.1: the advertised mechanisms (and XEP-0440 channel-binding types, if that list
     was advertised at all), each sorted by octets, joined with %x1E; %x1F between the two lists."""
@@ -123,6 +130,11 @@ def ssdp_string(mechanisms: Sequence[str], channel_bindings: Sequence[str] | Non
 def ssdp_hash(hash_name: str, ssdp: bytes) -> str:
     """The ``h`` attribute: the SCRAM hash of the SSDP string, base64."""
     return _b64(hashlib.new(_hashlib_name(hash_name), ssdp).digest())
+
+
+def digest_size(hash_name: str) -> int:
+    """Octets of one ``hash_name`` digest (the length of a SaltedPassword)."""
+    return hashlib.new(_hashlib_name(hash_name)).digest_size
 
 
 def salted_password(password: str, hash_name: str, salt: bytes, iterations: int) -> bytes:
@@ -140,7 +152,7 @@ def derive_credentials(
     if salt is None:
         salt = secrets.token_bytes(16)
     salted = salted_password(password, hash_name, salt, iterations)
-    return _credentials_from_salted(hash_name, salted, salt, iterations)
+    return credentials_from_salted(hash_name, salted, salt, iterations)
 
 
 class ScramServer:
@@ -163,8 +175,12 @@ class ScramServer:
         nonce: str | None = None,
         default_iterations: int = DEFAULT_ITERATIONS,
         ssdp: bytes | None = None,
+        tls_version: str | None = None,
     ) -> None:
         self._hash = _hashlib_name(hash_name)
+        #: XEP-0515: the connection's TLS version ("0304"), sent as t= so the client can compare it
+        #: with its own: a MITM speaking different TLS versions to each side shows.
+        self._tls_version = tls_version
         #: XEP-0474: what was advertised (ssdp_string), hashed into the server-first-message, where the
         #: client compares it with what it saw; the proof signs it, so a MITM cannot rewrite it.
         self._ssdp = ssdp
@@ -271,6 +287,8 @@ class ScramServer:
         server_first = f"r={self._nonce},s={_b64(salt)},i={iterations}"
         if self._ssdp is not None:
             server_first += f",h={ssdp_hash(self.hash_name, self._ssdp)}"
+        if self._tls_version is not None:
+            server_first += f",t={self._tls_version}"
         self._server_first = server_first.encode()
         self._state = "challenged"
         return self._server_first
@@ -332,9 +350,13 @@ class ScramClient:
         nonce: str | None = None,
         salted_password: bytes | None = None,
         ssdp: bytes | None = None,
+        tls_version: str | None = None,
     ) -> None:
         self._hash = _hashlib_name(hash_name)
         self.hash_name = hash_name
+        #: XEP-0515: our connection's TLS version ("0304"), compared with the server's t=; "" for a
+        #: connection without TLS; None: this client does not check (it cannot see its TLS layer).
+        self._tls_version = tls_version
         if plus and (cb_type is None or not _CB_NAME.match(cb_type)):
             raise ValueError("a -PLUS mechanism needs a channel binding type")
         if nonce is not None and not _PRINTABLE.match(nonce):
@@ -390,6 +412,15 @@ class ScramClient:
                 offered.encode(), ssdp_hash(self.hash_name, self._ssdp).encode()
             ):
                 raise SaslFailure("not-authorized", "downgrade detected: the offered mechanisms were altered")
+        server_tls = next((a[2:] for a in attrs[3:] if a.startswith("t=")), None)
+        # XEP-0515 §4.2: a server that sends t= must see the TLS version we see. (Without t= the
+        # server does not implement it; a t= stripped in transit breaks the proof anyway.)
+        if self._tls_version is not None and server_tls is not None and server_tls != self._tls_version:
+            raise SaslFailure(
+                "not-authorized",
+                f"downgrade detected: the server's TLS version is {server_tls}, "
+                f"ours {self._tls_version or 'none'}",
+            )
         nonce = attrs[0][2:]
         # RFC 5802 §5.1: the server's nonce must extend ours
         if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce) or not _PRINTABLE.match(nonce):
@@ -447,7 +478,8 @@ def _hi(hash_name: str, prepared_password: bytes, salt: bytes, iterations: int) 
     return hashlib.pbkdf2_hmac(_hashlib_name(hash_name), prepared_password, salt, iterations)
 
 
-def _credentials_from_salted(hash_name: str, salted: bytes, salt: bytes, iterations: int) -> ScramCredentials:
+def credentials_from_salted(hash_name: str, salted: bytes, salt: bytes, iterations: int) -> ScramCredentials:
+    """StoredKey and ServerKey from a SaltedPassword (RFC 5802 §3): what a XEP-0480 upgrade hands over."""
     name = _hashlib_name(hash_name)
     client_key = hmac.digest(salted, b"Client Key", name)
     return ScramCredentials(

@@ -440,3 +440,35 @@ def test_ssdp_detects_a_stripped_list(seen: tuple[list[str], list[str] | None]) 
     offered = ssdp_string(["SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"], ["tls-exporter"])
     with pytest.raises(SaslFailure, match="downgrade"):
         _ssdp_exchange(offered, ssdp_string(*seen))
+
+
+def _tls_exchange(server_tls: str | None, client_tls: str | None) -> bytes:
+    """A SCRAM exchange where the server sends t=``server_tls`` (XEP-0515) and the client sees
+    ``client_tls``: the server-first-message, or SaslFailure from the client."""
+    server = ScramServer("SHA-256", plus=False, channel_bindings={}, cb_offered=False, tls_version=server_tls)
+    client = ScramClient("SHA-256", "user", "pencil", tls_version=client_tls)
+    server.start(client.first())
+    server_first = server.challenge(derive_credentials("pencil", "SHA-256", FAST))
+    client.verify(server.finish(client.respond(server_first)))
+    return server_first
+
+
+def test_tls_version_attribute_is_signed_and_checked() -> None:
+    assert _tls_exchange("0304", "0304").endswith(b",t=0304")
+    assert b",t=" not in _tls_exchange(None, "0304"), "a server without TLS info sends no t="
+    _tls_exchange("0303", None)  # a client that does not check ignores it
+    with pytest.raises(SaslFailure, match=r"downgrade.*0303.*0304"):
+        _tls_exchange("0303", "0304")  # TLS 1.2 on the server's arm, 1.3 on ours
+    with pytest.raises(SaslFailure, match="downgrade"):
+        _tls_exchange("0304", "")  # we have no TLS at all, the server has
+
+
+def test_tls_version_attribute_cannot_be_stripped() -> None:
+    """t= is in the AuthMessage: a MITM removing it makes the client's proof fail (XEP-0515 §6)."""
+    server = ScramServer("SHA-256", plus=False, channel_bindings={}, cb_offered=False, tls_version="0303")
+    client = ScramClient("SHA-256", "user", "pencil", tls_version="0304")
+    server.start(client.first())
+    server_first = server.challenge(derive_credentials("pencil", "SHA-256", FAST))
+    tampered = server_first.replace(b",t=0303", b"")
+    with pytest.raises(SaslFailure, match=r"not-authorized"):
+        server.finish(client.respond(tampered))
