@@ -9,6 +9,8 @@ stream can be written to a c2s stream as-is and ends up in the stream's content 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from roost.xml.element import Element
 from roost.xml.ns import STANZA_NAMESPACES, STREAM, XML
 
@@ -101,6 +103,36 @@ def serialize(el: Element, parent_ns: str | None = None) -> str:
     if parent_ns is not None and ns in STANZA_NAMESPACES and parent_ns in STANZA_NAMESPACES:
         parent_ns = ns
     _write(el, "" if parent_ns is None else parent_ns, out)
+    return "".join(out)
+
+
+def serialize_with_children(
+    el: Element, children: Sequence[Element | str], parent_ns: str | None = None
+) -> str:
+    """XML text of ``el`` with ``children`` in place of its own (e.g. a stanza without some of its
+    children), without building a copy of the element to serialize it."""
+    ns = el.ns
+    if ns == STREAM:  # stream-level elements have their own prefix rules: the general path
+        return serialize(Element(el.name, ns, el.attrs, list(children)), parent_ns)
+    out: list[str] = []
+    if parent_ns is not None and ns in STANZA_NAMESPACES and parent_ns in STANZA_NAMESPACES:
+        parent_ns = ns
+    name = el.name
+    out.append("<" + name)
+    if ns != ("" if parent_ns is None else parent_ns):
+        out.append(f' xmlns="{escape_attr(ns)}"')
+    if el.attrs:
+        _attrs(el, out)
+    if not children:
+        out.append("/>")
+        return "".join(out)
+    out.append(">")
+    for child in children:
+        if child.__class__ is str:
+            out.append(escape_text(child))  # type: ignore[arg-type]
+        else:
+            _write(child, ns, out)  # type: ignore[arg-type]
+    out.append(f"</{name}>")
     return "".join(out)
 
 

@@ -60,7 +60,7 @@ from roost.util.bounded import BoundedDict
 from roost.util.ids import time_ordered_id
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, STANZA_ID
-from roost.xml.serializer import serialize
+from roost.xml.serializer import serialize_with_children
 
 if TYPE_CHECKING:
     from roost.modules.mam.rooms import RoomArchive
@@ -182,7 +182,7 @@ class MessageArchive(Module):
         self.prefs_store = storage.keyvalue("mam_prefs")
         self._prefs: BoundedDict[str, Prefs] = BoundedDict(PREFS_CACHE_SIZE)
         #: The last stanza archived and its stored form (see _stored_form).
-        self._memo: tuple[Element, list[Element | str], dict[str, str], str, str] | None = None
+        self._memo: tuple[Element, tuple[Element | str, ...], dict[str, str], str, str] | None = None
         self.archiver = Archiver(
             self.store,
             prefs=lambda owner: self._prefs.get(owner.bare_str),
@@ -275,23 +275,17 @@ class MessageArchive(Module):
     def _stored_form(self, stanza: Element) -> tuple[str, str]:
         """The stanza as archived — without stanza-ids, which differ per archive and come back from the
         item's id at query time — and its search text. A message between two local accounts goes into
-        both archives: the second time (same stanza, same content) the first serialization is reused."""
-        kept = [
+        both archives: the second time (same stanza, same attributes and children but for stanza-ids)
+        the first serialization is reused."""
+        kept = tuple(
             c
             for c in stanza.children
-            if not (isinstance(c, Element) and c.ns == STANZA_ID and c.name == "stanza-id")
-        ]
+            if c.__class__ is str or c.name != "stanza-id" or c.ns != STANZA_ID  # type: ignore[union-attr]
+        )
         memo = self._memo
-        if (
-            memo is not None
-            and memo[0] is stanza
-            and len(memo[1]) == len(kept)
-            and all(a is b for a, b in zip(memo[1], kept, strict=True))
-            and memo[2] == stanza.attrs
-        ):
+        if memo is not None and memo[0] is stanza and memo[1] == kept and memo[2] == stanza.attrs:
             return memo[3], memo[4]
-        bare = Element(stanza.name, stanza.ns, dict(stanza.attrs), kept)
-        payload = serialize(bare, CLIENT)
+        payload = serialize_with_children(stanza, kept, CLIENT)
         search = body_text(stanza, self.options.max_search_chars) if self.options.search else ""
         self._memo = (stanza, kept, dict(stanza.attrs), payload, search)
         return payload, search
