@@ -129,7 +129,7 @@ def serialize_with_children(
     out.append(">")
     for child in children:
         if child.__class__ is str:
-            out.append(escape_text(child))  # type: ignore[arg-type]
+            out.append(escape_text(child))
         else:
             _write(child, ns, out)  # type: ignore[arg-type]
     out.append(f"</{name}>")

@@ -37,7 +37,7 @@ from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session
 from roost.jid import JID, JIDError
 from roost.modules.mam import retention
-from roost.modules.mam.archiver import Archiver, Pending
+from roost.modules.mam.archiver import Archiver
 from roost.modules.mam.pages import fetch_page, send_page
 from roost.modules.mam.protocol import (
     FULLTEXT,
@@ -267,10 +267,10 @@ class MessageArchive(Module):
             return False  # groupchat: the room's archive; headline: not suggested (§6.1.1); error
         return is_archivable(stanza) and not only_receipts(stanza) and not refused_by_hints(stanza)
 
-    def _pending(self, owner: JID, with_jid: JID, stanza: Element, item_id: str, *, check: bool) -> Pending:
+    def _archive(self, owner: JID, with_jid: JID, stanza: Element, item_id: str, *, check: bool) -> None:
         payload, search = self._stored_form(stanza)
         item = ArchiveItem(item_id, time.time(), str(with_jid), payload, "chat")
-        return Pending(owner, with_jid, item, search, check)
+        self.archiver.add(owner, with_jid, item, search, check)
 
     def _stored_form(self, stanza: Element) -> tuple[str, str]:
         """The stanza as archived — without stanza-ids, which differ per archive and come back from the
@@ -306,7 +306,7 @@ class MessageArchive(Module):
         _strip_ids(stanza, owner_str)
         item_id = time_ordered_id()
         stanza.children.append(Element("stanza-id", STANZA_ID, {"id": item_id, "by": owner_str}))
-        self.archiver.add(self._pending(owner, event.to, stanza, item_id, check=False))
+        self._archive(owner, event.to, stanza, item_id, check=False)
         return event
 
     @hook(hooks.PRE_MESSAGE, priority=40)
@@ -325,7 +325,7 @@ class MessageArchive(Module):
         item_id = stanza_id(stanza, owner.bare_str)
         if item_id is not None and self._worth_archiving(stanza):
             online = self.server.sessions.is_online(owner.domain, owner.local or "")
-            self.archiver.add(self._pending(owner, event.frm, stanza, item_id, check=not online))
+            self._archive(owner, event.frm, stanza, item_id, check=not online)
         return False
 
     @hook(hooks.DELIVER_MESSAGE, priority=300)
@@ -338,7 +338,7 @@ class MessageArchive(Module):
             owner = session.jid.bare
             item_id = stanza_id(stanza, owner.bare_str)
             if item_id is not None and self._worth_archiving(stanza):
-                self.archiver.add(self._pending(owner, event.frm, stanza, item_id, check=False))
+                self._archive(owner, event.frm, stanza, item_id, check=False)
         return value
 
     # -- queries ------------------------------------------------------------------------------------
