@@ -63,7 +63,10 @@ def _attrs(el: Element, out: list[str]) -> None:
             out.append(f' {key}="{escape_attr(value)}"')
 
 
-def _write(el: Element, parent_ns: str, out: list[str]) -> None:
+def _write(
+    el: Element, parent_ns: str, out: list[str], children: Sequence[Element | str] | None = None
+) -> None:
+    """``el`` (with ``children`` in place of its own, if given) appended to ``out``."""
     ns = el.ns
     name = el.name
     if ns == STREAM:
@@ -78,7 +81,8 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
             out.append(f' xmlns="{escape_attr(ns)}"')
     if el.attrs:
         _attrs(el, out)
-    children = el.children
+    if children is None:
+        children = el.children
     if not children:
         out.append("/>")
         return
@@ -111,28 +115,11 @@ def serialize_with_children(
 ) -> str:
     """XML text of ``el`` with ``children`` in place of its own (e.g. a stanza without some of its
     children), without building a copy of the element to serialize it."""
-    ns = el.ns
-    if ns == STREAM:  # stream-level elements have their own prefix rules: the general path
-        return serialize(Element(el.name, ns, el.attrs, list(children)), parent_ns)
     out: list[str] = []
+    ns = el.ns
     if parent_ns is not None and ns in STANZA_NAMESPACES and parent_ns in STANZA_NAMESPACES:
         parent_ns = ns
-    name = el.name
-    out.append("<" + name)
-    if ns != ("" if parent_ns is None else parent_ns):
-        out.append(f' xmlns="{escape_attr(ns)}"')
-    if el.attrs:
-        _attrs(el, out)
-    if not children:
-        out.append("/>")
-        return "".join(out)
-    out.append(">")
-    for child in children:
-        if child.__class__ is str:
-            out.append(escape_text(child))
-        else:
-            _write(child, ns, out)  # type: ignore[arg-type]
-    out.append(f"</{name}>")
+    _write(el, "" if parent_ns is None else parent_ns, out, children)
     return "".join(out)
 
 
