@@ -304,7 +304,7 @@ class ClientStateIndication(Module):
 
     @hook(hooks.BIND2_INLINE)
     def bind2(self, event: hooks.Bind2Event) -> None:
-        """ "If the client included a XEP-0352 <active/> or <inactive/> element, the session must
+        """"If the client included a XEP-0352 <active/> or <inactive/> element, the session must
         begin in that state" (active is where every session begins)."""
         if event.request.find("inactive", CSI) is not None:
             self.client_state(sm.ClientStateEvent(event.session, False))

@@ -43,9 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roost.s2s")
 
-
 class IncomingS2S(StreamConnection):
     """A stream another server opened to us."""
+
 
     kind = "s2s"
 
@@ -156,6 +156,7 @@ class IncomingS2S(StreamConnection):
 
 class OutgoingS2S(StreamConnection):
     """A stream we opened from ``local`` to ``remote`` (owned by an :class:`OutgoingLink`)."""
+
 
     def __init__(
         self,
