@@ -245,7 +245,8 @@ async def compare(args: argparse.Namespace) -> None:
         + "".join(f"{n + ' p50':>14}{n + ' p99':>14}" for n in results)
         + f"   ({args.runs} runs)"
     )
-    for query in results[next(iter(results))]:
+    names = list(dict.fromkeys(q for r in results.values() for q in r))  # every server's, in order
+    for query in names:
         row = "".join(
             f"{r[query]['p50_ms']:>14.2f}{r[query]['p99_ms']:>14.2f}" if query in r else f"{'-':>14}{'-':>14}"
             for r in results.values()
