@@ -30,6 +30,7 @@ import asyncio
 import datetime
 import random
 import re
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -240,6 +241,7 @@ async def compare(args: argparse.Namespace) -> None:
             results[name] = await measure(target, args, search=name == "roost")
         finally:
             await target.stop()
+    shutil.rmtree(work, ignore_errors=True)
     print(
         f"{'query':<14}"
         + "".join(f"{n + ' p50':>14}{n + ' p99':>14}" for n in results)
