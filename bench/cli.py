@@ -26,7 +26,7 @@ from .certs import make_self_signed
 from .report import host_info, ratios, table, write_json
 from .scenarios import SCENARIOS
 from .scenarios.base import RunContext, Scenario, ServerResult, wait_idle
-from .targets import TARGETS, RoostTarget, Target
+from .targets import TARGETS, ProsodyTarget, RoostTarget, Target
 from .xmppload.client import CredentialCache, client_tls_context
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,6 +63,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "--roost-config", type=Path, help="template for Roost's TOML config (see bench/targets.py)"
     )
     p.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+    p.add_argument(
+        "--mam", action="store_true",
+        help="message archiving on: Roost's [mam], Prosody's mod_mam on SQLite (default: off everywhere)",
+    )  # fmt: skip
     p.add_argument(
         "--wait-idle", type=float, default=0, metavar="SECONDS",
         help="before each server, wait up to SECONDS for the machine to be idle (shared machines)",
@@ -117,6 +121,10 @@ def make_target(name: str, workdir: Path, args: argparse.Namespace, certs: Any) 
     target = cls(workdir / name, certs, cpu, log)
     if isinstance(target, RoostTarget) and args.roost_config:
         target.template = args.roost_config.read_text()
+    if getattr(args, "mam", False):
+        if not isinstance(target, (RoostTarget, ProsodyTarget)):
+            raise SystemExit(f"--mam: archiving is configured for roost and prosody only, not {name}")
+        target.mam = True
     target.dir.mkdir(parents=True, exist_ok=True)
     return target
 
