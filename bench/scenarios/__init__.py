@@ -9,6 +9,7 @@ from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
 from .presence import PresenceScenario
 from .reconnect import ReconnectScenario
+from .s2s import S2SScenario
 from .soak import SoakScenario
 from .websocket import WebSocketScenario
 
@@ -23,5 +24,6 @@ SCENARIOS: dict[str, type[Scenario]] = {
         MucFanoutScenario,
         SoakScenario,
         WebSocketScenario,
+        S2SScenario,
     )
 }
