@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from . import dnsserver
 from .certs import CertFiles, make_self_signed
 from .report import host_info, ratios, table, write_json
 from .scenarios import SCENARIOS
@@ -148,6 +149,7 @@ def pair_launcher(
     @contextlib.asynccontextmanager
     async def launch(auth: str) -> AsyncIterator[RunContext]:
         ports = {A_DOMAIN: free_port(), B_DOMAIN: free_port()}
+        dns_transport, _, dns_port = await dnsserver.serve(ports)
         started: list[Target] = []
         contexts: list[RunContext] = []
         try:
@@ -155,7 +157,7 @@ def pair_launcher(
                 target = make_target(name, workdir / f"{auth}-{domain}", args, certs[domain], cpu)
                 target.domain = domain
                 peers = {d: p for d, p in ports.items() if d != domain}
-                target.s2s = S2SSetup(ports[domain], peers, auth, ca.ca_file)
+                target.s2s = S2SSetup(ports[domain], peers, auth, ca.ca_file, dns_port)
                 versions[name] = target.version()
                 log(f"{name} {versions[name]}: starting {domain} ({auth}) on 127.0.0.1:{target.port}, "
                     f"s2s {ports[domain]} (CPU {target.cpu})")  # fmt: skip
@@ -176,6 +178,7 @@ def pair_launcher(
             for target in started:
                 await asyncio.shield(target.stop())
                 target.close_files()
+            dns_transport.close()
 
     return launch
 

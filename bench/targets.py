@@ -68,6 +68,7 @@ class S2SSetup:
     peers: dict[str, int]  # remote domain -> its s2s port on 127.0.0.1
     auth: str  # "external" or "dialback"
     ca_file: Path
+    dns_port: int  # the run's DNS server on 127.0.0.1 (bench/dnsserver.py): SRV records for the peers
 
     @property
     def external(self) -> bool:
@@ -415,18 +416,16 @@ class EjabberdTarget(Target):
     def s2s_config(self) -> tuple[str, str, str]:
         """(top-level options, listener, modules) for federation; empty outside s2s runs.
 
-        ejabberd connects to one port for every remote server (``outgoing_s2s_port``), which is
-        enough with one peer; it looks up SRV records in DNS (none exist for ``*.localhost``) and
-        then the address in its hosts table, which the inetrc file fills (see write_config).
+        ejabberd resolves s2s peers with DNS only (``inet_res``: SRV, then A of the target), from
+        the nameserver its inetrc names: the run's DNS server (see write_config).
         """
         s2s = self.s2s
         if s2s is None:
             return "", "", ""
-        (port,) = set(s2s.peers.values())
         ca = s2s.ca_file if s2s.external else "/etc/ssl/certs/ca-certificates.crt"
         options = (
             f'ca_file: "{ca}"\ns2s_use_starttls: required\ns2s_dns_timeout: 2\ns2s_dns_retries: 1\n'
-            f"outgoing_s2s_port: {port}\noutgoing_s2s_families: [ipv4]\n"
+            "outgoing_s2s_families: [ipv4]\n"
         )
         listener = (
             f'  -\n    port: {s2s.port}\n    ip: "127.0.0.1"\n    module: ejabberd_s2s_in\n'
@@ -576,10 +575,10 @@ modules:
   mod_version: {{}}
 {self.extra_modules}{s2s_modules}"""
         self.config.write_text(text)
-        names = ", ".join(f'"{n}"' for n in ["localhost", *(self.s2s.peers if self.s2s else ())])
-        (self.dir / "inetrc").write_text(
-            f'{{lookup,["file","native"]}}.\n{{host,{{127,0,0,1}}, [{names}]}}.\n'
-        )
+        inetrc = '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n'
+        if self.s2s is not None:  # DNS from the run's server only, not /etc/resolv.conf's
+            inetrc += f'{{resolv_conf, ""}}.\n{{nameserver, {{127,0,0,1}}, {self.s2s.dns_port}}}.\n'
+        (self.dir / "inetrc").write_text(inetrc)
 
     async def start(self, prov: Provisioning) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -747,13 +746,13 @@ class RoostTarget(Target):
         return out
 
     def run_argv(self) -> list[str]:
-        """How the server starts: ``roost run``, or in an s2s run the launcher that points the peer
-        domains at their loopback ports (bench/roost_s2s.py)."""
+        """How the server starts: ``roost run``, or in an s2s run the launcher that sends its DNS
+        queries to the run's DNS server (bench/roost_s2s.py)."""
         if self.s2s is None:
             return [self.exe, "--config", str(self.config), "run"]
         python = str(Path(self.exe).parent / "python")
-        peers = ",".join(f"{d}={p}" for d, p in self.s2s.peers.items())
-        return [python, "-m", "bench.roost_s2s", "--config", str(self.config), "--peers", peers]
+        ns = f"127.0.0.1:{self.s2s.dns_port}"
+        return [python, "-m", "bench.roost_s2s", "--config", str(self.config), "--nameserver", ns]
 
     async def start(self, prov: Provisioning) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
