@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -27,7 +28,7 @@ from .certs import CertFiles, make_self_signed
 from .report import host_info, ratios, table, write_json
 from .scenarios import SCENARIOS
 from .scenarios.base import LaunchPair, RunContext, Scenario, ServerResult, wait_idle
-from .targets import TARGETS, RoostTarget, Target
+from .targets import TARGETS, Provisioning, RoostTarget, Target
 from .xmppload.client import CredentialCache, client_tls_context
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -128,7 +129,12 @@ def make_target(
 
 
 def pair_launcher(
-    name: str, workdir: Path, args: argparse.Namespace, prov: Any, tls: Any, versions: dict[str, str]
+    name: str,
+    workdir: Path,
+    args: argparse.Namespace,
+    prov: Provisioning,
+    tls: ssl.SSLContext,
+    versions: dict[str, str],
 ) -> LaunchPair:
     """For two-server scenarios (s2s): start A (``a.localhost``, --server-cpu) and B (``b.localhost``,
     --client-cpu) of kind ``name`` federated with one auth mode, yield A's context with B's as its

@@ -317,7 +317,7 @@ Component "conference.{self.domain}" "muc"
         (plugins / "mod_roost_test_hosts.lua").write_text(HOSTS_MODULE)
         mapping = "".join(f"[{_lua_str(d)}] = {p}; " for d, p in s2s.peers.items())
         # Debian's list has dialback; "external" leaves it out, so certificates are the only way in.
-        # s2s_bidi (XEP-0288): one link carries both directions, as Roost's and ejabberd's can.
+        # s2s_bidi (XEP-0288): one link carries both directions, as Roost's can (ejabberd 23.01's cannot).
         modules = '"roost_test_hosts"; "s2s_bidi"; ' + ("" if s2s.external else '"dialback"; ')
         options = (
             f"roost_test_hosts = {{ {mapping}}}\n"
