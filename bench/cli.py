@@ -28,7 +28,7 @@ from .certs import CertFiles, make_self_signed
 from .report import host_info, ratios, table, write_json
 from .scenarios import SCENARIOS
 from .scenarios.base import LaunchPair, RunContext, Scenario, ServerResult, wait_idle
-from .targets import TARGETS, Provisioning, RoostTarget, Target
+from .targets import TARGETS, ProsodyTarget, Provisioning, RoostTarget, Target
 from .xmppload.client import CredentialCache, client_tls_context
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,6 +65,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "--roost-config", type=Path, help="template for Roost's TOML config (see bench/targets.py)"
     )
     p.add_argument("--no-uvloop", action="store_true", help="use the stdlib event loop")
+    p.add_argument(
+        "--mam", action="store_true",
+        help="message archiving on: Roost's [mam], Prosody's mod_mam on SQLite (default: off everywhere)",
+    )  # fmt: skip
     p.add_argument(
         "--wait-idle", type=float, default=0, metavar="SECONDS",
         help="before each server, wait up to SECONDS for the machine to be idle (shared machines)",
@@ -124,6 +128,10 @@ def make_target(
     target = cls(workdir / name, certs, cpu, log)
     if isinstance(target, RoostTarget) and args.roost_config:
         target.template = args.roost_config.read_text()
+    if getattr(args, "mam", False):
+        if not isinstance(target, (RoostTarget, ProsodyTarget)):
+            raise SystemExit(f"--mam: archiving is configured for roost and prosody only, not {name}")
+        target.mam = True
     target.dir.mkdir(parents=True, exist_ok=True)
     return target
 

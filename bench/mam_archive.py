@@ -36,7 +36,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from sqlalchemy import text
@@ -75,19 +75,50 @@ def _message(frm: str, to: str, body: str, sid: str, by: str, type_: str = "chat
     return serialize(msg, CLIENT)
 
 
+def generate(
+    users: int, messages: int, room_messages: int, days: float, seed: int, now: float
+) -> Iterator[QueuedAppend]:
+    """The rows of a fill, in time order (the same rows for the same arguments: Roost's fill and
+    ``bench.mam_wire``'s Prosody fill write the same archives)."""
+    rng = random.Random(seed)
+    words = vocabulary()
+    start = now - days * DAY
+    total = messages + room_messages
+    room_every = total / room_messages if room_messages else 0.0
+    step = (now - start) / max(total, 1)
+    occupants = [user(n) for n in range(min(50, users))]
+    next_room = room_every
+    for n in range(total):
+        ts = start + n * step
+        body = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
+        sid = time_ordered_id(int(ts * 1_000_000))
+        if room_every and n + 1 >= next_room:
+            next_room += room_every
+            nick = rng.choice(occupants)
+            payload = _message(
+                f"{ROOM}@{ROOM_SERVICE}/{nick}", "", body, sid, f"{ROOM}@{ROOM_SERVICE}", "groupchat"
+            )
+            item = ArchiveItem(sid, ts, f"{nick}@{DOMAIN}", payload, "groupchat")
+            yield QueuedAppend("muc_mam", ROOM_SERVICE, ROOM, item, body)
+        else:
+            owner = rng.randrange(users)
+            other = (owner + 1 + rng.randrange(users - 1)) % users
+            owner_jid, other_jid = f"{user(owner)}@{DOMAIN}", f"{user(other)}@{DOMAIN}"
+            incoming = rng.random() < 0.5
+            frm, to = (f"{other_jid}/phone", owner_jid) if incoming else (f"{owner_jid}/phone", other_jid)
+            payload = _message(frm, to, body, sid, owner_jid)
+            with_jid = f"{other_jid}/phone" if incoming else other_jid
+            yield QueuedAppend(
+                "mam", DOMAIN, user(owner), ArchiveItem(sid, ts, with_jid, payload, "chat"), body
+            )
+
+
 async def fill(args: argparse.Namespace) -> None:
     storage = await StorageManager.open(args.url)
     backend = storage._backend  # the SQL layer itself: no queue, one transaction per batch
     if not isinstance(backend, SqlBackend):
         raise SystemExit("fill needs an SQL storage URL (sqlite:///… or postgresql://…)")
-    rng = random.Random(args.seed)
-    words = vocabulary()
-    now = time.time()
-    start = now - args.days * DAY
     total = args.messages + args.room_messages
-    room_every = total / args.room_messages if args.room_messages else 0.0
-    step = (now - start) / max(total, 1)
-    occupants = [user(n) for n in range(min(50, args.users))]
     batch: list[QueuedAppend] = []
     written = 0
     started = time.perf_counter()
@@ -104,32 +135,9 @@ async def fill(args: argparse.Namespace) -> None:
             print(f"  {written:,}/{total:,} rows, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
             last_report = t
 
-    next_room = room_every
-    for n in range(total):
-        ts = start + n * step
-        body = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-        sid = time_ordered_id(int(ts * 1_000_000))
-        if room_every and n + 1 >= next_room:
-            next_room += room_every
-            nick = rng.choice(occupants)
-            payload = _message(
-                f"{ROOM}@{ROOM_SERVICE}/{nick}", "", body, sid, f"{ROOM}@{ROOM_SERVICE}", "groupchat"
-            )
-            item = ArchiveItem(sid, ts, f"{nick}@{DOMAIN}", payload, "groupchat")
-            batch.append(QueuedAppend("muc_mam", ROOM_SERVICE, ROOM, item, body))
-        else:
-            owner = rng.randrange(args.users)
-            other = (owner + 1 + rng.randrange(args.users - 1)) % args.users
-            owner_jid, other_jid = f"{user(owner)}@{DOMAIN}", f"{user(other)}@{DOMAIN}"
-            incoming = rng.random() < 0.5
-            frm, to = (f"{other_jid}/phone", owner_jid) if incoming else (f"{owner_jid}/phone", other_jid)
-            payload = _message(frm, to, body, sid, owner_jid)
-            with_jid = f"{other_jid}/phone" if incoming else other_jid
-            batch.append(
-                QueuedAppend(
-                    "mam", DOMAIN, user(owner), ArchiveItem(sid, ts, with_jid, payload, "chat"), body
-                )
-            )
+    rows = generate(args.users, args.messages, args.room_messages, args.days, args.seed, time.time())
+    for row in rows:
+        batch.append(row)
         if len(batch) >= args.batch:
             await flush()
     if batch:

@@ -29,7 +29,8 @@ async def run(occupants: int, messages: int, filters: bool) -> None:
         path = Path(tmp) / "roost.toml"
         extra = "" if filters else "\n[blocking]\nenabled = false\n"
         path.write_text(
-            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
+            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n'
+            '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n'
             f'[storage]\nurl = "memory://"\n[muc]\nmessage_rate = 0\nmax_occupants = {occupants + 10}\n'
             f"default_max_occupants = {occupants + 10}\nlock_new_rooms = false\n{extra}"
         )

@@ -44,7 +44,8 @@ async def run(contacts: int, publishes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roost.toml"
         path.write_text(
-            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
+            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n'
+            '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n'
             f'[storage]\nurl = "memory://"\n[roster]\nmax_items = {contacts + 10}\n'
         )
         server = create_server(load_config(path))
@@ -100,7 +101,8 @@ async def run_service(subscribers: int, publishes: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "roost.toml"
         path.write_text(
-            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n[listen]\nc2s = ""\nc2s_tls = ""\n'
+            f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp}/data"\n'
+            '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n'
             f'[storage]\nurl = "memory://"\n[pubsub]\nmax_subscriptions = {subscribers + 10}\n'
         )
         server = create_server(load_config(path))

@@ -6,15 +6,20 @@
 For each server (Roost, and Prosody 0.12 with mod_http_file_share, from scripts/install-peers): start
 it with N accounts and a plain-HTTP listener, log N slixmpp clients in, have each ask for a slot
 (all at once), then PUT all files concurrently with aiohttp and GET them back. Reports aggregate
-upload and download throughput (MB/s over the whole batch, first request to last response) and the
-server's peak resident memory (VmRSS of its process, sampled every 20 ms) next to its RSS before
-the uploads, and checks every downloaded file byte for byte.
+upload and download throughput (MB/s over the whole batch, first request to last response), the
+server's resident memory (VmRSS of its process, sampled every 20 ms) before the uploads and at its
+peak during each phase, and the server's CPU seconds per phase; checks every downloaded file byte for
+byte. Writes the figures, host and versions to bench/results/<time>-upload.json (--out elsewhere).
+
+Memory is bounded when the upload peak does not grow with the file size: run it again with
+--size-mb 20 and compare (a server that holds whole files grows by clients × size).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import os
 import ssl
 import tempfile
@@ -26,6 +31,8 @@ import aiohttp
 import slixmpp
 
 from .certs import make_self_signed
+from .cli import RESULTS
+from .report import host_info, write_json
 from .targets import DOMAIN, ProsodyTarget, Provisioning, RoostTarget, Target, _lua_str, free_port
 from .xmppload.client import Account
 
@@ -87,6 +94,15 @@ class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.register_plugin("xep_0363")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -133,6 +149,8 @@ async def run_one(target: Target, clients: int, data: bytes) -> dict[str, float]
                 peak = max(peak, rss_kb(target.pid))
                 await asyncio.sleep(0.02)
 
+        cpu0 = cpu_seconds(target.pid)
+
         sampler = asyncio.create_task(sample())
         limits = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=limits, timeout=aiohttp.ClientTimeout(total=600)) as http:
@@ -151,17 +169,23 @@ async def run_one(target: Target, clients: int, data: bytes) -> dict[str, float]
             t0 = time.perf_counter()
             await asyncio.gather(*(put(u, h) for u, h in puts))
             t_up = time.perf_counter() - t0
+            upload_peak, cpu1 = peak, cpu_seconds(target.pid)
+            peak = rss_kb(target.pid)
             t0 = time.perf_counter()
             await asyncio.gather(*(get(u) for u in gets))
             t_down = time.perf_counter() - t0
         stop.set()
         await sampler
+        cpu2 = cpu_seconds(target.pid)
         total_mb = clients * len(data) / 1e6
         return {
             "upload_MBps": total_mb / t_up,
             "download_MBps": total_mb / t_down,
             "rss_before_MB": base_rss / 1024,
-            "rss_peak_MB": peak / 1024,
+            "rss_peak_upload_MB": upload_peak / 1024,
+            "rss_peak_download_MB": peak / 1024,
+            "server_cpu_upload_s": cpu1 - cpu0,
+            "server_cpu_download_s": cpu2 - cpu1,
         }
     finally:
         for c in xmpp:
@@ -176,20 +200,38 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--size-mb", type=float, default=10)
     parser.add_argument("--servers", default="roost,prosody")
+    parser.add_argument("--out", type=Path, help="results file (default: bench/results/<time>-upload.json)")
     args = parser.parse_args()
+    started = datetime.datetime.now()
     data = os.urandom(int(args.size_mb * 1e6))
     results: dict[str, dict[str, float]] = {}
+    versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="roost-bench-upload-") as tmp:
         certs = make_self_signed(Path(tmp) / "certs", DOMAIN)
         for name in args.servers.split(","):
             cls = {"roost": RoostUpload, "prosody": ProsodyUpload}[name]
             target = cls(Path(tmp) / name, certs, 0, print, max_bytes=len(data) + 1)
             target.dir.mkdir(parents=True, exist_ok=True)
+            versions[name] = target.version()
             results[name] = await run_one(target, args.clients, data)
             print(name, {k: round(v, 1) for k, v in results[name].items()}, flush=True)
+    ratios: dict[str, dict[str, float]] = {}
     if "roost" in results and "prosody" in results:
-        for key in ("upload_MBps", "download_MBps"):
-            print(f"{key}: roost/prosody = {results['roost'][key] / results['prosody'][key]:.2f}")
+        for key in ("upload_MBps", "download_MBps", "rss_peak_upload_MB"):
+            ratios.setdefault("roost/prosody", {})[key] = results["roost"][key] / results["prosody"][key]
+            print(f"{key}: roost/prosody = {ratios['roost/prosody'][key]:.2f}")
+    out = args.out or RESULTS / f"{started:%Y%m%d-%H%M%S}-upload.json"
+    document = {
+        "scenario": "upload",
+        "started": started.isoformat(timespec="seconds"),
+        "args": {"clients": args.clients, "size_mb": args.size_mb, "servers": args.servers},
+        "host": host_info("asyncio"),
+        "versions": versions,
+        "servers": {name: {"metrics": figures} for name, figures in results.items()},
+        "ratios": ratios,
+    }
+    write_json(out, document)
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

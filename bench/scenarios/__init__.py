@@ -7,6 +7,7 @@ from .idle import IdleScenario
 from .login import LoginScenario
 from .mucfanout import MucFanoutScenario
 from .oneone import OneOneScenario
+from .pep import PepScenario
 from .presence import PresenceScenario
 from .reconnect import ReconnectScenario
 from .s2s import S2SScenario
@@ -22,6 +23,7 @@ SCENARIOS: dict[str, type[Scenario]] = {
         PresenceScenario,
         ReconnectScenario,
         MucFanoutScenario,
+        PepScenario,
         SoakScenario,
         WebSocketScenario,
         S2SScenario,

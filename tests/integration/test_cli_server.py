@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from roost.core import control
@@ -61,6 +62,7 @@ data_dir = "data"
 [listen]
 c2s = "127.0.0.1:{c2s}"
 c2s_tls = "127.0.0.1:{c2s_tls}"
+http = ""
 """
     )
     yield path, c2s, c2s_tls
@@ -132,10 +134,11 @@ def ipv6_loopback() -> bool:
 
 async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
     """No config file: localhost, ./roost-data; ports from --set so that no fixed port is needed."""
-    c2s, c2s_tls = free_port(), free_port()
+    c2s, c2s_tls, http = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "ROOST_CONFIG"}
     env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")  # this test's own default-server link
     ports = ["--set", f"listen.c2s=localhost:{c2s}", "--set", f"listen.c2s_tls=localhost:{c2s_tls}"]
+    ports += ["--set", f"listen.http=localhost:{http}"]  # the default is localhost:5280
     proc = subprocess.Popen(
         [*ROOST, "run", *ports], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -172,6 +175,12 @@ async def test_embedded_default_needs_no_config(tmp_path: Path) -> None:
         tls_client = await connect("bob@localhost/tls", "builder", c2s_tls, direct_tls=True)
         client.disconnect()
         tls_client.disconnect()
+        # The web chat page on the default HTTP listener, set up for this server's own WebSocket.
+        async with aiohttp.ClientSession() as web, web.get(f"http://localhost:{http}/chat") as page:
+            assert page.status == 200, await page.text()
+            text = await page.text()
+            assert f'"websocket_url": "ws://localhost:{http}/xmpp-websocket"' in text
+            assert '"locked_domain": "localhost"' in text
         if ipv6_loopback():  # 'localhost' is ::1 too
             _, writer = await asyncio.open_connection("::1", c2s)
             writer.close()
@@ -272,6 +281,8 @@ async def test_user_del_while_running_ends_the_users_sessions(
                 "listen.c2s=127.0.0.1:0",
                 "--set",
                 "listen.c2s_tls=",
+                "--set",
+                "listen.http=",
             ],
             cwd=tmp_path,
             capture_output=True,

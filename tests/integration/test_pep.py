@@ -54,7 +54,12 @@ class PepPeer(Peer):
 
 
 async def pep_login(
-    server: RunningServer, jid: str, interests: tuple[str, ...] = (), *, presence: bool = True
+    server: RunningServer,
+    jid: str,
+    interests: tuple[str, ...] = (),
+    *,
+    presence: bool = True,
+    peer_class: type[PepPeer] = PepPeer,
 ) -> PepPeer:
     client = Client(jid, PASSWORD)
     for plugin in ("xep_0030", "xep_0060", "xep_0115", "xep_0163"):
@@ -64,7 +69,7 @@ async def pep_login(
     client.enable_plaintext = False
     client.connect("127.0.0.1", server.c2s_port)
     await asyncio.wait_for(client.session_started.wait(), 10)
-    peer = PepPeer(client)
+    peer = peer_class(client)
     if presence:
         await client.plugin["xep_0115"].update_caps(broadcast=False)
         client.send_presence()

@@ -206,3 +206,51 @@ async def test_account_deletion_removes_pep_nodes_and_service_state(server: Runn
         assert pep is not None and pep.cached("localhost", "juliet") is None
     finally:
         romeo.client.disconnect()
+
+
+async def test_collection_delivers_items_of_its_children_with_a_shim_header(
+    server: RunningServer, opened: list[Peer]
+) -> None:
+    """XEP-0248 with slixmpp: a collection, a leaf in it, a subscriber of the collection (type items)."""
+    await add_users(server, "sensor", "display")
+    sensor = await login(server, "sensor@localhost/dev")
+    display = await login(server, "display@localhost/wall")
+    opened += [sensor, display]
+    await pubsub(sensor).create_node(SERVICE, "house", config=_form("node_config", "node_type", "collection"))
+    await pubsub(sensor).create_node(
+        SERVICE, "house/kitchen", config=_form("node_config", "collection", "house")
+    )
+    options = ET.tostring(_form("subscribe_options", "subscription_type", "items").xml).decode()
+    reply = await display.iq(
+        f"<pubsub xmlns='{PUBSUB}'><subscribe node='house' jid='display@localhost'/>"
+        f"<options>{options}</options></pubsub>",
+        to=SERVICE,
+    )
+    assert reply.get("type") == "result", reply
+    # A collection takes no items.
+    assert await condition(pubsub(sensor).publish(SERVICE, "house", payload=reading("x"))) == (
+        "feature-not-implemented"
+    )
+    await pubsub(sensor).publish(SERVICE, "house/kitchen", id="t1", payload=reading("19.5"))
+    message = await display.message()
+    items = message.find("event", PUBSUB_EVENT).find("items")  # type: ignore[union-attr]
+    assert items is not None and items.get("node") == "house/kitchen"
+    header = message.find("headers", "http://jabber.org/protocol/shim").find("header")  # type: ignore[union-attr]
+    assert header is not None and header.get("name") == "Collection" and header.text == "house"
+    top = await display.client.plugin["xep_0030"].get_items(jid=SERVICE)
+    assert [n for _, n, _ in top["disco_items"]["items"]] == ["house"]
+    inside = await display.client.plugin["xep_0030"].get_items(jid=SERVICE, node="house")
+    assert [n for _, n, _ in inside["disco_items"]["items"]] == ["house/kitchen"]
+
+
+def _form(form_type: str, var: str, value: str) -> Any:
+    """A submitted pubsub#<form_type> form with one field, as slixmpp takes it."""
+    from slixmpp.plugins.xep_0004 import Form
+
+    return Form(
+        xml=ET.fromstring(
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{PUBSUB}#{form_type}</value></field>"
+            f"<field var='pubsub#{var}'><value>{value}</value></field></x>"
+        )
+    )

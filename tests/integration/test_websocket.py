@@ -104,7 +104,8 @@ async def test_binary_messages_are_refused(tmp_path: Path) -> None:
 
 
 async def test_plain_http_with_encryption_required_is_sent_to_the_secure_endpoint(tmp_path: Path) -> None:
-    extra = '[http]\npublic_url = "https://xmpp.example.org"\n'
+    # plain_loopback off: this loopback client stands for one on another machine.
+    extra = '[http]\npublic_url = "https://xmpp.example.org"\nplain_loopback = false\n'
     async with web_server(tmp_path, extra) as running:
         ws = await WsClient.connect(http_url(running, "/xmpp-websocket", tls=False))
         try:
@@ -113,6 +114,28 @@ async def test_plain_http_with_encryption_required_is_sent_to_the_secure_endpoin
             assert closing.name == "close"
             assert closing.attrs["see-other-uri"] == "wss://xmpp.example.org/xmpp-websocket"
             assert await ws.closed() is not None
+        finally:
+            await ws.aclose()
+
+
+async def test_plain_http_from_this_machine_logs_in_but_a_proxied_remote_one_not(tmp_path: Path) -> None:
+    """[http] plain_loopback (on by default): the embedded default's http://localhost:5280/chat."""
+    async with web_server(tmp_path, '[http]\ntrusted_proxies = ["127.0.0.1"]\n') as running:
+        await running.add_user("alice@localhost", "pw")
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket", tls=False))
+        try:
+            await ws.login("alice", "pw", "local")
+            assert ws.jid == "alice@localhost/local"
+        finally:
+            await ws.aclose()
+        # Through a (trusted) proxy over plain HTTP, the client is remote: refused.
+        headers = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "http"}
+        ws = await WsClient.connect(http_url(running, "/xmpp-websocket", tls=False), headers=headers)
+        try:
+            await ws.send(f'<open xmlns="{FRAMING}" to="localhost" version="1.0"/>')
+            while (element := await ws.element()).name != "error":
+                pass
+            assert element.first().name == "policy-violation"  # type: ignore[union-attr]
         finally:
             await ws.aclose()
 

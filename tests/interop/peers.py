@@ -160,7 +160,7 @@ https_ports = {{}}
 use_ipv6 = false
 modules_enabled = {{
   "disco"; "roster"; "saslauth"; "tls"; "dialback"; "ping"; "time"; "version"; "uptime"; "posix";
-  "roost_test_hosts"; "s2s_bidi";
+  "roost_test_hosts"; "s2s_bidi"; "pep";
 }}
 roost_test_hosts = {{ {mapping} }}
 authentication = "internal_hashed"

@@ -22,6 +22,8 @@ import pytest
 from roost.app import create_server
 from roost.config.loader import load_config
 from roost.core.server import Server
+from roost.jid import JID
+from roost.modules.pubsub.pep import find_runtime
 from roost.s2s.dns import StaticResolver
 from roost.s2s.manager import Federation
 from tests.interop.peers import PASSWORD, Ejabberd, Peer, Prosody, missing
@@ -235,3 +237,60 @@ async def test_federation_with_peer(federated: Federated, caplog: pytest.LogCapt
         assert not any(f"s2s out: {ROOST_MUC} → {peer} " in line for line in lines), lines
     else:
         assert any(f"s2s in: {peer} → {ROOST} authenticated by" in line for line in lines), lines
+
+
+TUNE = "http://jabber.org/protocol/tune"
+
+
+@pytest.mark.parametrize("federated", ["prosody-dialback"], indirect=True)
+async def test_pep_with_prosody(federated: Federated) -> None:
+    """PEP events both ways between Roost and Prosody's mod_pep: each server learns the other's
+    contact's caps (``tune+notify``) from presence over s2s and asks it for disco#info across."""
+    peer = federated.peer
+    plugins = ("xep_0030", "xep_0060", "xep_0115", "xep_0163")
+    romeo = await connect(f"romeo@{ROOST}", PASSWORD, federated.roost.addresses["c2s"][1], plugins=plugins)
+    alice = await connect(f"alice@{peer.domain}", PASSWORD, peer.c2s_port, plugins=plugins)
+    events: dict[str, asyncio.Queue[Any]] = {"romeo": asyncio.Queue(), "alice": asyncio.Queue()}
+    try:
+        for name, client in (("romeo", romeo), ("alice", alice)):
+            client.auto_authorize = None
+            await client.get_roster(timeout=10)
+            client.plugin["xep_0030"].add_feature(TUNE + "+notify")
+            client.add_event_handler("pubsub_publish", events[name].put_nowait)
+        await subscriptions(romeo, alice, peer)
+        for client in (romeo, alice):
+            await client.plugin["xep_0115"].update_caps(broadcast=False)
+            client.send_presence()  # now with caps naming tune+notify
+
+        runtime = find_runtime(federated.roost)
+        assert runtime is not None
+        for _ in range(300):  # Roost asks alice (at Prosody) for the features behind her caps
+            state = next(iter(runtime.remote_resources(JID.parse(alice.boundjid.bare))), None)
+            if state is not None and TUNE in getattr(state.data.get("pep"), "notify", ()):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("Roost did not learn the caps of the Prosody user")
+
+        async def publish(client: Client, artist: str) -> None:
+            tune = ET.Element(f"{{{TUNE}}}tune")
+            ET.SubElement(tune, f"{{{TUNE}}}artist").text = artist
+            await client.plugin["xep_0060"].publish(client.boundjid.bare, TUNE, payload=tune, timeout=20)
+
+        async def event_from(name: str, owner: str) -> Any:
+            while True:
+                msg = await step(f"PEP event from {owner} to {name}", events[name].get())
+                if msg["from"].bare == owner:
+                    return msg
+
+        await publish(romeo, "Dowland")
+        got = await event_from("alice", f"romeo@{ROOST}")
+        assert "Dowland" in str(got) and got["to"] == alice.boundjid
+
+        # (Should Prosody learn romeo's caps only after this, it sends him the last item then.)
+        await publish(alice, "Byrd")
+        back = await event_from("romeo", f"alice@{peer.domain}")
+        assert "Byrd" in str(back)
+    finally:
+        romeo.disconnect()
+        alice.disconnect()

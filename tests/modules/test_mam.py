@@ -367,7 +367,7 @@ async def test_a_failing_database_costs_archive_entries_never_delivery(
 ) -> None:
     (tmp_path / "roost.toml").write_text(
         f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp_path / "data"}"\n'
-        '[listen]\nc2s = ""\nc2s_tls = ""\n[storage]\nurl = "memory://"\narchive_queue = 1000\n'
+        '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n[storage]\nurl = "memory://"\narchive_queue = 1000\n'
     )
     async with Harness.running(tmp_path) as h:
         alice = await h.login("alice")

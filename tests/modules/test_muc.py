@@ -152,7 +152,7 @@ async def test_service_domain_must_not_be_a_served_domain(tmp_path: Path) -> Non
     path = tmp_path / "roost.toml"
     path.write_text(
         f'[server]\ndomains = ["localhost"]\ndata_dir = "{tmp_path}/data"\n[listen]\nc2s = ""\n'
-        'c2s_tls = ""\n[storage]\nurl = "memory://"\n[muc]\ndomain = "localhost"\n'
+        'c2s_tls = ""\nhttp = ""\n[storage]\nurl = "memory://"\n[muc]\ndomain = "localhost"\n'
     )
     server = create_server(load_config(path))
     with pytest.raises(ValueError, match=r"also in server\.domains"):

@@ -266,7 +266,7 @@ class Harness:
         if not path.exists():
             path.write_text(
                 f'[server]\ndomains = ["{DOMAIN}"]\ndata_dir = "{data_dir}"\n\n'
-                f'[listen]\nc2s = ""\nc2s_tls = ""\n\n[storage]\nurl = "{storage}"\n\n{extra}\n'
+                f'[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n\n[storage]\nurl = "{storage}"\n\n{extra}\n'
             )
         server = create_server(load_config(path))
         await server.start()

@@ -56,6 +56,7 @@ data_dir = "{data_dir}"
 [listen]
 c2s = "127.0.0.1:0"
 c2s_tls = "127.0.0.1:0"
+http = ""
 
 [storage]
 url = "{url}"

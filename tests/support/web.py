@@ -27,8 +27,8 @@ from roost.xml.serializer import serialize
 from tests.support.server import RunningServer
 
 
-def write_web_config(tmp_path: Path, extra: str = "") -> Path:
-    """A roost.toml with c2s, http and https listeners on free ports."""
+def write_web_config(tmp_path: Path, extra: str = "", *, server: str = "") -> Path:
+    """A roost.toml with c2s, http and https listeners on free ports (``server``: more [server] keys)."""
     data_dir = tmp_path / "data"
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "roost.toml"
@@ -37,6 +37,7 @@ def write_web_config(tmp_path: Path, extra: str = "") -> Path:
 [server]
 domains = ["localhost"]
 data_dir = "{data_dir}"
+{server}
 
 [[listen]]
 kind = "c2s"
@@ -60,11 +61,11 @@ url = "sqlite:///{data_dir / "roost.db"}"
 
 
 @asynccontextmanager
-async def web_server(tmp_path: Path, extra: str = "") -> AsyncIterator[RunningServer]:
-    config = load_config(write_web_config(tmp_path, extra))
-    server = create_server(config)
-    await server.start()
-    running = RunningServer(server, config.server.data_dir)
+async def web_server(tmp_path: Path, extra: str = "", *, server: str = "") -> AsyncIterator[RunningServer]:
+    config = load_config(write_web_config(tmp_path, extra, server=server))
+    roost = create_server(config)
+    await roost.start()
+    running = RunningServer(roost, config.server.data_dir)
     try:
         yield running
     finally:

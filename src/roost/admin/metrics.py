@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from roost.admin import http_login
 from roost.admin.sessions import transport_name
 from roost.util.latency import LatencyStats
 
@@ -137,6 +138,8 @@ class ServerMetrics:
             ipaddress.ip_network("127.0.0.0/8"),
             ipaddress.ip_network("::1/128"),
         )
+        #: Clients outside ``allow`` may log in as a server admin (HTTP Basic, :mod:`http_login`).
+        self.admin_login = False
         self._lag_task: asyncio.Task[None] | None = None
         self.users = 0
 
@@ -222,8 +225,17 @@ def metrics_handler(server: Server) -> Any:
         if metrics is None:
             raise web.HTTPNotFound(text="metrics are off ([metrics] enabled = false)\n")
         if not allowed(request.remote, metrics.allow):
-            log.info("metrics: refused a scrape from %s (not in [metrics] allow)", request.remote)
-            raise web.HTTPForbidden(text="this address may not read the metrics ([metrics] allow)\n")
+            if not metrics.admin_login:
+                log.info("metrics: refused a scrape from %s (not in [metrics] allow)", request.remote)
+                raise web.HTTPForbidden(text="this address may not read the metrics ([metrics] allow)\n")
+            # XEP-0070 part (b): an admin's JID with a password, or with a transaction id confirmed in
+            # their XMPP client, stands in for the address.
+            verdict = await http_login.login(server, request, allowed=server.config.server.admins)
+            if not verdict.ok:
+                log.info("metrics: refused a scrape from %s (%s)", request.remote, verdict.reason)
+                headers = {"WWW-Authenticate": 'Basic realm="Roost metrics", charset="UTF-8"'}
+                return web.Response(status=verdict.status, text=verdict.reason + "\n", headers=headers)
+            log.info("metrics: %s logged in from %s (%s)", verdict.jid, request.remote, verdict.how)
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

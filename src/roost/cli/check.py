@@ -60,6 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config.log.file is not None:
         _check_writable_dir(config.log.file.parent, "log.file's directory", report)
     _check_policy(config, report)
+    _check_webchat(config, report)
 
     print(f"config: {config.path if config.path is not None else 'built-in defaults (no file)'}")
     for note in report.notes:
@@ -216,6 +217,20 @@ def _check_policy(config: Config, report: _Report) -> None:
         if domain not in config.server.domains:
             report.warning(f"admin {admin} is not on a domain this server hosts")
     _check_federation_config(config, report)
+
+
+def _check_webchat(config: Config, report: _Report) -> None:
+    from roost.transports.webchat import INSTALLED_ASSETS, missing_assets
+
+    if not config.http.webchat or not any(e.kind in ("http", "https") for e in config.listeners):
+        return
+    folder = config.http.webchat_assets or INSTALLED_ASSETS
+    missing = missing_assets(folder)
+    if missing:
+        report.warning(
+            f"the web chat (/chat) is not installed: {folder} lacks {', '.join(missing)}; run "
+            "scripts/install-webchat, or set [http] webchat_assets (or webchat = false)"
+        )
 
 
 def _check_federation_config(config: Config, report: _Report) -> None:

@@ -319,6 +319,13 @@ class ListenSection(_Section):
         description='Client connections with direct TLS (XEP-0368). Same syntax as c2s; "" disables.',
         examples=["[::]:5223"],
     )
+    http: ListenAddress = Field(
+        default="localhost:5280",
+        description="Plain HTTP: WebSocket, BOSH, host-meta, the web chat at /chat, uploads. Same syntax "
+        'as c2s; "" disables. Loopback only by default: serve it to other machines through a TLS '
+        "reverse proxy, or use [[listen]] entries with kind = \"https\".",
+        examples=["localhost:5280"],
+    )
 
     @property
     def c2s_address(self) -> tuple[str, int] | None:
@@ -551,6 +558,27 @@ class HttpSection(_Section):
         description="Serve /.well-known/host-meta and host-meta.json (XEP-0156) advertising the WebSocket "
         "and BOSH URLs.",
         examples=[True],
+    )
+    webchat: bool = Field(
+        default=True,
+        description="Serve the web chat (Converse.js, installed by scripts/install-webchat) at /chat, "
+        "set up for this server's WebSocket (BOSH as the fallback) and first domain.",
+        examples=[False],
+    )
+    webchat_assets: ConfigPath | None = Field(
+        default=None,
+        description="The dist/ folder of a Converse.js you installed yourself (it must hold "
+        "converse.min.js and converse.min.css). Unset: the one scripts/install-webchat installs in "
+        "webchat/node_modules beside the source.",
+        examples=["/usr/share/converse.js/dist"],
+    )
+    plain_loopback: bool = Field(
+        default=True,
+        description="Let WebSocket and BOSH clients on this machine (a loopback peer, no proxy hop) log in "
+        "over plain HTTP although c2s.require_encryption is on: their traffic never leaves the host (what "
+        "http://localhost:5280/chat of the embedded default uses). Turn it off if a plain-HTTP proxy on "
+        "this machine forwards remote clients without being listed in trusted_proxies.",
+        examples=[False],
     )
     public_url: str | None = Field(
         default=None,
@@ -1032,6 +1060,8 @@ class Config(BaseModel):
             entries.append(ListenEntry.model_validate({"kind": "c2s", "address": listen.c2s}))
         if listen.c2s_tls is not None:
             entries.append(ListenEntry.model_validate({"kind": "c2s_tls", "address": listen.c2s_tls}))
+        if listen.http is not None:
+            entries.append(ListenEntry.model_validate({"kind": "http", "address": listen.http}))
         return entries
 
     @property

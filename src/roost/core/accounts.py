@@ -21,6 +21,8 @@ from roost.core.hooks import SessionEvent, UserEvent
 from roost.core.session import Session
 from roost.stanza.errors import StreamError
 from roost.storage.api import StoredCredentialsLike
+from roost.stream.sasl.plain import verify_password
+from roost.stream.sasl.scram import ScramCredentials
 
 if TYPE_CHECKING:
     from roost.core.host import Host
@@ -60,6 +62,20 @@ class AccountService:
         # XEP-0484 §6: tokens issued under the old password are no longer trusted.
         await self.server.fast.revoke_all(domain, username)
         log.info("password of %s@%s changed", username, domain)
+
+    async def password_matches(self, domain: str, username: str, password: str) -> bool:
+        """Whether ``password`` is the account's, checked against its stored SCRAM keys (the first
+        hash it has), off the event loop: the key derivation takes thousands of HMAC rounds."""
+        accounts = self.server.storage.accounts
+        for hash_name in ("SHA-256", "SHA-512", "SHA-1"):
+            stored = await accounts.get_credentials(domain, username, hash_name)
+            if stored is not None:
+                creds = ScramCredentials(
+                    stored.hash_name, stored.salt, stored.iterations, stored.stored_key, stored.server_key
+                )
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, verify_password, password, creds)
+        return False
 
     async def remove(self, domain: str, username: str) -> bool:
         """Remove the account now (False: there is no such account)."""

@@ -4,8 +4,9 @@ A web service, or a reverse proxy's ``auth_request``, calls ``GET /http-auth`` w
 transaction id, the method and URL of the request to verify (query parameters; or ``Authorization:
 Basic`` base64(JID:transaction id) with ``X-Original-Method``/``X-Original-URL`` as nginx passes
 them). Roost sends ``<confirm/>`` to the user's client — an IQ to a full JID, a message to a bare JID
-(XEP-0070 §4.2) — and answers 200 (accepted), 403 (denied) or 504 (no answer in time). See
-docs/xep0070.md.
+(XEP-0070 §4.2) — and answers 200 (accepted), 403 (denied) or 504 (no answer in time). The same
+confirmation serves Roost's own pages (/metrics) as the alternative to a password
+(:mod:`roost.admin.http_login`). See docs/xep0070.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from pydantic import Field
 
+from roost.admin import http_login
+from roost.admin.http_login import Verdict
 from roost.admin.metrics import allowed, parse_allow
 from roost.config.schema import ModuleOptions
 from roost.core import hooks
@@ -110,14 +113,23 @@ class HttpAuthRuntime:
             jid = JID.parse(jid_text)
         except JIDError:
             return _text(400, "not a valid JID")
+        verdict = await self.confirm(jid, txn, method, url)
+        return _text(verdict.status, verdict.reason)
+
+    async def confirm(self, jid: JID, txn: str, method: str, url: str) -> Verdict:
+        """Ask ``jid``'s client to confirm the request ``txn`` (XEP-0070 §4); what came of it.
+
+        Used by the endpoint (part (a)) and by Roost's own HTTP pages that take a JID and a transaction
+        id in ``Authorization: Basic`` (part (b), :mod:`roost.admin.http_login`).
+        """
         if not jid.local or jid.domain not in self.server.config.server.domains:
-            return _text(403, "not an account of this server")
+            return Verdict(403, "not an account of this server")
         if txn in self.pending:
-            return _text(409, "a confirmation for this transaction id is already pending")
+            return Verdict(409, "a confirmation for this transaction id is already pending")
         if not self.rate.allow(str(jid.bare), time.time()):
-            return _text(429, f"at most {self.options.requests_per_minute} requests a minute for this JID")
+            return Verdict(429, f"at most {self.options.requests_per_minute} requests a minute for this JID")
         if not await self.server.account_exists(jid.domain, jid.local):
-            return _text(403, "not an account of this server")
+            return Verdict(403, "not an account of this server")
         pending = Pending(str(jid.bare))
         self.pending[txn] = pending
         try:
@@ -126,10 +138,10 @@ class HttpAuthRuntime:
             else:
                 accepted = await self._ask_message(jid, txn, method, url, pending)
         except TimeoutError:
-            return _text(504, "the user did not answer in time")
+            return Verdict(504, "the user did not answer in time")
         finally:
             self.pending.pop(txn, None)
-        return _text(200, "confirmed") if accepted else _text(403, "denied by the user")
+        return Verdict(200, "confirmed") if accepted else Verdict(403, "denied by the user")
 
     def _confirm(self, txn: str, method: str, url: str) -> Element:
         return Element("confirm", NS_HTTP_AUTH, {"id": txn, "method": method, "url": url})
@@ -185,7 +197,7 @@ class HttpAuth(Module):
 
     name = "http_auth"
     xeps = (
-        Xep(70, "1.0.1", status="partial", note="the HTTP endpoint; Roost's own services do not take it"),
+        Xep(70, "1.0.1", note="the HTTP endpoint, and Basic JID + transaction id on Roost's own pages"),
     )
     features = (NS_HTTP_AUTH,)
     Options = HttpAuthOptions
@@ -197,6 +209,7 @@ class HttpAuth(Module):
             runtime = HttpAuthRuntime(self.server, self.options)
             runtime.start()
             _RUNTIMES[self.server] = runtime
+            http_login.set_confirmer(self.server, runtime.confirm)
         runtime.users += 1
         self.runtime = runtime
 
@@ -205,6 +218,7 @@ class HttpAuth(Module):
         if self.runtime.users <= 0:
             self.runtime.stop()
             _RUNTIMES.pop(self.server, None)
+            http_login.set_confirmer(self.server, None)
 
     @hook(hooks.MESSAGE_HOST, priority=50)
     def on_message(self, event: StanzaEvent) -> bool:

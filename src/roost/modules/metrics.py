@@ -31,6 +31,13 @@ class MetricsOptions(ModuleOptions):
         description="Client addresses or networks that may read /metrics; everybody else gets 403.",
         examples=[["127.0.0.1", "10.0.0.0/8"]],
     )
+    admin_login: bool = Field(
+        default=False,
+        description="Also serve /metrics to clients outside allow that log in with HTTP Basic as a server "
+        "admin (server.admins): JID and password, or — with [http_auth] enabled — JID and a transaction "
+        "id the admin confirms in their XMPP client (XEP-0070). Over HTTPS (or from this machine) only.",
+        examples=[True],
+    )
     lag_interval_seconds: float = Field(
         default=1.0, gt=0.01, le=60, description="How often the event-loop lag probe runs."
     )
@@ -55,6 +62,7 @@ class Metrics(Module):
     async def start(self) -> None:
         self.metrics = server_metrics.attach(self.server)
         self.metrics.allow = server_metrics.parse_allow(self.options.allow)
+        self.metrics.admin_login = self.options.admin_login
         self.metrics.users += 1
         self.metrics.start_lag_monitor(self.options.lag_interval_seconds)
         if self.server.route_stats is None:

@@ -32,7 +32,6 @@ from roost.jid import JIDError, prepare_domain, prepare_localpart
 from roost.stanza import error_reply, iq_result
 from roost.stanza.errors import StanzaError
 from roost.storage.api import AccountExists, NoSuchAccount
-from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials, derive_credentials
 from roost.xml.element import Element
 from roost.xml.ns import DATA_FORMS, REGISTER
@@ -349,7 +348,7 @@ class Registration(Module):
             # §3.3: an empty <password/> MUST NOT change the password.
             raise StanzaError("bad-request", "the new password is empty; your password is unchanged")
         old = values.get("old_password")
-        if old is not None and not await self._password_matches(username, old):
+        if old is not None and not await self.server.accounts.password_matches(self.domain, username, old):
             raise StanzaError("not-authorized", "the old password is wrong")
         self._check_password(password)
         credentials = await self._derive(password)
@@ -359,23 +358,13 @@ class Registration(Module):
             raise StanzaError("registration-required") from None
         self.log.info("%s@%s changed their password in-band", username, self.domain)
 
-    async def _password_matches(self, username: str, password: str) -> bool:
-        accounts = self.server.storage.accounts
-        for hash_name in ("SHA-256", "SHA-512", "SHA-1"):
-            stored = await accounts.get_credentials(self.domain, username, hash_name)
-            if stored is not None:
-                creds = ScramCredentials(
-                    stored.hash_name, stored.salt, stored.iterations, stored.stored_key, stored.server_key
-                )
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(None, verify_password, password, creds)
-        return False
-
     async def _cancel(self, username: str, password: str | None) -> None:
         """§3.2: remove the account now; its sessions end and its data goes once the result is sent."""
         if not self.options.allow_cancel:
             raise StanzaError("not-allowed", "accounts cannot be removed in-band here")
-        if password is not None and not await self._password_matches(username, password):
+        if password is not None and not await self.server.accounts.password_matches(
+            self.domain, username, password
+        ):
             raise StanzaError("not-authorized", "the password is wrong")
         # Nobody can log in to it from now on.
         if not await self.server.storage.accounts.delete(self.domain, username):

@@ -62,7 +62,7 @@ class BoshConnection:
         self.server = service.server
         self.engine = engine
         self.peer = info.address
-        self._secure = info.secure
+        self._secure = info.confidential
         self.driver: C2SDriver | None = None
         self.stream: C2SStream | None = None
         #: HTTP requests waiting for the answer to their rid, in arrival order.
@@ -274,7 +274,7 @@ class BoshService:
             domain = ""
         if domain not in settings.domains:
             return terminal_response(rid, "host-unknown", legacy=legacy)
-        if not info.secure and settings.require_encryption:
+        if not info.confidential and settings.require_encryption:
             public = self.server.config.http.public_url
             if public is not None and public.lower().startswith("https://"):
                 # §17.2: this endpoint takes only encrypted sessions; the client can POST there.
@@ -287,7 +287,7 @@ class BoshService:
         except BoshError as e:
             return terminal_response(rid, e.condition, legacy=legacy)
         connection = BoshConnection(self, engine, info)
-        stream = C2SStream(settings, secure=info.secure, framing=BoshFraming(settings.max_stanza_bytes))
+        stream = C2SStream(settings, secure=info.confidential, framing=BoshFraming(settings.max_stanza_bytes))
         connection.stream = stream
         connection.driver = driver = _new_driver(self.server, connection, stream)
         secure = ", TLS" if info.direct_tls else (", TLS at the proxy" if info.secure else "")

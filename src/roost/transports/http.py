@@ -14,6 +14,7 @@ client cannot claim another address.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import ssl
@@ -55,10 +56,18 @@ class ClientInfo:
     direct_tls: bool
     #: The host (and port) the client asked for: its Host header, or the proxy's X-Forwarded-Host.
     host: str
+    #: A plain-HTTP client on this machine (a loopback peer, no proxy hop), which ``[http]
+    #: plain_loopback`` lets through where encryption is required: its bytes never leave the host.
+    local: bool = False
 
     @property
     def scheme(self) -> str:
         return "https" if self.secure else "http"
+
+    @property
+    def confidential(self) -> bool:
+        """Nobody on the network can read this client's traffic: TLS, or a trusted local client."""
+        return self.secure or self.local
 
 
 def parse_networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -105,6 +114,13 @@ def _forwarded_pairs(element: str) -> dict[str, str]:
         if sep:
             pairs[key.strip().lower()] = value.strip().strip('"')
     return pairs
+
+
+def _loopback(text: str) -> bool:
+    ip = _ip(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip is not None and ip.is_loopback
 
 
 def _trusted(address: IPAddress | None, networks: Sequence[IPNetwork]) -> bool:
@@ -252,6 +268,7 @@ class HttpListener:
         http = server.config.http
         self._trusted = parse_networks(http.trusted_proxies)
         self._cors = tuple(http.cors_origins)
+        self._plain_loopback = http.plain_loopback
         app = web.Application(client_max_size=http.max_request_bytes, handler_args={"max_field_size": 16384})
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -290,6 +307,8 @@ class HttpListener:
         peername = transport.get_extra_info("peername") if transport is not None else None
         peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         info = client_info(peer, request.headers, tls=self.tls, host=request.host, trusted=self._trusted)
+        if self._plain_loopback and not info.secure and info.address == peer and _loopback(peer):
+            info = dataclasses.replace(info, local=True)
         request[CLIENT_KEY] = info
         route = self.routes.find(request.path)
         if route is None:

@@ -22,6 +22,9 @@ from roost.xml.ns import CLIENT
 if TYPE_CHECKING:
     from roost.core.server import Server
 
+#: How long a connection we closed may stay half-open, waiting for the client to close its side.
+LINGER_SECONDS = 5.0
+
 
 class TcpConnection(asyncio.Protocol):
     """One client TCP connection: a :class:`~roost.core.connection.Connection` for the c2s driver."""
@@ -30,6 +33,7 @@ class TcpConnection(asyncio.Protocol):
         "__weakref__",
         "_closed",
         "_flush_pending",
+        "_linger",
         "_wbuf",
         "driver",
         "kind",
@@ -59,6 +63,7 @@ class TcpConnection(asyncio.Protocol):
         self._wbuf: list[bytes] = []
         self._flush_pending = False
         self._closed = False
+        self._linger: asyncio.TimerHandle | None = None
         self.driver = C2SDriver(server, self, C2SStream(settings, secure=direct_tls))
 
     @property
@@ -84,6 +89,8 @@ class TcpConnection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return  # lingering after our close: read and drop until the client closes too
         tls = self.tls
         if tls is None and data[:1] == b"\x16" and data[1:2] == b"\x03" and not self.driver.stream.secure:
             # A TLS ClientHello where an XML stream should start: a client set to direct TLS (XEP-0368)
@@ -115,6 +122,9 @@ class TcpConnection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self._wbuf.clear()
         self._closed = True
         self.driver.connection_lost()
@@ -190,7 +200,15 @@ class TcpConnection(asyncio.Protocol):
                     data = b""
             if data:
                 transport.write(data)
-            transport.close()  # flushes what is buffered, then closes
+            if transport.can_write_eof():
+                # A lingering close: end our direction (FIN after what is buffered) and read on until
+                # the client closes. Closing the socket with its bytes unread would send a TCP reset,
+                # and a reset can destroy the stream error still in the client's receive buffer
+                # (e.g. <policy-violation/> while it is still sending an oversized stanza).
+                transport.write_eof()
+                self._linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
+            else:
+                transport.close()  # flushes what is buffered, then closes
 
     @property
     def closed(self) -> bool:

@@ -3,8 +3,8 @@
 The composition root maps the ``http`` and ``https`` listener kinds to :func:`start_http`. Every
 HTTP listener of a server shares one :class:`~roost.transports.http.HttpRoutes` (:func:`http_routes`),
 on which the built-in services are mounted once, as ``[http]`` enables them: WebSocket (RFC 7395),
-BOSH (XEP-0124/0206) and host-meta (XEP-0156). Other services (upload, metrics, …) mount on the same
-table from their modules.
+BOSH (XEP-0124/0206), host-meta (XEP-0156) and the web chat (/chat). Other services (upload, metrics,
+…) mount on the same table from their modules.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from roost.transports.bosh import BoshService
 from roost.transports.host_meta import HostMeta
 from roost.transports.http import BOSH_PATH, WEBSOCKET_PATH, HttpListener, HttpRoutes
+from roost.transports.webchat import WebChat
 from roost.transports.websocket import handle_websocket
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def http_routes(server: Server) -> HttpRoutes:
             routes.mount(BOSH_PATH, bosh.handle, methods=("GET", "POST"), cors=True, owner="bosh")
         if http.host_meta:
             HostMeta(routes, http).mount()
+        if http.webchat:
+            WebChat(server, routes).mount()
     return routes
 
 

@@ -63,7 +63,7 @@ class WebSocketConnection:
         self.request = request
         self.ws = ws
         self.peer = info.address
-        self._secure = info.secure
+        self._secure = info.confidential
         self._wbuf: list[bytes] = []
         self._flush_pending = False
         self._closed = False
@@ -239,7 +239,7 @@ def _feed(driver: C2SDriver, data: bytes | str) -> None:
 def _insecure(server: Server, info: ClientInfo) -> str | None:
     """For a plain-HTTP client where encryption is required: the secure URL to send it to (wss://…),
     or the reason it is refused; None when the client may go on."""
-    if info.secure or not server.config.c2s.require_encryption:
+    if info.confidential or not server.config.c2s.require_encryption:
         return None
     public = server.config.http.public_url
     if public is not None and public.lower().startswith("https://"):
@@ -255,7 +255,8 @@ def _new_driver(
     info: ClientInfo,
 ) -> C2SDriver:
     # No STARTTLS here (RFC 7395 §3.9): the stream core offers it on XML streams only.
-    stream = C2SStream(settings, secure=info.secure, framing=WebSocketFraming(settings.max_stanza_bytes))
+    framing = WebSocketFraming(settings.max_stanza_bytes)
+    stream = C2SStream(settings, secure=info.confidential, framing=framing)
     transport = request.transport
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
     if info.direct_tls and ssl_object is not None:

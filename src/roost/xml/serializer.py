@@ -9,6 +9,8 @@ stream can be written to a c2s stream as-is and ends up in the stream's content 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from roost.xml.element import Element
 from roost.xml.ns import STANZA_NAMESPACES, STREAM, XML
 
@@ -61,7 +63,10 @@ def _attrs(el: Element, out: list[str]) -> None:
             out.append(f' {key}="{escape_attr(value)}"')
 
 
-def _write(el: Element, parent_ns: str, out: list[str]) -> None:
+def _write(
+    el: Element, parent_ns: str, out: list[str], children: Sequence[Element | str] | None = None
+) -> None:
+    """``el`` (with ``children`` in place of its own, if given) appended to ``out``."""
     ns = el.ns
     name = el.name
     if ns == STREAM:
@@ -76,7 +81,8 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
             out.append(f' xmlns="{escape_attr(ns)}"')
     if el.attrs:
         _attrs(el, out)
-    children = el.children
+    if children is None:
+        children = el.children
     if not children:
         out.append("/>")
         return
@@ -101,6 +107,19 @@ def serialize(el: Element, parent_ns: str | None = None) -> str:
     if parent_ns is not None and ns in STANZA_NAMESPACES and parent_ns in STANZA_NAMESPACES:
         parent_ns = ns
     _write(el, "" if parent_ns is None else parent_ns, out)
+    return "".join(out)
+
+
+def serialize_with_children(
+    el: Element, children: Sequence[Element | str], parent_ns: str | None = None
+) -> str:
+    """XML text of ``el`` with ``children`` in place of its own (e.g. a stanza without some of its
+    children), without building a copy of the element to serialize it."""
+    out: list[str] = []
+    ns = el.ns
+    if parent_ns is not None and ns in STANZA_NAMESPACES and parent_ns in STANZA_NAMESPACES:
+        parent_ns = ns
+    _write(el, "" if parent_ns is None else parent_ns, out, children)
     return "".join(out)
 
 

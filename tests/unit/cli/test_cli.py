@@ -449,7 +449,8 @@ def test_check_unwritable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_check_all_listeners_disabled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "roost.toml"
-    path.write_text('[server]\ndata_dir = "d"\n[listen]\nc2s = ""\nc2s_tls = ""\n', encoding="utf-8")
+    listen = '[listen]\nc2s = ""\nc2s_tls = ""\nhttp = ""\n'
+    path.write_text('[server]\ndata_dir = "d"\n' + listen, encoding="utf-8")
     assert main(["check", "-c", str(path)]) == 1
     out = capsys.readouterr().out
     assert "every client listener is disabled" in out
@@ -528,7 +529,8 @@ def test_check_reports_a_busy_port_and_every_bad_domain(
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        path.write_text(f'[listen]\nc2s = "127.0.0.1:{port}"\nc2s_tls = "127.0.0.1:0"\n', encoding="utf-8")
+        listen = f'[listen]\nc2s = "127.0.0.1:{port}"\nc2s_tls = "127.0.0.1:0"\nhttp = ""\n'
+        path.write_text(listen, encoding="utf-8")
         assert main(["check", "-c", str(path)]) == 1
         out = capsys.readouterr().out
         assert (
@@ -618,3 +620,17 @@ def test_component_domain_must_not_be_a_served_domain(
     )
     assert main(["check", "-c", str(path)]) == 1
     assert "a component needs its own" in capsys.readouterr().out
+
+
+def test_check_warns_when_the_web_chat_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "roost.toml"
+    empty = tmp_path / "no-converse"
+    empty.mkdir()
+    path.write_text(
+        f'[server]\ndata_dir = "d"\n[listen]\nc2s = "127.0.0.1:0"\nc2s_tls = ""\nhttp = "127.0.0.1:0"\n'
+        f'[http]\nwebchat_assets = "{empty}"\n',
+        encoding="utf-8",
+    )
+    main(["check", "-c", str(path)])
+    out = capsys.readouterr().out
+    assert f"warning: the web chat (/chat) is not installed: {empty} lacks converse.min.js" in out

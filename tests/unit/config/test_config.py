@@ -52,6 +52,7 @@ def test_no_file_gives_documented_defaults(tmp_path: Path, monkeypatch: pytest.M
     # Loopback only (IPv4 and IPv6) until the operator opens the server up.
     assert config.listen.c2s == "localhost:5222"
     assert config.listen.c2s_tls == "localhost:5223"
+    assert config.listen.http == "localhost:5280"
     assert config.c2s.require_encryption is True
     assert config.c2s.max_stanza_bytes == 262144
     assert config.c2s.max_auth_failures == 3
@@ -503,6 +504,12 @@ def test_listen_array_of_tables(tmp_path: Path) -> None:
 
 def test_listen_shorthand_table_becomes_entries(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[listen]\nc2s = "127.0.0.1:5222"\nc2s_tls = ""\n'))
+    # The HTTP listener (WebSocket, BOSH, /chat) is on by default, loopback only.
+    assert [(e.kind, e.address) for e in config.listeners] == [
+        ("c2s", "127.0.0.1:5222"),
+        ("http", "localhost:5280"),
+    ]
+    config = load_config(write(tmp_path, '[listen]\nc2s = "127.0.0.1:5222"\nc2s_tls = ""\nhttp = ""\n'))
     assert [(e.kind, e.address) for e in config.listeners] == [("c2s", "127.0.0.1:5222")]
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from roost.xml.element import Element
-from roost.xml.ns import STREAM
-from roost.xml.serializer import serialize, serialize_open_tag
+from roost.xml.ns import CLIENT, STREAM
+from roost.xml.serializer import serialize, serialize_open_tag, serialize_with_children
 
 
 def test_escaping_of_text_and_attributes() -> None:
@@ -59,3 +59,17 @@ def test_xml_lang_and_foreign_attributes() -> None:
     el = Element("body", "jabber:client", {"xml:lang": "en", "{urn:x}flag": "1"})
     out = serialize(el, "jabber:client")
     assert out == '<body xml:lang="en" xmlns:a0="urn:x" a0:flag="1"/>'
+
+
+def test_serialize_with_children_matches_a_copy_without_them() -> None:
+    """What the archive stores: the stanza without its stanza-ids, with nothing copied to get it."""
+    msg = Element("message", CLIENT, {"to": "a@b", "type": "chat", "x": 'q"<&'})
+    msg.add("body", text="hi <there> & you")
+    sid = msg.add("stanza-id", "urn:xmpp:sid:0", {"id": "1", "by": "a@b"})
+    msg.children.append("tail")
+    kept = [c for c in msg.children if c is not sid]
+    expected = serialize(Element(msg.name, msg.ns, dict(msg.attrs), kept), CLIENT)
+    assert serialize_with_children(msg, kept, CLIENT) == expected
+    assert "stanza-id" not in expected and "tail" in expected
+    assert serialize_with_children(msg, (), CLIENT) == serialize(Element(msg.name, msg.ns, msg.attrs), CLIENT)
+    assert serialize_with_children(msg, kept) == serialize(Element(msg.name, msg.ns, msg.attrs, kept))

@@ -1,6 +1,6 @@
 """The write side of the archives: decide off the hot path, offer to the batched writer, never stall.
 
-Delivery hooks hand over a ready :class:`Pending` item. When the owner's preferences (and, for
+Delivery hooks hand over a ready item. When the owner's preferences (and, for
 ``default='roster'``, the roster) are already in memory the decision is made at once and the item
 is offered to the storage layer's batched writer (``ArchiveStore.offer``: never waits). Otherwise the
 item waits in a bounded queue for one named task that loads what the decision needs. A full queue,
@@ -83,28 +83,28 @@ class Archiver:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def add(self, pending: Pending) -> None:
-        """Hot path: archive now if the decision is at hand, else queue it for the task."""
-        if not pending.check_account:
-            prefs = self._prefs(pending.owner)
+    def add(self, owner: JID, with_jid: JID, item: ArchiveItem, search: str, check_account: bool) -> None:
+        """Hot path: archive now if the decision is at hand, else queue it for the task (only then is
+        a :class:`Pending` made: the usual message costs no object beyond its item)."""
+        if not check_account:
+            prefs = self._prefs(owner)
             if prefs is not None:
-                in_roster = self._in_roster(pending.owner, pending.with_jid) if prefs.needs_roster else None
-                decision = prefs.decide(pending.with_jid, in_roster)
+                in_roster = self._in_roster(owner, with_jid) if prefs.needs_roster else None
+                decision = prefs.decide(with_jid, in_roster)
                 if decision is not None:
                     if decision:
-                        self._offer(pending)
+                        self._offer(owner, item, search)
                     return
         if len(self._waiting) >= self._max_waiting:
             self._drop(1, "the archiving queue is full")
             return
-        self._waiting.append(pending)
+        self._waiting.append(Pending(owner, with_jid, item, search, check_account))
         if self._task is None or self._task.done():
             self._task = self._spawn(self._run(), "mam-archiver")
 
-    def _offer(self, pending: Pending) -> None:
-        owner = pending.owner
+    def _offer(self, owner: JID, item: ArchiveItem, search: str) -> None:
         try:
-            ok = self.store.offer(owner.domain, owner.local or "", pending.item, search=pending.search)
+            ok = self.store.offer(owner.domain, owner.local or "", item, search=search)
         except (StorageError, ValueError, TypeError) as exc:
             self._drop(1, f"storage refused it ({exc})")
             return
@@ -136,4 +136,4 @@ class Archiver:
         prefs = await self._load_prefs(owner)
         in_roster = await self._load_in_roster(owner, pending.with_jid) if prefs.needs_roster else None
         if prefs.decide(pending.with_jid, in_roster):
-            self._offer(pending)
+            self._offer(owner, pending.item, pending.search)

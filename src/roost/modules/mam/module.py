@@ -37,7 +37,7 @@ from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session
 from roost.jid import JID, JIDError
 from roost.modules.mam import retention
-from roost.modules.mam.archiver import Archiver, Pending
+from roost.modules.mam.archiver import Archiver
 from roost.modules.mam.pages import fetch_page, send_page
 from roost.modules.mam.protocol import (
     FULLTEXT,
@@ -60,7 +60,7 @@ from roost.util.bounded import BoundedDict
 from roost.util.ids import time_ordered_id
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, STANZA_ID
-from roost.xml.serializer import serialize
+from roost.xml.serializer import serialize_with_children
 
 if TYPE_CHECKING:
     from roost.modules.mam.rooms import RoomArchive
@@ -182,7 +182,7 @@ class MessageArchive(Module):
         self.prefs_store = storage.keyvalue("mam_prefs")
         self._prefs: BoundedDict[str, Prefs] = BoundedDict(PREFS_CACHE_SIZE)
         #: The last stanza archived and its stored form (see _stored_form).
-        self._memo: tuple[Element, list[Element | str], dict[str, str], str, str] | None = None
+        self._memo: tuple[Element, tuple[Element | str, ...], dict[str, str], str, str] | None = None
         self.archiver = Archiver(
             self.store,
             prefs=lambda owner: self._prefs.get(owner.bare_str),
@@ -267,31 +267,25 @@ class MessageArchive(Module):
             return False  # groupchat: the room's archive; headline: not suggested (§6.1.1); error
         return is_archivable(stanza) and not only_receipts(stanza) and not refused_by_hints(stanza)
 
-    def _pending(self, owner: JID, with_jid: JID, stanza: Element, item_id: str, *, check: bool) -> Pending:
+    def _archive(self, owner: JID, with_jid: JID, stanza: Element, item_id: str, *, check: bool) -> None:
         payload, search = self._stored_form(stanza)
         item = ArchiveItem(item_id, time.time(), str(with_jid), payload, "chat")
-        return Pending(owner, with_jid, item, search, check)
+        self.archiver.add(owner, with_jid, item, search, check)
 
     def _stored_form(self, stanza: Element) -> tuple[str, str]:
         """The stanza as archived — without stanza-ids, which differ per archive and come back from the
         item's id at query time — and its search text. A message between two local accounts goes into
-        both archives: the second time (same stanza, same content) the first serialization is reused."""
-        kept = [
+        both archives: the second time (same stanza, same attributes and children but for stanza-ids)
+        the first serialization is reused."""
+        kept = tuple(
             c
             for c in stanza.children
-            if not (isinstance(c, Element) and c.ns == STANZA_ID and c.name == "stanza-id")
-        ]
+            if c.__class__ is str or c.name != "stanza-id" or c.ns != STANZA_ID  # type: ignore[union-attr]
+        )
         memo = self._memo
-        if (
-            memo is not None
-            and memo[0] is stanza
-            and len(memo[1]) == len(kept)
-            and all(a is b for a, b in zip(memo[1], kept, strict=True))
-            and memo[2] == stanza.attrs
-        ):
+        if memo is not None and memo[0] is stanza and memo[1] == kept and memo[2] == stanza.attrs:
             return memo[3], memo[4]
-        bare = Element(stanza.name, stanza.ns, dict(stanza.attrs), kept)
-        payload = serialize(bare, CLIENT)
+        payload = serialize_with_children(stanza, kept, CLIENT)
         search = body_text(stanza, self.options.max_search_chars) if self.options.search else ""
         self._memo = (stanza, kept, dict(stanza.attrs), payload, search)
         return payload, search
@@ -312,7 +306,7 @@ class MessageArchive(Module):
         _strip_ids(stanza, owner_str)
         item_id = time_ordered_id()
         stanza.children.append(Element("stanza-id", STANZA_ID, {"id": item_id, "by": owner_str}))
-        self.archiver.add(self._pending(owner, event.to, stanza, item_id, check=False))
+        self._archive(owner, event.to, stanza, item_id, check=False)
         return event
 
     @hook(hooks.PRE_MESSAGE, priority=40)
@@ -331,7 +325,7 @@ class MessageArchive(Module):
         item_id = stanza_id(stanza, owner.bare_str)
         if item_id is not None and self._worth_archiving(stanza):
             online = self.server.sessions.is_online(owner.domain, owner.local or "")
-            self.archiver.add(self._pending(owner, event.frm, stanza, item_id, check=not online))
+            self._archive(owner, event.frm, stanza, item_id, check=not online)
         return False
 
     @hook(hooks.DELIVER_MESSAGE, priority=300)
@@ -344,7 +338,7 @@ class MessageArchive(Module):
             owner = session.jid.bare
             item_id = stanza_id(stanza, owner.bare_str)
             if item_id is not None and self._worth_archiving(stanza):
-                self.archiver.add(self._pending(owner, event.frm, stanza, item_id, check=False))
+                self._archive(owner, event.frm, stanza, item_id, check=False)
         return value
 
     # -- queries ------------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ class NodeConfig:
     notification_type: str = "headline"
     publish_full_node: str = "retract"
     node_type: str = "leaf"
+    #: XEP-0248: the collection nodes this node is a child of.
+    collection: tuple[str, ...] = ()
     contact: tuple[str, ...] = ()
     body_xslt: str = ""
     dataform_xslt: str = ""
@@ -176,7 +178,10 @@ FIELDS: Final[dict[str, FieldSpec]] = {
         "What happens when a full node is published to",
         ("retract", "reject"),
     ),
-    "pubsub#node_type": FieldSpec("node_type", "list-single", "Node type", ("leaf",)),
+    "pubsub#node_type": FieldSpec("node_type", "list-single", "Node type", ("leaf", "collection")),
+    "pubsub#collection": FieldSpec(
+        "collection", "text-multi", "The collections of which this node is a child"
+    ),
     "pubsub#contact": FieldSpec("contact", "jid-multi", "People to contact with questions"),
     "pubsub#body_xslt": FieldSpec("body_xslt", "text-single", "XSL transformation for message bodies"),
     "pubsub#dataform_xslt": FieldSpec("dataform_xslt", "text-single", "XSL transformation for data forms"),
@@ -227,8 +232,8 @@ def parse_field(var: str, values: list[str], limits: Limits, access_models: Iter
     first = values[0] if values else ""
     if spec.kind == "boolean":
         return spec.attr, parse_bool(first, var)
-    if spec.kind == "list-multi":
-        return spec.attr, tuple(v for v in values if v)
+    if spec.kind in ("list-multi", "text-multi"):
+        return spec.attr, tuple(dict.fromkeys(v for v in values if v))
     if spec.kind == "jid-multi":
         try:
             return spec.attr, tuple(str(JID.parse(v)) for v in values if v)
@@ -328,26 +333,43 @@ class SubOptions:
     deliver: bool = True
     include_body: bool = False
     show_values: tuple[str, ...] = ()
+    #: XEP-0248 §4.1, for subscriptions to collections: "items", "nodes" (the SHOULD default) or "all".
+    subscription_type: str = "nodes"
+    #: How many levels below the collection notify: a number ≥ 1, or None for "all".
+    subscription_depth: int | None = 1
 
     def to_json(self) -> dict[str, Any]:
         return {
             "deliver": self.deliver,
             "include_body": self.include_body,
             "show_values": list(self.show_values),
+            "subscription_type": self.subscription_type,
+            "subscription_depth": self.subscription_depth,
         }
+
+    def reaches(self, kind: str, depth: int) -> bool:
+        """Whether a subscription to a collection gets ``kind`` ("items"/"nodes") events of a node
+        ``depth`` levels below it (XEP-0248 §4.1)."""
+        if self.subscription_type not in (kind, "all"):
+            return False
+        return self.subscription_depth is None or depth <= self.subscription_depth
 
     @classmethod
     def from_json(cls, data: Any) -> SubOptions:
         if not isinstance(data, dict):
             return cls()
+        depth = data.get("subscription_depth", 1)
         return cls(
             bool(data.get("deliver", True)),
             bool(data.get("include_body", False)),
             tuple(str(v) for v in data.get("show_values", ())),
+            str(data.get("subscription_type", "nodes")),
+            int(depth) if depth is not None else None,
         )
 
 
 SHOW_VALUES: Final = ("away", "chat", "dnd", "online", "xa")
+SUBSCRIPTION_TYPES: Final = ("items", "nodes", "all")
 
 
 def options_form(options: SubOptions, type_: str = "form") -> Element:
@@ -371,6 +393,23 @@ def options_form(options: SubOptions, type_: str = "form") -> Element:
         values=list(options.show_values),
         options=[(v, v) for v in SHOW_VALUES],
     )
+    add_field(
+        x,
+        "pubsub#subscription_type",
+        "list-single",
+        "What a subscription to a collection is notified of",
+        values=[options.subscription_type],
+        options=[(v, v) for v in SUBSCRIPTION_TYPES],
+    )
+    depth = options.subscription_depth
+    add_field(
+        x,
+        "pubsub#subscription_depth",
+        "list-single",
+        "How far to traverse the node graph for notifications",
+        values=["all" if depth is None else str(depth)],
+        options=[("1", "1"), ("all", "all")],
+    )
     return x
 
 
@@ -392,6 +431,21 @@ def apply_options(options: SubOptions, x: Element) -> SubOptions:
             if any(v not in SHOW_VALUES for v in values):
                 raise pubsub_error("not-acceptable", "invalid-options", "unknown presence value")
             options = replace(options, show_values=tuple(values))
+        elif var == "pubsub#subscription_type":
+            if first not in SUBSCRIPTION_TYPES:
+                raise pubsub_error(
+                    "not-acceptable", "invalid-options", "subscription_type: items, nodes or all"
+                )
+            options = replace(options, subscription_type=first)
+        elif var == "pubsub#subscription_depth":
+            if first == "all":
+                options = replace(options, subscription_depth=None)
+            elif first.isdigit() and int(first) >= 1:
+                options = replace(options, subscription_depth=int(first))
+            else:
+                raise pubsub_error(
+                    "not-acceptable", "invalid-options", "subscription_depth: a number ≥ 1 or all"
+                )
         else:
             raise pubsub_error("not-acceptable", "invalid-options", f"unknown option {var}")
     return options

@@ -44,6 +44,7 @@ from roost.xml.ns import DATA_FORMS
 from roost.xml.serializer import serialize
 
 RSM: Final = "http://jabber.org/protocol/rsm"
+CHILDREN: Final = "pubsub#children"  # XEP-0248: a collection's child nodes (derived, read-only here)
 AFFILIATIONS: Final = ("owner", "publisher", "publish-only", "member", "none", "outcast")
 #: Affiliations that may retrieve items of a whitelist node (§4.1, §4.5).
 _READERS: Final = frozenset({"owner", "publisher", "member"})
@@ -149,6 +150,8 @@ class Notice:
     item_id: str | None = None
     #: For an items event: the full JID that published it (XEP-0163 §4.3.1 rule 3 'replyto').
     publisher: str | None = None
+    #: Delivered through this collection (XEP-0248 §3.3): a SHIM 'Collection' header names it.
+    collection: str | None = None
 
 
 @dataclass(slots=True)
@@ -346,8 +349,10 @@ class PubSubService:
         form = configure.find("x", DATA_FORMS) if configure is not None else None
         if form is not None:
             config = apply_form(config, form, self.limits, self.access_models)
+        self._check_graph(req, name, config)
         out = Outcome()
         self._add_node(name, config, req, out)
+        self._association_notices(name, (), config.collection, out)
         if instant:
             out.result = _wrap(PUBSUB, Element("create", PUBSUB, {"node": name}))
         return out
@@ -394,7 +399,12 @@ class PubSubService:
                 raise StanzaError("item-not-found", f"no node {name!r}")
             self._check_quota(req)
             config = replace(self.default_config(), **wanted)
+            if config.node_type == "collection":
+                raise _unsupported("publish", "collections hold nodes, not items (XEP-0248 §2)")
+            self._check_graph(req, name, config)
         else:
+            if node.config.node_type == "collection":
+                raise _unsupported("publish", "collections hold nodes, not items (XEP-0248 §2)")
             if not self._may_publish(node, req):
                 raise StanzaError("forbidden", "you may not publish to this node")
             unmet = unmet_precondition(node.config, wanted, self.limits)
@@ -415,6 +425,7 @@ class PubSubService:
             raise pubsub_error("conflict", "node-full", f"the node holds at most {limit_items} items")
         if node is None:  # nothing can fail any more: create it now
             node = self._add_node(name, config, req, out)
+            self._association_notices(name, (), config.collection, out)
         item = Item(item_id, payload.copy() if payload is not None else None, str(req.jid), self.now())
         if config.persist_items:
             node.items.pop(item_id, None)
@@ -430,7 +441,9 @@ class PubSubService:
         out.result = _wrap(PUBSUB, Element("publish", PUBSUB, {"node": name}))
         out.result.first().add("item", attrs={"id": item_id})  # type: ignore[union-attr]
         if config.deliver_notifications:
-            out.notices.append(self._item_notice(node, [item]))
+            notice = self._item_notice(node, [item])
+            out.notices.append(notice)
+            out.notices += self._collection_notices(node, notice.event, "items", notice.recipients)
         return out
 
     def _check_payload(self, config: NodeConfig, element: Element | None) -> Element | None:
@@ -520,19 +533,17 @@ class PubSubService:
             wrapper = event.add("items", attrs={"node": node.name})
             for item in removed:
                 wrapper.add("retract", attrs={"id": item.id})
+            targets = self._delivery_targets(node)
             out.notices.append(
-                Notice(
-                    node.name,
-                    event,
-                    self._delivery_targets(node),
-                    node.config.notification_type,
-                    config=node.config,
-                )
+                Notice(node.name, event, targets, node.config.notification_type, config=node.config)
             )
+            out.notices += self._collection_notices(node, event, "items", targets)
         return out
 
     def purge(self, req: Requester, name: str | None) -> Outcome:
         node = self._node(name)
+        if node.config.node_type == "collection":
+            raise _unsupported("persistent-items", "collections hold no items (XEP-0248 §2)")
         aff = self.affiliation(node, req.bare)
         if not (req.admin or aff in ("owner", "publisher")):
             raise StanzaError("forbidden", "only owners and publishers may purge")
@@ -543,15 +554,11 @@ class PubSubService:
         if node.config.notify_retract and node.config.deliver_notifications:
             event = Element("event", PUBSUB_EVENT)
             event.add("purge", attrs={"node": node.name})
+            targets = self._delivery_targets(node)
             out.notices.append(
-                Notice(
-                    node.name,
-                    event,
-                    self._delivery_targets(node),
-                    node.config.notification_type,
-                    config=node.config,
-                )
+                Notice(node.name, event, targets, node.config.notification_type, config=node.config)
             )
+            out.notices += self._collection_notices(node, event, "items", targets)
         return out
 
     # -- delete (§8.4) ----------------------------------------------------------------------------------
@@ -575,7 +582,13 @@ class PubSubService:
                     config=node.config,
                 )
             )
+        self._association_notices(node.name, node.config.collection, (), out)
         self.remove_node(node.name, out)
+        for child in self.children(node.name):  # XEP-0248 §7.3: children are left without this parent
+            child.config = replace(
+                child.config, collection=tuple(c for c in child.config.collection if c != node.name)
+            )
+            out.meta.add(child.name)
         return out
 
     def remove_node(self, name: str, out: Outcome) -> None:
@@ -774,6 +787,8 @@ class PubSubService:
     # -- retrieve items (§6.5) with RSM (XEP-0059) ------------------------------------------------------
     def items(self, req: Requester, items: Element, rsm: Element | None = None) -> Element:
         node = self._node(items.get("node"))
+        if node.config.node_type == "collection":
+            raise _unsupported("retrieve-items", "collections hold no items (XEP-0060 §6.5.9.5)")
         error = self.access_error(node, req)
         if error is not None:
             raise error
@@ -831,7 +846,14 @@ class PubSubService:
         if not self._is_owner(node, req):
             raise StanzaError("forbidden", "only owners may configure a node")
         el = Element("configure", PUBSUB_OWNER, {"node": node.name})
-        el.append(config_form(node.config, self.limits, node.name, access_models=self.access_models))
+        form = config_form(node.config, self.limits, node.name, access_models=self.access_models)
+        el.append(form)
+        if node.config.node_type == "collection":
+            # XEP-0248 §8: the configuration reflects the graph; children follow their pubsub#collection.
+            children = [c.name for c in self.children(node.name)]
+            add_field(
+                form, CHILDREN, "text-multi", "The nodes of which this node is a parent", values=children
+            )
         return _wrap(PUBSUB_OWNER, el)
 
     def node_default(self) -> Element:
@@ -850,8 +872,15 @@ class PubSubService:
             return Outcome()
         if form.get("type") != "submit":
             raise StanzaError("bad-request", "submit the form with type='submit'")
-        node.config = apply_form(node.config, form, self.limits, self.access_models)
+        form = self._without_children(node, form)
+        config = apply_form(node.config, form, self.limits, self.access_models)
+        if config.node_type != node.config.node_type:
+            raise StanzaError("not-allowed", "pubsub#node_type cannot change after creation")
+        self._check_graph(req, node.name, config)
+        before = node.config.collection
+        node.config = config
         out = Outcome(meta={node.name})
+        self._association_notices(node.name, before, config.collection, out)
         self.trim(node, out)
         if node.config.notify_config and node.config.deliver_notifications:
             event = Element("event", PUBSUB_EVENT)
@@ -964,11 +993,20 @@ class PubSubService:
         return out
 
     # -- disco (§5) -------------------------------------------------------------------------------------
-    def visible_nodes(self, req: Requester) -> Iterator[Node]:
-        """Nodes shown in disco#items (§5.2): those the requester may access."""
+    def visible_nodes(self, req: Requester, parent: str | None = None) -> Iterator[Node]:
+        """Nodes shown in disco#items (§5.2): those the requester may access; ``parent``: only the
+        children of that collection ("": the nodes at the top, in no collection; XEP-0248 §3.2)."""
         for node in self.nodes.values():
+            if parent is not None:
+                parents = node.config.collection
+                if (parent not in parents) if parent else bool(parents):
+                    continue
             if self.may_access(node, req) or self._is_owner(node, req):
                 yield node
+
+    def is_collection(self, name: str) -> bool:
+        node = self._node(name)
+        return node.config.node_type == "collection"
 
     def node_info(self, req: Requester, name: str) -> tuple[list[tuple[str, str, str | None]], Element]:
         """Identity and meta-data form of a node (§5.3, §5.4)."""
@@ -984,7 +1022,7 @@ class PubSubService:
             x, "pubsub#owner", "jid-multi", values=[self.pep_owner] if self.pep_owner else node.owners()
         )
         add_field(x, "pubsub#num_subscribers", values=[str(len(node.subscriptions))])
-        return [("pubsub", "leaf", c.title or None)], x
+        return [("pubsub", c.node_type, c.title or None)], x
 
     def node_item_ids(self, req: Requester, name: str) -> list[str]:
         """Item ids of a node for disco#items (§5.5)."""
@@ -993,6 +1031,128 @@ class PubSubService:
         if error is not None:
             raise error
         return list(node.items)
+
+    # -- collections (XEP-0248) -------------------------------------------------------------------------
+    def children(self, name: str) -> list[Node]:
+        """Nodes associated with the collection ``name``."""
+        return [n for n in self.nodes.values() if name in n.config.collection]
+
+    def _check_graph(self, req: Requester, name: str, config: NodeConfig) -> None:
+        """A node's type and parents are acceptable: collections exist only on a service (not PEP),
+        parents are existing collections the requester owns, and the graph stays acyclic (§8.1)."""
+        if self.pep_owner is not None:
+            if config.node_type == "collection" or config.collection:
+                raise _unsupported("collections", "PEP services have leaf nodes only")
+            return
+        current = self.nodes.get(name)
+        if current is not None and set(current.config.collection) == set(config.collection):
+            return
+        for parent_name in config.collection:
+            parent = self.nodes.get(parent_name)
+            if parent is None:
+                raise StanzaError("item-not-found", f"no collection {parent_name!r}")
+            if parent.config.node_type != "collection":
+                raise pubsub_error("not-allowed", "invalid-options", f"{parent_name!r} is not a collection")
+            if not self._is_owner(parent, req):
+                raise StanzaError("forbidden", f"only owners of {parent_name!r} may add nodes to it")
+            if parent_name == name or name in self._ancestors(parent_name):
+                raise pubsub_error("not-allowed", "invalid-options", "that would make a cycle of collections")
+
+    def _ancestors(self, name: str) -> dict[str, int]:
+        """Collections above ``name``, each with its shortest distance (1: a direct parent)."""
+        found: dict[str, int] = {}
+        level = [name]
+        depth = 0
+        while level:
+            depth += 1
+            upper = []
+            for current in level:
+                node = self.nodes.get(current)
+                for parent in node.config.collection if node is not None else ():
+                    if parent not in found and parent in self.nodes:
+                        found[parent] = depth
+                        upper.append(parent)
+            level = upper
+        return found
+
+    def _collection_notices(self, node: Node, event: Element, kind: str, already: list[str]) -> list[Notice]:
+        """Copies of a node's event for subscribers of the collections above it whose subscription
+        type and depth reach it (XEP-0248 §4.1), with the leaf's delivery options (§3.3); nobody
+        gets one event twice."""
+        if not node.config.collection:
+            return []
+        sent = set(already)
+        out = []
+        for name, depth in self._ancestors(node.name).items():
+            collection = self.nodes[name]
+            targets = []
+            for sub in collection.subscriptions.values():
+                if sub.jid in sent or sub.state != "subscribed" or not sub.options.deliver:
+                    continue
+                if not sub.options.reaches(kind, depth):
+                    continue
+                try:
+                    jid = JID.parse(sub.jid)
+                except JIDError:
+                    continue
+                if self.affiliation(collection, str(jid.bare)) == "outcast":
+                    continue
+                if kind == "items" and not self.may_access(node, Requester(jid)):
+                    continue  # the leaf's own access model still decides who sees its items
+                targets.append(sub.jid)
+                sent.add(sub.jid)
+            if targets:
+                out.append(
+                    Notice(
+                        node.name,
+                        event,
+                        targets,
+                        node.config.notification_type,
+                        to_notify=False,
+                        collection=name,
+                    )
+                )
+        return out
+
+    def _association_notices(
+        self, name: str, before: Iterable[str], after: Iterable[str], out: Outcome
+    ) -> None:
+        """``<collection><associate/></collection>`` (or dissociate) events to the "nodes"
+        subscribers of each collection a node joined or left (XEP-0248 §3.3.2)."""
+        old, new = set(before), set(after)
+        for parent_name, what in [(p, "associate") for p in new - old] + [
+            (p, "dissociate") for p in old - new
+        ]:
+            parent = self.nodes.get(parent_name)
+            if parent is None:
+                continue
+            targets = [
+                s.jid
+                for s in parent.subscriptions.values()
+                if s.state == "subscribed" and s.options.deliver and s.options.reaches("nodes", 1)
+            ]
+            if targets:
+                event = Element("event", PUBSUB_EVENT)
+                event.add("collection", attrs={"node": parent_name}).add(what, attrs={"node": name})
+                out.notices.append(
+                    Notice(parent_name, event, targets, parent.config.notification_type, to_notify=False)
+                )
+
+    def _without_children(self, node: Node, form: Element) -> Element:
+        """The submitted form without ``pubsub#children``, which may only repeat the current children:
+        they join or leave through their own ``pubsub#collection``."""
+        fields = [f for f in form.elements("field", DATA_FORMS) if f.get("var") == CHILDREN]
+        if not fields:
+            return form
+        wanted = {v.text for f in fields for v in f.elements("value", DATA_FORMS) if v.text}
+        if wanted != {c.name for c in self.children(node.name)}:
+            raise StanzaError(
+                "not-acceptable", "set pubsub#collection on the child nodes to change a collection's children"
+            )
+        copy = form.copy()
+        for f in [f for f in copy.elements("field", DATA_FORMS) if f.get("var") == CHILDREN]:
+            copy.remove(f)
+        return copy
 
     # -- account / subscriber clean-up ------------------------------------------------------------------
     def forget_subscriber(self, bare: str) -> Outcome:
@@ -1007,6 +1167,10 @@ class PubSubService:
                 del node.affiliations[bare]
                 out.meta.add(node.name)
         return out
+
+
+def _unsupported(feature: str, text: str) -> StanzaError:
+    return pubsub_error("feature-not-implemented", "unsupported", text, feature=feature)
 
 
 def _subscription_el(sub: Subscription, node: str) -> Element:

@@ -14,6 +14,10 @@ The last item of every node a resource is interested in is sent when it becomes 
 caps, when its caps become known (the disco#info query answered later), when its caps start to
 name a node, and when the owner approves its presence subscription (§4.3.1, §4.3.3), so the order
 in which caps and subscriptions arrive does not matter.
+
+Contacts on other servers are known from the presence their servers send to local accounts over s2s
+(:class:`RemoteResource`): their caps are learnt and verified the same way (the disco#info query goes
+over s2s), and they get +notify events and last items like local resources.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast
 
 from pydantic import Field
 
@@ -133,6 +137,14 @@ class PepOptions(ModuleOptions):
         "unknown hash beyond that is ignored until its next presence (bounds what clients inventing "
         "hashes can cost).",
     )
+    remote_resources: int = Field(
+        100_000,
+        ge=16,
+        le=10_000_000,
+        description="Most resources of contacts on other servers whose presence (and caps) PEP keeps "
+        "track of, to send them +notify events; presence from more is not tracked (they miss events "
+        "until a tracked one goes offline).",
+    )
     cached_accounts: int = Field(
         10_000,
         ge=16,
@@ -159,6 +171,7 @@ class BlockingLike(Protocol):
 
 
 class RosterLike(Protocol):
+    def cached(self, user: JID) -> UserRosterLike | None: ...
     async def load(self, user: JID) -> UserRosterLike: ...
     def release(self, user: JID) -> None: ...
 
@@ -171,7 +184,25 @@ class CapsState:
     notify: frozenset[str] = frozenset()
 
 
-def _state(session: Session) -> CapsState:
+class RemoteResource:
+    """An available resource of a contact on another server, learnt from the presence it sent over s2s
+    to local accounts (``owners``); it stands in for a session in caps handling and notifications."""
+
+    __slots__ = ("__weakref__", "data", "jid", "jid_str", "owners")
+
+    def __init__(self, jid: JID) -> None:
+        self.jid = jid
+        self.jid_str = str(jid)
+        self.data: dict[str, Any] = {}
+        #: Local accounts (bare JIDs) its available presence reached; it is forgotten when none is left.
+        self.owners: set[JID] = set()
+
+
+#: Who may get +notify events: a local session or a remote contact's resource.
+Resource = Union["Session", RemoteResource]
+
+
+def _state(session: Resource) -> CapsState:
     state = session.data.get("pep")
     if state is None:
         state = session.data["pep"] = CapsState()
@@ -196,7 +227,10 @@ class PepRuntime:
         self.services: BoundedDict[Owner, PubSubService] = BoundedDict(options.cached_accounts)
         self._loading: dict[Owner, asyncio.Future[PubSubService]] = {}
         #: (hash, ver) → sessions waiting for the answer of a query in flight.
-        self._asking: dict[tuple[str, str], list[weakref.ref[Session]]] = {}
+        self._asking: dict[tuple[str, str], list[weakref.ref[Resource]]] = {}
+        #: Remote contacts' available resources, by full JID and by bare JID.
+        self.remote: dict[str, RemoteResource] = {}
+        self.remote_by_bare: dict[JID, dict[str, RemoteResource]] = {}
         self.users = 0
         #: Called after an account's own pubsub request changed its PEP nodes (bridges such as
         #: bookmarks and avatar conversion): ``await listener(owner, service, outcome)``.
@@ -239,7 +273,53 @@ class PepRuntime:
             self.store.record(key, service, out)
 
     # -- caps (XEP-0115 §5.4) -------------------------------------------------------------------------
-    def learn(self, session: Session, presence: Element, on_change: Any) -> None:
+    def remote_available(self, jid: JID, owner: JID) -> tuple[RemoteResource, bool] | None:
+        """``jid`` (a remote full JID) sent available presence to local account ``owner``: the
+        resource, and whether ``owner`` is new to it; None when over the ``remote_resources`` bound."""
+        key = str(jid)
+        resource = self.remote.get(key)
+        if resource is None:
+            if len(self.remote) >= self.options.remote_resources:
+                log.warning("remote_resources limit reached; presence of %s not tracked", key)
+                return None
+            resource = self.remote[key] = RemoteResource(jid)
+            self.remote_by_bare.setdefault(jid.bare, {})[key] = resource
+        new = owner not in resource.owners
+        resource.owners.add(owner)
+        return resource, new
+
+    def remote_unavailable(self, jid: JID, owner: JID) -> None:
+        """``jid`` (remote, bare or full) told ``owner`` it went offline: forgotten once no local
+        account sees it any more."""
+        resources = (
+            [r for r in [self.remote.get(str(jid))] if r is not None]
+            if jid.resource is not None
+            else list(self.remote_by_bare.get(jid, {}).values())
+        )
+        for resource in resources:
+            resource.owners.discard(owner)
+            if not resource.owners:
+                self.forget_remote(resource)
+
+    def forget_remote(self, resource: RemoteResource) -> None:
+        if self.remote.pop(resource.jid_str, None) is None:
+            return
+        by_bare = self.remote_by_bare.get(resource.jid.bare)
+        if by_bare is not None:
+            by_bare.pop(resource.jid_str, None)
+            if not by_bare:
+                del self.remote_by_bare[resource.jid.bare]
+
+    def remote_resources(self, contact: JID) -> Iterable[RemoteResource]:
+        return self.remote_by_bare.get(contact, {}).values()
+
+    def _current(self, entity: Resource) -> bool:
+        """Whether ``entity`` is still the live session (or tracked remote resource) of its JID."""
+        if isinstance(entity, RemoteResource):
+            return self.remote.get(entity.jid_str) is entity
+        return self.server.sessions.get(entity.jid) is entity
+
+    def learn(self, session: Resource, presence: Element, on_change: Any) -> None:
         """An available broadcast presence of ``session``: note its caps; ``on_change(session, new)``
         runs with the nodes it newly wants (at once or once the caps are known)."""
         state = _state(session)
@@ -265,9 +345,9 @@ class PepRuntime:
             log.warning("too many caps queries in flight; %s %s of %s not asked", algo, ver, session.jid_str)
             return
         self._asking[(algo, ver)] = [weakref.ref(session)]
-        self.server.spawn(self._ask(algo, ver, node, on_change), f"caps-{session.id}")
+        self.server.spawn(self._ask(algo, ver, node, on_change), f"caps-{session.jid_str}")
 
-    def _apply(self, session: Session, nodes: frozenset[str], on_change: Any) -> None:
+    def _apply(self, session: Resource, nodes: frozenset[str], on_change: Any) -> None:
         state = _state(session)
         new = nodes - state.notify
         state.notify = nodes
@@ -283,8 +363,7 @@ class PepRuntime:
                 while waiting and session is None:
                     session = waiting.pop(0)()
                     if session is not None and (
-                        self.server.sessions.get(session.jid) is not session
-                        or _state(session).caps != (algo, ver)
+                        not self._current(session) or _state(session).caps != (algo, ver)
                     ):
                         session = None
                 if session is None:
@@ -307,13 +386,18 @@ class PepRuntime:
         finally:
             self._asking.pop((algo, ver), None)
 
-    async def _disco(self, session: Session, node: str) -> Element | None:
-        """disco#info of a client's resource: sent from the host domain to the full JID, answered by it."""
+    async def _disco(self, session: Resource, node: str) -> Element | None:
+        """disco#info of a client's resource: sent from a local domain (the session's, or that of a
+        local account a remote resource sent presence to) to the full JID, answered by it."""
         tracker = self.server.iq_tracker
         iq_id = tracker.new_id()
-        iq = Element(
-            "iq", CLIENT, {"type": "get", "id": iq_id, "from": session.jid.domain, "to": session.jid_str}
-        )
+        if isinstance(session, RemoteResource):
+            if not session.owners:
+                return None
+            frm = next(iter(session.owners)).domain
+        else:
+            frm = session.jid.domain
+        iq = Element("iq", CLIENT, {"type": "get", "id": iq_id, "from": frm, "to": session.jid_str})
         iq.add("query", DISCO_INFO, {"node": node})
         future = tracker.expect(iq_id, session.jid)
         self.server.router.send(iq)
@@ -339,7 +423,7 @@ class Pep(Module):
     name = "pep"
     xeps = (
         Xep(163, "1.2.2"),
-        Xep(60, "1.30.0", status="partial", note="leaf nodes; collections are not supported"),
+        Xep(60, "1.30.0", status="partial", note="leaf nodes (collections: on the PubSub service)"),
         Xep(
             115,
             "1.6.0",
@@ -472,7 +556,7 @@ class Pep(Module):
     # -- notifications -----------------------------------------------------------------------------------
     async def notify(self, service: PubSubService, notices: list[Notice]) -> None:
         owner = service.jid
-        interested: list[tuple[Session, Requester]] | None = None
+        interested: list[tuple[Resource, Requester]] | None = None
         for notice in notices:
             contacts: dict[str, JID | None] = {}
             if notice.to_notify and notice.config is not None:
@@ -493,11 +577,12 @@ class Pep(Module):
             self.send(owner, notice, contacts, replyto=publisher)
             self.send(owner, notice, others)
 
-    async def _interested(self, owner: JID) -> list[tuple[Session, Requester]]:
-        """Available local resources that may get +notify events of ``owner``: its own, and those of
-        contacts subscribed to its presence (XEP-0163 §4.1 cases 2 and 3)."""
+    async def _interested(self, owner: JID) -> list[tuple[Resource, Requester]]:
+        """Available resources that may get +notify events of ``owner``: its own, and those of
+        contacts subscribed to its presence (XEP-0163 §4.1 cases 2 and 3), local or remote."""
         sessions = self.server.sessions
-        out: list[tuple[Session, Requester]] = []
+        runtime = self.runtime
+        out: list[tuple[Resource, Requester]] = []
         for session in sessions.resources(owner.domain, owner.local or ""):
             if session.available:
                 out.append((session, Requester(session.jid, presence=True)))
@@ -506,11 +591,16 @@ class Pep(Module):
             return out
         user_roster = await roster.load(owner.bare)
         roster.release(owner.bare)
+        hosts = self.server.hosts
         for contact in user_roster.subscribers():
-            if contact.domain not in self.server.hosts:
-                continue  # remote contacts: with s2s, from the presence they send us
             item = user_roster.item(contact)
             groups = frozenset(item.groups) if item is not None else frozenset()
+            if contact.domain not in hosts:
+                # Remote contacts: known from the presence their server sent us.
+                for remote in runtime.remote_resources(contact):
+                    if "pep" in remote.data:
+                        out.append((remote, Requester(remote.jid, presence=True, groups=groups)))
+                continue
             for session in sessions.resources(contact.domain, contact.local or ""):
                 if session.available and "pep" in session.data:
                     out.append((session, Requester(session.jid, presence=True, groups=groups)))
@@ -565,11 +655,50 @@ class Pep(Module):
             self.server.spawn(self._approved(session.jid.bare, event.to.bare), f"pep-approved-{session.id}")
         return event
 
-    def _wants(self, session: Session, nodes: frozenset[str]) -> None:
-        self.server.spawn(self._send_last(session, nodes), f"pep-last-{session.id}")
+    @hook(hooks.PRESENCE_BARE, priority=50)  # after blocking and privacy lists, before delivery
+    def inbound_presence(self, event: StanzaEvent) -> bool:
+        """Presence from a remote contact to a local account: track the contact's resource and its
+        caps, as for a local session (XEP-0163 §4.1, contacts on other servers). Never claims."""
+        frm, owner = event.frm, event.to
+        if event.origin is not None or frm.domain in self.server.hosts or owner.local is None:
+            return False
+        type_ = event.stanza.attrs.get("type")
+        runtime = self.runtime
+        if type_ is None:
+            if frm.resource is None:
+                return False
+            roster = self._roster(self.host)
+            user_roster = roster.cached(owner) if roster is not None else None
+            item = user_roster.item(frm.bare) if user_roster is not None else None
+            if item is None:
+                # Not in the owner's roster (or the owner is offline, and its contacts' presence
+                # comes again in answer to its probes at login). Whether the contact may see events
+                # (a 'from' or 'both' subscription) is checked when they are sent, since it may
+                # change while the resource stays online.
+                return False
+            tracked = runtime.remote_available(frm, owner)
+            if tracked is None:
+                return False
+            resource, new_owner = tracked
+            runtime.learn(resource, event.stanza, self._wants)
+            notify = _state(resource).notify
+            if new_owner and notify:
+                # Caps already known from its presence to another account: this owner's last items.
+                self.server.spawn(self._last_items(owner, resource, notify), f"pep-last-{resource.jid_str}")
+        elif type_ == "unavailable" or type_ == "error":
+            runtime.remote_unavailable(frm, owner)
+        return False
 
-    async def _send_last(self, session: Session, nodes: frozenset[str]) -> None:
-        """The last items of ``nodes`` of the account and of its contacts, to a resource now interested."""
+    def _wants(self, session: Resource, nodes: frozenset[str]) -> None:
+        self.server.spawn(self._send_last(session, nodes), f"pep-last-{session.jid_str}")
+
+    async def _send_last(self, session: Resource, nodes: frozenset[str]) -> None:
+        """The last items of ``nodes`` of the account and of its contacts, to a resource now interested
+        (a remote resource: of the local accounts it sends presence to)."""
+        if isinstance(session, RemoteResource):
+            for owner in list(session.owners):
+                await self._last_items(owner, session, nodes)
+            return
         user = session.jid.bare
         owners = [user]
         roster = self._roster(self.host)
@@ -580,13 +709,18 @@ class Pep(Module):
             await self._last_items(owner, session, nodes)
 
     async def _approved(self, owner: JID, contact: JID) -> None:
-        for session in self.server.sessions.resources(contact.domain, contact.local or ""):
+        resources: Iterable[Resource] = (
+            list(self.runtime.remote_resources(contact))
+            if contact.domain not in self.server.hosts
+            else self.server.sessions.resources(contact.domain, contact.local or "")
+        )
+        for session in resources:
             state = session.data.get("pep")
-            if session.available and state is not None:
+            if state is not None and (isinstance(session, RemoteResource) or session.available):
                 await self._last_items(owner, session, state.notify, approved=True)
 
     async def _last_items(
-        self, owner: JID, session: Session, nodes: Iterable[str], *, approved: bool = False
+        self, owner: JID, session: Resource, nodes: Iterable[str], *, approved: bool = False
     ) -> None:
         """The last item of each of ``nodes`` of ``owner`` the resource may see (``approved``: the owner
         just approved its presence subscription, which the roster may not show yet)."""

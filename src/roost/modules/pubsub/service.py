@@ -38,13 +38,24 @@ if TYPE_CHECKING:
 #: Ids of notification messages: one per notification (its copies share it, so that one serialization
 #: can serve every recipient), unique per server run and cheap.
 _MESSAGE_IDS = itertools.count(1)
+SHIM = "http://jabber.org/protocol/shim"  # XEP-0131 headers
 log = logging.getLogger("roost.mod.pubsub")
 
 SERVICE_FEATURES = (
     DISCO_INFO,
     DISCO_ITEMS,
     PING,
-    *(PUBSUB + suffix for suffix in (*FEATURE_SUFFIXES, "#get-pending", "#instant-nodes", "#meta-data")),
+    *(
+        PUBSUB + suffix
+        for suffix in (
+            *FEATURE_SUFFIXES,
+            "#collections",
+            "#get-pending",
+            "#instant-nodes",
+            "#meta-data",
+            "#multi-collection",
+        )
+    ),
 )
 
 
@@ -189,6 +200,9 @@ class PubSubRuntime:
             {"from": self.domain, "type": notice.message_type, "id": f"ps-{next(_MESSAGE_IDS):x}"},
         )
         template.append(notice.event)
+        if notice.collection is not None:  # XEP-0248 §3.3: delivered through a collection
+            headers = template.add("headers", SHIM)
+            headers.add("header", attrs={"name": "Collection"}).text = notice.collection
         presence_based = notice.config is not None and notice.config.presence_based_delivery
         sessions = self.server.sessions
         for to in dict.fromkeys(notice.recipients):
@@ -239,11 +253,14 @@ class PubSubRuntime:
         query = Element("query", DISCO_ITEMS, {"node": node} if node else None)
         req = self.requester(event.frm)
         if not node:
-            for found in self.service.visible_nodes(req):
+            for found in self.service.visible_nodes(req, parent=""):
                 attrs = {"jid": self.domain, "node": found.name}
                 if found.config.title:
                     attrs["name"] = found.config.title
                 query.add("item", attrs=attrs)
+        elif self.service.is_collection(node):
+            for child in self.service.visible_nodes(req, parent=node):  # XEP-0248 §3.2
+                query.add("item", attrs={"jid": self.domain, "node": child.name})
         else:
             for item_id in self.service.node_item_ids(req, node):
                 query.add("item", attrs={"jid": self.domain, "name": item_id})
@@ -285,7 +302,14 @@ class PubSub(Module):
             60,
             "1.30.0",
             status="partial",
-            note="leaf nodes on a service domain; collections are not supported",
+            note="leaf and collection nodes on a service domain",
+        ),
+        Xep(
+            248,
+            "0.5.0",
+            status="partial",
+            note="collections with several parents, subscription type and depth, SHIM collection header; "
+            "no root collection, children_max or association policies",
         ),
     )
     Options = PubSubOptions

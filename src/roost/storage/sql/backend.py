@@ -534,23 +534,9 @@ class SqlBackend:
         if not entries:
             return
         if self._db.dialect == "sqlite":
-            rows = [
-                (
-                    e.store,
-                    e.domain,
-                    e.user,
-                    e.item.id,
-                    timestamp_to_us(e.item.timestamp),
-                    e.item.with_jid,
-                    bare_jid(e.item.with_jid),
-                    e.item.kind,
-                    e.item.payload,
-                    e.search,
-                )
-                for e in entries
-            ]
+            # The rows are built in the database thread, off the event loop (entries are immutable).
             async with self._db.write() as conn:
-                await conn.run_sync(sqlite_append, rows)
+                await conn.run_sync(_sqlite_append_entries, entries)
             return
         pg_rows = [
             {
@@ -666,3 +652,22 @@ async def open_sql_backend(url: str, *, progress: Callable[[str], None]) -> SqlB
         raise
     log.debug("storage: opened %s", sa_url.render_as_string(hide_password=True))
     return backend
+
+
+def _sqlite_append_entries(connection: Any, entries: Sequence[QueuedAppend]) -> None:
+    rows = [
+        (
+            e.store,
+            e.domain,
+            e.user,
+            e.item.id,
+            timestamp_to_us(e.item.timestamp),
+            e.item.with_jid,
+            bare_jid(e.item.with_jid),
+            e.item.kind,
+            e.item.payload,
+            e.search,
+        )
+        for e in entries
+    ]
+    sqlite_append(connection, rows)
