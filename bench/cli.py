@@ -14,19 +14,21 @@ import os
 import resource
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .certs import make_self_signed
+from . import dnsserver
+from .certs import CertFiles, make_self_signed
 from .report import host_info, ratios, table, write_json
 from .scenarios import SCENARIOS
-from .scenarios.base import RunContext, Scenario, ServerResult, wait_idle
-from .targets import TARGETS, ProsodyTarget, RoostTarget, Target
+from .scenarios.base import LaunchPair, RunContext, Scenario, ServerResult, wait_idle
+from .targets import TARGETS, ProsodyTarget, Provisioning, RoostTarget, Target
 from .xmppload.client import CredentialCache, client_tls_context
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pin(args: argparse.Namespace) -> None:
+def pin(args: argparse.Namespace, generator: bool = True) -> None:
+    """Pin the generator to --client-cpu (``generator=False``: only check the two CPUs, for s2s runs
+    where server B takes --client-cpu and the generator floats)."""
     if args.no_pin:
         return
     cpus = os.sched_getaffinity(0)
@@ -112,12 +116,15 @@ def pin(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"need two distinct CPUs from {sorted(cpus)} for --server-cpu/--client-cpu (or use --no-pin)"
         )
-    os.sched_setaffinity(0, {args.client_cpu})
+    if generator:
+        os.sched_setaffinity(0, {args.client_cpu})
 
 
-def make_target(name: str, workdir: Path, args: argparse.Namespace, certs: Any) -> Target:
+def make_target(
+    name: str, workdir: Path, args: argparse.Namespace, certs: Any, cpu: int | None = None
+) -> Target:
     cls = TARGETS[name]
-    cpu = -1 if args.no_pin else args.server_cpu
+    cpu = -1 if args.no_pin else (args.server_cpu if cpu is None else cpu)
     target = cls(workdir / name, certs, cpu, log)
     if isinstance(target, RoostTarget) and args.roost_config:
         target.template = args.roost_config.read_text()
@@ -127,6 +134,67 @@ def make_target(name: str, workdir: Path, args: argparse.Namespace, certs: Any) 
         target.mam = True
     target.dir.mkdir(parents=True, exist_ok=True)
     return target
+
+
+def pair_launcher(
+    name: str,
+    workdir: Path,
+    args: argparse.Namespace,
+    prov: Provisioning,
+    tls: ssl.SSLContext,
+    versions: dict[str, str],
+) -> LaunchPair:
+    """For two-server scenarios (s2s): start A (``a.localhost``, --server-cpu) and B (``b.localhost``,
+    --client-cpu) of kind ``name`` federated with one auth mode, yield A's context with B's as its
+    ``peer``, stop both. Certificates: one CA per run (tests/support/testca.py) issues each domain's."""
+    from tests.support.testca import TestCA
+
+    from .scenarios.s2s import A_DOMAIN, B_DOMAIN
+    from .targets import S2SSetup, free_port
+
+    ca = TestCA(workdir / "ca")
+    certs = {}
+    for domain in (A_DOMAIN, B_DOMAIN):
+        issued = ca.issue(domain, f"conference.{domain}")
+        combined = workdir / "ca" / f"{domain}.combined.pem"
+        combined.write_bytes(issued.key.read_bytes() + issued.cert.read_bytes())
+        certs[domain] = CertFiles(issued.cert, issued.key, combined)
+
+    @contextlib.asynccontextmanager
+    async def launch(auth: str) -> AsyncIterator[RunContext]:
+        ports = {A_DOMAIN: free_port(), B_DOMAIN: free_port()}
+        dns_transport, _, dns_port = await dnsserver.serve(ports)
+        started: list[Target] = []
+        contexts: list[RunContext] = []
+        try:
+            for domain, cpu in ((A_DOMAIN, args.server_cpu), (B_DOMAIN, args.client_cpu)):
+                target = make_target(name, workdir / f"{auth}-{domain}", args, certs[domain], cpu)
+                target.domain = domain
+                peers = {d: p for d, p in ports.items() if d != domain}
+                target.s2s = S2SSetup(ports[domain], peers, auth, ca.ca_file, dns_port)
+                versions[name] = target.version()
+                log(f"{name} {versions[name]}: starting {domain} ({auth}) on 127.0.0.1:{target.port}, "
+                    f"s2s {ports[domain]} (CPU {target.cpu})")  # fmt: skip
+                started.append(target)
+                await target.start(prov)
+                creds = CredentialCache()
+                target.seed_credentials(creds)
+                contexts.append(
+                    RunContext(target, creds, tls, log, args.timeout, parse_addrs(args.local_addrs))
+                )
+            contexts[0].peer = contexts[1]
+            yield contexts[0]
+        except Exception:
+            for target in started:
+                log(target.tail_logs())
+            raise
+        finally:
+            for target in started:
+                await asyncio.shield(target.stop())
+                target.close_files()
+            dns_transport.close()
+
+    return launch
 
 
 def cancel_on_signals() -> None:
@@ -158,6 +226,16 @@ async def run_scenario(args: argparse.Namespace, loop_name: str) -> int:
         for name in servers:
             if args.wait_idle > 0:
                 await wait_idle(args.wait_idle, log)
+            if scenario.pair:
+                try:
+                    launch = pair_launcher(name, workdir / name, args, prov, tls, versions)
+                    results[name] = await scenario.run_pair(launch)
+                except Exception as exc:
+                    failures[name] = f"{type(exc).__name__}: {exc}"
+                    log(f"{name}: FAILED: {failures[name]}")
+                    traceback.print_exc()
+                log(f"{name}: stopped")
+                continue
             target = make_target(name, workdir, args, certs)
             versions[name] = target.version()
             log(f"{name} {versions[name]}: starting on 127.0.0.1:{target.port} (CPU {target.cpu})")
@@ -263,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             return run(serve(args))
         return 0
-    pin(args)
+    pin(args, generator=not SCENARIOS[args.command].pair)
     try:
         return run(run_scenario(args, loop_name))
     except (asyncio.CancelledError, KeyboardInterrupt):

@@ -55,6 +55,32 @@ class Provisioning:
     websocket: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class S2SSetup:
+    """One instance's part in an s2s run (bench/scenarios/s2s.py): its s2s port, where its peers listen
+    and how links authenticate.
+
+    ``external``: every instance trusts the run's CA (which issued every instance's certificate) and
+    refuses dialback, so only SASL EXTERNAL (XEP-0178) can authenticate a link. ``dialback``: the CA is
+    trusted by nobody (the system store is used), so only Server Dialback (XEP-0220) can.
+    """
+
+    port: int
+    peers: dict[str, int]  # remote domain -> its s2s port on 127.0.0.1
+    auth: str  # "external" or "dialback"
+    ca_file: Path
+    dns_port: int  # the run's DNS server on 127.0.0.1 (bench/dnsserver.py): SRV records for the peers
+
+    @property
+    def external(self) -> bool:
+        return self.auth == "external"
+
+
+def _prosody_dir(domain: str) -> str:
+    """Prosody's data directory name for a host (it escapes dots)."""
+    return domain.replace(".", "%2e")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -100,6 +126,9 @@ class Target(ABC):
         self.certs = certs
         self.cpu = cpu
         self.log = log
+        self.domain = DOMAIN
+        #: Federation settings in an s2s run (None: no s2s, as in every other scenario).
+        self.s2s: S2SSetup | None = None
         self.port = free_port()
         self.ws_port = free_port()  # HTTPS listener for WebSocket, when a scenario asks for it
         self.proc: asyncio.subprocess.Process | None = None
@@ -109,7 +138,7 @@ class Target(ABC):
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint("127.0.0.1", self.port, DOMAIN)
+        return Endpoint("127.0.0.1", self.port, self.domain)
 
     @property
     def pid(self) -> int:
@@ -186,6 +215,15 @@ def _lua_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+@dataclass(frozen=True, slots=True)
+class _ProsodyS2S:
+    port: str
+    modules: str
+    disabled: str
+    options: str
+    cafile: str
+
+
 class ProsodyTarget(Target):
     """Prosody 0.12 in the foreground with its own config, internal_hashed accounts written directly."""
 
@@ -221,6 +259,7 @@ class ProsodyTarget(Target):
         d = self.dir
         https_ports = f"{{ {self.ws_port} }}" if websocket else "{}"
         websocket_module = '"websocket"; ' if websocket else ""
+        s2s = self.s2s_settings()
         mam_module = '"mam"; ' if self.mam else ""
         # mod_mam on mod_storage_sql (SQLite, lua-dbi-sqlite3); everything else stays on files.
         storage = (
@@ -234,7 +273,7 @@ class ProsodyTarget(Target):
 run_as_root = true
 pidfile = {_lua_str(str(d / "prosody.pid"))}
 data_path = {_lua_str(str(self.data))}
-plugin_paths = {{}}
+plugin_paths = {{ {_lua_str(str(d / "plugins"))} }}
 network_settings = {{ nagle = false }}
 admins = {{}}
 log = {{ warn = {_lua_str(str(d / "prosody.log"))} }}
@@ -242,7 +281,9 @@ log = {{ warn = {_lua_str(str(d / "prosody.log"))} }}
 c2s_ports = {{ {self.port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 c2s_direct_tls_ports = {{}}
-s2s_ports = {{}}
+s2s_ports = {{ {s2s.port} }}
+s2s_interfaces = {{ "127.0.0.1" }}
+s2s_direct_tls_ports = {{}}
 component_ports = {{}}
 http_ports = {{}}
 https_ports = {https_ports}
@@ -253,22 +294,22 @@ https_ssl = {{ certificate = {_lua_str(str(self.certs.cert))}; key = {_lua_str(s
 modules_enabled = {{
   "disco"; "roster"; "saslauth"; "tls"; "blocklist"; "bookmarks"; "carbons"; "pep"; "private";
   "smacks"; "vcard4"; "vcard_legacy"; "csi_simple"; "ping"; "time"; "uptime"; "version"; "posix";
-  {websocket_module}{mam_module}
+  {websocket_module}{mam_module}{s2s.modules}
 }}
-modules_disabled = {{ "s2s" }}
-
+modules_disabled = {{ {s2s.disabled} }}
+{s2s.options}
 authentication = "internal_hashed"
 {storage}
 c2s_require_encryption = true
 allow_registration = false
 certificates = {_lua_str(str(self.certs.cert.parent))}
-ssl = {{ certificate = {_lua_str(str(self.certs.cert))}; key = {_lua_str(str(self.certs.key))} }}
+ssl = {{ certificate = {_lua_str(str(self.certs.cert))}; key = {_lua_str(str(self.certs.key))}{s2s.cafile} }}
 
-VirtualHost "{DOMAIN}"
+VirtualHost "{self.domain}"
 
 -- The same kind of room on every server: public, temporary (not stored, not archived or logged), no
 -- occupant limit below 1000, 20 messages of in-memory history, locked until configured (XEP-0045 §10.1).
-Component "{MUC_DOMAIN}" "muc"
+Component "conference.{self.domain}" "muc"
   muc_room_default_public = true
   muc_room_default_persistent = false
   muc_room_default_history_length = {MUC_HISTORY}
@@ -277,13 +318,36 @@ Component "{MUC_DOMAIN}" "muc"
 -- The PubSub service (mod_pubsub, its defaults). Only admins may create nodes on Prosody's: user1 is
 -- one here, so that the pep scenario can create its node.
 Component "{PUBSUB_DOMAIN}" "pubsub"
-  admins = {{ "user1@{DOMAIN}" }}
+  admins = {{ "user1@{self.domain}" }}
 """
         self.config.write_text(text)
 
+    def s2s_settings(self) -> _ProsodyS2S:
+        """The config's s2s parts: off, or an s2s port with test domains mapped to loopback ports."""
+        s2s = self.s2s
+        if s2s is None:
+            return _ProsodyS2S(port="", modules="", disabled='"s2s"', options="", cafile="")
+        from tests.interop.peers import HOSTS_MODULE  # the interop tests' resolver module
+
+        plugins = self.dir / "plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
+        (plugins / "mod_roost_test_hosts.lua").write_text(HOSTS_MODULE)
+        mapping = "".join(f"[{_lua_str(d)}] = {p}; " for d, p in s2s.peers.items())
+        # Debian's list has dialback; "external" leaves it out, so certificates are the only way in.
+        # s2s_bidi (XEP-0288): one link carries both directions, as Roost's can (ejabberd 23.01's cannot).
+        modules = '"roost_test_hosts"; "s2s_bidi"; ' + ("" if s2s.external else '"dialback"; ')
+        options = (
+            f"roost_test_hosts = {{ {mapping}}}\n"
+            "s2s_require_encryption = true\n"
+            f"s2s_secure_auth = {'true' if s2s.external else 'false'}\n"
+            "use_ipv6 = false\n"
+        )
+        cafile = f"; cafile = {_lua_str(str(s2s.ca_file))}" if s2s.external else ""
+        return _ProsodyS2S(str(s2s.port), modules, "", options, cafile)
+
     def write_accounts(self, prov: Provisioning) -> None:
         """Accounts and rosters in Prosody's internal storage: one Lua file per user and store."""
-        accounts = self.data / DOMAIN / "accounts"
+        accounts = self.data / _prosody_dir(self.domain) / "accounts"
         accounts.mkdir(parents=True, exist_ok=True)
         self._accounts = list(prov.accounts)
         for acc in prov.accounts:
@@ -294,11 +358,11 @@ Component "{PUBSUB_DOMAIN}" "pubsub"
                 f'["server_key"] = "{creds.server_key.hex()}" }};\n'
             )
         if prov.rosters:
-            rosters = self.data / DOMAIN / "roster"
+            rosters = self.data / _prosody_dir(self.domain) / "roster"
             rosters.mkdir(parents=True, exist_ok=True)
             for user, contacts in prov.rosters.items():
                 items = "".join(
-                    f'  ["{c}@{DOMAIN}"] = {{ ["subscription"] = "both"; '
+                    f'  ["{c}@{self.domain}"] = {{ ["subscription"] = "both"; '
                     f'["groups"] = {{ ["{ROSTER_GROUP}"] = true }}; ["name"] = "{c}" }};\n'
                     for c in contacts
                 )
@@ -350,7 +414,6 @@ class EjabberdTarget(Target):
 
     name = "ejabberd"
     package = "ejabberd"
-    NODE = "roostbench@localhost"
     #: Appended to the module list of the config (indented YAML lines).
     extra_modules = ""
 
@@ -361,6 +424,34 @@ class EjabberdTarget(Target):
         """``-pa`` directories put before the system's Erlang libraries."""
         return []
 
+    @property
+    def node(self) -> str:
+        """Erlang node name: one per domain, so the two instances of an s2s run can coexist."""
+        suffix = "" if self.domain == DOMAIN else "_" + self.domain.replace(".", "_")
+        return f"roostbench{suffix}@localhost"
+
+    def s2s_config(self) -> tuple[str, str, str]:
+        """(top-level options, listener, modules) for federation; empty outside s2s runs.
+
+        ejabberd resolves s2s peers with DNS only (``inet_res``: SRV, then A of the target), from
+        the nameserver its inetrc names: the run's DNS server (see write_config).
+        """
+        s2s = self.s2s
+        if s2s is None:
+            return "", "", ""
+        ca = s2s.ca_file if s2s.external else "/etc/ssl/certs/ca-certificates.crt"
+        options = (
+            f'ca_file: "{ca}"\ns2s_use_starttls: required\ns2s_dns_timeout: 2\ns2s_dns_retries: 1\n'
+            "outgoing_s2s_families: [ipv4]\n"
+        )
+        listener = (
+            f'  -\n    port: {s2s.port}\n    ip: "127.0.0.1"\n    module: ejabberd_s2s_in\n'
+            "    shaper: none\n    backlog: 1024\n"
+        )
+        # "external": no dialback module, so certificates are the only way in.
+        modules = "" if s2s.external else "  mod_s2s_dialback: {}\n"
+        return options, listener, modules
+
     def __init__(self, workdir: Path, certs: CertFiles, cpu: int, log: Log) -> None:
         super().__init__(workdir, certs, cpu, log)
         self.http_port = free_port()
@@ -370,6 +461,7 @@ class EjabberdTarget(Target):
         self.logs = workdir / "logs"
 
     def write_config(self, websocket: bool = False) -> None:
+        s2s_options, s2s_listener, s2s_modules = self.s2s_config()
         ws_listener = (
             f"""  -
     port: {self.ws_port}
@@ -384,7 +476,7 @@ class EjabberdTarget(Target):
         )
         text = f"""# generated by bench/targets.py for one benchmark run
 hosts:
-  - "{DOMAIN}"
+  - "{self.domain}"
 loglevel: warning
 log_rotate_count: 0
 certfiles:
@@ -406,8 +498,8 @@ listen:
     module: ejabberd_http
     request_handlers:
       /api: mod_http_api
-{ws_listener}
-disable_sasl_mechanisms:
+{ws_listener}{s2s_listener}
+{s2s_options}disable_sasl_mechanisms:
   - "digest-md5"
   - "x-oauth2"
 auth_method: internal
@@ -462,7 +554,7 @@ modules:
   mod_http_api: {{}}
   mod_last: {{}}
   mod_muc:
-    host: "{MUC_DOMAIN}"
+    host: "conference.{self.domain}"
     access:
       - allow
     access_create: muc_create
@@ -498,9 +590,12 @@ modules:
     search: false
   mod_vcard_xupdate: {{}}
   mod_version: {{}}
-{self.extra_modules}"""
+{self.extra_modules}{s2s_modules}"""
         self.config.write_text(text)
-        (self.dir / "inetrc").write_text('{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
+        inetrc = '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n'
+        if self.s2s is not None:  # DNS from the run's server only, not /etc/resolv.conf's
+            inetrc += f'{{resolv_conf, ""}}.\n{{nameserver, {{127,0,0,1}}, {self.s2s.dns_port}}}.\n'
+        (self.dir / "inetrc").write_text(inetrc)
 
     async def start(self, prov: Provisioning) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
@@ -518,7 +613,7 @@ modules:
             "CONTRIB_MODULES_PATH": str(self.dir / "contrib"),
         }
         argv = [
-            "erl", "-sname", self.NODE, "-setcookie", secrets.token_hex(16),
+            "erl", "-sname", self.node, "-setcookie", secrets.token_hex(16),
             "+K", "true", "+P", "250000", "+Q", "65536",
             "-env", "ERL_CRASH_DUMP_BYTES", "0",
             "-erl_epmd_port", str(self.dist_port), "-start_epmd", "false",
@@ -536,13 +631,13 @@ modules:
 
     async def _provision(self, prov: Provisioning) -> None:
         calls: list[tuple[str, dict[str, str]]] = [
-            ("register", {"user": a.user, "host": DOMAIN, "password": a.password}) for a in prov.accounts
+            ("register", {"user": a.user, "host": self.domain, "password": a.password}) for a in prov.accounts
         ]
         for user, contacts in prov.rosters.items():
             for c in contacts:
                 calls.append(
                     ("add_rosteritem", {
-                        "localuser": user, "localhost": DOMAIN, "user": c, "host": DOMAIN,
+                        "localuser": user, "localhost": self.domain, "user": c, "host": self.domain,
                         "nick": c, "group": ROSTER_GROUP, "subs": "both",
                     })
                 )  # fmt: skip
@@ -648,13 +743,33 @@ class RoostTarget(Target):
             return "unknown"
 
     def listen_block(self, websocket: bool) -> str:
-        """The listeners: c2s (STARTTLS), and an https listener for WebSocket when asked for."""
-        if not websocket:
+        """The listeners: c2s (STARTTLS), an https listener for WebSocket and an s2s listener (with
+        the ``[s2s]`` section) when asked for."""
+        if not websocket and self.s2s is None:
             return f'[listen]\nc2s = "127.0.0.1:{self.port}"\nc2s_tls = ""\nhttp = ""'
-        return (
-            f'[[listen]]\nkind = "c2s"\naddress = "127.0.0.1:{self.port}"\n\n'
-            f'[[listen]]\nkind = "https"\naddress = "127.0.0.1:{self.ws_port}"'
-        )
+        out = f'[[listen]]\nkind = "c2s"\naddress = "127.0.0.1:{self.port}"\n'
+        if websocket:
+            out += f'\n[[listen]]\nkind = "https"\naddress = "127.0.0.1:{self.ws_port}"\n'
+        if self.s2s is not None:
+            s2s = self.s2s
+            out += f'\n[[listen]]\nkind = "s2s"\naddress = "127.0.0.1:{s2s.port}"\n\n[s2s]\n'
+            if s2s.external:
+                out += f'ca_file = "{s2s.ca_file}"\nsecure_auth = true\n'
+            else:
+                out += "secure_auth = false\n"
+            # Roost's per-remote-domain limit (1,000 stanzas/s by default) would cap the link; the
+            # others have none here (Prosody loads no mod_limits, ejabberd's s2s_shaper is none).
+            out += "rate_limit = 1e9\n"
+        return out
+
+    def run_argv(self) -> list[str]:
+        """How the server starts: ``roost run``, or in an s2s run the launcher that sends its DNS
+        queries to the run's DNS server (bench/roost_s2s.py)."""
+        if self.s2s is None:
+            return [self.exe, "--config", str(self.config), "run"]
+        python = str(Path(self.exe).parent / "python")
+        ns = f"127.0.0.1:{self.s2s.dns_port}"
+        return [python, "-m", "bench.roost_s2s", "--config", str(self.config), "--nameserver", ns]
 
     async def start(self, prov: Provisioning) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -665,12 +780,12 @@ class RoostTarget(Target):
                 raise RuntimeError("--mam: the Roost config template has no '[mam] enabled = false'")
         self.config.write_text(
             template.format(
-                domain=DOMAIN, data=self.data, port=self.port, cert=self.certs.cert,
+                domain=self.domain, data=self.data, port=self.port, cert=self.certs.cert,
                 key=self.certs.key, workdir=self.dir, listen=self.listen_block(prov.websocket),
             )
         )  # fmt: skip
         csv = self.dir / "users.csv"
-        csv.write_text("".join(f"{a.user}@{DOMAIN},{a.password}\n" for a in prov.accounts))
+        csv.write_text("".join(f"{a.user}@{self.domain},{a.password}\n" for a in prov.accounts))
         t0 = time.monotonic()
         cmd = [self.exe, "--config", str(self.config), "user", "import", str(csv)]
         proc = await asyncio.create_subprocess_exec(
@@ -688,7 +803,10 @@ class RoostTarget(Target):
             t0 = time.monotonic()
             await self.write_rosters(prov.rosters)
             self.log(f"roost: wrote {len(prov.rosters)} rosters in {time.monotonic() - t0:.1f}s")
-        await self._spawn([self.exe, "--config", str(self.config), "run"], env=self.env)
+        env = dict(self.env)
+        if self.s2s is not None:  # the launcher is in bench/, after any checkout's src/ (roost-ref)
+            env["PYTHONPATH"] = ":".join(p for p in (env.get("PYTHONPATH"), str(ROOT)) if p)
+        await self._spawn(self.run_argv(), env=env)
         await wait_for_port("127.0.0.1", self.port, 60, self._alive)
         if prov.websocket:
             await wait_for_port("127.0.0.1", self.ws_port, 30, self._alive)
@@ -709,10 +827,12 @@ class RoostTarget(Target):
             store = storage.map("roster")
             for user, contacts in rosters.items():
                 items = [
-                    RosterItem(JID.parse(f"{c}@{DOMAIN}"), name=c, subscription="both", groups=[ROSTER_GROUP])
+                    RosterItem(
+                        JID.parse(f"{c}@{self.domain}"), name=c, subscription="both", groups=[ROSTER_GROUP]
+                    )
                     for c in contacts
                 ]
-                await store.set_many(DOMAIN, user, roster_rows(items))
+                await store.set_many(self.domain, user, roster_rows(items))
         finally:
             await storage.close()
 

@@ -10,6 +10,7 @@ from .oneone import OneOneScenario
 from .pep import PepScenario
 from .presence import PresenceScenario
 from .reconnect import ReconnectScenario
+from .s2s import S2SScenario
 from .soak import SoakScenario
 from .websocket import WebSocketScenario
 
@@ -25,5 +26,6 @@ SCENARIOS: dict[str, type[Scenario]] = {
         PepScenario,
         SoakScenario,
         WebSocketScenario,
+        S2SScenario,
     )
 }

@@ -15,17 +15,23 @@ import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..targets import Provisioning, Target
 from ..xmppload.client import Account, CredentialCache, Endpoint, LoginOptions, Session, close, login
-from ..xmppload.procstat import CpuDelta, CpuMeter, cpu_busy_ticks, self_cpu, tree_cpu
+from ..xmppload.procstat import CpuDelta, CpuMeter, Meter, PairCpuMeter, cpu_busy_ticks, self_cpu, tree_cpu
 
 Log = Callable[[str], None]
 #: How a session logs in and closes (TCP by default; the WebSocket scenario passes its own).
 LoginFn = Callable[[Endpoint, Account, str, CredentialCache, LoginOptions], Awaitable[Session]]
 CloseFn = Callable[[Session, float], Awaitable[None]]
+
+
+#: Starts server A and B of one kind, federated with an auth mode ("external" or "dialback"), and
+#: yields A's context whose ``peer`` is B's; both stop on exit (bench/cli.py: pair_launcher).
+LaunchPair = Callable[[str], "AbstractAsyncContextManager[RunContext]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +60,15 @@ class RunContext:
     local_addrs: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     retry_busy: int = 2  # re-measure when another process used the pinned CPUs (see interfered())
     wait_idle_s: float = 0.0
+    #: The second server of a two-server scenario (s2s: ``target`` is A, this is B), else None.
+    peer: RunContext | None = None
 
-    def meter(self) -> CpuMeter:
-        """Start measuring the server's (and the generator's) CPU."""
-        return CpuMeter(self.target.pid, self.target.cpu)
+    def meter(self) -> Meter:
+        """Start measuring the server's (and the generator's) CPU; with a peer, both servers' CPU."""
+        own = CpuMeter(self.target.pid, self.target.cpu)
+        if self.peer is None:
+            return own
+        return PairCpuMeter(own, CpuMeter(self.peer.target.pid, self.peer.target.cpu))
 
     def login_options(self, presence: str = "echo", index: int = 0) -> LoginOptions:
         """Login options; ``index`` spreads connections over the configured source addresses."""
@@ -73,6 +84,9 @@ def bench_accounts(n: int, password: str = "pw") -> list[Account]:
 class Scenario(ABC):
     name: ClassVar[str]
     help: ClassVar[str]
+    #: Two-server scenarios (s2s) start their own pair of instances per server kind through
+    #: ``run_pair``; the driver then neither starts a server for them nor pins the generator.
+    pair: ClassVar[bool] = False
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -91,6 +105,10 @@ class Scenario(ABC):
 
     @abstractmethod
     async def run(self, ctx: RunContext) -> ServerResult: ...
+
+    async def run_pair(self, launch: LaunchPair) -> ServerResult:
+        """Two-server scenarios (``pair = True``): ``launch(auth)`` starts one federated pair."""
+        raise NotImplementedError(f"{self.name} is a one-server scenario")
 
 
 # ---- helpers shared by scenarios ------------------------------------------------------------------
@@ -173,7 +191,16 @@ async def close_all(
     await asyncio.gather(*(one(s) for s in sessions))
 
 
-def cpu_details(delta: CpuDelta) -> dict[str, float]:
+def cpu_details(delta: CpuDelta) -> dict[str, Any]:
+    if delta.parts:  # two servers (s2s): their sum, and each one's CPU and core busyness
+        return {
+            "wall_s": delta.wall,
+            "server_cpu_s": delta.server_cpu,
+            "server_cpu_s_each": [p.server_cpu for p in delta.parts],
+            "server_core_busy_each": [p.server_core_busy for p in delta.parts],
+            "server_util": delta.server_util,
+            "generator_util": delta.generator_util,
+        }
     return {
         "wall_s": delta.wall,
         "server_cpu_s": delta.server_cpu,

@@ -35,7 +35,7 @@ from typing import Any
 from ..targets import MUC_DOMAIN, Provisioning
 from ..xmppload.client import Session
 from ..xmppload.conn import XmppConn, XmppError
-from ..xmppload.procstat import CpuMeter
+from ..xmppload.procstat import Meter
 from ..xmppload.stats import summary_ms
 from .base import (
     Metric,
@@ -361,7 +361,7 @@ class MucFanoutScenario(Scenario):
         stats.window = Window(start + warm_ns, end)
         stats.in_window_sent = 0
         received_before = 0
-        meter: CpuMeter | None = None
+        meter: Meter | None = None
         sent, rr, k = 0, 0, len(senders)
         now = start
         while now < end:

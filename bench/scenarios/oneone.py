@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from ..targets import DOMAIN, Provisioning
 from ..xmppload.client import Session
 from ..xmppload.conn import XmppConn
-from ..xmppload.procstat import CpuMeter, tree_rss
+from ..xmppload.procstat import Meter, tree_rss
 from ..xmppload.stats import summary_ms
 from .base import (
     Metric,
@@ -86,15 +86,17 @@ class Peer:
         "suffix",
     )
 
-    def __init__(self, conn: XmppConn, partner: str, stats: Stats, sm: bool = False) -> None:
+    def __init__(
+        self, conn: XmppConn, partner: str, stats: Stats, sm: bool = False, domain: str = DOMAIN
+    ) -> None:
         self.conn = conn
         self.stats = stats
         #: XEP-0198 enabled: count stanzas received and answer the server's <r/>.
         self.sm = sm
         self.handled = 0
         self._tail = b""
-        self.prefix = f"<message to='{partner}@{DOMAIN}' type='chat'><body>T".encode()
-        self.partner_jid = f"{partner}@{DOMAIN}/".encode()  # deliveries come from the partner's full JID
+        self.prefix = f"<message to='{partner}@{domain}' type='chat'><body>T".encode()
+        self.partner_jid = f"{partner}@{domain}/".encode()  # deliveries come from the partner's full JID
         pad = BODY_BYTES - len("T0000000000000000000;")
         self.suffix = b";" + b"x" * pad + b"</body></message>"
         self._buf = bytearray()
@@ -262,7 +264,7 @@ class OneOneScenario(Scenario):
         stats.window = Window(start + warm_ns, end)
         stats.in_window_sent = 0
         received_before = 0
-        meter: CpuMeter | None = None
+        meter: Meter | None = None
         sent, rr, n = 0, 0, len(peers)
         now = start
         while now < end:

@@ -11,6 +11,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -102,6 +103,8 @@ class CpuDelta:
     # How busy the server's and the generator's CPUs were, whoever used them (NaN when not pinned).
     server_core_busy: float = float("nan")
     generator_core_busy: float = float("nan")
+    # Two-server runs (PairCpuMeter): each server's own delta; server_cpu is their sum.
+    parts: tuple[CpuDelta, ...] = ()
 
     @property
     def foreign_load(self) -> float:
@@ -151,6 +154,28 @@ class CpuMeter:
             busy(self.server_core),
             busy(self.generator_core),
         )
+
+
+class Meter(Protocol):
+    """What scenarios measure a phase with: :class:`CpuMeter` or :class:`PairCpuMeter`."""
+
+    def stop(self) -> CpuDelta: ...
+
+
+class PairCpuMeter:
+    """Two servers' CPU summed (an s2s run: A and B, each pinned to its own CPU, the generator not).
+
+    ``stop()`` gives one :class:`CpuDelta` with both servers' CPU; core busyness is NaN there (the
+    unpinned generator shares both cores, so "foreign load" means nothing); each server's own delta
+    is in its ``parts``.
+    """
+
+    def __init__(self, a: CpuMeter, b: CpuMeter) -> None:
+        self.meters = (a, b)
+
+    def stop(self) -> CpuDelta:
+        a, b = (m.stop() for m in self.meters)
+        return CpuDelta(a.wall, a.server_cpu + b.server_cpu, a.generator_cpu, parts=(a, b))
 
 
 def tree_fds(root: int) -> int:

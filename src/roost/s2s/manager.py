@@ -98,6 +98,11 @@ class OutgoingLink:
         targets = await federation.resolver.targets(self.remote)
         loop = asyncio.get_running_loop()
         source = federation.settings.source_address
+        # Happy Eyeballs (RFC 8305) is asyncio's; uvloop, which `roost run` uses when installed, has
+        # no such parameter (TypeError) and tries a name's addresses one after the other.
+        eyeballs: dict[str, Any] = (
+            {"happy_eyeballs_delay": HAPPY_EYEBALLS_DELAY} if _has_happy_eyeballs(loop) else {}
+        )
         errors: list[str] = []
         for target in targets:
             for _ in range(2):
@@ -111,8 +116,8 @@ class OutgoingLink:
                         lambda conn=conn: conn,
                         target.host,
                         target.port,
-                        happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
                         local_addr=(source, 0) if source else None,
+                        **eyeballs,
                     )
                 except OSError as e:
                     errors.append(f"{target.host}:{target.port}: {e.strerror or e}")
@@ -345,3 +350,8 @@ def _load_cas(ctx: ssl.SSLContext, ca_file: Path | None) -> None:
         ctx.load_verify_locations(cafile=str(ca_file))
     else:
         ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+
+
+def _has_happy_eyeballs(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop.create_connection`` takes ``happy_eyeballs_delay`` (asyncio's loops; not uvloop's)."""
+    return isinstance(loop, asyncio.BaseEventLoop)
