@@ -278,6 +278,32 @@ async def test_unreachable_domain_bounces_remote_server_not_found(dialback_pair:
         alice.disconnect()
 
 
+class _BrokenResolver(StaticResolver):
+    """A resolver with a bug: it raises what no connect path expects."""
+
+    async def targets(self, domain: str) -> Any:
+        raise RuntimeError("a bug in the resolver")
+
+
+async def test_a_bug_while_connecting_still_answers_what_waited(
+    dialback_pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception in the connect task bounces the queued stanzas: nothing vanishes."""
+    federation = dialback_pair.a.route_table.remote
+    assert isinstance(federation, Federation)
+    federation.resolver = _BrokenResolver({})
+    alice = await dialback_pair.user(dialback_pair.a, "alice")
+    errors: asyncio.Queue[Any] = asyncio.Queue()
+    alice.add_event_handler("message_error", errors.put_nowait)
+    try:
+        alice.send_message(mto="x@elsewhere.test", mbody="anyone?", mtype="chat")
+        reply = await asyncio.wait_for(errors.get(), 15)
+        assert reply["error"]["condition"] == "internal-server-error"
+        assert any("connecting failed" in r.getMessage() for r in caplog.records)
+    finally:
+        alice.disconnect()
+
+
 async def test_subscription_and_presence_both_ways(dialback_pair: Pair) -> None:
     alice = await dialback_pair.user(dialback_pair.a, "alice")
     bob = await dialback_pair.user(dialback_pair.b, "bob")

@@ -90,6 +90,10 @@ class OutgoingLink:
         except (OSError, NoService) as e:
             log.info("s2s out: %s → %s failed: %s", self.local, self.remote, e)
             self._fail("remote-server-not-found")
+        except Exception:
+            # A bug must not swallow what waited: every queued stanza is answered (never silently lost).
+            log.exception("s2s out: %s → %s: connecting failed", self.local, self.remote)
+            self._fail("internal-server-error")
         finally:
             self.connecting = None
 
