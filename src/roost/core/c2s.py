@@ -39,7 +39,7 @@ from roost.stream.csi import ClientState
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials
 from roost.stream.sm import AckNonza, EnableRequested, ResumeRequested, StreamManagement
-from roost.util.logging import bind_conn_id
+from roost.util.logging import bind_conn_id, reading
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class C2SDriver:
         session = self.session
         session.last_received = time.monotonic()
         self.ping_sent_at = 0.0
-        with bind_conn_id(session.id):
+        with reading(session.id):
             self._handle(self.stream.receive_data(data))
 
     def receive_items(self, items: Sequence[ParseEvent]) -> None:
@@ -144,12 +144,12 @@ class C2SDriver:
         session = self.session
         session.last_received = time.monotonic()
         self.ping_sent_at = 0.0
-        with bind_conn_id(session.id):
+        with reading(session.id):
             self._handle(self.stream.receive_items(items))
 
     def tls_established(self, channel_bindings: Mapping[str, bytes]) -> None:
         """The TLS handshake of a STARTTLS (or direct TLS) connection finished."""
-        with bind_conn_id(self.session.id):
+        with reading(self.session.id):
             if self.connection.kind == "tls":
                 self.stream.channel_bindings = channel_bindings
             else:

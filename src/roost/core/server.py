@@ -39,6 +39,7 @@ from roost.transports import tls
 from roost.transports.batching import WriteBatcher
 from roost.transports.certificates import Certificates, load_certificates
 from roost.util.latency import LatencyStats
+from roost.util.logging import task_context
 from roost.xml.element import Element
 from roost.xml.ns import CLIENT, PING
 
@@ -123,7 +124,8 @@ class Server:
     def spawn(self, awaitable: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         """Run ``awaitable`` as an owned, named task; its failure is logged, never lost."""
         coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        # Started while a connection's input is handled: the task's log lines keep its id.
+        task = asyncio.get_running_loop().create_task(coro, name=name, context=task_context())
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -16,7 +16,7 @@ from roost.core.c2s import C2SDriver
 from roost.stream.c2s import C2SSettings, C2SStream
 from roost.transports import tls as tls_util
 from roost.transports.tls_layer import TlsError, TlsLayer
-from roost.util.logging import bind_conn_id
+from roost.util.logging import reading
 from roost.xml.ns import CLIENT
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class TcpConnection(asyncio.Protocol):
             try:
                 data, out, completed = tls.receive(data)
             except TlsError as e:
-                with bind_conn_id(self.driver.id):
+                with reading(self.driver.id):
                     self.driver.session.log.info("TLS failed: %s", e)
                 self.abort()
                 return

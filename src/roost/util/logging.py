@@ -12,7 +12,7 @@ import re
 import sys
 import time
 from collections.abc import MutableMapping
-from contextvars import ContextVar, Token
+from contextvars import Context, ContextVar, Token, copy_context
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,11 @@ __all__ = [
     "SessionLogger",
     "bind_conn_id",
     "conn_id_var",
+    "current_conn_id",
+    "reading",
     "redact",
     "setup_logging",
+    "task_context",
 ]
 
 LEVELS: dict[str, int] = {
@@ -37,6 +40,50 @@ LEVELS: dict[str, int] = {
 
 #: The id of the connection the current task serves (e.g. "c2s-1a2b"), or None.
 conn_id_var: ContextVar[str | None] = ContextVar("roost_conn_id", default=None)
+
+
+class _Reading:
+    """The connection whose input is being handled right now, synchronously (see :class:`reading`)."""
+
+    conn_id: str | None = None
+
+
+class reading:
+    """Tag log lines with ``conn_id`` while a connection's input is handled, synchronously.
+
+    The read path of every connection runs this once per read: a plain attribute set and restored,
+    where a ContextVar set/reset allocated a new context mapping each time (measured: ~4 % of the
+    server's CPU at 1:1 saturation). Only for code that does not await inside the block; a task it
+    spawns through :meth:`roost.core.server.Server.spawn` inherits the id (:func:`task_context`).
+    """
+
+    __slots__ = ("_conn_id", "_prev")
+
+    def __init__(self, conn_id: str) -> None:
+        self._conn_id = conn_id
+
+    def __enter__(self) -> None:
+        self._prev = _Reading.conn_id
+        _Reading.conn_id = self._conn_id
+
+    def __exit__(self, *exc: object) -> None:
+        _Reading.conn_id = self._prev
+
+
+def current_conn_id() -> str | None:
+    """The connection id log lines get now: the innermost synchronous :class:`reading`, else the task's."""
+    return _Reading.conn_id or conn_id_var.get()
+
+
+def task_context() -> Context | None:
+    """A context for a task started inside :class:`reading`: it carries the connection id; None
+    outside one (the task copies the current context as usual)."""
+    conn_id = _Reading.conn_id
+    if conn_id is None:
+        return None
+    context = copy_context()
+    context.run(conn_id_var.set, conn_id)
+    return context
 
 
 class bind_conn_id:
@@ -79,7 +126,7 @@ class ConnIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "conn_id", None) is None:
-            record.conn_id = conn_id_var.get()
+            record.conn_id = _Reading.conn_id or conn_id_var.get()
         return True
 
 

@@ -14,6 +14,7 @@ from roost.util.logging import (
     RedactingFilter,
     SessionLogger,
     bind_conn_id,
+    reading,
     redact,
     setup_logging,
 )
@@ -87,6 +88,31 @@ async def test_bound_connection_id_tags_every_logger_in_the_task(log_file: Path)
     assert "roost.router [c2s-beef] routed" in got[0]
     assert "roost.mod.roster [c2s-beef] pushed" in got[1]
     assert "[" not in got[2].split("roost.server", 1)[1]
+
+
+async def test_reading_tags_lines_and_the_tasks_started_inside(log_file: Path) -> None:
+    """The read path's binder: a plain attribute for the synchronous block; a task spawned inside
+    it (Server.spawn passes task_context()) keeps the id after the block has ended."""
+    from roost.util.logging import task_context
+
+    async def later() -> None:
+        await asyncio.sleep(0)
+        logging.getLogger("roost.mod.mam").info("stored")
+
+    with reading("c2s-cafe"):
+        logging.getLogger("roost.router").info("routed")
+        task = asyncio.get_running_loop().create_task(later(), context=task_context())
+        with reading("c2s-f00d"):  # nested: the innermost wins, and the outer comes back
+            logging.getLogger("roost.router").info("inner")
+        logging.getLogger("roost.router").info("outer again")
+    logging.getLogger("roost.server").info("outside")
+    await task
+    got = lines(log_file)
+    assert "[c2s-cafe] routed" in got[0]
+    assert "[c2s-f00d] inner" in got[1]
+    assert "[c2s-cafe] outer again" in got[2]
+    assert "[" not in got[3].split("roost.server", 1)[1]
+    assert "roost.mod.mam [c2s-cafe] stored" in got[4]
 
 
 def test_setup_twice_replaces_the_handler(log_file: Path) -> None:
