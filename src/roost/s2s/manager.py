@@ -13,12 +13,15 @@ next stanza opens them again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 import ssl
 import time
+from asyncio import staggered
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from roost.config.schema import S2SSection
 from roost.core.hooks import StanzaEvent
@@ -102,11 +105,10 @@ class OutgoingLink:
         targets = await federation.resolver.targets(self.remote)
         loop = asyncio.get_running_loop()
         source = federation.settings.source_address
-        # Happy Eyeballs (RFC 8305) is asyncio's; uvloop, which `roost run` uses when installed, has
-        # no such parameter (TypeError) and tries a name's addresses one after the other.
-        eyeballs: dict[str, Any] = (
-            {"happy_eyeballs_delay": HAPPY_EYEBALLS_DELAY} if _has_happy_eyeballs(loop) else {}
-        )
+        # Happy Eyeballs (RFC 8305): asyncio's own where the loop has it; uvloop, which `roost run`
+        # uses when installed, has no such parameter, so there the race is ours (happy_eyeballs()).
+        native = _has_happy_eyeballs(loop)
+        eyeballs: dict[str, Any] = {"happy_eyeballs_delay": HAPPY_EYEBALLS_DELAY} if native else {}
         errors: list[str] = []
         for target in targets:
             for _ in range(2):
@@ -116,13 +118,17 @@ class OutgoingLink:
                 )
                 self._settled = asyncio.Event()
                 try:
-                    await loop.create_connection(
-                        lambda conn=conn: conn,
-                        target.host,
-                        target.port,
-                        local_addr=(source, 0) if source else None,
-                        **eyeballs,
-                    )
+                    if native:
+                        await loop.create_connection(
+                            lambda conn=conn: conn,
+                            target.host,
+                            target.port,
+                            local_addr=(source, 0) if source else None,
+                            **eyeballs,
+                        )
+                    else:
+                        sock = await happy_eyeballs(target.host, target.port, source)
+                        await loop.create_connection(functools.partial(_same, conn), sock=sock)
                 except OSError as e:
                     errors.append(f"{target.host}:{target.port}: {e.strerror or e}")
                     break
@@ -354,6 +360,54 @@ def _load_cas(ctx: ssl.SSLContext, ca_file: Path | None) -> None:
         ctx.load_verify_locations(cafile=str(ca_file))
     else:
         ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+
+
+async def happy_eyeballs(
+    host: str, port: int, source: str | None = None, delay: float = HAPPY_EYEBALLS_DELAY
+) -> socket.socket:
+    """A connected socket to ``host``: its addresses tried in RFC 8305 order (families interleaved,
+    §4), a new attempt every ``delay`` seconds while earlier ones are still pending (§5); the first to
+    connect wins and the rest are cancelled. Raises ``OSError`` when every address failed."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if source:
+        families = {info[0] for info in await loop.getaddrinfo(source, 0, type=socket.SOCK_STREAM)}
+        infos = [info for info in infos if info[0] in families]
+    if not infos:
+        raise OSError(f"{host}: no address to connect to")
+    by_family: dict[int, list[Any]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    ordered: list[Any] = []
+    queues = list(by_family.values())
+    while any(queues):
+        for queue in queues:
+            if queue:
+                ordered.append(queue.pop(0))
+
+    async def attempt(info: Any) -> socket.socket:
+        family, kind, proto, _, address = info
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if source:
+                sock.bind((source, 0))
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    attempts = [functools.partial(attempt, info) for info in ordered]
+    winner, _, errors = await staggered.staggered_race(attempts, delay)
+    if winner is None:
+        raise OSError("; ".join(str(e) for e in errors if e is not None) or f"{host}: no address")
+    return cast(socket.socket, winner)
+
+
+def _same(conn: OutgoingS2S) -> OutgoingS2S:
+    """The protocol factory of a connection whose protocol object exists already."""
+    return conn
 
 
 def _has_happy_eyeballs(loop: asyncio.AbstractEventLoop) -> bool:
