@@ -20,9 +20,9 @@ its body, with the send time), so each delivery is accounted for:
 After ``--minutes`` the churn and the traffic stop, everyone is back online, and the scenario waits
 until deliveries stop (offline messages arrive with the reconnect) before it counts.
 
-Stream management (``--sm``): the hook is :class:`StreamManagement`; once Roost's XEP-0198 exists, an
-implementation enables it after bind, acknowledges what arrives, and resumes after an abrupt drop
-instead of logging in afresh. Then the *online, then dropped* and *after abrupt drop* losses must be 0.
+Stream management (``--sm``): :class:`StreamManagement` enables XEP-0198 after bind, acknowledges
+what arrives, acknowledges everything before a clean logout (and counts nothing after that), and
+resumes after an abrupt drop instead of logging in afresh. Then every kind of loss must be 0.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ import time
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..targets import DOMAIN, Provisioning
-from ..xmppload.client import STREAM_CLOSE, Account, Session, login
+from ..xmppload.client import STREAM_CLOSE, Account, Session, authenticate, login
+from ..xmppload.conn import XmppError
 from ..xmppload.procstat import tree_fds, tree_rss
+from ..xmppload.sm import H_MOD, NS_SM, SmTracker
 from ..xmppload.stats import percentile
 from .base import (
     FOREIGN_LIMIT,
@@ -57,6 +59,8 @@ from .base import (
 RE_BODY = re.compile(rb"<body>S(\d+);R(\d+);")
 END = b"</message>"
 STREAM_END = b"</stream:stream>"
+RE_RESUME_OUTCOME = re.compile(rb"<(resumed|failed)\b[^>]*?(?:/>|>.*?</\1>)", re.S)
+RE_H = re.compile(rb"\bh=['\"](\d+)['\"]")
 BODY_BYTES = 100
 
 # What a recipient was doing when a message was sent to it.
@@ -64,21 +68,94 @@ ONLINE, AFTER_CLEAN, AFTER_DROP = 0, 1, 2
 CLASS_NAMES = ("online", "after_clean_logout", "after_abrupt_drop")
 
 
-class StreamManagement(Protocol):
-    """Generator-side XEP-0198, to be written once the server side exists (not implemented yet).
+class StreamManagement:
+    """Generator-side XEP-0198 for the soak (``--sm``): one :class:`SmTracker` per account.
 
-    The soak calls :meth:`enable` right after each login (the session is bound and available, and its
-    sink is installed), :meth:`on_received` for every chunk a session receives (count stanzas, answer
-    ``<r/>`` with ``<a h='…'/>``), and :meth:`resume` instead of a fresh login after an abrupt drop.
+    Every login enables it with resumption; every received chunk is counted exactly (``<r/>`` is
+    answered at once); a clean logout first acknowledges everything handled, and what arrives after
+    that final ``<a/>`` is not counted as delivered (the server must treat it as unacknowledged and
+    deliver it again, XEP-0198 §4); an abrupt drop is followed by ``<resume/>`` with the count of
+    what was handled, and the stanzas of ours the server did not get are sent again (§5).
     """
 
-    async def enable(self, member: Member) -> None: ...
+    def __init__(self, ctx: RunContext, accounts: list[Account]) -> None:
+        self.ctx = ctx
+        self.accounts = accounts
+        self.trackers: dict[int, SmTracker] = {}
+        self.resumed = 0
+        self.resume_failed: list[str] = []
+        self.resent = 0
 
-    def on_received(self, member: Member, data: bytes) -> None: ...
+    def tracker(self, member: Member) -> SmTracker:
+        t = self.trackers.get(member.idx)
+        if t is None:
+            t = self.trackers[member.idx] = SmTracker()
+        return t
+
+    def attach(self, member: Member, session: Session, resumed: bool) -> None:
+        self.tracker(member).attach(session.conn.write, resumed)
+
+    def detach(self, member: Member) -> None:
+        self.tracker(member).detach()
+
+    def on_received(self, member: Member, data: bytes) -> None:
+        self.trackers[member.idx].feed(data)
+
+    def counting(self, member: Member) -> bool:
+        """False after the final ``<a/>`` of a clean logout: nothing more counts as delivered."""
+        return not self.trackers[member.idx].closing
+
+    def on_sent(self, member: Member, data: bytes) -> None:
+        self.trackers[member.idx].on_sent(data)
+
+    async def enable(self, member: Member) -> None:
+        outcome = self.tracker(member).request_enable(asyncio.get_running_loop())
+        name, _ = await asyncio.wait_for(outcome, self.ctx.timeout)
+        if name != "enabled":
+            raise RuntimeError(f"{member.user}: the server refused stream management ({name})")
+
+    def before_close(self, member: Member) -> None:
+        self.trackers[member.idx].final_ack()
 
     async def resume(self, member: Member) -> Session | None:
-        """A resumed session on a new connection (unacknowledged stanzas re-sent), or None."""
-        ...
+        """Log in again and resume; None when the server cannot (then the caller binds afresh)."""
+        t = self.tracker(member)
+        if t.resume_id is None:
+            return None
+        ctx = self.ctx
+        account = self.accounts[member.idx]
+        try:
+            conn, features, timings, _ = await authenticate(
+                ctx.target.endpoint, account, ctx.creds, ctx.login_options("send", member.idx)
+            )
+        except Exception as exc:
+            self.resume_failed.append(f"{member.user}: {type(exc).__name__}: {exc}")
+            return None
+        try:
+            if NS_SM not in features.string:
+                raise XmppError("no stream management offered after authentication")
+            conn.write(b"<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>"
+                       % (t.resume_id.encode(), t.handled % H_MOD))  # fmt: skip
+            m = await conn.expect(RE_RESUME_OUTCOME, ctx.timeout)
+        except Exception as exc:
+            conn.abort()
+            self.resume_failed.append(f"{member.user}: {type(exc).__name__}: {exc}")
+            return None
+        if m.group(1) != b"resumed":
+            conn.abort()  # e.g. expired: the server re-routed what was unacknowledged
+            self.resume_failed.append(f"{member.user}: {m.group(0)[:200]!r}")
+            return None
+        h = RE_H.search(m.group(0))
+        self.resumed += 1
+        session = Session(conn, account, f"{account.user}@{ctx.target.endpoint.domain}", timings)
+        t.enabled = True  # the stanzas the server re-sends behind <resumed/> count (attach keeps h)
+        if h is not None:
+            again = t.resend_after(int(h.group(1)))
+            for data in again:
+                conn.write(data)
+                t.on_sent(data)
+            self.resent += len(again)
+        return session
 
 
 @dataclass(slots=True)
@@ -138,14 +215,24 @@ class Member:
     def user(self) -> str:
         return f"user{self.idx + 1}"
 
-    def attach(self, session: Session) -> None:
+    def attach(self, session: Session, resumed: bool = False) -> None:
         self.session = session
         self._buf.clear()
+        if self.sm is not None:
+            self.sm.attach(self, session, resumed)
         session.conn.set_sink(self.on_data)
 
     def on_data(self, data: bytes) -> None:
-        if self.sm is not None:
-            self.sm.on_received(self, data)
+        sm = self.sm
+        if sm is not None:
+            sm.on_received(self, data)
+            if not sm.counting(self):
+                # After a clean logout's final <a/>: only the server's closing tag matters now.
+                closing = self.closing
+                if closing is not None and not closing.done() and STREAM_END in bytes(self._buf) + data:
+                    closing.set_result(None)
+                self._buf[:] = data[-len(STREAM_END) :]
+                return
         buf = self._buf
         buf += data
         closing = self.closing
@@ -220,7 +307,7 @@ class SoakScenario(Scenario):
         parser.add_argument("--login-concurrency", type=int, default=50)
         parser.add_argument(
             "--sm", action="store_true",
-            help="enable XEP-0198 stream management on the generator side (not implemented yet)",
+            help="stream management (XEP-0198) with resumption: acks, resume after a TCP drop",
         )  # fmt: skip
         parser.add_argument("--seed", type=int, default=1, help="random seed (senders, recipients, leavers)")
 
@@ -254,18 +341,18 @@ class SoakScenario(Scenario):
             m("logins", "re-logins"),
             m("login_errors", "failed logins"),
             m("server_closed", "sessions closed by the server"),
+            m("sm_resumed", "SM: sessions resumed after a TCP drop"),
+            m("sm_resume_failed", "SM: resumptions refused (then a fresh login)"),
+            m("sm_resent", "SM: own stanzas sent again after resuming"),
         )
 
     def provisioning(self) -> Provisioning:
         return Provisioning(bench_accounts(max(2, self.args.sessions)))
 
     async def run(self, ctx: RunContext) -> ServerResult:
-        if self.args.sm:
-            raise SystemExit(
-                "--sm: generator-side stream management is not implemented yet; "
-                "see StreamManagement in bench/scenarios/soak.py"
-            )
-        return await SoakRun(self.args, ctx, sm=None).run(self.provisioning())
+        prov = self.provisioning()
+        sm = StreamManagement(ctx, prov.accounts) if self.args.sm else None
+        return await SoakRun(self.args, ctx, sm=sm).run(prov)
 
 
 class SoakRun:
@@ -337,6 +424,8 @@ class SoakRun:
         loop = asyncio.get_running_loop()
         m.closing = loop.create_future()
         try:
+            if m.sm is not None:
+                m.sm.before_close(m)
             conn.write(STREAM_CLOSE)
             # Keep reading (and counting) until the server's closing tag: what it sends before that
             # was delivered (RFC 6120 §4.4).
@@ -352,6 +441,8 @@ class SoakRun:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(conn.lost), self.ctx.timeout)
         conn.abort()
+        if m.sm is not None:
+            m.sm.detach(m)
         m.session = None
         await asyncio.sleep(self.args.offline)
         await self._login(m)
@@ -361,18 +452,20 @@ class SoakRun:
         assert session is not None
         m.drops.append(time.monotonic_ns())
         session.conn.abort()  # no closing tag, no close_notify
+        if m.sm is not None:
+            m.sm.detach(m)
         m.session = None
         await asyncio.sleep(self.args.offline)
         if self.sm is not None:
             resumed = await self.sm.resume(m)
             if resumed is not None:
-                self._attach(m, resumed)
+                self._attach(m, resumed, resumed=True)
                 self._set_online(m)
                 return
         await self._login(m)
 
-    def _attach(self, m: Member, session: Session) -> None:
-        m.attach(session)
+    def _attach(self, m: Member, session: Session, resumed: bool = False) -> None:
+        m.attach(session, resumed)
         session.conn.lost.add_done_callback(lambda _: self._lost(m, session))
 
     def _lost(self, m: Member, session: Session) -> None:
@@ -400,10 +493,12 @@ class SoakRun:
         recipient = members[r]
         seq = self.ledger.add(r, recipient.state, now)
         assert sender.session is not None
-        sender.session.conn.write(
-            b"<message to='user%d@%s' id='s%d' type='chat'><body>S%d;R%d;T%d;%s</body></message>"
-            % (r + 1, DOMAIN.encode(), seq, seq, r, now, self.pad)
-        )
+        data = b"<message to='user%d@%s' id='s%d' type='chat'><body>S%d;R%d;T%d;%s</body></message>" % (
+            r + 1, DOMAIN.encode(), seq, seq, r, now, self.pad,
+        )  # fmt: skip
+        sender.session.conn.write(data)
+        if sender.sm is not None:
+            sender.sm.on_sent(sender, data)
 
     async def _pacer(self, end: float) -> None:
         rate = self.args.rate
@@ -452,8 +547,7 @@ class SoakRun:
             self.members.append(m)
             self._set_online(m)
         if self.sm is not None:
-            for m in self.members:
-                await self.sm.enable(m)
+            await asyncio.gather(*(self.sm.enable(m) for m in self.members))
 
         duration = args.minutes * 60
         self.ledger.started_ns = time.monotonic_ns()
@@ -627,6 +721,10 @@ class SoakRun:
         mt["logins"] = self.logins
         mt["login_errors"] = len(self.login_errors)
         mt["server_closed"] = self.server_closed
+        sm = self.sm
+        mt["sm_resumed"] = sm.resumed if sm is not None else 0
+        mt["sm_resume_failed"] = len(sm.resume_failed) if sm is not None else 0
+        mt["sm_resent"] = sm.resent if sm is not None else 0
         result.details = {
             "intervals": intervals,
             "duplicated": dup,
@@ -637,6 +735,10 @@ class SoakRun:
             "login_error_examples": self.login_errors[:5],
             "drops": sum(len(m.drops) for m in self.members),
             "server_closed": self.server_closed,
+            "sm_resume_failed_examples": sm.resume_failed[:5] if sm is not None else [],
+            "sm_parse_errors": [t.error for t in sm.trackers.values() if t.error][:5]
+            if sm is not None
+            else [],
         }
         self.ctx.log(
             f"  {sent} sent: {exactly} exactly once, {mt['duplicated']} duplicated, lost {lost}; "

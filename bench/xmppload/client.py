@@ -24,9 +24,11 @@ RE_FEATURES = re.compile(rb"</(?:[\w-]+:)?features>")
 RE_PROCEED = re.compile(rb"<proceed\b[^>]*>")
 RE_CHALLENGE = re.compile(rb"<challenge\b[^>]*>([^<]*)</challenge>")
 RE_SUCCESS = re.compile(rb"<success\b[^>]*?(?:/>|>([^<]*)</success>)")
-RE_BIND = re.compile(rb"<jid>([^<]+)</jid>")
-RE_SESSION_RESULT = re.compile(rb"<iq\b[^>]*\bid=['\"]sess1['\"][^>]*>")
-RE_PRESENCE = re.compile(rb"<presence\b")
+# Each wait consumes its whole stanza, so what follows in the buffer starts at a top-level element
+# (a scenario that parses the stream from there, e.g. stream management's stanza count, needs that).
+RE_BIND = re.compile(rb"<jid>([^<]+)</jid>\s*</(?:[\w-]+:)?bind>\s*</(?:[\w-]+:)?iq>")
+RE_SESSION_RESULT = re.compile(rb"<iq\b[^>]*\bid=['\"]sess1['\"][^>]*?(?:/>|>.*?</(?:[\w-]+:)?iq>)", re.S)
+RE_PRESENCE = re.compile(rb"<presence\b[^>]*?(?:/>|>.*?</(?:[\w-]+:)?presence>)", re.S)
 RE_STREAM_END = re.compile(rb"</(?:[\w-]+:)?stream>")
 RE_MECHANISM = re.compile(rb"<mechanism>([^<]+)</mechanism>")
 RE_SESSION_REQUIRED = re.compile(rb"<session\b[^>]*xmpp-session['\"]\s*(?:/>|>\s*</session>)")
@@ -119,10 +121,11 @@ class LoginOptions:
     local_addr: tuple[str, int] | None = None
 
 
-async def login(
-    endpoint: Endpoint, account: Account, resource: str, creds: CredentialCache, opts: LoginOptions
-) -> Session:
-    """Log one account in; the returned session is bound and (by default) available."""
+async def authenticate(
+    endpoint: Endpoint, account: Account, creds: CredentialCache, opts: LoginOptions
+) -> tuple[XmppConn, re.Match[bytes], dict[str, float], float]:
+    """Connect, STARTTLS, SCRAM and restart the stream: the connection, the post-auth stream
+    features (bind, stream management, …), the step timings so far and when authentication ended."""
     loop = asyncio.get_running_loop()
     timeout = opts.timeout
     t0 = time.perf_counter()
@@ -161,7 +164,20 @@ async def login(
         t3 = time.perf_counter()
 
         conn.write(opener)
-        m = await conn.expect(RE_FEATURES, timeout)
+        features = await conn.expect(RE_FEATURES, timeout)
+    except BaseException:
+        conn.abort()
+        raise
+    return conn, features, {"connect": t1 - t0, "tls": t2 - t1, "auth": t3 - t2}, t3
+
+
+async def login(
+    endpoint: Endpoint, account: Account, resource: str, creds: CredentialCache, opts: LoginOptions
+) -> Session:
+    """Log one account in; the returned session is bound and (by default) available."""
+    timeout = opts.timeout
+    conn, m, timings, t3 = await authenticate(endpoint, account, creds, opts)
+    try:
         session_required = RE_SESSION_REQUIRED.search(m.string) is not None
         conn.write(bind_iq(resource))
         m = await conn.expect(RE_BIND, timeout)
@@ -181,7 +197,7 @@ async def login(
     except BaseException:
         conn.abort()
         raise
-    timings = {"connect": t1 - t0, "tls": t2 - t1, "auth": t3 - t2, "bind": t4 - t3, "presence": t5 - t4}
+    timings.update(bind=t4 - t3, presence=t5 - t4)
     return Session(conn, account, jid, timings)
 
 

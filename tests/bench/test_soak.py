@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from bench.scenarios.soak import AFTER_CLEAN, ONLINE, Ledger, Member
+from bench.xmppload.sm import SmTracker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,12 +55,58 @@ async def test_sink_counts_each_message_across_chunks_and_tells_errors_and_stray
     assert sum(len(v) for v in ledger.latencies.values()) == 2
 
 
-def run_soak(tmp_path: Path, server: str) -> dict[str, Any]:
+async def test_sm_tracker_counts_top_level_stanzas_and_answers_requests_with_h() -> None:
+    written: list[bytes] = []
+    t = SmTracker(keep_sent=3)
+    t.attach(written.append, resumed=False)
+    outcome = t.request_enable(asyncio.get_running_loop())
+    stream = (
+        b"<presence from='a@localhost/x' to='a@localhost/x'/>"  # before <enabled/>: not counted
+        b"<enabled xmlns='urn:xmpp:sm:3' id='sm-1' resume='true' max='300'/>"
+        + message(0, 1)
+        # a carbon: one stanza however many messages nest in it
+        + b"<message from='a@localhost'><received xmlns='urn:xmpp:carbons:2'>"
+        b"<forwarded xmlns='urn:xmpp:forward:0'><message from='b@localhost'><body>x</body></message>"
+        b"</forwarded></received></message>"
+        b"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>"
+        b"<r xmlns='urn:xmpp:sm:3'/>"
+        b"<presence from='c@localhost'><show>away</show></presence>"
+    )
+    for i in range(0, len(stream), 7):
+        t.feed(stream[i : i + 7])
+    assert outcome.done() and outcome.result()[0] == "enabled"
+    assert t.resume_id == "sm-1"
+    assert written[1:] == [b"<a xmlns='urn:xmpp:sm:3' h='3'/>"]
+    assert t.handled == 4
+    # outbound: the server says it handled 1 of our 4: the last 3 (all kept) go again
+    for n in range(4):
+        t.on_sent(b"m%d" % n)
+    assert t.resend_after(1) == [b"m1", b"m2", b"m3"]
+    assert t.sent == 1
+    # a resumed connection keeps the counts; a clean logout acknowledges, then counts nothing more
+    t.attach(written.append, resumed=True)
+    t.feed(message(1, 1))
+    t.final_ack()
+    assert written[-1] == b"<a xmlns='urn:xmpp:sm:3' h='5'/>"
+    t.feed(message(2, 1) + b"<r xmlns='urn:xmpp:sm:3'/>")
+    assert t.handled == 5 and written[-1] == b"<a xmlns='urn:xmpp:sm:3' h='5'/>"
+    # h wraps at 2^32 (XEP-0198 §4)
+    t.attach(written.append, resumed=True)
+    t.handled = (1 << 32) - 1
+    t.feed(message(3, 1) + b"<r xmlns='urn:xmpp:sm:3'/>")
+    assert written[-1] == b"<a xmlns='urn:xmpp:sm:3' h='0'/>"
+    # a fresh login starts over
+    t.attach(written.append, resumed=False)
+    assert (t.handled, t.sent, t.enabled, t.resume_id) == (0, 0, False, None)
+
+
+def run_soak(tmp_path: Path, server: str, sm: bool = False) -> dict[str, Any]:
     out = tmp_path / "soak.json"
     pin = [] if len(os.sched_getaffinity(0)) >= 2 else ["--no-pin"]
     cmd = [sys.executable, "-m", "bench", "soak", "--servers", server, "--retry-busy", "0"]
     cmd += ["--sessions", "12", "--churn", "0.2", "--rate", "30", "--minutes", "0.15", "--offline", "0.5"]
     cmd += ["--warmup", "2", "--interval", "3", "--drain", "2", "--out", str(out), *pin]
+    cmd += ["--sm"] if sm else []
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(out.read_text())
@@ -87,8 +134,9 @@ def run_soak(tmp_path: Path, server: str) -> dict[str, Any]:
         ),
     ],
 )
-def test_soak_accounts_for_every_message_under_churn(tmp_path: Path, server: str) -> None:
-    result = run_soak(tmp_path, server)
+@pytest.mark.parametrize("sm", [False, True], ids=["plain", "sm"])
+def test_soak_accounts_for_every_message_under_churn(tmp_path: Path, server: str, sm: bool) -> None:
+    result = run_soak(tmp_path, server, sm)
     m = result["metrics"]
     lost = sum(v for k, v in m.items() if k.startswith("lost."))
     assert m["sent"] > 100
@@ -102,3 +150,7 @@ def test_soak_accounts_for_every_message_under_churn(tmp_path: Path, server: str
     assert len(intervals) >= 2
     assert all(row["rss_mb"] > 0 and row["fds"] > 0 for row in intervals)
     assert result["details"]["drops"] > 0  # some leavers dropped TCP
+    if sm:  # with stream management nothing may be lost, whatever the recipient was doing
+        assert lost == 0, result["details"]["lost"]
+        assert m["sm_resumed"] > 0 and m["sm_resume_failed"] == 0
+        assert result["details"]["sm_parse_errors"] == []
