@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import aiohttp
@@ -50,6 +51,7 @@ async def test_metrics_scraped_and_parsed(tmp_path: Path) -> None:
         try:
             # From the server's own HTTP listener ([[listen]] kind = "http").
             url = http_url(running, "/metrics", tls=False)
+            gc.collect()  # one full collection at least, measured by roost.util.gcstats
             async with aiohttp.ClientSession() as http, http.get(url) as reply:
                 assert reply.status == 200
                 assert reply.headers["Content-Type"].startswith("text/plain")
@@ -77,6 +79,17 @@ async def test_metrics_scraped_and_parsed(tmp_path: Path) -> None:
         assert ("roost_storage_wait_seconds_sum", ()) in found
         assert ("roost_storage_queue", ()) in found
         assert ("roost_storage_write_queue", ()) in found
+        # Garbage-collection pauses per generation (issue 15), and what the collector found.
+        full = (("generation", "2"),)
+        assert found[("roost_gc_pause_seconds_count", full)] >= 1
+        assert (
+            found[("roost_gc_pause_seconds_bucket", (("generation", "2"), ("le", "+Inf")))]
+            == found[("roost_gc_pause_seconds_count", full)]
+        )
+        assert found[("roost_gc_pause_max_seconds", full)] > 0
+        assert ("roost_gc_collected_objects_total", full) in found
+        assert ("roost_gc_frozen_objects", ()) in found
+        assert ("roost_malloc_trims_total", ()) in found
 
 
 async def test_metrics_refuse_other_clients_and_are_off_by_default(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ The HTTP listener mounts :func:`metrics_handler`; it answers only the configured
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import time
@@ -22,12 +23,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from roost.admin import http_login
 from roost.admin.sessions import transport_name
+from roost.util.gcstats import STATS as GC_STATS
 from roost.util.latency import LatencyStats
 
 if TYPE_CHECKING:
@@ -48,16 +50,49 @@ def _histogram(name: str, documentation: str, stats: LatencyStats) -> HistogramM
     return family
 
 
+def _gc_families() -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
+    """Python's cyclic collector, per generation (:mod:`roost.util.gcstats`, process-wide): how long
+    it stopped the event loop, and how much it found (cycles: anything above zero is a leak to hunt)."""
+    pauses = HistogramMetricFamily(
+        "roost_gc_pause_seconds", "Garbage-collection pauses (the event loop stands still)",
+        labels=["generation"],
+    )  # fmt: skip
+    longest = GaugeMetricFamily(
+        "roost_gc_pause_max_seconds", "Longest garbage-collection pause since start", labels=["generation"]
+    )
+    collected = CounterMetricFamily(
+        "roost_gc_collected_objects", "Unreachable objects (reference cycles) the collector freed",
+        labels=["generation"],
+    )  # fmt: skip
+    for generation, g in enumerate(GC_STATS.generations):
+        label = [str(generation)]
+        pauses.add_metric(label, g.pauses.cumulative(), g.pauses.total)
+        longest.add_metric(label, g.max_pause_seconds)
+        collected.add_metric(label, g.collected)
+    yield pauses
+    yield longest
+    yield collected
+    yield GaugeMetricFamily(
+        "roost_gc_frozen_objects", "Objects moved out of the collector's sight (gc.freeze)",
+        value=gc.get_freeze_count(),
+    )  # fmt: skip
+    yield CounterMetricFamily(
+        "roost_malloc_trims", "Times the C heap's free pages were handed back (malloc_trim)",
+        value=GC_STATS.malloc_trims,
+    )  # fmt: skip
+
+
 class _LiveCollector(Collector):
     """Gauges read from the server when scraped."""
 
     def __init__(self, server: Server) -> None:
         self._server = weakref.ref(server)
 
-    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | HistogramMetricFamily | CounterMetricFamily]:
         server = self._server()
         if server is None:
             return
+        yield from _gc_families()
         sessions = GaugeMetricFamily(
             "roost_sessions", "Bound client sessions by transport and state", labels=["transport", "state"]
         )

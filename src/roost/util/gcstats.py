@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from roost.util.latency import LatencyStats
+
 log = logging.getLogger("roost.gc")
 
 
@@ -28,6 +30,8 @@ class GenerationStats:
     max_cpu_seconds: float = 0.0
     collected: int = 0  # unreachable objects found (reference cycles) and freed
     uncollectable: int = 0
+    #: Every pause, in buckets (the ``roost_gc_pause_seconds`` histogram of ``/metrics``).
+    pauses: LatencyStats = field(default_factory=LatencyStats)
 
 
 @dataclass(slots=True)
@@ -73,6 +77,7 @@ class GcStats:
             g.max_cpu_seconds = cpu
         g.collected += info["collected"]
         g.uncollectable += info["uncollectable"]
+        g.pauses.observe(pause)
         self.last_pause_seconds = pause
         if (generation == 2 or pause >= self.log_over_seconds) and log.isEnabledFor(logging.DEBUG):
             log.debug(
