@@ -145,3 +145,43 @@ async def test_a_waiting_delivery_filter_keeps_that_recipients_order_and_holds_n
     juliet.expect(
         "<message><body>1</body></message><message><body>2</body></message><message><body>3</body></message>"
     )
+
+
+async def test_a_message_whose_delivery_waited_past_the_recipients_logout_goes_offline(h: Harness) -> None:
+    """A delivery filter waits (storage) while the recipient logs out: the message is not dropped
+    but handled as if sent to an unavailable resource (RFC 6121 §8.5.3.2.1): offline storage."""
+    import asyncio
+
+    romeo = await h.login("romeo")
+    await romeo.submit("<presence/>")
+    juliet = await h.login("juliet")
+    await juliet.submit("<presence/>")
+    romeo.clear()
+    juliet.clear()
+    gate = asyncio.get_running_loop().create_future()
+
+    def slow(value: Any) -> Any:
+        if value[1].stanza.find_text("body") == "late" and not gate.done():
+
+            async def later() -> Any:
+                await gate
+                return value
+
+            return later()
+        return value
+
+    h.server.hosts["localhost"].bus.on(hooks.DELIVER_MESSAGE, slow)
+    romeo.receive(parse("<message to='juliet@localhost' type='chat' id='m1'><body>late</body></message>"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    juliet.close(None, "logout")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gate.set_result(None)
+    await h.settle()
+    juliet.expect_nothing()
+    romeo.expect_nothing()  # no error: nothing was lost
+    again = await h.login("juliet/phone")
+    await again.submit("<presence/>")
+    delivered = [s for s in again.received if s.name == "message"]
+    assert [m.find_text("body") for m in delivered] == ["late"]

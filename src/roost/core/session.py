@@ -169,6 +169,7 @@ class ClientSession:
     def send(self, stanza: Element) -> None:
         """Write one stanza to the client (serialized once, batched per event-loop turn)."""
         if self.state is SessionState.CLOSED:
+            self.server.sessions.undeliverable(self, stanza)
             return
         csi = self.csi
         if csi is not None and csi.on_send(self, stanza):

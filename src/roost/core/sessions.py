@@ -9,17 +9,20 @@ table and fires nothing until it is resumed or ends.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING
 
-from roost.core import hooks
+from roost.core import hooks, sm
 from roost.core.session import ClientSession, SessionState
 from roost.jid import JID
-from roost.stanza.errors import StreamError
+from roost.stanza import error_reply
+from roost.stanza.errors import StanzaError, StreamError
 from roost.util.ids import random_bytes
 
 if TYPE_CHECKING:
     from roost.core.server import Server
+    from roost.xml.element import Element
 
 
 class SessionManager:
@@ -110,6 +113,25 @@ class SessionManager:
                 f"{session.id}-closed",
             )
         return True
+
+    def undeliverable(self, session: ClientSession, stanza: Element) -> None:
+        """A stanza reached ``session`` after it ended: its delivery waited on a filter (storage),
+        or queued behind one that did, while the client logged out. Dropping it would lose a message
+        the sender was never told about, so it is handled as if sent to an unavailable resource
+        (RFC 6121 §8.5.3.2): a message goes to the account's other resources or offline storage, an
+        IQ request is answered with an error; presence is moot."""
+        name = stanza.name
+        if name == "presence" or not session.jid_str:
+            return  # (a session that never bound has no address to deliver to)
+        service = sm.service_for(self.server, session.jid.domain)
+        if service is not None:  # the same path as a stream's unacknowledged stanzas (XEP-0198 §4)
+            service.reroute(session, [(stanza, time.time())])
+            return
+        type_ = stanza.attrs.get("type", "normal" if name == "message" else "")
+        if name == "message" and type_ in ("chat", "normal"):
+            self.server.router.route(stanza)  # the full JID is unbound now: §8.5.3.2.1
+        elif name == "iq" and type_ in ("get", "set"):
+            self.server.router.route(error_reply(stanza, StanzaError("service-unavailable")))
 
     def _unbind(self, session: ClientSession) -> bool:
         jid = session.jid

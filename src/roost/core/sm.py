@@ -330,7 +330,12 @@ class SmService:
         unacked = state.take_unacked()
         if unacked:
             session.log.info("re-routing %d unacknowledged stanzas", len(unacked))
-            self.server.spawn(self._reroute(session, unacked), f"{session.id}-reroute")
+            self.reroute(session, unacked)
+
+    def reroute(self, session: ClientSession, stanzas: list[tuple[Element, float]]) -> None:
+        """Stanzas (with the time they were written) that ``session`` — ended — will never get:
+        handled as if its resource had been unavailable, in the background, in order."""
+        self.server.spawn(self._reroute(session, stanzas), f"{session.id}-reroute")
 
     async def _reroute(self, session: ClientSession, unacked: list[tuple[Element, float]]) -> None:
         """One at a time, in order: offline storage keeps them in the order they were sent, and a
