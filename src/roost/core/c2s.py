@@ -91,6 +91,7 @@ class C2SDriver:
         "_closed",
         "auth_done",
         "connection",
+        "peer_closed",
         "ping_sent_at",
         "server",
         "session",
@@ -107,6 +108,9 @@ class C2SDriver:
         self.auth_done = False
         self.ping_sent_at = 0.0
         self._closed = False
+        #: The client closed its stream first, cleanly (RFC 6120 §4.4): it sends nothing more, so the
+        #: transport need not linger for its input after our closing tag (see TcpConnection.close).
+        self.peer_closed = False
         #: XEP-0198 state while stream management is enabled: counts the client's stanzas.
         self.sm: StreamManagement | None = None
         server.connections.add(self)
@@ -230,6 +234,7 @@ class C2SDriver:
             self._end_stream(event.final, "error")
 
     def _closed_by_peer(self, event: Closed) -> None:
+        self.peer_closed = True
         self._end_stream(event.final, "logout")
 
     async def _lookup(self, event: NeedCredentials) -> None:
