@@ -39,7 +39,7 @@ from roost.stream.csi import ClientState
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials
 from roost.stream.sm import AckNonza, EnableRequested, ResumeRequested, StreamManagement
-from roost.util.logging import bind_conn_id, reading
+from roost.util.logging import READING, bind_conn_id, reading
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
@@ -140,8 +140,13 @@ class C2SDriver:
         session = self.session
         session.last_received = time.monotonic()
         self.ping_sent_at = 0.0
-        with reading(session.id):
+        # `with reading(session.id)`, spelled out: this runs once per read of every connection.
+        previous = READING.conn_id
+        READING.conn_id = session.id
+        try:
             self._handle(self.stream.receive_data(data))
+        finally:
+            READING.conn_id = previous
 
     def receive_items(self, items: Sequence[ParseEvent]) -> None:
         """Input the transport parsed itself (BOSH: a ``<body/>``'s payloads, a restart's open)."""
@@ -175,7 +180,9 @@ class C2SDriver:
             self.connection.send_raw(item)
 
     def _handle(self, events: list[StreamEvent]) -> None:
-        self._flush_stream()
+        connection = self.connection
+        for item in self.stream.items_to_send():  # _flush_stream, inline: once per read
+            connection.send_raw(item)
         session = self.session
         for event in events:
             if event.__class__ is Element:
