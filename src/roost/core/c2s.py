@@ -39,7 +39,7 @@ from roost.stream.csi import ClientState
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials
 from roost.stream.sm import AckNonza, EnableRequested, ResumeRequested, StreamManagement
-from roost.util.logging import bind_conn_id, reading
+from roost.util.logging import READING, bind_conn_id, reading
 from roost.xml.element import Element
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class C2SDriver:
         "_closed",
         "auth_done",
         "connection",
+        "peer_closed",
         "ping_sent_at",
         "server",
         "session",
@@ -107,6 +108,9 @@ class C2SDriver:
         self.auth_done = False
         self.ping_sent_at = 0.0
         self._closed = False
+        #: The client closed its stream first, cleanly (RFC 6120 §4.4): it sends nothing more, so the
+        #: transport need not linger for its input after our closing tag (see TcpConnection.close).
+        self.peer_closed = False
         #: XEP-0198 state while stream management is enabled: counts the client's stanzas.
         self.sm: StreamManagement | None = None
         server.connections.add(self)
@@ -136,8 +140,13 @@ class C2SDriver:
         session = self.session
         session.last_received = time.monotonic()
         self.ping_sent_at = 0.0
-        with reading(session.id):
+        # `with reading(session.id)`, spelled out: this runs once per read of every connection.
+        previous = READING.conn_id
+        READING.conn_id = session.id
+        try:
             self._handle(self.stream.receive_data(data))
+        finally:
+            READING.conn_id = previous
 
     def receive_items(self, items: Sequence[ParseEvent]) -> None:
         """Input the transport parsed itself (BOSH: a ``<body/>``'s payloads, a restart's open)."""
@@ -171,7 +180,9 @@ class C2SDriver:
             self.connection.send_raw(item)
 
     def _handle(self, events: list[StreamEvent]) -> None:
-        self._flush_stream()
+        connection = self.connection
+        for item in self.stream.items_to_send():  # _flush_stream, inline: once per read
+            connection.send_raw(item)
         session = self.session
         for event in events:
             if event.__class__ is Element:
@@ -230,6 +241,7 @@ class C2SDriver:
             self._end_stream(event.final, "error")
 
     def _closed_by_peer(self, event: Closed) -> None:
+        self.peer_closed = True
         self._end_stream(event.final, "logout")
 
     async def _lookup(self, event: NeedCredentials) -> None:

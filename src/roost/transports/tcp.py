@@ -200,7 +200,12 @@ class TcpConnection(asyncio.Protocol):
                     data = b""
             if data:
                 transport.write(data)
-            if transport.can_write_eof():
+            if self.driver.peer_closed:
+                # The client closed its stream first and waits for ours (RFC 6120 §4.4): nothing of
+                # its is left to read, so no reset can overtake our closing tag. Close at once (a
+                # lingering close would cost a shutdown, a timer and one more wake-up per logout).
+                transport.close()
+            elif transport.can_write_eof():
                 # A lingering close: end our direction (FIN after what is buffered) and read on until
                 # the client closes. Closing the socket with its bytes unread would send a TCP reset,
                 # and a reset can destroy the stream error still in the client's receive buffer

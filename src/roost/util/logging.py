@@ -48,6 +48,12 @@ class _Reading:
     conn_id: str | None = None
 
 
+#: For the hottest read path (``C2SDriver.receive_data``, once per read of every connection): it sets
+#: ``READING.conn_id`` itself in a try/finally, as :class:`reading` would, without the object and its
+#: ``__enter__``/``__exit__`` calls.
+READING = _Reading
+
+
 class reading:
     """Tag log lines with ``conn_id`` while a connection's input is handled, synchronously.
 

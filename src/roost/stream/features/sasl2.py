@@ -231,12 +231,12 @@ class Sasl2Server(SaslServer):
         self._awaiting = ""
 
     def cache_key(self, stream: Stream) -> Hashable:
-        return (
-            stream.secure,
-            tuple(stream.channel_bindings),
-            stream.jid is not None,
-            tuple(self.bind_features()),
-        )
+        # Nothing is advertised before TLS or after authentication (see advertise): the modules'
+        # Bind2 features are looked up only for the one offer that shows them. The core's key
+        # already holds ``secure`` and the channel bindings.
+        if stream.authenticated or not stream.secure:
+            return None
+        return (stream.jid is not None, tuple(self.bind_features()))
 
     def advertise(self, stream: Stream) -> list[Element] | None:
         # §5: SASL2 only after TLS.
