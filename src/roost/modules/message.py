@@ -204,10 +204,17 @@ class MessageDelivery(Module):
     #: XEP-0359 §6: the assigning entity (the account) announces it follows the business rules.
     account_features = (STANZA_ID,)
 
+    #: The last stanza given (or denied) a stanza-id: (stanza, by, id or None). The archive, next on
+    #: the same chain, takes the id from here instead of searching the children again; an id of None
+    #: means the message is not :func:`is_archivable`. Holding the stanza keeps ``is`` checks sound.
+    last_assigned: tuple[Element, str, str | None] | None = None
+
     @hook(hooks.MESSAGE_BARE, priority=250)
     def assign_bare(self, event: StanzaEvent) -> bool:
         """Before anything delivers or stores it (carbons and offline storage see the id too)."""
-        assign_stanza_id(event.stanza, event.to.bare_str)
+        stanza = event.stanza
+        by = event.to.bare_str
+        self.last_assigned = (stanza, by, assign_stanza_id(stanza, by))
         return False
 
     @hook(hooks.DELIVER_MESSAGE, priority=500)
@@ -216,7 +223,9 @@ class MessageDelivery(Module):
         session, event = value
         to = event.to
         if to.resource is not None and to == session.jid:
-            assign_stanza_id(event.stanza, session.jid.bare_str)
+            stanza = event.stanza
+            by = session.jid.bare_str
+            self.last_assigned = (stanza, by, assign_stanza_id(stanza, by))
         return value
 
     @hook(hooks.MESSAGE_BARE, priority=100)

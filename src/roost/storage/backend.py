@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from roost.storage.api import AccountStore, ArchiveItem, ArchiveQuery, KeyValueStore, MapStore
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedAppend:
-    """An archive item on its way through the batching writer."""
+class QueuedAppend(NamedTuple):
+    """An archive item on its way through the batching writer (immutable: the database thread reads it;
+    a named tuple, not a frozen dataclass, for the hot path's sake — see ``ArchiveItem``)."""
 
     store: str
     domain: str

@@ -14,6 +14,7 @@ import logging
 import unicodedata
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from math import isfinite
 from typing import Final
 
 from roost.storage.api import (
@@ -264,6 +265,21 @@ class _BatchedArchive:
         await self._writer.append(QueuedAppend(self._name, domain, user, item, search))
 
     def offer(self, domain: str, user: str, item: ArchiveItem, *, search: str = "") -> bool:
+        # The hot path (every archived copy of a message): the usual item and its search text are
+        # checked together, in one NUL scan and one ASCII test; anything else takes the full checks.
+        if (
+            type(item) is ArchiveItem
+            and type(search) is str
+            and item.id
+            and type(item.timestamp) is float
+            and isfinite(item.timestamp)
+            and type(item.payload) is str
+            and type(item.with_jid) is str
+            and type(item.kind) is str
+        ):
+            joined = item.id + item.with_jid + item.payload + item.kind + search
+            if "\x00" not in joined and joined.isascii():
+                return self._writer.offer(QueuedAppend(self._name, domain, user, item, search))
         check_archive_item(item)
         search = _search_text(search)
         return self._writer.offer(QueuedAppend(self._name, domain, user, item, search))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import builtins
-import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
@@ -229,7 +228,7 @@ class MemoryArchive:
         found = False
         for i, entry in enumerate(entries):
             if entry.item.id == item_id:
-                item = dataclasses.replace(entry.item, payload=payload)
+                item = entry.item._replace(payload=payload)
                 entries[i] = entry._replace(item=item, words=frozenset(search_words(search)))
                 found = True
         return found
@@ -315,7 +314,7 @@ class MemoryBackend:
     async def append_archive(self, entries: Sequence[QueuedAppend]) -> None:
         for queued in entries:
             ts_us = timestamp_to_us(queued.item.timestamp)
-            item = dataclasses.replace(queued.item, timestamp=us_to_timestamp(ts_us))
+            item = queued.item._replace(timestamp=us_to_timestamp(ts_us))
             log = self._archives.setdefault((queued.store, queued.domain, queued.user), [])
             entry = _Entry(ts_us, next(self._seq), item, frozenset(search_words(queued.search)))
             bisect.insort(log, entry, key=lambda entry: entry.position)

@@ -52,7 +52,7 @@ from roost.modules.mam.protocol import (
     query_form,
     refused_by_hints,
 )
-from roost.modules.message import is_archivable, stanza_id
+from roost.modules.message import MessageDelivery, is_archivable, stanza_id
 from roost.modules.roster import Roster
 from roost.stanza.errors import StanzaError
 from roost.storage.api import ArchiveItem, ArchiveStore
@@ -181,8 +181,12 @@ class MessageArchive(Module):
         self.store: ArchiveStore = storage.archive(USER_STORE)
         self.prefs_store = storage.keyvalue("mam_prefs")
         self._prefs: BoundedDict[str, Prefs] = BoundedDict(PREFS_CACHE_SIZE)
-        #: The last stanza archived and its stored form (see _stored_form).
-        self._memo: tuple[Element, tuple[Element | str, ...], dict[str, str], str, str] | None = None
+        #: The last stanza judged and its stored form (see _stored_form).
+        self._memo: (
+            tuple[Element, tuple[Element | str, ...], dict[str, str], tuple[str, str, float] | None] | None
+        ) = None
+        #: The sender's archive id element `sent` added last, for `sent_cleanup` to take off again.
+        self._sent_mark: tuple[Element, Element] | None = None
         self.archiver = Archiver(
             self.store,
             prefs=lambda owner: self._prefs.get(owner.bare_str),
@@ -267,16 +271,16 @@ class MessageArchive(Module):
             return False  # groupchat: the room's archive; headline: not suggested (§6.1.1); error
         return is_archivable(stanza) and not only_receipts(stanza) and not refused_by_hints(stanza)
 
-    def _archive(self, owner: JID, with_jid: JID, stanza: Element, item_id: str, *, check: bool) -> None:
-        payload, search = self._stored_form(stanza)
-        item = ArchiveItem(item_id, time.time(), str(with_jid), payload, "chat")
-        self.archiver.add(owner, with_jid, item, search, check)
+    def _stored_form(self, stanza: Element, archivable: bool | None = None) -> tuple[str, str, float] | None:
+        """Whether the message is archived at all and, if so, its archived form: the stanza without
+        stanza-ids (they differ per archive and come back from the item's id at query time), its search
+        text and its timestamp; None when it is not worth archiving. ``archivable`` is
+        :func:`is_archivable`'s answer when the caller has it already.
 
-    def _stored_form(self, stanza: Element) -> tuple[str, str]:
-        """The stanza as archived — without stanza-ids, which differ per archive and come back from the
-        item's id at query time — and its search text. A message between two local accounts goes into
-        both archives: the second time (same stanza, same attributes and children but for stanza-ids)
-        the first serialization is reused."""
+        One pass, shared by both copies of a message between two local accounts: the verdict depends
+        only on the attributes and the children other than stanza-ids (none of the checks reads
+        those), so the second time — same stanza, same attributes and children but for stanza-ids —
+        the first verdict, serialization and timestamp are reused."""
         kept = tuple(
             c
             for c in stanza.children
@@ -284,11 +288,28 @@ class MessageArchive(Module):
         )
         memo = self._memo
         if memo is not None and memo[0] is stanza and memo[1] == kept and memo[2] == stanza.attrs:
-            return memo[3], memo[4]
-        payload = serialize_with_children(stanza, kept, CLIENT)
-        search = body_text(stanza, self.options.max_search_chars) if self.options.search else ""
-        self._memo = (stanza, kept, dict(stanza.attrs), payload, search)
-        return payload, search
+            return memo[3]
+        form: tuple[str, str, float] | None = None
+        type_ = stanza.attrs.get("type", "normal")
+        # groupchat: the room's archive; headline: not suggested (§6.1.1); error: never.
+        if (
+            (type_ == "chat" or type_ == "normal")
+            and (archivable if archivable is not None else is_archivable(stanza))
+            and not only_receipts(stanza)
+            and not refused_by_hints(stanza)
+        ):
+            payload = serialize_with_children(stanza, kept, CLIENT)
+            search = body_text(stanza, self.options.max_search_chars) if self.options.search else ""
+            form = (payload, search, time.time())
+        self._memo = (stanza, kept, dict(stanza.attrs), form)
+        return form
+
+    def _archive(
+        self, owner: JID, with_jid: JID, form: tuple[str, str, float], item_id: str, *, check: bool
+    ) -> None:
+        payload, search, timestamp = form
+        item = ArchiveItem(item_id, timestamp, str(with_jid), payload, "chat")
+        self.archiver.add(owner, with_jid, item, search, check)
 
     @hook(hooks.PRE_MESSAGE, priority=60)
     def sent(self, event: StanzaEvent) -> StanzaEvent:
@@ -300,13 +321,18 @@ class MessageArchive(Module):
         if event.to.bare == owner:
             return event  # to oneself: archived once, as received
         stanza = event.stanza
-        if not self._worth_archiving(stanza):
+        form = self._stored_form(stanza)
+        if form is None:
             return event
         owner_str = owner.bare_str
-        _strip_ids(stanza, owner_str)
+        memo = self._memo
+        if memo is None or len(memo[1]) != len(stanza.children):
+            _strip_ids(stanza, owner_str)  # it came with stanza-ids (_stored_form's pass counted them)
         item_id = time_ordered_id()
-        stanza.children.append(Element("stanza-id", STANZA_ID, {"id": item_id, "by": owner_str}))
-        self._archive(owner, event.to, stanza, item_id, check=False)
+        mark = Element("stanza-id", STANZA_ID, {"id": item_id, "by": owner_str})
+        stanza.children.append(mark)
+        self._sent_mark = (stanza, mark)
+        self._archive(owner, event.to, form, item_id, check=False)
         return event
 
     @hook(hooks.PRE_MESSAGE, priority=40)
@@ -314,7 +340,15 @@ class MessageArchive(Module):
         """XEP-0313 §2.5: the contact never sees the sender's archive id (the Carbons copies keep it)."""
         origin = event.origin
         if origin is not None and event.to.bare != origin.jid.bare:
-            _strip_ids(event.stanza, origin.jid.bare_str)
+            stanza = event.stanza
+            children = stanza.children
+            mark = self._sent_mark
+            self._sent_mark = None
+            if mark is not None and mark[0] is stanza and children and children[-1] is mark[1]:
+                # The usual case: ours is still the last child and `sent` removed any other (§5).
+                children.pop()
+            else:
+                _strip_ids(stanza, origin.jid.bare_str)
         return event
 
     @hook(hooks.MESSAGE_BARE, priority=200)
@@ -322,10 +356,12 @@ class MessageArchive(Module):
         """Between the message module's stanza-id (250) and delivery (100) or offline storage (0)."""
         stanza = event.stanza
         owner = event.to.bare
-        item_id = stanza_id(stanza, owner.bare_str)
-        if item_id is not None and self._worth_archiving(stanza):
-            online = self.server.sessions.is_online(owner.domain, owner.local or "")
-            self._archive(owner, event.frm, stanza, item_id, check=not online)
+        item_id, archivable = self._assigned(stanza, owner.bare_str)
+        if item_id is not None:
+            form = self._stored_form(stanza, archivable)
+            if form is not None:
+                online = self.server.sessions.is_online(owner.domain, owner.local or "")
+                self._archive(owner, event.frm, form, item_id, check=not online)
         return False
 
     @hook(hooks.DELIVER_MESSAGE, priority=300)
@@ -336,10 +372,21 @@ class MessageArchive(Module):
         if to.resource is not None and to == session.jid:
             stanza = event.stanza
             owner = session.jid.bare
-            item_id = stanza_id(stanza, owner.bare_str)
-            if item_id is not None and self._worth_archiving(stanza):
-                self._archive(owner, event.frm, stanza, item_id, check=False)
+            item_id, archivable = self._assigned(stanza, owner.bare_str)
+            if item_id is not None:
+                form = self._stored_form(stanza, archivable)
+                if form is not None:
+                    self._archive(owner, event.frm, form, item_id, check=False)
         return value
+
+    def _assigned(self, stanza: Element, by: str) -> tuple[str | None, bool | None]:
+        """The stanza-id the message module just gave this message for ``by`` (it is only given to
+        :func:`is_archivable` messages, so then that is known too); a search when it is not at hand."""
+        message = self.host.modules.loaded.get("message")
+        last = message.last_assigned if isinstance(message, MessageDelivery) else None
+        if last is not None and last[0] is stanza and last[1] == by:
+            return last[2], True
+        return stanza_id(stanza, by), None
 
     # -- queries ------------------------------------------------------------------------------------
     @iq_handler("get", MAM, "query", to=Target.SELF)
