@@ -11,11 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from roost.modules.mam.protocol import ParsedQuery, fin, result_message
-from roost.modules.offline import parse_stored
+from roost.modules.offline import parse_stored_many
 from roost.stanza.errors import StanzaError
 from roost.storage.api import ArchiveItem, ArchiveStore, NoSuchItem
 from roost.xml.element import Element
-from roost.xml.parser import XmlStreamError
 
 log = logging.getLogger("roost.mod.mam")
 
@@ -35,7 +34,15 @@ async def fetch_page(
     q = parsed.archive
     try:
         items, complete = await store.query(domain, user, q)
-        count = await store.count(domain, user, q) if with_count else None
+        count: int | None = None
+        if with_count:
+            if complete and q.after_id is None and q.before_id is None:
+                # No anchor and nothing beyond the page: the page is the whole result set, so its
+                # size is the count (XEP-0059 §2.6) and the second index read is saved. Most small
+                # queries ("last 50 with X", "since yesterday") end here.
+                count = len(items)
+            else:
+                count = await store.count(domain, user, q)
     except NoSuchItem as exc:
         raise StanzaError("item-not-found", f"no message with id {exc.item_id!r} in this archive") from None
     # XEP-0059 §2.6 'index' where it costs nothing: the first page going forward. Not on the last page
@@ -63,11 +70,10 @@ def send_page(
 
     ``show`` turns a stored stanza into what this requester may see (None: leave it out).
     """
-    ordered = reversed(page.items) if parsed.flip else page.items
-    for item in ordered:
-        try:
-            stanza = parse_stored(item.payload)
-        except XmlStreamError:
+    ordered = list(reversed(page.items)) if parsed.flip else page.items
+    stanzas = parse_stored_many([item.payload for item in ordered])
+    for item, stanza in zip(ordered, stanzas, strict=True):
+        if stanza is None:
             log.warning("mam: unreadable archived message %s in %s", item.id, archive)
             continue
         shown = show(item, stanza)
