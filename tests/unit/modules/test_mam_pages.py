@@ -62,3 +62,59 @@ def test_a_page_is_parsed_in_one_pass_and_a_damaged_row_costs_only_itself() -> N
     mixed = parse_stored_many([good, "<message><body>cut", good, "<a/><b/>"])
     assert [s is not None for s in mixed] == [True, False, True, True]
     assert parse_stored_many([]) == []
+
+
+def test_a_spliced_result_is_byte_for_byte_what_parsing_and_showing_would_send() -> None:
+    from roost.modules.mam.module import spliced_with_id
+    from roost.modules.mam.protocol import result_message
+    from roost.modules.offline import parse_stored
+    from roost.xml.element import Element
+    from roost.xml.ns import CLIENT, STANZA_ID
+    from roost.xml.serializer import serialize
+
+    stored = serialize(
+        parse_stored(
+            "<message from='romeo@localhost/r' to='juliet@localhost' type='chat' id='m&amp;1' xml:lang='en'>"
+            "<body>a &lt; b &amp; 'c' \"d\"</body><encrypted xmlns='eu.siacs.conversations.axolotl'>"
+            "<header sid='1'><iv>AA==</iv></header><payload>AAAA</payload></encrypted>"
+            "<active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        ),
+        CLIENT,
+    )
+    item = ArchiveItem("01ABC", 1000.0, "romeo@localhost/r", stored, "chat")
+    shown = parse_stored(stored)
+    shown.children.append(Element("stanza-id", STANZA_ID, {"id": item.id, "by": "juliet@localhost"}))
+    raw = spliced_with_id(item, "juliet@localhost")
+    assert raw is not None
+
+    def wire(inner: object) -> str:
+        msg = result_message(item, inner, to="juliet@localhost/p", archive="juliet@localhost", queryid="q")  # type: ignore[arg-type]
+        return serialize(msg, CLIENT)
+
+    assert wire(raw) == wire(shown)
+    # Rows in other shapes are parsed instead.
+    with_id = serialize(shown, CLIENT)
+    assert spliced_with_id(ArchiveItem("01ABC", 1000.0, "x", with_id, "chat"), "juliet@localhost") is None
+    empty = ArchiveItem("01ABC", 1000.0, "x", "<message to='a@b'/>", "chat")
+    assert spliced_with_id(empty, "juliet@localhost") is None
+
+
+def test_a_page_with_a_damaged_row_is_parsed_and_the_row_left_out() -> None:
+    from roost.modules.mam.module import spliced_with_id
+    from roost.modules.mam.pages import Page, send_page
+
+    good = "<message to='juliet@localhost' type='chat'><body>hi</body></message>"
+    bad = "<message to='juliet@localhost' type='chat'><body>cut</message>"
+    items = [ArchiveItem(f"id{i}", 1000.0 + i, "x", p, "chat") for i, p in enumerate((good, bad, good))]
+    sent: list[str] = []
+    fin = send_page(
+        Page(items, True, 3, None),
+        ParsedQuery(ArchiveQuery()),
+        to="juliet@localhost/p",
+        archive="juliet@localhost",
+        show=lambda item, stanza: stanza,
+        send=lambda msg: sent.append(msg.find("result").attrs["id"]),  # type: ignore[union-attr]
+        splice=lambda item: spliced_with_id(item, "juliet@localhost"),
+    )
+    assert sent == ["id0", "id2"]
+    assert fin.name == "fin"
