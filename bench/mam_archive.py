@@ -30,7 +30,8 @@ end (one sort each instead of a random insert per row), so 10^7 rows fit in minu
 * room_last50   — the room's last 50 messages
 * count_with    — the RSM <count/> of one contact's messages (what ``rsm_count`` adds per query)
 
-and prints p50/p99/mean in milliseconds (``--json FILE`` also writes them).
+and prints p50/p99/mean in milliseconds (``--json FILE`` also writes them; ``--only search,…`` runs
+just those, e.g. under callgrind).
 """
 
 from __future__ import annotations
@@ -312,6 +313,12 @@ async def query(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         "room_last50": room_last50,
         "count_with": count_with,
     }
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [name for name in wanted if name not in scenarios]
+        if unknown:
+            raise SystemExit(f"unknown queries {unknown} (known: {', '.join(scenarios)})")
+        scenarios = {name: scenarios[name] for name in wanted}
     rng = random.Random(args.seed)
     results: dict[str, dict[str, float]] = {}
     engine = args.url.split(":")[0]
@@ -350,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--runs", type=int, default=200)
     q.add_argument("--seed", type=int, default=2)
     q.add_argument("--json", help="also write the figures to this file")
+    q.add_argument("--only", help="only these queries, comma-separated (e.g. search: for callgrind)")
     args = parser.parse_args(argv)
     if args.command == "fill":
         if args.users < 2:

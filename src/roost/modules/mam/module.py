@@ -93,8 +93,9 @@ class MamOptions(ModuleOptions):
     )
     rsm_count: bool = Field(
         True,
-        description="Answer each query with the size of the whole result set (RSM <count/>). It costs "
-        "an index count per query: turn off for archives of many millions of messages.",
+        description="Answer each query with the size of the whole result set (RSM <count/>). Free when "
+        "the page is the whole set; otherwise an index count per query: turn off for archives of many "
+        "millions of messages.",
     )
     search: bool = Field(
         True,
