@@ -84,6 +84,15 @@ def _message(frm: str, to: str, body: str, sid: str, by: str, type_: str = "chat
     return serialize(msg, CLIENT)
 
 
+def _message_fast(frm: str, to: str, body: str, sid: str, by: str, type_: str = "chat") -> str:
+    """``_message`` from a template: the fill's JIDs, ids and words need no escaping, and a third of
+    the fill's time went to the serializer. ``generate`` checks the two agree on its first rows."""
+    return (
+        f'<message from="{frm}" to="{to}" type="{type_}" id="{sid[-8:]}"><body>{body}</body>'
+        f'<stanza-id xmlns="{STANZA_ID}" id="{sid}" by="{by}"/></message>'
+    )
+
+
 def generate(
     users: int, messages: int, room_messages: int, days: float, seed: int, now: float
 ) -> Iterator[QueuedAppend]:
@@ -97,6 +106,7 @@ def generate(
     step = (now - start) / max(total, 1)
     occupants = [user(n) for n in range(min(50, users))]
     next_room = room_every
+    checked = 0
     for n in range(total):
         ts = start + n * step
         body = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
@@ -104,9 +114,12 @@ def generate(
         if room_every and n + 1 >= next_room:
             next_room += room_every
             nick = rng.choice(occupants)
-            payload = _message(
-                f"{ROOM}@{ROOM_SERVICE}/{nick}", "", body, sid, f"{ROOM}@{ROOM_SERVICE}", "groupchat"
-            )
+            room = f"{ROOM}@{ROOM_SERVICE}"
+            room_args = (f"{room}/{nick}", "", body, sid, room, "groupchat")
+            payload = _message_fast(*room_args)
+            if checked < 100:
+                checked += 1
+                assert payload == _message(*room_args), "the payload template drifted from the serializer"
             item = ArchiveItem(sid, ts, f"{nick}@{DOMAIN}", payload, "groupchat")
             yield QueuedAppend("muc_mam", ROOM_SERVICE, ROOM, item, body)
         else:
@@ -115,7 +128,10 @@ def generate(
             owner_jid, other_jid = f"{user(owner)}@{DOMAIN}", f"{user(other)}@{DOMAIN}"
             incoming = rng.random() < 0.5
             frm, to = (f"{other_jid}/phone", owner_jid) if incoming else (f"{owner_jid}/phone", other_jid)
-            payload = _message(frm, to, body, sid, owner_jid)
+            payload = _message_fast(frm, to, body, sid, owner_jid)
+            if checked < 100:
+                checked += 1
+                assert payload == _message(frm, to, body, sid, owner_jid), "the payload template drifted"
             with_jid = f"{other_jid}/phone" if incoming else other_jid
             yield QueuedAppend(
                 "mam", DOMAIN, user(owner), ArchiveItem(sid, ts, with_jid, payload, "chat"), body
