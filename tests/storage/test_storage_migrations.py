@@ -18,8 +18,9 @@ from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from roost.storage import StorageError, StorageManager
+from roost.storage import ArchiveQuery, StorageError, StorageManager
 from roost.storage.sql import migrate
+from roost.storage.sql.archive import owner_token
 from roost.storage.sql.backend import _USER_KV, _USER_MAP, _normalize_url
 from roost.storage.sql.schema import include_name, metadata
 
@@ -140,3 +141,53 @@ async def test_a_users_rows_are_found_by_index_not_by_scanning(tmp_path: Path) -
             assert "USING INDEX" in plan and "SCAN" not in plan, plan
     finally:
         connection.close()
+
+
+async def test_search_rows_indexed_before_0005_are_scoped_to_their_owner_after_it(sql_url: str) -> None:
+    """Migration 0005 puts the owner's token into every existing full-text row: old messages are
+    still found, only in their own archive, and the index itself tells the owners apart."""
+
+    def fill_at_0004(conn: Connection) -> None:
+        command.upgrade(migrate.alembic_config(conn), "0004")
+        for seq, user in ((1, "juliet"), (2, "romeo")):
+            conn.execute(
+                text(
+                    "INSERT INTO archive (seq, store, domain, username, id, ts, with_jid, with_bare, kind, "
+                    "payload) VALUES (:seq, 'mam', 'example.org', :user, :id, :seq, 'nurse@example.org', "
+                    "'nurse@example.org', 'chat', '<message/>')"
+                ),
+                {"seq": seq, "user": user, "id": f"id{seq}"},
+            )
+            if conn.dialect.name == "sqlite":
+                conn.execute(
+                    text("INSERT INTO archive_fts (rowid, body) VALUES (:seq, 'wherefore art thou')"),
+                    {"seq": seq},
+                )
+            else:
+                conn.execute(
+                    text(
+                        "UPDATE archive SET tsv = to_tsvector('simple', 'wherefore art thou') "
+                        "WHERE seq = :seq"
+                    ),
+                    {"seq": seq},
+                )
+
+    await run_sync(sql_url, fill_at_0004)
+    storage = await StorageManager.open(sql_url)
+    try:
+        for user, item_id in (("juliet", "id1"), ("romeo", "id2")):
+            found, _ = await storage.archive("mam").query("example.org", user, ArchiveQuery(text="Wherefore"))
+            assert [item.id for item in found] == [item_id]
+    finally:
+        await storage.close()
+
+    def index_hits(conn: Connection) -> int:
+        words = f"{owner_token('mam', 'example.org', 'juliet')} wherefore"
+        if conn.dialect.name == "sqlite":
+            query = " ".join(f'"{word}"' for word in words.split())
+            sql = "SELECT count(*) FROM archive_fts WHERE archive_fts MATCH :q"
+            return int(conn.execute(text(sql), {"q": query}).scalar_one())
+        sql = "SELECT count(*) FROM archive WHERE tsv @@ plainto_tsquery('simple', :q)"
+        return int(conn.execute(text(sql), {"q": words}).scalar_one())
+
+    assert await run_sync(sql_url, index_hits) == 1

@@ -13,6 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 
+class RawXml(str):
+    """A child that is already serialized XML: well-formed, declaring its own namespace, written out as
+    is. Everything else sees a string (text-walking code skips or joins it; nothing parses it). Made
+    only from XML Roost wrote itself: an archived stanza spliced into a MAM result without parsing it
+    and serializing it again (``modules/mam/module.py``)."""
+
+    __slots__ = ()
+
+
 class Element:
     """An XML element: ``Element("message", "jabber:client", {"type": "chat"})``."""
 

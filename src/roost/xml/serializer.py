@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from roost.xml.element import Element
+from roost.xml.element import Element, RawXml
 from roost.xml.ns import STANZA_NAMESPACES, STREAM, XML
 
 
@@ -90,6 +90,8 @@ def _write(
     for child in children:
         if child.__class__ is str:
             out.append(escape_text(child))
+        elif child.__class__ is RawXml:
+            out.append(child)
         else:
             _write(child, ns, out)  # type: ignore[arg-type]
     out.append(f"</{name}>")

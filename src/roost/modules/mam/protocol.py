@@ -18,7 +18,7 @@ from roost.modules.muc.forms import add_field, new_form, read_form
 from roost.stanza.errors import StanzaError
 from roost.storage.api import ArchiveItem, ArchiveQuery
 from roost.util.datetime import format_datetime, parse_datetime
-from roost.xml.element import Element
+from roost.xml.element import Element, RawXml
 from roost.xml.ns import CLIENT, DATA_FORMS, DELAY, FORWARD
 
 MAM: Final = "urn:xmpp:mam:2"
@@ -168,7 +168,7 @@ def query_form(*, search: bool = True) -> Element:
 
 
 def result_message(
-    item: ArchiveItem, stanza: Element, *, to: str, archive: str, queryid: str | None
+    item: ArchiveItem, stanza: Element | RawXml, *, to: str, archive: str, queryid: str | None
 ) -> Element:
     """§4.2: one archived message, forwarded (XEP-0297) with its archive time (XEP-0203)."""
     msg = Element("message", CLIENT, {"to": to, "from": archive})

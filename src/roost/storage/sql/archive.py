@@ -4,8 +4,11 @@ Every page is a range read on one of the archive indexes of ``schema.py`` — (o
 (owner, with_bare, ts, seq), (owner, id) — going forward or backward from an anchor, with one row more
 than asked to tell whether the page is the last (RSM 'complete'); never an OFFSET. Full-text search is
 engine-specific: an FTS5 table on SQLite (rowid = archive.seq; a trigger drops its rows with the
-archive rows), a ``tsvector`` column on PostgreSQL ('simple' configuration, GIN index). Retention
-deletes the oldest rows of one archive (or of a whole store, by age) a batch per transaction.
+archive rows), a ``tsvector`` column on PostgreSQL ('simple' configuration, GIN index). Both are
+owner-scoped: each indexed text starts with a token naming its archive (:func:`owner_token`) and each
+search asks for that token too, so the index hands back only the owner's matches instead of every
+owner's (migration 0005). Retention deletes the oldest rows of one archive (or of a whole store, by
+age) a batch per transaction.
 """
 
 from __future__ import annotations
@@ -58,6 +61,24 @@ def chunks(values: Sequence[str]) -> list[Sequence[str]]:
 
 
 _ARCHIVE_COLUMNS = (archive.c.id, archive.c.ts, archive.c.with_jid, archive.c.payload, archive.c.kind)
+
+
+def owner_token(store: str, domain: str, user: str) -> str:
+    """The word that names one archive in the full-text index: 'o' and the hex of its UTF-8 key.
+
+    Letters and digits only, so FTS5's unicode61 tokenizer and PostgreSQL's parser keep it one word;
+    exact rather than a hash (the SQL of migration 0005 computes the same string: hex() on SQLite,
+    encode(convert_to(...), 'hex') on PostgreSQL). A search ANDs it with the words, so the index
+    intersects the owner's short list with the word's instead of returning the word's rows of every
+    owner (measured at 10^7 rows: a common word matched ~40,000 rows, ~180 ms p50).
+    """
+    return "o" + f"{store}/{domain}/{user}".encode().hex()
+
+
+def indexed_text(store: str, domain: str, user: str, search: str) -> str:
+    """What the full-text index holds for an item: the owner's token, then its search text ('' stays
+    '': nothing is indexed)."""
+    return f"{owner_token(store, domain, user)} {search}" if search else ""
 
 
 def _item(row: Row[*tuple[Any, ...]]) -> ArchiveItem:
@@ -120,14 +141,16 @@ class SqlArchive:
             # SQLite picks an owner-prefixed index for the other filters and scans it.
             where = [a.seq.in_(seqs), *where[len(self._where(domain, user)) :]]
         if q.text is not None:
-            where.append(self._matching(q.text))
+            where.append(self._matching(domain, user, q.text))
         return where
 
-    def _matching(self, text: str) -> ColumnElement[bool]:
-        """XEP-0431 full-text: every word of ``text`` in the item's search text."""
+    def _matching(self, domain: str, user: str, text: str) -> ColumnElement[bool]:
+        """XEP-0431 full-text: every word of ``text`` in the item's search text, and the owner's token
+        (the index's own owner scope; the owner columns are still compared, so it only narrows)."""
         words = search_words(text)
         if not words:
             return false()
+        words = [owner_token(self._name, domain, user), *words]
         if self._db.dialect == "sqlite":
             query = " ".join('"' + word.replace('"', '""') + '"' for word in words)
             return archive.c.seq.in_(
@@ -221,7 +244,8 @@ class SqlArchive:
                 if seqs:
                     await conn.execute(delete(_FTS).where(_FTS.c.rowid.in_(seqs)))
                     if search:
-                        await conn.execute(insert(_FTS), [{"rowid": seq, "body": search} for seq in seqs])
+                        body = indexed_text(self._name, domain, user, search)
+                        await conn.execute(insert(_FTS), [{"rowid": seq, "body": body} for seq in seqs])
             else:
                 result = await conn.execute(
                     update(archive_pg)
@@ -231,7 +255,12 @@ class SqlArchive:
                         archive_pg.c.username == user,
                         archive_pg.c.id == item_id,
                     )
-                    .values(payload=payload, tsv=_pg_tsvector(bindparam("search_text", search)))
+                    .values(
+                        payload=payload,
+                        tsv=_pg_tsvector(
+                            bindparam("search_text", indexed_text(self._name, domain, user, search))
+                        ),
+                    )
                     .returning(archive_pg.c.seq)
                 )
                 seqs = list(result.scalars())
@@ -319,7 +348,8 @@ _SQLITE_INSERT_FTS: Final = f"INSERT INTO {SQLITE_FTS_TABLE} (rowid, body) VALUE
 def sqlite_append(connection: Any, rows: list[tuple[Any, ...]]) -> None:
     """The archive's hot write on SQLite, in the caller's (BEGIN IMMEDIATE) transaction: plain DB-API
     statements, which SQLite caches, instead of SQLAlchemy's per-row parameter processing. Rows with
-    search text also get a full-text row keyed by the archive row's rowid."""
+    search text also get a full-text row keyed by the archive row's rowid (its owner's token first:
+    :func:`indexed_text`)."""
     cursor = connection.connection.driver_connection.cursor()
     try:
         if not any(row[9] for row in rows):
@@ -335,13 +365,20 @@ def sqlite_append(connection: Any, rows: list[tuple[Any, ...]]) -> None:
             if after - before != len(rows):
                 raise StorageError(f"archive rowids {before}..{after} for {len(rows)} rows: not a range")
             cursor.executemany(
-                _SQLITE_INSERT_FTS, [(before + 1 + i, row[9]) for i, row in enumerate(rows) if row[9]]
+                _SQLITE_INSERT_FTS,
+                [
+                    (before + 1 + i, indexed_text(row[0], row[1], row[2], row[9]))
+                    for i, row in enumerate(rows)
+                    if row[9]
+                ],
             )
             return
         for row in rows:
             cursor.execute(_SQLITE_INSERT, row[:9])
             if row[9]:
-                cursor.execute(_SQLITE_INSERT_FTS, (cursor.lastrowid, row[9]))
+                cursor.execute(
+                    _SQLITE_INSERT_FTS, (cursor.lastrowid, indexed_text(row[0], row[1], row[2], row[9]))
+                )
     finally:
         cursor.close()
 

@@ -51,7 +51,7 @@ from roost.storage.api import (
 )
 from roost.storage.backend import QueuedAppend
 from roost.storage.sql import migrate
-from roost.storage.sql.archive import PG_APPEND, SqlArchive, chunks, sqlite_append
+from roost.storage.sql.archive import PG_APPEND, SqlArchive, chunks, indexed_text, sqlite_append
 from roost.storage.sql.schema import (
     account_credentials,
     accounts,
@@ -549,7 +549,7 @@ class SqlBackend:
                 "with_bare": bare_jid(e.item.with_jid),
                 "kind": e.item.kind,
                 "payload": e.item.payload,
-                "search_text": e.search,
+                "search_text": indexed_text(e.store, e.domain, e.user, e.search),
             }
             for e in entries
         ]
