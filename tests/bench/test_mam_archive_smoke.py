@@ -14,7 +14,9 @@ from roost.storage import ArchiveQuery, StorageManager
 
 async def test_fill_then_query_on_sqlite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'mam.db'}"
-    args = argparse.Namespace(url=url, users=20, messages=400, room_messages=50, days=30.0, batch=64, seed=1)
+    args = argparse.Namespace(
+        url=url, users=20, messages=400, room_messages=50, days=30.0, batch=64, seed=1, copy=False
+    )
     await mam_archive.fill(args)
     storage = await StorageManager.open(url)
     try:
@@ -32,7 +34,9 @@ async def test_fill_then_query_on_sqlite(tmp_path: Path, capsys: pytest.CaptureF
     finally:
         await storage.close()
 
-    results = await mam_archive.query(argparse.Namespace(url=url, users=20, runs=3, seed=2, json=None))
+    results = await mam_archive.query(
+        argparse.Namespace(url=url, users=20, runs=3, seed=2, json=None, only=None)
+    )
     assert set(results) == {"last50_with", "page_back_10", "since_day", "search", "room_last50", "count_with"}
     assert "p99 ms" in capsys.readouterr().out
 
