@@ -151,6 +151,23 @@ _COPY_INSERT = """INSERT INTO archive
   FROM archive_load ORDER BY n"""
 
 
+class Progress:
+    """Rows written so far, reported on stderr every 5 s and at the end."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.written = 0
+        self.started = self.last_report = time.perf_counter()
+
+    def add(self, rows: int) -> None:
+        self.written += rows
+        t = time.perf_counter()
+        if t - self.last_report >= 5 or self.written == self.total:
+            rate = self.written / (t - self.started)
+            print(f"  {self.written:,}/{self.total:,} rows, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
+            self.last_report = t
+
+
 async def copy_fill(args: argparse.Namespace) -> None:
     """The fill on PostgreSQL through COPY (see the module's docstring)."""
     import asyncpg  # type: ignore[import-untyped]
@@ -158,10 +175,7 @@ async def copy_fill(args: argparse.Namespace) -> None:
     storage = await StorageManager.open(args.url)  # the schema, migrated to head
     await storage.close()
     conn = await asyncpg.connect(args.url.replace("postgresql+asyncpg://", "postgresql://"))
-    total = args.messages + args.room_messages
-    started = time.perf_counter()
-    last_report = started
-    written = 0
+    progress = Progress(args.messages + args.room_messages)
     indexes: list[str] = []
     try:
         if await conn.fetchval("SELECT NOT EXISTS (SELECT 1 FROM archive)"):
@@ -179,18 +193,12 @@ async def copy_fill(args: argparse.Namespace) -> None:
         batch: list[tuple[object, ...]] = []
 
         async def flush() -> None:
-            nonlocal written, last_report
             async with conn.transaction():
                 await conn.copy_records_to_table("archive_load", records=batch, columns=_COPY_COLUMNS)
                 await conn.execute(_COPY_INSERT)
                 await conn.execute("TRUNCATE archive_load")
-            written += len(batch)
+            progress.add(len(batch))
             batch.clear()
-            t = time.perf_counter()
-            if t - last_report >= 5 or written == total:
-                rate = written / (t - started)
-                print(f"  {written:,}/{total:,} rows, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
-                last_report = t
 
         rows = generate(args.users, args.messages, args.room_messages, args.days, args.seed, time.time())
         for n, e in enumerate(rows):
@@ -206,14 +214,15 @@ async def copy_fill(args: argparse.Namespace) -> None:
                 await flush()
         if batch:
             await flush()
-        loaded = time.perf_counter() - started
+        loaded = time.perf_counter() - progress.started
         print(f"  loaded in {loaded:.1f} s; building {len(indexes)} indexes", file=sys.stderr, flush=True)
         await conn.execute("SET maintenance_work_mem = '256MB'")
         for definition in indexes:
             await conn.execute(definition)
         indexes.clear()
-        elapsed = time.perf_counter() - started
-        print(f"filled {written:,} rows in {elapsed:.1f} s ({written / elapsed:,.0f} rows/s, COPY)")
+        elapsed = time.perf_counter() - progress.started
+        rows_done = progress.written
+        print(f"filled {rows_done:,} rows in {elapsed:.1f} s ({rows_done / elapsed:,.0f} rows/s, COPY)")
         await conn.execute("ANALYZE archive")
     finally:
         for definition in indexes:  # interrupted: the table keeps its indexes
@@ -231,22 +240,13 @@ async def fill(args: argparse.Namespace) -> None:
     backend = storage._backend  # the SQL layer itself: no queue, one transaction per batch
     if not isinstance(backend, SqlBackend):
         raise SystemExit("fill needs an SQL storage URL (sqlite:///… or postgresql://…)")
-    total = args.messages + args.room_messages
     batch: list[QueuedAppend] = []
-    written = 0
-    started = time.perf_counter()
-    last_report = started
+    progress = Progress(args.messages + args.room_messages)
 
     async def flush() -> None:
-        nonlocal written, last_report
         await backend.append_archive(batch)
-        written += len(batch)
+        progress.add(len(batch))
         batch.clear()
-        t = time.perf_counter()
-        if t - last_report >= 5 or written == total:
-            rate = written / (t - started)
-            print(f"  {written:,}/{total:,} rows, {rate:,.0f} rows/s", file=sys.stderr, flush=True)
-            last_report = t
 
     rows = generate(args.users, args.messages, args.room_messages, args.days, args.seed, time.time())
     for row in rows:
@@ -255,8 +255,8 @@ async def fill(args: argparse.Namespace) -> None:
             await flush()
     if batch:
         await flush()
-    elapsed = time.perf_counter() - started
-    print(f"filled {written:,} rows in {elapsed:.1f} s ({written / elapsed:,.0f} rows/s)")
+    elapsed = time.perf_counter() - progress.started
+    print(f"filled {progress.written:,} rows in {elapsed:.1f} s ({progress.written / elapsed:,.0f} rows/s)")
     # Planner statistics for the new rows, as autovacuum (PostgreSQL) or PRAGMA optimize would do later.
     async with backend.database.write() as conn:
         await conn.execute(text("ANALYZE archive"))
