@@ -185,3 +185,41 @@ async def test_a_message_whose_delivery_waited_past_the_recipients_logout_goes_o
     await again.submit("<presence/>")
     delivered = [s for s in again.received if s.name == "message"]
     assert [m.find_text("body") for m in delivered] == ["late"]
+
+
+async def test_an_iq_request_whose_delivery_waited_past_the_recipients_logout_gets_an_error(
+    h: Harness,
+) -> None:
+    """The IQ side of the same race: the requester learns the recipient went away (RFC 6120 §8.3)
+    instead of waiting for an answer that will never come."""
+    import asyncio
+
+    romeo = await h.login("romeo")
+    juliet = await h.login("juliet")
+    romeo.clear()
+    gate = asyncio.get_running_loop().create_future()
+
+    def slow(value: Any) -> Any:
+        if value[1].stanza.attrs.get("id") == "v1" and not gate.done():
+
+            async def later() -> Any:
+                await gate
+                return value
+
+            return later()
+        return value
+
+    h.server.hosts["localhost"].bus.on(hooks.DELIVER_IQ, slow)
+    romeo.receive(
+        parse("<iq to='juliet@localhost/juliet' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    juliet.close(None, "logout")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gate.set_result(None)
+    await h.settle()
+    errors = [s for s in romeo.received if s.name == "iq" and s.attrs.get("id") == "v1"]
+    assert [e.attrs.get("type") for e in errors] == ["error"]
+    assert errors[0].find("error") is not None
