@@ -12,6 +12,9 @@ Optional: ``ROOST_MEMPROBE_TRIM=SECONDS`` runs one ``malloc_trim(0)`` then and l
 ``ROOST_MEMPROBE_GCRESET=SECONDS`` resets the GC figures then (to see steady state only);
 ``ROOST_MEMPROBE_FRAMES=N`` starts tracemalloc (slow: a snapshot stops the server for seconds) and
 writes the top differences between a snapshot at ``ROOST_MEMPROBE_SNAP1`` seconds and exit.
+``ROOST_MEMPROBE_UNFROZEN=SECONDS`` then unfreezes everything, collects with ``gc.DEBUG_SAVEALL`` and
+logs how many unreachable objects the frozen generation held, by type (cycles that formed among
+objects after they were frozen, which the periodic collections never see).
 """
 
 from __future__ import annotations
@@ -90,6 +93,23 @@ def _install(path: str) -> None:
         done.add(name)
         return True
 
+    def unfrozen_garbage() -> None:
+        import collections
+
+        frozen = gc.get_freeze_count()
+        gc.unfreeze()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        gc.set_debug(0)
+        kinds = collections.Counter(type(o).__qualname__ for o in gc.garbage)
+        sample = collections.Counter(
+            repr(o)[:120] for o in gc.garbage if type(o).__name__ in ("function", "method", "cell", "tuple")
+        )
+        gc.garbage.clear()
+        gc.freeze()
+        out.write(f"unfrozen: {frozen} frozen, {found} unreachable; {kinds.most_common(40)}\n")
+        out.write(f"unfrozen samples: {sample.most_common(30)}\n")
+
     def loop() -> None:
         while True:
             time.sleep(20)
@@ -102,6 +122,8 @@ def _install(path: str) -> None:
             if frames and env_after("ROOST_MEMPROBE_SNAP1"):
                 snapshots["a"] = tracemalloc.take_snapshot()
                 out.write("snapshot a\n")
+            if env_after("ROOST_MEMPROBE_UNFROZEN"):
+                unfrozen_garbage()
             if env_after("ROOST_MEMPROBE_TRIM"):
                 before, start = rss(), time.perf_counter()
                 libc.malloc_trim(0)

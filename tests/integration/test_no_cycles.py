@@ -14,6 +14,7 @@ import gc
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +24,10 @@ from roost.core.session import ClientSession
 from roost.stream.c2s import C2SStream
 from roost.transports.tcp import TcpConnection
 from roost.transports.tls_layer import TlsLayer
+from roost.xml.element import Element
+from roost.xml.ns import SM
 from tests.support.raw import RawClient
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, running_server
 
 CYCLES = 8  # per way of closing
 
@@ -146,13 +149,17 @@ async def test_closed_connections_leave_no_roost_garbage(server: RunningServer) 
         }
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        roost_garbage = sorted(
-            f"{type(o).__module__}.{type(o).__qualname__}"
-            for o in gc.garbage
-            if type(o).__module__.startswith("roost.")
-            or type(getattr(o, "__self__", None)).__module__.startswith("roost.")  # bound handlers
-        )
-        assert roost_garbage == []
+        assert roost_objects(gc.garbage) == []
+
+
+def roost_objects(garbage: list[Any]) -> list[str]:
+    """The Roost objects (and bound methods of Roost objects) among ``garbage``, by type name."""
+    return sorted(
+        f"{type(o).__module__}.{type(o).__qualname__}"
+        for o in garbage
+        if type(o).__module__.startswith("roost.")
+        or type(getattr(o, "__self__", None)).__module__.startswith("roost.")  # bound handlers
+    )
 
 
 @pytest.mark.xfail(
@@ -167,3 +174,78 @@ async def test_closed_connections_free_their_transports_without_gc(server: Runni
     with collector_off():
         refs = await run_cycles(server)
         assert alive(refs, "transport") == {}
+
+
+async def sm_cycle(running: RunningServer, index: int, how: str) -> dict[str, weakref.ref[Any]]:
+    """Like :func:`cycle`, with stream management (XEP-0198) enabled: a clean logout, a drop the
+    session is not resumed from (it expires), or a drop, a resumption on a new connection, then a
+    clean logout."""
+    server = running.server
+    before = set(server.connections)
+    client = await RawClient.login(running.c2s_port, "alice", "pw", f"sm{index}")
+    client.send(Element("enable", SM, {"resume": "true"}))
+    enabled = await client.element()
+    assert enabled.name == "enabled", enabled
+    client.send_raw("<presence/>")
+    assert (await client.element()).name == "presence"
+    (driver,) = set(server.connections) - before
+    assert isinstance(driver, C2SDriver)
+    session = driver.session
+    refs: dict[str, weakref.ref[Any]] = {
+        "driver": weakref.ref(driver),
+        "session": weakref.ref(session),
+        "sm": weakref.ref(session.sm),
+        "stream": weakref.ref(driver.stream),
+    }
+    del driver, session
+    if how == "clean":
+        client.send_raw(f"<a xmlns='{SM}' h='1'/></stream:stream>")
+        assert await client.closed()
+        client.close()
+    else:
+        client.writer.transport.abort()
+        if how == "resumed":
+            for _ in range(100):  # the server notices the drop and detaches the session
+                if not server.connections - before:
+                    break
+                await asyncio.sleep(0.02)
+            again = await RawClient.connect(running.c2s_port)
+            await again.open()
+            await again.starttls()
+            assert (await again.auth_scram("alice", "pw")).name == "success"
+            await again.open()
+            (fresh,) = set(server.connections) - before
+            assert isinstance(fresh, C2SDriver)
+            refs["negotiating session"] = weakref.ref(fresh.session)
+            refs["second driver"] = weakref.ref(fresh)
+            del fresh
+            again.send(Element("resume", SM, {"previd": enabled.attrs["id"], "h": "1"}))
+            assert (await again.element()).name == "resumed"
+            again.send_raw(f"<a xmlns='{SM}' h='1'/></stream:stream>")
+            assert await again.closed()
+            again.close()
+    del client
+    for _ in range(200):  # an unresumed session ends after resume_seconds (1 s)
+        if not server.connections - before and not server.sessions.is_online("localhost", "alice"):
+            break
+        await asyncio.sleep(0.02)
+    assert not server.sessions.is_online("localhost", "alice")
+    return refs
+
+
+async def test_stream_managed_sessions_leave_no_roost_garbage(tmp_path: Path) -> None:
+    """A managed session and its stream-management state refer to each other while it lives; its
+    end must break that, however it ends (the 2,000-session soak leaked ten objects per session)."""
+    async with running_server(tmp_path, "[sm]\nresume_seconds = 1\n") as running:
+        await running.add_user("alice@localhost", "pw")
+        with collector_off():
+            refs = [
+                await sm_cycle(running, i * 3 + n, how)
+                for i in range(2)
+                for n, how in enumerate(("clean", "expired", "resumed"))
+            ]
+            await asyncio.sleep(0.3)
+            assert alive(refs, *refs[-1]) == {}
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            assert roost_objects(gc.garbage) == []

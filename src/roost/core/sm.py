@@ -328,6 +328,10 @@ class SmService:
             self.resumable.pop(state.id, None)
             self.expired[state.id] = (session.jid.local or "", state.inbound)
         unacked = state.take_unacked()
+        # The session and its SmSession refer to each other: break the cycle, or the pair (and what
+        # hangs on it) waits for a full collection — forever once the periodic freeze has frozen it
+        # (roost.core.gc_policy). A closed session's send() no longer looks at its exit filters.
+        session.sm = None
         if unacked:
             session.log.info("re-routing %d unacknowledged stanzas", len(unacked))
             self.reroute(session, unacked)
