@@ -11,10 +11,15 @@ arena size, bytes in use, free bytes), Python's allocated blocks, SQLite's memor
 Optional: ``ROOST_MEMPROBE_TRIM=SECONDS`` runs one ``malloc_trim(0)`` then and logs what it gave back;
 ``ROOST_MEMPROBE_GCRESET=SECONDS`` resets the GC figures then (to see steady state only);
 ``ROOST_MEMPROBE_FRAMES=N`` starts tracemalloc (slow: a snapshot stops the server for seconds) and
-writes the top differences between a snapshot at ``ROOST_MEMPROBE_SNAP1`` seconds and exit.
+writes the top differences between a snapshot at ``ROOST_MEMPROBE_SNAP1`` seconds and one at
+``ROOST_MEMPROBE_SNAP2`` seconds (default: exit, when the sessions are gone).
 ``ROOST_MEMPROBE_UNFROZEN=SECONDS`` then unfreezes everything, collects with ``gc.DEBUG_SAVEALL`` and
 logs how many unreachable objects the frozen generation held, by type (cycles that formed among
 objects after they were frozen, which the periodic collections never see).
+``ROOST_MEMPROBE_MALLOC_INFO=S1,S2,…`` writes glibc's ``malloc_info`` (every arena, free chunks by
+size) to ``<probe file>.malloc-<S>.xml`` at those seconds.
+``ROOST_MEMPROBE_TYPES=S1,S2`` counts the collector-tracked objects (frozen ones included) by type at
+both times and logs the types that grew most between them (cheap next to tracemalloc).
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ def _install(path: str) -> None:
         ]  # fmt: skip
 
     libc.mallinfo2.restype = MallInfo2
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
     sqlite: Any = None
     name = ctypes.util.find_library("sqlite3")
     if name:
@@ -110,6 +119,30 @@ def _install(path: str) -> None:
         out.write(f"unfrozen: {frozen} frozen, {found} unreachable; {kinds.most_common(40)}\n")
         out.write(f"unfrozen samples: {sample.most_common(30)}\n")
 
+    counts: dict[str, Any] = {}
+
+    def census(first: bool) -> None:
+        import collections
+
+        gc.unfreeze()
+        now = collections.Counter(
+            f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+        )
+        gc.freeze()
+        jids = collections.Counter(str(o) for o in gc.get_objects() if type(o).__name__ == "JID")
+        from roost.jid import _parse_cached
+
+        if first:
+            counts["a"], counts["jids"] = now, jids
+            out.write(f"types: {sum(now.values())} objects; JID parse cache {_parse_cached.cache_info()}\n")
+            return
+        now.subtract(counts.pop("a"))
+        out.write(f"types grown: {[(k, v) for k, v in now.most_common(30) if v > 0]}\n")
+        jids.subtract(counts.pop("jids"))
+        grown = [(k, v) for k, v in jids.most_common(15) if v > 0]
+        out.write(f"JIDs grown: {sum(v for v in jids.values() if v > 0)} by string, top {grown}; ")
+        out.write(f"new strings {sum(1 for v in jids.values() if v > 0)}; cache {_parse_cached.cache_info()}\n")
+
     def loop() -> None:
         while True:
             time.sleep(20)
@@ -122,6 +155,19 @@ def _install(path: str) -> None:
             if frames and env_after("ROOST_MEMPROBE_SNAP1"):
                 snapshots["a"] = tracemalloc.take_snapshot()
                 out.write("snapshot a\n")
+            if frames and "a" in snapshots and env_after("ROOST_MEMPROBE_SNAP2"):
+                compare()
+            for at in os.environ.get("ROOST_MEMPROBE_MALLOC_INFO", "").split(","):
+                if at and at not in done and time.monotonic() - t0 >= float(at):
+                    done.add(at)
+                    stream = libc.fopen(f"{path}.malloc-{at}.xml".encode(), b"w")
+                    libc.malloc_info(0, stream)
+                    libc.fclose(stream)
+            census_at = os.environ.get("ROOST_MEMPROBE_TYPES", "").split(",")
+            for n, at in enumerate(census_at):
+                if at and f"types{at}" not in done and time.monotonic() - t0 >= float(at):
+                    done.add(f"types{at}")
+                    census(n == 0)
             if env_after("ROOST_MEMPROBE_UNFROZEN"):
                 unfrozen_garbage()
             if env_after("ROOST_MEMPROBE_TRIM"):
@@ -132,13 +178,20 @@ def _install(path: str) -> None:
 
     threading.Thread(target=loop, name="memprobe", daemon=True).start()
 
+    def compare() -> None:
+        a = snapshots.pop("a")
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        b = tracemalloc.take_snapshot().filter_traces(ignore)
+        key = "traceback" if frames > 1 else "lineno"
+        for stat in b.compare_to(a.filter_traces(ignore), key)[:25]:
+            out.write(f"DIFF {stat}\n")
+            if frames > 1:
+                out.writelines(f"    {frame}\n" for frame in stat.traceback.format()[-2 * frames :])
+
     def at_exit() -> None:
         line("exit")
         if "a" in snapshots:
-            ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
-            b = tracemalloc.take_snapshot().filter_traces(ignore)
-            for stat in b.compare_to(snapshots["a"].filter_traces(ignore), "lineno")[:25]:
-                out.write(f"DIFF {stat}\n")
+            compare()
 
     atexit.register(at_exit)
 
