@@ -18,6 +18,8 @@ logs how many unreachable objects the frozen generation held, by type (cycles th
 objects after they were frozen, which the periodic collections never see).
 ``ROOST_MEMPROBE_MALLOC_INFO=S1,S2,…`` writes glibc's ``malloc_info`` (every arena, free chunks by
 size) to ``<probe file>.malloc-<S>.xml`` at those seconds.
+``ROOST_MEMPROBE_LAG=MS`` logs every event-loop stall longer than MS (a probe callback every 10 ms
+from this thread), with what the GC figures and a stack sample of the loop's thread said then.
 ``ROOST_MEMPROBE_TYPES=S1,S2`` counts the collector-tracked objects (frozen ones included) by type at
 both times and logs the types that grew most between them (cheap next to tracemalloc).
 """
@@ -141,7 +143,37 @@ def _install(path: str) -> None:
         jids.subtract(counts.pop("jids"))
         grown = [(k, v) for k, v in jids.most_common(15) if v > 0]
         out.write(f"JIDs grown: {sum(v for v in jids.values() if v > 0)} by string, top {grown}; ")
-        out.write(f"new strings {sum(1 for v in jids.values() if v > 0)}; cache {_parse_cached.cache_info()}\n")
+        fresh = sum(1 for v in jids.values() if v > 0)
+        out.write(f"new strings {fresh}; cache {_parse_cached.cache_info()}\n")
+
+    def watch_lag(limit: float) -> None:
+        """Post a callback to the running loop every 10 ms; log when one waits longer than ``limit``,
+        with the main thread's stack sampled while it waits."""
+        import asyncio
+        import traceback
+
+        main = threading.main_thread().ident
+        time.sleep(5)
+        running = None
+        while running is None:
+            running = next(
+                (o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()),
+                None,
+            )
+            time.sleep(1)
+        while True:
+            done = threading.Event()
+            posted = time.perf_counter()
+            running.call_soon_threadsafe(done.set)
+            sample = ""
+            if not done.wait(limit):
+                frame = sys._current_frames().get(main)
+                sample = "".join(traceback.format_stack(frame, limit=12)) if frame is not None else ""
+                done.wait()
+            waited = time.perf_counter() - posted
+            if waited > limit:
+                out.write(f"LAG {waited * 1000:.0f} ms at t={time.monotonic() - t0:.0f}\n{sample}\n")
+            time.sleep(0.01)
 
     def loop() -> None:
         while True:
@@ -177,6 +209,9 @@ def _install(path: str) -> None:
                 out.write(f"malloc_trim: RSS {before >> 20} -> {rss() >> 20} MiB in {took * 1000:.1f} ms\n")
 
     threading.Thread(target=loop, name="memprobe", daemon=True).start()
+    lag_ms = float(os.environ.get("ROOST_MEMPROBE_LAG", "0"))
+    if lag_ms:
+        threading.Thread(target=watch_lag, args=(lag_ms / 1000,), name="memprobe-lag", daemon=True).start()
 
     def compare() -> None:
         a = snapshots.pop("a")

@@ -74,7 +74,7 @@ class TlsLayer:
             # Read while whole records may remain (ciphertext in the BIO, plaintext in the object):
             # the common case, one record per read, ends without raising SSLWantReadError.
             while True:
-                size = obj.read(READ_SIZE, buffer)
+                size: int = obj.read(READ_SIZE, buffer)  # type: ignore[assignment]  # with a buffer: a count
                 if not size:  # close_notify from the peer
                     break
                 chunks.append(view[:size].tobytes())
