@@ -268,6 +268,7 @@ class IntervalSample:
     rss_mb: float
     fds: int
     generator_gc_ms: float  # the generator's longest GC pause in the interval
+    generator_lag_ms: float  # the generator's longest event-loop delay in the interval
     server_util: float
     generator_util: float
     others_load: float  # CPU of the server's core used by other processes (NaN when not pinned)
@@ -571,6 +572,8 @@ class SoakRun:
         end = t0 + duration
         pid = ctx.target.pid
         samples: list[IntervalSample] = []
+        lag = [0.0]  # the generator's own longest event-loop delay in the interval (seconds)
+        lag_task = asyncio.get_running_loop().create_task(_watch_lag(lag))
         pacer = asyncio.get_running_loop().create_task(self._pacer(end))
         churn = asyncio.get_running_loop().create_task(self._churn(end))
         meter = ctx.meter()
@@ -586,12 +589,14 @@ class SoakRun:
                 collect_and_freeze()
                 gen_gc_ms = gen_gc.max_pause_seconds * 1000
                 gen_gc.reset()
+                gen_lag_ms, lag[0] = lag[0] * 1000, 0.0
                 sent = len(self.ledger.klass)
                 s = IntervalSample(
                     t=round(time.monotonic() - t0, 2),
                     rss_mb=tree_rss(pid) / 1e6,
                     fds=tree_fds(pid),
                     generator_gc_ms=gen_gc_ms,
+                    generator_lag_ms=gen_lag_ms,
                     server_util=delta.server_util,
                     generator_util=delta.generator_util,
                     others_load=max(delta.foreign_load, delta.generator_foreign_load),
@@ -608,7 +613,7 @@ class SoakRun:
                     f"p99 {_pct_ms(lat, 99):.2f} ms "
                     f"max {max(lat, default=0) / 1e6:.1f} ms; RSS {s.rss_mb:.1f} MB, {s.fds} fds; "
                     f"server {s.server_util:.2f} cores; {s.online} online, {s.logins} logins; "
-                    f"generator gc ≤{s.generator_gc_ms:.0f} ms"
+                    f"generator gc ≤{s.generator_gc_ms:.0f} ms, lag ≤{s.generator_lag_ms:.0f} ms"
                     + (f", {s.login_errors} failed" if s.login_errors else "")
                     + (
                         f"; BUSY: others used {s.others_load:.2f} cores"
@@ -620,6 +625,7 @@ class SoakRun:
         finally:
             self.stopping = True
             gen_gc.uninstall()
+            lag_task.cancel()
             for t in (pacer, churn):
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -705,6 +711,7 @@ class SoakRun:
                 "rss_mb": s.rss_mb,
                 "fds": s.fds,
                 "generator_gc_ms": s.generator_gc_ms,
+                "generator_lag_ms": s.generator_lag_ms,
                 "server_util": s.server_util,
                 "generator_util": s.generator_util,
                 "others_load": s.others_load,
@@ -778,3 +785,15 @@ def _pct_ms(values_ns: list[int], p: float) -> float:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+async def _watch_lag(worst: list[float], period: float = 0.005) -> None:
+    """Keep ``worst[0]`` at the longest the generator's event loop was late for a ``period`` sleep:
+    a late generator reads late, and its messages look late."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(period)
+        late = loop.time() - before - period
+        if late > worst[0]:
+            worst[0] = late
