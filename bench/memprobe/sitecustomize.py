@@ -90,7 +90,9 @@ def _install(path: str) -> None:
                 py_blocks=sys.getallocatedblocks(),
                 sqlite_kib=sqlite.sqlite3_memory_used() >> 10 if sqlite else -1,
             )
-        row["frozen"] = gc.get_freeze_count()
+        started = time.perf_counter()
+        row["frozen"] = gc.get_freeze_count()  # walks the frozen list, holding the GIL: see the docstring
+        row["freeze_count_ms"] = round((time.perf_counter() - started) * 1000, 1)
         try:
             from roost.util.gcstats import STATS
 

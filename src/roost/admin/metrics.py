@@ -13,7 +13,6 @@ The HTTP listener mounts :func:`metrics_handler`; it answers only the configured
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import logging
 import time
@@ -72,9 +71,9 @@ def _gc_families() -> Iterator[GaugeMetricFamily | HistogramMetricFamily | Count
     yield pauses
     yield longest
     yield collected
-    yield GaugeMetricFamily(
-        "roost_gc_frozen_objects", "Objects moved out of the collector's sight (gc.freeze)",
-        value=gc.get_freeze_count(),
+    yield CounterMetricFamily(
+        "roost_gc_frozen_objects", "Objects moved out of the collector's sight (gc.freeze), in all",
+        value=GC_STATS.frozen,
     )  # fmt: skip
     yield CounterMetricFamily(
         "roost_malloc_trims", "Times the C heap's free pages were handed back (malloc_trim)",

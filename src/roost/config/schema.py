@@ -819,7 +819,7 @@ class GcSection(_Section):
         gt=0,
         description=(
             "Periodic collections aim to stay under this: while one takes longer, the interval "
-            "halves (down to 0.5 s), and grows back to freeze_interval_seconds once they are short."
+            "halves (down to 0.25 s), and grows back to freeze_interval_seconds once they are short."
         ),
         examples=[5.0],
     )

@@ -8,7 +8,8 @@ sessions froze for a quarter of a second every minute or so. The policy here:
 * every ``freeze_interval_seconds``, off any stanza's path (a loop timer): collect what is not frozen
   (only what survived since the last interval, so the pause stays short), then freeze the survivors.
   While such a collection takes longer than ``target_pause_ms`` (many logins), the interval halves
-  (down to 0.5 s); once they are well under it, it grows back.
+  (down to 0.25 s: at 10,000 sessions under churn a 0.5 s interval left ~13 ms of survivors to
+  collect); once they are well under it, it grows back.
   Automatic full collections are then cheap too: they only see what is not frozen yet.
 * every ``malloc_trim_interval_seconds``, hand free pages of the C heap back to the system
   (``malloc_trim(0)``, glibc only). Measured under churn (2,000 sessions, 1 %/s, 500 msg/s): the
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.gc")
 
 #: The shortest collect-and-freeze interval (seconds) the policy shortens to.
-MIN_INTERVAL = 0.5
+MIN_INTERVAL = 0.25
 
 
 def start(server: Server) -> None:
@@ -64,12 +65,9 @@ def start(server: Server) -> None:
         t0 = time.perf_counter()
         gc.collect()
         gc.freeze()
-        log.debug(
-            "gc: froze %d start-up objects in %.1f ms",
-            gc.get_freeze_count(),
-            (time.perf_counter() - t0) * 1000,
-        )
         STATS.reset()  # from here on: the pauses that clients see
+        STATS.frozen = gc.get_freeze_count()  # once, at start (it walks the whole frozen list)
+        log.debug("gc: froze %d start-up objects in %.1f ms", STATS.frozen, (time.perf_counter() - t0) * 1000)
     for host in server.hosts.values():
         host.bus.on(hooks.SERVER_STOPPING, policy.stop)
 
@@ -138,6 +136,9 @@ def malloc_trim() -> Callable[[], object] | None:
 def collect_and_freeze() -> int:
     """Collect the objects that are not frozen yet, freeze the survivors; unreachable objects found."""
     found = gc.collect()
+    # After a full collection every survivor sits in the oldest generation, and everything older is
+    # frozen already: this list is what freeze() is about to move, as cheap as the collection was.
+    STATS.frozen += len(gc.get_objects(2))
     gc.freeze()
     if found:
         log.debug("gc: %d unreachable objects in the last interval (a reference cycle somewhere)", found)
