@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from roost.core import hooks
 from roost.core.session import SessionState
+from roost.xml.element import Element
 from tests.support.scenario import Harness, ScriptedSession, parse
+
+
+def held_until(gate: asyncio.Future[None], matches: Callable[[Element], bool]) -> Callable[[Any], Any]:
+    """A delivery filter that holds the first stanzas ``matches`` accepts until ``gate`` is done (as a
+    filter waiting on storage would)."""
+
+    def hold(value: Any) -> Any:
+        if matches(value[1].stanza) and not gate.done():
+
+            async def later() -> Any:
+                await gate
+                return value
+
+            return later()
+        return value
+
+    return hold
 
 
 def record(h: Harness, hook: Any) -> list[tuple[str, str]]:
@@ -120,17 +140,7 @@ async def test_a_waiting_delivery_filter_keeps_that_recipients_order_and_holds_n
     nurse = await h.login("nurse")
     gate = asyncio.get_running_loop().create_future()
 
-    def slow_first(value: Any) -> Any:
-        event = value[1]
-        if event.stanza.find_text("body") == "1" and not gate.done():
-
-            async def later() -> Any:
-                await gate
-                return value
-
-            return later()
-        return value
-
+    slow_first = held_until(gate, lambda stanza: stanza.find_text("body") == "1")
     h.server.hosts["localhost"].bus.on(hooks.DELIVER_MESSAGE, slow_first)
     # receive(), not submit(): submit settles, which would wait for the gated delivery.
     for n in ("1", "2", "3"):
@@ -160,16 +170,7 @@ async def test_a_message_whose_delivery_waited_past_the_recipients_logout_goes_o
     juliet.clear()
     gate = asyncio.get_running_loop().create_future()
 
-    def slow(value: Any) -> Any:
-        if value[1].stanza.find_text("body") == "late" and not gate.done():
-
-            async def later() -> Any:
-                await gate
-                return value
-
-            return later()
-        return value
-
+    slow = held_until(gate, lambda stanza: stanza.find_text("body") == "late")
     h.server.hosts["localhost"].bus.on(hooks.DELIVER_MESSAGE, slow)
     romeo.receive(parse("<message to='juliet@localhost' type='chat' id='m1'><body>late</body></message>"))
     for _ in range(5):
@@ -199,16 +200,7 @@ async def test_an_iq_request_whose_delivery_waited_past_the_recipients_logout_ge
     romeo.clear()
     gate = asyncio.get_running_loop().create_future()
 
-    def slow(value: Any) -> Any:
-        if value[1].stanza.attrs.get("id") == "v1" and not gate.done():
-
-            async def later() -> Any:
-                await gate
-                return value
-
-            return later()
-        return value
-
+    slow = held_until(gate, lambda stanza: stanza.attrs.get("id") == "v1")
     h.server.hosts["localhost"].bus.on(hooks.DELIVER_IQ, slow)
     romeo.receive(
         parse("<iq to='juliet@localhost/juliet' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
