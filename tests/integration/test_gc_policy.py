@@ -108,3 +108,25 @@ async def test_collections_come_more_often_while_they_take_longer_than_the_targe
         assert policy.current == 10.0  # never longer than configured
     finally:
         policy.stop(None)
+
+
+async def test_a_periodic_collection_over_the_target_says_what_made_it_long(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="roost.gc")
+    policy = _Policy(10.0, True, None, 0)
+    STATS.slow_periodic.clear()
+    kept = [Node() for _ in range(5000)]  # survivors of the interval: what the collection walks
+    try:
+        policy.target = 1e-9  # every collection is "slow"
+        policy.tick()
+        took_ms, new, survivors, since = STATS.slow_periodic[-1]
+        assert took_ms > 0 and since >= 0
+        assert survivors >= len(kept)  # all of them, frozen now
+        assert new >= 0
+        assert "periodic collection:" in caplog.text and "survived" in caplog.text
+        STATS.reset()
+        assert not STATS.slow_periodic
+    finally:
+        policy.stop(None)
+        gc.unfreeze()

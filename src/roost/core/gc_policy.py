@@ -88,13 +88,28 @@ class _Policy:
         self.trim_interval = trim_interval
         self.loop = asyncio.get_running_loop()
         self.last_trim = self.loop.time()
+        self.last_tick = self.loop.time()
         self.handle: asyncio.TimerHandle | None = self.loop.call_later(interval, self.tick)
 
     def tick(self) -> None:
         if self.freeze:
+            now = self.loop.time()
+            young = gc.get_count()[0]  # tracked objects allocated (net) since the last collection
             t0 = time.thread_time()
-            collect_and_freeze()
-            self.adapt(time.thread_time() - t0)
+            survivors = collect_and_freeze()[1]
+            took = time.thread_time() - t0
+            if took > self.target:
+                # What made it long, for the operator and for the soak bench (memprobe prints it).
+                STATS.slow_periodic.append((took * 1000, young, survivors, now - self.last_tick))
+                log.debug(
+                    "gc: periodic collection: %.1f ms CPU, %d new objects, %d survived, %.2f s after last",
+                    took * 1000,
+                    young,
+                    survivors,
+                    now - self.last_tick,
+                )
+            self.last_tick = now
+            self.adapt(took)
         if self.trim is not None and self.loop.time() - self.last_trim >= self.trim_interval:
             self.last_trim = self.loop.time()
             t0 = time.perf_counter()
@@ -133,13 +148,15 @@ def malloc_trim() -> Callable[[], object] | None:
     return lambda: func(0)
 
 
-def collect_and_freeze() -> int:
-    """Collect the objects that are not frozen yet, freeze the survivors; unreachable objects found."""
+def collect_and_freeze() -> tuple[int, int]:
+    """Collect the objects that are not frozen yet, freeze the survivors; (unreachable objects found,
+    survivors frozen)."""
     found = gc.collect()
     # After a full collection every survivor sits in the oldest generation, and everything older is
     # frozen already: this list is what freeze() is about to move, as cheap as the collection was.
-    STATS.frozen += len(gc.get_objects(2))
+    survivors = len(gc.get_objects(2))
+    STATS.frozen += survivors
     gc.freeze()
     if found:
         log.debug("gc: %d unreachable objects in the last interval (a reference cycle somewhere)", found)
-    return found
+    return found, survivors

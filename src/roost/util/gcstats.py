@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,9 @@ class GcStats:
     #: Times the C heap's free pages were handed back (roost.core.gc_policy), and the longest.
     malloc_trims: int = 0
     malloc_trim_max_seconds: float = 0.0
+    #: The latest periodic collections (roost.core.gc_policy) that took longer than its target:
+    #: (CPU ms, objects allocated since the previous one, survivors frozen, seconds since the previous).
+    slow_periodic: deque[tuple[float, int, int, float]] = field(default_factory=lambda: deque(maxlen=32))
     _started: float = 0.0
     _started_cpu: float = 0.0
     _installed: bool = False
@@ -128,6 +132,7 @@ class GcStats:
         self.last_pause_seconds = 0.0
         self.malloc_trims = 0
         self.malloc_trim_max_seconds = 0.0
+        self.slow_periodic.clear()
 
 
 #: The process-wide figures (the collector is process-wide too).
