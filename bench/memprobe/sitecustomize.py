@@ -28,6 +28,8 @@ the period.
 from this thread), with what the GC figures and a stack sample of the loop's thread said then.
 ``ROOST_MEMPROBE_TYPES=S1,S2`` counts the collector-tracked objects (frozen ones included) by type at
 both times and logs the types that grew most between them (cheap next to tracemalloc).
+``ROOST_MEMPROBE_REFS=S1,S2,…`` counts, at those seconds, the objects not frozen yet and the
+references out of them by type: what the next periodic collection will walk.
 """
 
 from __future__ import annotations
@@ -164,6 +166,39 @@ def _install(path: str) -> None:
         fresh = sum(1 for v in jids.values() if v > 0)
         out.write(f"new strings {fresh}; cache {_parse_cached.cache_info()}\n")
 
+    def referents() -> None:
+        """What a periodic collection walks: the objects not frozen yet, and the references out of
+        them (each one a visit to a referent's header, a cache miss when it lies in a big heap)."""
+        import collections
+
+        objects: collections.Counter[str] = collections.Counter()
+        refs: collections.Counter[str] = collections.Counter()
+        for generation in range(3):
+            for o in gc.get_objects(generation):
+                name = f"{type(o).__module__}.{type(o).__qualname__}"
+                objects[name] += 1
+                refs[name] += len(gc.get_referents(o))
+        out.write(f"referents: {sum(objects.values())} unfrozen objects, {sum(refs.values())} references; ")
+        out.write(f"by references {[(k, v, objects[k]) for k, v in refs.most_common(25)]}\n")
+        biggest = sorted(
+            (o for g in range(3) for o in gc.get_objects(g)), key=lambda o: len(gc.get_referents(o))
+        )[-5:]
+        for o in reversed(biggest):
+            keys = list(o.items())[:2] if isinstance(o, dict) else []
+            gc.unfreeze()  # the holders are usually frozen: let get_referrers see them
+            try:
+                holders = [h for h in gc.get_referrers(o) if not isinstance(h, list)][:3]
+                named = [
+                    f"{type(h).__qualname__} {list(h)[:6] if isinstance(h, dict) else ''}" for h in holders
+                ]
+                above = [type(g).__qualname__ for h in holders for g in gc.get_referrers(h)][:6]
+            finally:
+                gc.freeze()
+            out.write(
+                f"  {type(o).__qualname__} of {len(gc.get_referents(o))} (tracked {gc.is_tracked(o)}): "
+                f"items {keys!r:.300} held by {named!r:.400} held by {above}\n"
+            )
+
     def watch_lag(limit: float) -> None:
         """Post a callback to the running loop every 10 ms; log when one waits longer than ``limit``,
         with the main thread's stack sampled while it waits."""
@@ -214,6 +249,10 @@ def _install(path: str) -> None:
                 if at and f"types{at}" not in done and time.monotonic() - t0 >= float(at):
                     done.add(f"types{at}")
                     census(n == 0)
+            for at in os.environ.get("ROOST_MEMPROBE_REFS", "").split(","):
+                if at and f"refs{at}" not in done and time.monotonic() - t0 >= float(at):
+                    done.add(f"refs{at}")
+                    referents()
             if env_after("ROOST_MEMPROBE_UNFROZEN"):
                 unfrozen_garbage()
             if env_after("ROOST_MEMPROBE_TRIM"):

@@ -30,6 +30,7 @@ from roost.core.session import Session
 from roost.jid import JID
 from roost.modules.message import CHATSTATES, HINTS, MUC_USER, bare_targets
 from roost.stanza.errors import StanzaError
+from roost.util.bounded import BoundedDict
 from roost.xml.element import Element
 from roost.xml.ns import FORWARD
 
@@ -92,7 +93,7 @@ class Carbons(Module):
         #: Account bare JID → its sessions with Carbons enabled.
         self._enabled: dict[str, list[Session]] = {}
         #: (account bare JID, message id) of recent eligible messages, oldest first.
-        self._recent: dict[tuple[str, str], None] = {}
+        self._recent: BoundedDict[tuple[str, str], None] = BoundedDict(RECENT_IDS)
 
     # -- enable / disable ------------------------------------------------------------------------------
     @iq_handler("set", CARBONS, "enable", to=Target.SELF)
@@ -214,10 +215,7 @@ class Carbons(Module):
         if not is_eligible(stanza, inbound=inbound):
             return False
         if msg_id is not None:
-            recent = self._recent
-            recent[(key, msg_id)] = None
-            if len(recent) > RECENT_IDS:
-                del recent[next(iter(recent))]
+            self._recent[(key, msg_id)] = None
         return True
 
     def _forward(self, session: Session, direction: str, stanza: Element, account: JID) -> None:

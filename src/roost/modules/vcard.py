@@ -31,6 +31,7 @@ from roost.core.modules import Module, Xep, hook, iq_handler
 from roost.core.session import Session
 from roost.jid import JID
 from roost.stanza.errors import StanzaError
+from roost.util.bounded import TrackedDict
 from roost.xml.element import Element
 from roost.xml.fragment import FragmentError, parse_element
 from roost.xml.ns import VCARD, VCARD_UPDATE
@@ -104,7 +105,7 @@ class VCardTemp(Module):
     async def start(self) -> None:
         self.store = self.server.storage.keyvalue("vcard")
         #: Photo hash ("" = none) of each online account, for the synchronous presence filter.
-        self._photos: dict[UserKey, str] = {}
+        self._photos: TrackedDict[UserKey, str] = TrackedDict()  # frozen once, not walked by every GC
         #: Accounts whose hash is being read; their broadcast presences wait here, in order.
         self._waiting: dict[UserKey, list[tuple[Session, Element]]] = {}
         #: A presence this module is re-sending itself: the filter lets it pass untouched.

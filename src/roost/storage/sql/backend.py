@@ -60,6 +60,7 @@ from roost.storage.sql.schema import (
     map_,
 )
 from roost.storage.sql.threaded import ThreadedEngine
+from roost.util.bounded import TrackedDict
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class UserReadCache:
         self.size = size
         self._snapshots: dict[tuple[str, str], UserSnapshot] = {}
         self._loading: dict[tuple[str, str], asyncio.Future[UserSnapshot]] = {}
-        self._generation: dict[tuple[str, str], int] = {}
+        self._generation: TrackedDict[tuple[str, str], int] = TrackedDict()  # frozen once (docs/gc.md)
 
     def invalidate(self, domain: str, user: str) -> None:
         """Forget the user's snapshot (and any load of it now in flight)."""
