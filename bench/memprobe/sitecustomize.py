@@ -112,7 +112,7 @@ def _install(path: str) -> None:
                 (g["collections"], round(g["pause_ms_max"], 2), round(g["cpu_ms_max"], 2), g["collected"])
                 for g in snap["generations"]
             ]
-            if STATS.slow_periodic:  # (CPU ms, new objects, survivors, seconds since the previous)
+            if STATS.slow_periodic:  # (CPU ms, unfrozen before, survivors, s since previous)
                 row["slow"] = [(round(ms, 1), n, kept, round(s, 2)) for ms, n, kept, s in STATS.slow_periodic]
                 STATS.slow_periodic.clear()
         except Exception as exc:  # the server may not have imported it yet

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.core.gc_policy import MIN_INTERVAL, _Policy, malloc_trim
+from roost.core.gc_policy import MIN_INTERVAL, _Policy, malloc_trim, unfrozen
 from roost.util.gcstats import STATS, GcStats
 from tests.support.raw import RawClient
 from tests.support.server import running_server
@@ -184,19 +184,21 @@ async def test_a_burst_of_allocations_is_collected_before_the_interval_ends() ->
     STATS.install()
     thresholds = gc.get_threshold()
     gc.set_threshold(1000, thresholds[1], thresholds[2])
+    gc.collect()
+    gc.freeze()  # as the server does at start
     policy = _Policy(10.0, True, None, 0)
     at_start = STATS.generations[2].collections
     try:
         await asyncio.sleep(0.6)
         quiet = STATS.generations[2].collections
-        assert quiet == at_start  # looked twice, little allocated: no collection yet
-        burst = [Node() for _ in range(3 * policy.allocation_budget)]
+        assert quiet == at_start  # looked twice, little new: no collection yet
+        burst = [Node() for _ in range(3 * policy.unfrozen_budget)]
         for _ in range(20):
             await asyncio.sleep(0.1)
             if STATS.generations[2].collections > quiet:
                 break
         assert STATS.generations[2].collections > quiet  # well before the 10 s interval
-        assert policy.allocated() < policy.allocation_budget  # counted from that collection on
+        assert unfrozen() < policy.unfrozen_budget  # all frozen at that collection
         assert gc.get_freeze_count() >= len(burst)  # the survivors are frozen
     finally:
         policy.stop(None)

@@ -52,7 +52,7 @@ class GcStats:
     malloc_trims: int = 0
     malloc_trim_max_seconds: float = 0.0
     #: The latest periodic collections (roost.core.gc_policy) that took longer than its target:
-    #: (CPU ms, objects allocated since the previous one, survivors frozen, seconds since the previous).
+    #: (CPU ms, objects unfrozen before it, survivors frozen, seconds since the previous).
     slow_periodic: deque[tuple[float, int, int, float]] = field(default_factory=lambda: deque(maxlen=32))
     _started: float = 0.0
     _started_cpu: float = 0.0
