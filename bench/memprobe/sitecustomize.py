@@ -29,7 +29,8 @@ from this thread), with what the GC figures and a stack sample of the loop's thr
 ``ROOST_MEMPROBE_TYPES=S1,S2`` counts the collector-tracked objects (frozen ones included) by type at
 both times and logs the types that grew most between them (cheap next to tracemalloc).
 ``ROOST_MEMPROBE_REFS=S1,S2,…`` counts, at those seconds, the objects not frozen yet and the
-references out of them by type: what the next periodic collection will walk.
+references out of them by type: what the next periodic collection will walk, and the five objects
+with most references (``ROOST_MEMPROBE_HOLDERS=1``: and who holds them; slow, it unfreezes everything).
 """
 
 from __future__ import annotations
@@ -184,7 +185,10 @@ def _install(path: str) -> None:
             (o for g in range(3) for o in gc.get_objects(g)), key=lambda o: len(gc.get_referents(o))
         )[-5:]
         for o in reversed(biggest):
-            keys = list(o.items())[:2] if isinstance(o, dict) else []
+            keys = list(o.items())[:2] if isinstance(o, dict) else list(o)[:2] if isinstance(o, list) else []
+            if not os.environ.get("ROOST_MEMPROBE_HOLDERS"):  # slow: ~1 s with everything unfrozen
+                out.write(f"  {type(o).__qualname__} of {len(gc.get_referents(o))}: items {keys!r:.300}\n")
+                continue
             gc.unfreeze()  # the holders are usually frozen: let get_referrers see them
             try:
                 holders = [h for h in gc.get_referrers(o) if not isinstance(h, list)][:3]

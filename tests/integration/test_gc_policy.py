@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.core.gc_policy import MIN_INTERVAL, _Policy, malloc_trim, unfrozen
+from roost.core.gc_policy import MIN_INTERVAL, MIN_LOOK, _Policy, malloc_trim, unfrozen
 from roost.util.gcstats import STATS, GcStats
 from tests.support.raw import RawClient
 from tests.support.server import running_server
@@ -204,3 +204,15 @@ async def test_a_burst_of_allocations_is_collected_before_the_interval_ends() ->
         policy.stop(None)
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+async def test_the_policy_looks_more_often_while_objects_pile_up_fast() -> None:
+    policy = _Policy(10.0, True, None, 0)
+    try:
+        budget = policy.unfrozen_budget
+        assert policy.next_look(0, 1.0) == MIN_INTERVAL  # nothing new: the usual pace
+        assert policy.next_look(budget // 10, 1.0) == MIN_INTERVAL  # slow: a look every 0.25 s is enough
+        assert policy.next_look(budget, 0.1) == pytest.approx(0.05)  # 10 budgets a second: every 50 ms
+        assert policy.next_look(100 * budget, 0.1) == MIN_LOOK  # never busier than every 20 ms
+    finally:
+        policy.stop(None)
