@@ -210,9 +210,30 @@ async def test_the_policy_looks_more_often_while_objects_pile_up_fast() -> None:
     policy = _Policy(10.0, True, None, 0)
     try:
         budget = policy.unfrozen_budget
-        assert policy.next_look(0, 1.0) == MIN_INTERVAL  # nothing new: the usual pace
-        assert policy.next_look(budget // 10, 1.0) == MIN_INTERVAL  # slow: a look every 0.25 s is enough
-        assert policy.next_look(budget, 0.1) == pytest.approx(0.05)  # 10 budgets a second: every 50 ms
-        assert policy.next_look(100 * budget, 0.1) == MIN_LOOK  # never busier than every 20 ms
+        assert policy.next_look(0) == MIN_INTERVAL  # nothing new: the usual pace
+        assert policy.next_look(budget / 10) == MIN_INTERVAL  # slow: a look every 0.25 s is enough
+        assert policy.next_look(10 * budget) == pytest.approx(0.05)  # 10 budgets a second: every 50 ms
+        assert policy.next_look(1000 * budget) == MIN_LOOK  # never busier than every 20 ms
     finally:
         policy.stop(None)
+
+
+async def test_a_burst_after_a_quiet_spell_shortens_the_next_look_at_once() -> None:
+    gc.collect()
+    gc.freeze()
+    policy = _Policy(10.0, True, None, 0)
+    try:
+        policy.unfrozen_budget = 100_000  # more than the burst: only the pace is looked at
+        now = policy.loop.time()
+        policy.last_tick = now - 7.0  # a quiet spell since the last collection
+        policy.last_look = (now - 0.05, unfrozen())
+        burst = [Node() for _ in range(50_000)]  # ~1,000,000 new objects a second since the last look
+        collections = STATS.generations[2].collections
+        policy.tick()
+        assert STATS.generations[2].collections == collections  # under the budget: no collection
+        # At the pace since the collection (~7,000/s) the next look would be 0.25 s away.
+        assert MIN_LOOK <= policy.period < 0.15, policy.period
+        del burst
+    finally:
+        policy.stop(None)
+        gc.unfreeze()

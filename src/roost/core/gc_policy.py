@@ -104,6 +104,7 @@ class _Policy:
         self.loop = asyncio.get_running_loop()
         self.last_trim = self.loop.time()
         self.last_tick = self.loop.time()
+        self.last_look = (self.last_tick, 0)  # (when, unfrozen objects then)
         #: How often the timer fires: with freezing on, it counts the unfrozen objects every MIN_INTERVAL.
         self.period = MIN_INTERVAL if freeze else interval
         self.handle: asyncio.TimerHandle | None = self.loop.call_later(self.period, self.tick)
@@ -113,7 +114,15 @@ class _Policy:
         young = unfrozen() if self.freeze else 0
         since = now - self.last_tick
         if self.freeze:
-            self.period = self.next_look(young, since)
+            # New objects per second, since the last collection or since the last look, whichever
+            # is faster: a burst that starts after a quiet spell shows in the latter at once.
+            looked_at, looked_young = self.last_look
+            pace = max(
+                young / since if since > 0 else 0.0,
+                (young - looked_young) / (now - looked_at) if now > looked_at else 0.0,
+            )
+            self.last_look = (now, young)
+            self.period = self.next_look(pace)
         if self.freeze and (since >= self.current or young >= self.unfrozen_budget):
             t0 = time.thread_time()
             survivors = collect_and_freeze()[1]
@@ -129,6 +138,7 @@ class _Policy:
                     now - self.last_tick,
                 )
             self.last_tick = now
+            self.last_look = (now, 0)
             self.adapt(took)
         if self.trim is not None and self.loop.time() - self.last_trim >= self.trim_interval:
             self.last_trim = self.loop.time()
@@ -137,13 +147,13 @@ class _Policy:
             STATS.trimmed(time.perf_counter() - t0)
         self.handle = self.loop.call_later(self.period, self.tick)
 
-    def next_look(self, young: int, since: float) -> float:
-        """When to count again: soon enough that, at the pace objects piled up since the last
-        collection, the next one finds about half the budget (10,000 sessions logging out at once
-        left ~70,000 new objects a second: 0.25 s between looks meant 20,000 per collection, 20-38 ms)."""
-        if young <= 0 or since <= 0:
+    def next_look(self, pace: float) -> float:
+        """When to count again: soon enough that, at ``pace`` new objects a second, the next
+        collection finds about half the budget (10,000 sessions logging out at once made ~70,000 a
+        second: 0.25 s between looks meant 20,000 per collection, 20-38 ms)."""
+        if pace <= 0:
             return MIN_INTERVAL
-        return min(MIN_INTERVAL, max(MIN_LOOK, 0.5 * self.unfrozen_budget * since / young))
+        return min(MIN_INTERVAL, max(MIN_LOOK, 0.5 * self.unfrozen_budget / pace))
 
     def adapt(self, seconds: float) -> None:
         """A collection's cost grows with what survived since the previous one (logins, mostly):
