@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from roost.core.gc_policy import MIN_INTERVAL, MIN_LOOK, _Policy, malloc_trim, unfrozen
+from roost.util.bounded import TrackedDict
 from roost.util.gcstats import STATS, GcStats
 from tests.support.raw import RawClient
 from tests.support.server import running_server
@@ -236,4 +237,23 @@ async def test_a_burst_after_a_quiet_spell_shortens_the_next_look_at_once() -> N
         del burst
     finally:
         policy.stop(None)
+        gc.unfreeze()
+
+
+def test_a_tracked_dict_of_atomic_entries_stays_tracked_where_a_plain_one_is_retracked_young() -> None:
+    """What TrackedDict is for (the read cache's generations, carbons' ids): a plain dict of atomic
+    entries is untracked by a full collection and comes back young with the next fresh tuple key."""
+    plain: dict[tuple[str, str], int] = {("localhost", f"u{n}"): n for n in range(100)}
+    kept: TrackedDict[tuple[str, str], int] = TrackedDict(plain)
+    gc.collect()
+    assert not gc.is_tracked(plain)
+    assert gc.is_tracked(kept)
+    gc.freeze()
+    try:
+        plain[("localhost", "new")] = 1
+        kept[("localhost", "new")] = 1
+        young = [o for generation in range(3) for o in gc.get_objects(generation)]
+        assert any(o is plain for o in young)  # walked again by the next collection
+        assert not any(o is kept for o in young)  # still frozen
+    finally:
         gc.unfreeze()

@@ -820,8 +820,7 @@ class GcSection(_Section):
         description=(
             "Periodic collections aim to stay under this: while one takes longer, the interval "
             "halves (down to 0.25 s), and grows back to freeze_interval_seconds once they are short; "
-            "more than 250 unfrozen objects per millisecond of it start a collection "
-            "at once."
+            "more than 250 unfrozen objects per millisecond of it start a collection at once."
         ),
         examples=[5.0],
     )

@@ -110,42 +110,48 @@ class _Policy:
         self.handle: asyncio.TimerHandle | None = self.loop.call_later(self.period, self.tick)
 
     def tick(self) -> None:
-        now = self.loop.time()
-        young = unfrozen() if self.freeze else 0
-        since = now - self.last_tick
         if self.freeze:
-            # New objects per second, since the last collection or since the last look, whichever
-            # is faster: a burst that starts after a quiet spell shows in the latter at once.
-            looked_at, looked_young = self.last_look
-            pace = max(
-                young / since if since > 0 else 0.0,
-                (young - looked_young) / (now - looked_at) if now > looked_at else 0.0,
-            )
-            self.last_look = (now, young)
-            self.period = self.next_look(pace)
-        if self.freeze and (since >= self.current or young >= self.unfrozen_budget):
-            t0 = time.thread_time()
-            survivors = collect_and_freeze()[1]
-            took = time.thread_time() - t0
-            if took > self.target:
-                # What made it long, for the operator and for the soak bench (memprobe prints it).
-                STATS.slow_periodic.append((took * 1000, young, survivors, now - self.last_tick))
-                log.debug(
-                    "gc: periodic collection: %.1f ms CPU, %d unfrozen, %d survived, %.2f s after the last",
-                    took * 1000,
-                    young,
-                    survivors,
-                    now - self.last_tick,
-                )
-            self.last_tick = now
-            self.last_look = (now, 0)
-            self.adapt(took)
+            self.look()
         if self.trim is not None and self.loop.time() - self.last_trim >= self.trim_interval:
             self.last_trim = self.loop.time()
             t0 = time.perf_counter()
             self.trim()
             STATS.trimmed(time.perf_counter() - t0)
         self.handle = self.loop.call_later(self.period, self.tick)
+
+    def look(self) -> None:
+        """Count the unfrozen objects; collect and freeze when the interval is over or they pass the
+        budget; decide when to look next."""
+        now = self.loop.time()
+        young = unfrozen()
+        since = now - self.last_tick
+        # New objects per second, since the last collection or since the last look, whichever is
+        # faster: a burst that starts after a quiet spell shows in the latter at once.
+        looked_at, looked_young = self.last_look
+        pace = max(
+            young / since if since > 0 else 0.0,
+            (young - looked_young) / (now - looked_at) if now > looked_at else 0.0,
+        )
+        self.last_look = (now, young)
+        self.period = self.next_look(pace)
+        if since < self.current and young < self.unfrozen_budget:
+            return
+        t0 = time.thread_time()
+        survivors = collect_and_freeze()[1]
+        took = time.thread_time() - t0
+        if took > self.target:
+            # What made it long, for the operator and for the soak bench (memprobe prints it).
+            STATS.slow_periodic.append((took * 1000, young, survivors, since))
+            log.debug(
+                "gc: periodic collection: %.1f ms CPU, %d unfrozen, %d survived, %.2f s after the last",
+                took * 1000,
+                young,
+                survivors,
+                since,
+            )
+        self.last_tick = now
+        self.last_look = (now, 0)
+        self.adapt(took)
 
     def next_look(self, pace: float) -> float:
         """When to count again: soon enough that, at ``pace`` new objects a second, the next
