@@ -250,8 +250,9 @@ def test_a_tracked_dict_of_atomic_entries_stays_tracked_where_a_plain_one_is_ret
     assert gc.is_tracked(kept)
     gc.freeze()
     try:
-        plain[("localhost", "new")] = 1
-        kept[("localhost", "new")] = 1
+        user = f"new{len(plain)}"  # a tuple built at run time, as (domain, user) keys are
+        plain[("localhost", user)] = 1
+        kept[("localhost", user)] = 1
         young = [o for generation in range(3) for o in gc.get_objects(generation)]
         assert any(o is plain for o in young)  # walked again by the next collection
         assert not any(o is kept for o in young)  # still frozen
