@@ -282,11 +282,10 @@ class StreamManagement:
             and now - self._first_unrequested_at >= after
         )
 
-    def requested(self) -> Element:
-        """Note that an ``<r/>`` is being written, and return it."""
+    def requested(self) -> None:
+        """Note that an ``<r/>`` is being written (the driver writes its pre-serialized bytes)."""
         self._unrequested = 0
         self._awaiting_ack = True
-        return request()
 
     def acknowledge(self, h: int) -> bool:
         """Apply the client's ``h`` (from ``<a/>`` or ``<resume/>``): drop what it has handled.

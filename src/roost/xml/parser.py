@@ -326,6 +326,9 @@ class _Builder:
                     raise XmlStreamError("invalid-namespace", "wrong stream namespace")
                 raise XmlStreamError("not-well-formed", "not an XMPP stream")
             self._stream_prefix = split[2]
+            # The header's declarations are all _ns_decl keeps: inside the stream, a Python call per
+            # xmlns (several per client message: chat states, receipts, ids) would learn nothing.
+            self._expat.StartNamespaceDeclHandler = None  # type: ignore[union-attr]
             stack.append(el)
             self._events.append(StreamOpen(el, self._content_ns, split[2]))
             self._boundary = self._position()
