@@ -302,3 +302,14 @@ def test_lone_empty_on_a_released_parser() -> None:
     assert parser.released  # nothing woke it
     events = parser.feed(b"<message to='a@b'/><presence/>")
     assert [e.name for e in events if isinstance(e, Element)] == ["message", "presence"]
+
+
+def test_a_stanzas_own_namespace_declarations_do_not_outlive_it_across_a_release() -> None:
+    # Only the stream header's declarations are replayed when a released parser wakes; a prefix a
+    # stanza declared for itself is unknown to the next stanza, as in one continuous expat parse.
+    parser = opened()
+    events = parser.feed(b"<message xmlns:y='urn:y'><y:tag/></message>")
+    assert events[0].find("tag", "urn:y") is not None  # type: ignore[union-attr]
+    assert parser.release_parser()
+    with pytest.raises(XmlStreamError):
+        parser.feed(b"<message><y:tag/></message>")
