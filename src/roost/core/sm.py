@@ -70,7 +70,7 @@ CLIENT_STATE: Final = FireHook[ClientStateEvent]("c2s/client-state")
 #: CSI state starts over (XEP-0352 §5.2).
 SESSION_RESUMED: Final = FireHook[SessionEvent]("session/resumed")
 
-_REQUEST = serialize(sm.request()).encode()
+_REQUEST = sm.REQUEST_BYTES
 _now = time.time
 #: Reasons a connection ends after which a resumable session is kept: the client did not say goodbye.
 _DETACH_REASONS = frozenset(("disconnect", "timeout"))
@@ -236,6 +236,7 @@ class SmService:
         # <enable/> for what we receive.
         session.sm = managed
         driver.sm = state
+        attach(driver, state)
         session.log.info("stream management enabled%s", " (resumable)" if sm_id else "")
         return sm.enabled(sm_id, max_seconds, config.location or None)
 
@@ -279,6 +280,7 @@ class SmService:
         session.state = SessionState.BOUND
         driver.session = session
         driver.sm = managed.state
+        attach(driver, managed.state)
         if old_closer is not None:
             # §5: the old stream is still open (we had not noticed it drop): end it, not the session.
             old_closer.close(
@@ -397,6 +399,13 @@ def service_for(server: Server, domain: str | None) -> SmService | None:
     """The stream-management service of ``domain``; None when the ``sm`` module is not loaded."""
     host = server.hosts.get(domain) if domain is not None else None
     return _services.get(host) if host is not None else None
+
+
+def attach(driver: C2SDriver, state: sm.StreamManagement) -> None:
+    """Stream management is on for the driver's stream: its SM feature applies ``<a/>`` itself."""
+    feature = driver.stream.feature(sm.SmFeature)
+    if feature is not None:
+        feature.state = state
 
 
 # -- what the c2s driver calls ---------------------------------------------------------------------------

@@ -23,10 +23,12 @@ from roost.util.ids import random_token
 from roost.xml.element import Element
 from roost.xml.fragment import parse_bytes
 from roost.xml.ns import SM, STANZA_ERRORS
+from roost.xml.serializer import serialize
 
 #: §4: 'h' is an xs:unsignedInt; it is reset from 2^32-1 to 0.
 MODULO: Final = 1 << 32
-_MASK: Final = MODULO - 1
+#: ``(n + 1) & MASK`` counts modulo 2^32.
+MASK: Final = MODULO - 1
 #: Bytes of randomness in a resumption id (SM-ID, §5): 192 bits, so ids cannot be guessed.
 ID_BYTES: Final = 24
 
@@ -71,6 +73,8 @@ def parse_h(value: str | None) -> int:
     """An 'h' attribute as an int; ``ValueError`` unless it is an unsignedInt (0 … 2^32-1)."""
     if value is None:
         raise ValueError("missing 'h'")
+    if value.isascii() and value.isdigit() and len(value) < 10:  # every <a/> a client sends
+        return int(value)
     text = value.strip()  # xs:unsignedInt allows surrounding whitespace and a leading '+'
     if text.startswith("+"):
         text = text[1:]
@@ -95,6 +99,10 @@ def feature() -> Element:
 def request() -> Element:
     """``<r/>``: ask the peer how many stanzas it has handled (§4)."""
     return Element("r", SM)
+
+
+#: ``<r/>`` as written (it never changes).
+REQUEST_BYTES: Final = serialize(request()).encode()
 
 
 def answer(h: int) -> Element:
@@ -249,7 +257,7 @@ class StreamManagement:
     # -- inbound ------------------------------------------------------------------------------------------
     def handled(self) -> None:
         """One stanza from the client was handled (routed, answered or stored)."""
-        self.inbound = (self.inbound + 1) % MODULO
+        self.inbound = (self.inbound + 1) & MASK  # (the c2s driver inlines this)
 
     def answer(self) -> Element:
         """The ``<a/>`` to write for an ``<r/>`` (§4: MUST, as soon as possible)."""
@@ -264,7 +272,7 @@ class StreamManagement:
         already waiting for its answer).
         """
         # The exit of every stanza to a managed session: kept to a few attribute operations.
-        self.outbound = (self.outbound + 1) & _MASK
+        self.outbound = (self.outbound + 1) & MASK
         self.unacked.append((data, ns, now))
         unrequested = self._unrequested
         if unrequested == 0:
@@ -302,9 +310,11 @@ class StreamManagement:
         self._awaiting_ack = False
         # Stanzas sent after the last <r/> are still waiting for a request (unless this ack,
         # unrequested or covering more than asked, took them too); their clock keeps running.
-        self._unrequested = min(self._unrequested, len(self.unacked))
-        every = self.policy.every
-        return every > 0 and self._unrequested >= every
+        unrequested = self._unrequested
+        left = len(self.unacked)
+        if left < unrequested:
+            self._unrequested = unrequested = left
+        return unrequested >= self._every
 
     @property
     def over_limit(self) -> bool:
@@ -351,7 +361,7 @@ class ResumeRequested(Event):
     feature: SmFeature
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: the most frequent event, and a frozen __init__ costs 3×
 class AckNonza(Event):
     """``<r/>`` or ``<a h/>`` on an established stream (``element.name`` says which)."""
 
@@ -360,9 +370,22 @@ class AckNonza(Event):
 
 class SmFeature(Feature):
     """XEP-0198 on a receiving stream: where each nonza is allowed (§3, §5), and resumption in place
-    of resource binding. The ``<sm/>`` advertisement comes with the module's stream features."""
+    of resource binding. The ``<sm/>`` advertisement comes with the module's stream features.
+
+    Once the driver has enabled or resumed stream management on this stream it hands the session's
+    :class:`StreamManagement` to :attr:`state`; from then on an ``<a/>`` is applied here, where it is
+    parsed, instead of travelling to the driver as an event (it is the most frequent nonza, and it
+    does not depend on where it falls among the client's stanzas). An ``<r/>`` still goes to the
+    driver in order: its answer must count every stanza before it.
+    """
+
+    __slots__ = ("state",)
 
     nonza_namespaces = frozenset((SM,))
+
+    def __init__(self) -> None:
+        #: The session's XEP-0198 state while it is enabled on this stream.
+        self.state: StreamManagement | None = None
 
     def handle(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
         """Negotiation: after authentication a client may resume instead of binding (§5)."""
@@ -385,7 +408,21 @@ class SmFeature(Feature):
     def nonza(self, stream: Stream, el: Element) -> list[StreamEvent] | None:
         """Established: enable, acks; a second resumption is refused (the session is bound)."""
         name = el.name
-        if name == "r" or name == "a":
+        if name == "a":
+            state = self.state
+            if state is None:
+                return [AckNonza(el)]  # not enabled here: the driver says so (§6)
+            try:
+                due = state.acknowledge(parse_h(el.attrs.get("h")))
+            except ValueError as e:
+                return stream.close(StreamError("invalid-xml", f"<a/>: {e}"))
+            except HandledCountTooHigh as e:
+                return stream.close(e.stream_error())
+            if due:  # enough stanzas went out while we waited for this answer: ask again
+                state.requested()
+                stream.send_raw(REQUEST_BYTES)
+            return []
+        if name == "r":
             return [AckNonza(el)]
         if name == "enable":
             return [EnableRequested(parse_enable(el))]

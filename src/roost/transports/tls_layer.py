@@ -40,7 +40,7 @@ class TlsError(Exception):
 class TlsLayer:
     """Server- or client-side TLS over memory BIOs for one connection."""
 
-    __slots__ = ("_in", "_out", "handshake_done", "obj")
+    __slots__ = ("_in", "_out", "_records", "handshake_done", "obj")
 
     def __init__(
         self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
@@ -50,6 +50,10 @@ class TlsLayer:
         self.obj = context.wrap_bio(
             self._in, self._out, server_side=server_side, server_hostname=server_hostname
         )
+        #: What decrypts and encrypts records: the C object under ``SSLObject``'s pure-Python
+        #: ``read``/``write``/``pending`` wrappers, called directly (two wrapper calls fewer per
+        #: record); the SSLObject itself if a Python version hides it.
+        self._records = getattr(self.obj, "_sslobj", self.obj)
         self.handshake_done = False
 
     def start(self) -> bytes:
@@ -66,7 +70,7 @@ class TlsLayer:
                 return b"", self._out.read(), False
             completed = True
         chunks: list[bytes] = []
-        obj = self.obj
+        obj = self._records
         incoming = self._in
         local = _read_buffer
         buffer, view = local.buffer, local.view
@@ -92,7 +96,7 @@ class TlsLayer:
     def encrypt(self, data: bytes) -> bytes:
         """Plaintext → ciphertext records."""
         try:
-            self.obj.write(data)
+            self._records.write(data)
         except ssl.SSLError as e:
             raise TlsError(str(e)) from e
         return self._out.read()

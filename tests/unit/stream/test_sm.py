@@ -293,6 +293,48 @@ def test_nonzas_once_established_become_events_in_order_with_stanzas() -> None:
     assert stream.state is State.ESTABLISHED
 
 
+def test_with_the_state_attached_acks_are_applied_in_the_stream() -> None:
+    feature = SmFeature()
+    stream, peer = _authenticated(feature)
+    _bind(stream, peer)
+    state = StreamManagement(policy=AckPolicy(every=2, after_seconds=0))
+    feature.state = state
+    for n in range(3):
+        state.sent(b"<message id='m%d'/>" % n, "jabber:client", 0.0)
+    state.requested()  # an <r/> went out after the second stanza; the third is not asked about yet
+    # <a/> is applied where it is parsed; an <r/> stays an event, in order with the stanzas.
+    events = stream.receive_data(b"<a xmlns='urn:xmpp:sm:3' h='1'/><message to='romeo@example.org'/>")
+    assert len(events) == 1 and isinstance(events[0], Element) and events[0].name == "message"
+    assert state.acked == 1 and len(state.unacked) == 2 and not state.awaiting_ack
+    # Two unrequested stanzas are out when the next ack comes: a new <r/> follows at once.
+    state.sent(b"<message id='m3'/>", "jabber:client", 0.0)
+    state.requested()
+    state.sent(b"<message id='m4'/>", "jabber:client", 0.0)
+    state.sent(b"<message id='m5'/>", "jabber:client", 0.0)
+    assert stream.receive_data(b"<a xmlns='urn:xmpp:sm:3' h='2'/>") == []
+    written = peer.read(stream)
+    assert [(e.name, e.ns) for e in written] == [("r", SM)]
+    assert state.awaiting_ack
+    events = stream.receive_data(b"<r xmlns='urn:xmpp:sm:3'/>")
+    assert [e.element.name for e in events if isinstance(e, sm.AckNonza)] == ["r"]
+
+
+@pytest.mark.parametrize(
+    "attrs,condition",
+    [("h='x'", "invalid-xml"), ("", "invalid-xml"), ("h='9'", "undefined-condition")],
+)
+def test_a_bad_ack_applied_in_the_stream_ends_it(attrs: str, condition: str) -> None:
+    feature = SmFeature()
+    stream, peer = _authenticated(feature)
+    _bind(stream, peer)
+    feature.state = state = StreamManagement()
+    state.sent(b"<message/>", "jabber:client", 0.0)
+    events = stream.receive_data(f"<a xmlns='urn:xmpp:sm:3' {attrs}/>".encode())
+    closed = [e for e in events if isinstance(e, Closed)]
+    assert closed and closed[0].error is not None and closed[0].error.condition == condition
+    assert stream.state is State.CLOSED
+
+
 def test_resume_holds_input_until_the_driver_answers() -> None:
     feature = SmFeature()
     stream, peer = _authenticated(feature)

@@ -5,12 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from precis_i18n import get_profile
-
+from roost.stream.sasl.precis import prepare_password, prepare_username
 from roost.stream.sasl.scram import SaslFailure, ScramCredentials, _hashlib_name, _hi
-
-_OPAQUE = get_profile("OpaqueString")
-_USERNAME = get_profile("UsernameCaseMapped")
 
 
 def parse_plain(message: bytes) -> tuple[str | None, str, str]:
@@ -26,7 +22,7 @@ def parse_plain(message: bytes) -> tuple[str | None, str, str]:
         # RFC 4616 §2: authcid and passwd are 1*SAFE
         raise SaslFailure("malformed-request", "empty username or password")
     try:
-        username = str(_USERNAME.enforce(authcid))
+        username = prepare_username(authcid)
     except UnicodeError:
         # No account can have this name; answer like any other failed login.
         raise SaslFailure("not-authorized", "invalid username")
@@ -36,7 +32,7 @@ def parse_plain(message: bytes) -> tuple[str | None, str, str]:
 def verify_password(password: str, creds: ScramCredentials) -> bool:
     """True if ``password`` yields ``creds.stored_key``; the comparison is constant-time."""
     try:
-        prepared = str(_OPAQUE.enforce(password)).encode()
+        prepared = prepare_password(password).encode()
     except UnicodeError:
         return False
     name = _hashlib_name(creds.hash_name)

@@ -20,8 +20,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from precis_i18n import get_profile
-
+from roost.stream.sasl.precis import prepare_password, prepare_username
 from roost.util.ids import random_token
 
 HASH_NAMES = ("SHA-1", "SHA-256", "SHA-512")
@@ -46,8 +45,6 @@ SASL_CONDITIONS = frozenset(
     }
 )
 
-_OPAQUE = get_profile("OpaqueString")
-_USERNAME = get_profile("UsernameCaseMapped")
 
 _CB_NAME = re.compile(r"[A-Za-z0-9.-]+\Z")  # RFC 5802 §7 cb-name
 _PRINTABLE = re.compile(r"[\x21-\x2b\x2d-\x7e]+\Z")  # RFC 5802 §7 printable (nonce)
@@ -256,7 +253,7 @@ class ScramServer:
             raise SaslFailure("not-authorized", "channel binding downgrade detected")
 
         try:
-            self.username = _USERNAME.enforce(raw_username)
+            self.username = prepare_username(raw_username)
         except UnicodeError:
             # No account can have this name; the exchange cannot succeed.
             raise SaslFailure("not-authorized", "invalid username")
@@ -362,7 +359,7 @@ class ScramClient:
         if nonce is not None and not _PRINTABLE.match(nonce):
             raise ValueError("the client nonce must be printable ASCII without ','")
         try:
-            self.username = _USERNAME.enforce(username)
+            self.username = prepare_username(username)
         except UnicodeEncodeError as exc:
             raise ValueError(f"invalid username: {exc.reason}")
         self._password = _prepare_password(password) if salted_password is None else b""
@@ -467,7 +464,7 @@ def _hashlib_name(hash_name: str) -> str:
 
 def _prepare_password(password: str) -> bytes:
     try:
-        return str(_OPAQUE.enforce(password)).encode()
+        return prepare_password(password).encode()
     except UnicodeEncodeError as exc:
         raise ValueError(f"invalid password: {exc.reason}")
 
