@@ -38,7 +38,7 @@ from roost.stream.c2s import (
 from roost.stream.csi import ClientState
 from roost.stream.sasl.plain import verify_password
 from roost.stream.sasl.scram import ScramCredentials
-from roost.stream.sm import MASK, AckNonza, EnableRequested, ResumeRequested, StreamManagement
+from roost.stream.sm import MASK, SMALL, AckNonza, EnableRequested, ResumeRequested, StreamManagement
 from roost.util.logging import READING, bind_conn_id, reading
 from roost.xml.element import Element
 
@@ -188,7 +188,8 @@ class C2SDriver:
             if event.__class__ is Element:
                 managed = self.sm  # read per stanza: an <enable/> earlier in this batch sets it
                 if managed is not None:
-                    managed.inbound = (managed.inbound + 1) & MASK  # managed.handled(), inline
+                    inbound = managed.inbound + 1  # managed.handled(), inline
+                    managed.inbound = inbound if inbound <= SMALL else inbound & MASK
                 session.receive(event)
             else:
                 self._on_event(event)
