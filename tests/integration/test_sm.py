@@ -195,10 +195,22 @@ async def test_ack_of_more_than_was_sent_closes_the_stream(sm_server: RunningSer
     assert await juliet.raw.closed()
 
 
-async def test_acks_before_enabling_end_the_stream(sm_server: RunningServer) -> None:
+@pytest.mark.parametrize("ack", [Element("r", SM), Element("a", SM, {"h": "0"})])
+async def test_acks_before_enabling_end_the_stream(sm_server: RunningServer, ack: Element) -> None:
     raw = await RawClient.login(sm_server.c2s_port, "juliet", PASSWORD, "balcony")
-    raw.send(Element("r", SM))
+    raw.send(ack)
     assert await raw.stream_error() == "unsupported-stanza-type"
+
+
+async def test_unreadable_ack_ends_only_its_own_stream(sm_server: RunningServer) -> None:
+    juliet = await SmClient.login(sm_server, "juliet", "balcony")
+    romeo = await SmClient.login(sm_server, "romeo", "orchard")
+    await juliet.enable(resume=False)
+    juliet.raw.send(Element("a", SM, {"h": "many"}))
+    assert await juliet.raw.stream_error() == "invalid-xml"
+    romeo.send(ping(iq_id="still-here"))
+    answer = await romeo.stanza()
+    assert answer.attrs.get("id") == "still-here" and answer.attrs.get("type") == "result"
 
 
 async def test_tcp_drop_mid_traffic_then_resume_loses_nothing_and_duplicates_nothing(

@@ -70,7 +70,6 @@ CLIENT_STATE: Final = FireHook[ClientStateEvent]("c2s/client-state")
 #: CSI state starts over (XEP-0352 §5.2).
 SESSION_RESUMED: Final = FireHook[SessionEvent]("session/resumed")
 
-_REQUEST = sm.REQUEST_BYTES
 _now = time.time
 #: Reasons a connection ends after which a resumable session is kept: the client did not say goodbye.
 _DETACH_REASONS = frozenset(("disconnect", "timeout"))
@@ -114,7 +113,7 @@ class SmSession:
             connection.send_stanza(data)
             if due:
                 state.requested()
-                connection.send_raw(_REQUEST)
+                connection.send_raw(sm.REQUEST_BYTES)
             elif self._timer is None and state.policy.after_seconds > 0:
                 self._arm_request_timer(state.policy.after_seconds)
         if len(state.unacked) > state.max_unacked:
@@ -127,28 +126,22 @@ class SmSession:
 
     # -- acks --------------------------------------------------------------------------------------------
     def ack_nonza(self, driver: C2SDriver, el: Element) -> None:
-        """``<r/>`` or ``<a h/>`` from the client on ``driver``'s established stream (§4)."""
+        """``<r/>`` from the client on ``driver``'s established stream: answer at once (§4).
+
+        The client's ``<a/>`` never comes here: the stream's SM feature applies it (see
+        :func:`attach`); one that reaches the driver means SM is not enabled on that stream.
+        """
         if el.name == "r":
             driver.connection.send_raw(serialize(self.state.answer()).encode())
-            return
-        try:
-            self.acknowledged(sm.parse_h(el.attrs.get("h")))
-        except ValueError as e:
-            driver.close(StreamError("invalid-xml", f"<a/>: {e}"), "error")
-        except HandledCountTooHigh as e:
-            driver.close(e.stream_error(), "error")
-
-    def acknowledged(self, h: int) -> None:
-        """An ``<a h/>`` from the client."""
-        if self.state.acknowledge(h):
-            self.request()
+        else:
+            driver.close(StreamError("unsupported-stanza-type", "stream management is not enabled"), "error")
 
     def request(self) -> None:
         """Write an ``<r/>`` now (if connected)."""
         connection = self.session.connection
         if connection is not None:
             self.state.requested()
-            connection.send_raw(_REQUEST)
+            connection.send_raw(sm.REQUEST_BYTES)
 
     def _arm_request_timer(self, delay: float) -> None:
         self._timer = asyncio.get_running_loop().call_later(delay, self._request_timer)
